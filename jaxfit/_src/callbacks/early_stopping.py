@@ -1,0 +1,88 @@
+"""EarlyStopping: stop when a monitored value stops improving (Keras 3 semantics)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+from jaxfit._src.callbacks.monitor import MonitorCallback
+
+
+class EarlyStopping(MonitorCallback):
+    """Stops training when ``monitor`` has not improved for ``patience`` epochs.
+
+    Args:
+      monitor: the log key to watch. Defaults to `"val_loss"`.
+      min_delta: the smallest change that counts as an improvement. Defaults to `0`.
+      patience: epochs without improvement before stopping. Defaults to `0`.
+      verbose: print a line when stopping. Defaults to `0`.
+      mode: ``"auto"``, ``"min"`` or ``"max"``. Defaults to `"auto"`.
+      baseline: training stops if the value does not beat it within ``patience``
+        epochs. Defaults to `None`.
+      restore_best_weights: restore the params of the best epoch when stopping
+        (as Keras, only when it stops early). Defaults to `False`.
+      start_from_epoch: epochs to wait before watching. Defaults to `0`.
+
+    Example:
+      >>> import jaxfit
+      >>> stop = jaxfit.callbacks.EarlyStopping(monitor="loss", patience=2)
+    """
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0,
+                 patience: int = 0, verbose: int = 0,
+                 mode: Literal["auto", "min", "max"] = "auto",
+                 baseline: float | None = None, restore_best_weights: bool = False,
+                 start_from_epoch: int = 0):
+        super().__init__(monitor, mode, min_delta, baseline)
+        self.patience = int(patience)
+        self.verbose = verbose
+        self.restore_best_weights = restore_best_weights
+        self.start_from_epoch = int(start_from_epoch)
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.best_weights: Any = None
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_epoch = 0
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = self.get_monitor_value(logs)
+        if current is None:
+            warnings.warn(
+                f"EarlyStopping: monitor={self.monitor!r} is not in the logs "
+                f"(available: {sorted(logs or {})}).", RuntimeWarning, stacklevel=2)
+            return
+        if epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = _copy(self.trainer.params)
+        self.wait += 1
+        if self.is_improvement(current, self.best):
+            self.best = current
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = _copy(self.trainer.params)
+            if self.baseline is None or self.is_improvement(current, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.trainer.stop_training = True
+            if self.restore_best_weights and self.best_weights is not None:
+                self.trainer.params = self.best_weights
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: early stopping (best epoch "
+                      f"{self.best_epoch + 1}).")
+
+
+def _copy(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)

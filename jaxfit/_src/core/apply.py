@@ -1,0 +1,62 @@
+"""Normalises a user's ``apply`` function to one pure calling convention.
+
+The user's function may declare keyword-only ``train``, ``rng`` and ``state``
+parameters; jaxfit passes exactly those it declares. The normalised form is
+``apply(params, model_state, x, *, train, rng) -> (y_pred, new_model_state)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from jaxfit._src import errors
+
+_OPTIONAL = ("train", "rng", "state")
+
+Normalized = Callable[..., tuple[Any, Any]]
+
+
+def accepted_keywords(apply_fn: Callable[..., Any]) -> frozenset[str]:
+    """The subset of ``train``, ``rng``, ``state`` that ``apply_fn`` accepts."""
+    if not callable(apply_fn):
+        raise TypeError(
+            errors.expected("apply_fn", "a callable apply(params, x, ...)", apply_fn)
+        )
+    try:
+        signature = inspect.signature(apply_fn)
+    except (TypeError, ValueError):  # builtins, some C callables
+        return frozenset()
+    parameters = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return frozenset(_OPTIONAL)
+    return frozenset(name for name in _OPTIONAL if name in parameters)
+
+
+def normalize(apply_fn: Callable[..., Any]) -> tuple[Normalized, bool]:
+    """Returns ``(normalized_apply, has_state)``; inspects the signature once."""
+    keywords = accepted_keywords(apply_fn)
+    has_state = "state" in keywords
+
+    def normalized(params, model_state, x, *, train, rng):
+        kwargs: dict[str, Any] = {}
+        if "train" in keywords:
+            kwargs["train"] = train
+        if "rng" in keywords:
+            kwargs["rng"] = rng
+        if has_state:
+            kwargs["state"] = model_state
+            out = apply_fn(params, x, **kwargs)
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise TypeError(
+                    errors.expected(
+                        "apply_fn",
+                        "a (y_pred, new_state) pair from an apply_fn that "
+                        "declares `state`",
+                        out,
+                    )
+                )
+            return out
+        return apply_fn(params, x, **kwargs), model_state
+
+    return normalized, has_state

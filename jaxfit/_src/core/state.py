@@ -1,0 +1,33 @@
+"""TrainState: the whole training state as one immutable pytree."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything a train step reads and writes, as a pytree.
+
+    Attributes:
+      step: int32 scalar, the number of optimizer updates applied so far.
+      params: the model parameters (any pytree).
+      opt_state: the optax optimizer state.
+      model_state: mutable model state threaded through ``apply`` (batch-norm
+        statistics and the like); ``None`` for stateless models.
+      rng: the PRNG key from which each step's dropout key is split.
+    """
+
+    step: Any
+    params: Any
+    opt_state: Any
+    model_state: Any
+    rng: Any
+
+    def replace(self, **changes: Any) -> TrainState:
+        """Returns a copy with the given fields replaced."""
+        return dataclasses.replace(self, **changes)

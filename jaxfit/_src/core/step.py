@@ -1,0 +1,276 @@
+"""Pure step builders: the train, eval and predict computations jaxfit jits.
+
+A *batch* is a dict ``{"x", "y", "sample_weight", "mask"}``: ``x`` and ``y`` are
+pytrees with a leading batch axis, ``sample_weight`` and ``mask`` are float32
+vectors. ``mask`` is 0 for padding rows (the ragged last batch is padded to the
+full batch size, never compiled again). A *block* is the same dict with an extra
+leading axis of ``K`` batches; one compiled call runs the ``K`` steps in a
+``lax.scan`` so small models are not bound by Python dispatch. A batch whose mask
+is all zero is a no-op: the state comes out unchanged.
+
+Reductions follow Keras 3: the loss is ``sum(w * l) / batch_size`` (the
+"sum_over_batch_size" reduction, padding rows excluded), a metric is the
+sample-weighted mean ``sum(w * m) / sum(w)``. Both are carried as
+``metrics.MeanState`` sums, so the epoch value is exact over ragged batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxfit._src import errors
+from jaxfit._src.core import losses
+from jaxfit._src.core import metrics
+from jaxfit._src.core.state import TrainState
+
+Logs = dict[str, metrics.MeanState]
+
+
+def output_names(y: Any) -> list[str]:
+    """Names of the leaves of ``y``: dict keys, ``output_<i>`` for sequences."""
+    paths = jax.tree_util.tree_flatten_with_path(y)[0]
+    names = []
+    for path, _ in paths:
+        parts = []
+        for key in path:
+            if isinstance(key, jax.tree_util.DictKey):
+                parts.append(str(key.key))
+            elif isinstance(key, jax.tree_util.SequenceKey):
+                parts.append(f"output_{key.idx}")
+            else:
+                parts.append(str(getattr(key, "name", key)))
+        names.append("_".join(parts) or "output")
+    return names
+
+
+def _is_spec_leaf(value: Any) -> bool:
+    return value is None or isinstance(value, str) or callable(value)
+
+
+def _per_output(spec: Any, y: Any, argname: str) -> list[Any]:
+    """Broadcasts one spec to every output of ``y`` or matches a pytree of specs."""
+    treedef = jax.tree_util.tree_structure(y)
+    if _is_spec_leaf(spec):
+        return [spec] * treedef.num_leaves
+    leaves, spec_def = jax.tree_util.tree_flatten(spec, is_leaf=_is_spec_leaf)
+    if spec_def != treedef:
+        raise ValueError(
+            errors.expected(
+                argname,
+                f"one entry per output of y, structured like y ({treedef})",
+                spec,
+            )
+        )
+    return leaves
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """The resolved loss and metrics for one structure of ``y`` and ``y_pred``."""
+
+    loss_fns: tuple[Callable[..., Any], ...]
+    loss_weights: tuple[float, ...]
+    output_names: tuple[str, ...]
+    metric_fns: tuple[tuple[str, int, Callable[..., Any]], ...]  # (log key, leaf, fn)
+
+    @property
+    def log_names(self) -> list[str]:
+        names = ["loss"]
+        if len(self.output_names) > 1:
+            names += [f"{name}_loss" for name in self.output_names]
+        return names + [key for key, _, _ in self.metric_fns]
+
+    def per_sample(self, y: Any, y_pred: Any) -> tuple[jax.Array, list[jax.Array]]:
+        """Weighted total per-sample loss and each output's per-sample loss."""
+        y_leaves = jax.tree_util.tree_leaves(y)
+        pred_leaves = jax.tree_util.tree_leaves(y_pred)
+        parts = [fn(t, p) for fn, t, p in zip(self.loss_fns, y_leaves, pred_leaves)]
+        total = sum(w * part for w, part in zip(self.loss_weights, parts))
+        return jnp.asarray(total, jnp.float32), parts
+
+    def batch_logs(self, y, y_pred, total, parts, sample_weight, mask) -> Logs:
+        """This batch's loss and metric sums, as ``MeanState``s."""
+        weight = sample_weight * mask
+        count = jnp.sum(mask)
+        logs = {"loss": metrics.MeanState(jnp.sum(total * weight), count)}
+        if len(parts) > 1:
+            for name, part in zip(self.output_names, parts):
+                logs[f"{name}_loss"] = metrics.MeanState(jnp.sum(part * weight), count)
+        y_leaves = jax.tree_util.tree_leaves(y)
+        pred_leaves = jax.tree_util.tree_leaves(y_pred)
+        for key, leaf, fn in self.metric_fns:
+            values = fn(y_leaves[leaf], pred_leaves[leaf])
+            logs[key] = metrics.update(metrics.empty(), values, weight)
+        return logs
+
+
+def make_objective(
+    loss: Any, loss_weights: Any, metric_spec: Any, y: Any, y_pred: Any
+) -> Objective:
+    """Resolves loss names, loss weights and metrics against ``y``'s structure.
+
+    ``y`` and ``y_pred`` may be arrays or shape structs; only shapes are read.
+    """
+    y_def = jax.tree_util.tree_structure(y)
+    pred_def = jax.tree_util.tree_structure(y_pred)
+    if y_def != pred_def:
+        raise ValueError(
+            errors.expected(
+                "apply_fn",
+                f"model outputs structured like y ({y_def})",
+                f"outputs structured as {pred_def}",
+            )
+        )
+    names = output_names(y)
+    loss_fns = tuple(
+        losses.get(spec, argname="loss") for spec in _per_output(loss, y, "loss")
+    )
+    if loss_weights is None:
+        weights = (1.0,) * len(names)
+    else:
+        weights = tuple(float(w) for w in _per_output(loss_weights, y, "loss_weights"))
+    y_leaves = jax.tree_util.tree_leaves(y)
+    pred_leaves = jax.tree_util.tree_leaves(y_pred)
+    metric_fns = []
+    if metric_spec is not None:
+        multi = len(names) > 1
+        if isinstance(metric_spec, (list, tuple)) and all(
+            _is_spec_leaf(m) for m in metric_spec
+        ):
+            per_leaf = [list(metric_spec)] * len(names)
+        elif isinstance(metric_spec, dict):
+            per_leaf = [
+                _as_list(metric_spec.get(name)) for name in names
+            ]
+            unknown = set(metric_spec) - set(names)
+            if unknown:
+                raise ValueError(
+                    errors.expected(
+                        "metrics", f"keys among the outputs {names}", metric_spec
+                    )
+                )
+        else:
+            per_leaf = [_as_list(metric_spec)] * len(names)
+        for leaf, (name, specs) in enumerate(zip(names, per_leaf)):
+            for spec in specs:
+                fn = metrics.resolve(
+                    spec, y_leaves[leaf], pred_leaves[leaf], argname="metrics"
+                )
+                key = metrics.name_of(spec)
+                metric_fns.append((f"{name}_{key}" if multi else key, leaf, fn))
+    return Objective(loss_fns, weights, tuple(names), tuple(metric_fns))
+
+
+def _as_list(spec: Any) -> list[Any]:
+    if spec is None:
+        return []
+    if isinstance(spec, (list, tuple)):
+        return list(spec)
+    return [spec]
+
+
+def make_train_step(apply, objective: Objective, optimizer: optax.GradientTransformation):
+    """Returns ``train_step(state, batch) -> (state, logs)``; all-masked is a no-op."""
+
+    def train_step(state: TrainState, batch: dict[str, Any]):
+        mask = batch["mask"]
+        weight = batch["sample_weight"] * mask
+        rng, step_rng = jax.random.split(state.rng)
+
+        def loss_fn(params):
+            y_pred, model_state = apply(
+                params, state.model_state, batch["x"], train=True, rng=step_rng
+            )
+            total, parts = objective.per_sample(batch["y"], y_pred)
+            loss = jnp.sum(total * weight) / jnp.maximum(jnp.sum(mask), 1.0)
+            return loss, (y_pred, model_state, total, parts)
+
+        grads, aux = jax.grad(loss_fn, has_aux=True)(state.params)
+        y_pred, model_state, total, parts = aux
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            model_state=model_state,
+            rng=rng,
+        )
+        real = jnp.sum(mask) > 0
+        new_state = jax.tree.map(
+            lambda new, old: jnp.where(real, new, old), new_state, state
+        )
+        logs = objective.batch_logs(
+            batch["y"], y_pred, total, parts, batch["sample_weight"], mask
+        )
+        return new_state, logs
+
+    return train_step
+
+
+def make_eval_step(apply, objective: Objective):
+    """Returns ``eval_step(state, batch) -> (state, logs)``; the state is unchanged."""
+
+    def eval_step(state: TrainState, batch: dict[str, Any]):
+        y_pred, _ = apply(
+            state.params, state.model_state, batch["x"], train=False, rng=state.rng
+        )
+        total, parts = objective.per_sample(batch["y"], y_pred)
+        logs = objective.batch_logs(
+            batch["y"], y_pred, total, parts, batch["sample_weight"], batch["mask"]
+        )
+        return state, logs
+
+    return eval_step
+
+
+def make_block(step: Callable[..., Any]):
+    """Fuses ``step`` over a block of batches with ``lax.scan``.
+
+    Returns ``block(state, totals, block_batch) -> (state, totals, batch_logs)``
+    where ``totals`` is the running epoch sum (merged on device) and
+    ``batch_logs`` holds each batch's own sums, stacked along the block axis.
+    """
+
+    def block(state, totals, batches):
+        def body(carry, batch):
+            state, totals = carry
+            state, logs = step(state, batch)
+            totals = jax.tree.map(metrics.merge, totals, logs, is_leaf=_is_mean)
+            return (state, totals), logs
+
+        (state, totals), logs = jax.lax.scan(body, (state, totals), batches)
+        return state, totals, logs
+
+    return block
+
+
+def _is_mean(value: Any) -> bool:
+    return isinstance(value, metrics.MeanState)
+
+
+def empty_logs(names: list[str]) -> Logs:
+    """Zeroed totals for the given log names."""
+    return {name: metrics.empty() for name in names}
+
+
+def compute_logs(logs: Logs) -> dict[str, Any]:
+    """Turns sums into values: ``total / count`` (0 where count is 0)."""
+    return {
+        name: metrics.compute(value) for name, value in logs.items()
+    }
+
+
+def make_predict_step(apply):
+    """Returns ``predict_step(state, x) -> y_pred`` in inference mode."""
+
+    def predict_step(state: TrainState, x: Any):
+        y_pred, _ = apply(state.params, state.model_state, x, train=False, rng=state.rng)
+        return y_pred
+
+    return predict_step

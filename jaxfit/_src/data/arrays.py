@@ -1,0 +1,169 @@
+"""In-memory data: checks, the validation split, and pad-and-mask batch blocks.
+
+Everything here is host-side numpy, vectorised over whole index arrays: nothing
+in the hot loop does per-sample Python work. Blocks of batches are gathered in
+one fancy-indexing call per leaf and moved to the device ahead of use.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+from jaxfit._src import errors
+
+
+def to_numpy(tree: Any, argname: str) -> Any:
+    """Converts every leaf to a numpy array, rejecting non-array leaves."""
+
+    def convert(leaf):
+        array = np.asarray(leaf)
+        if array.dtype == object:
+            raise TypeError(errors.expected(argname, "arrays of numbers", leaf))
+        if array.ndim == 0:
+            raise ValueError(
+                errors.expected(argname, "arrays with a leading sample axis", leaf)
+            )
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        elif array.dtype == np.int64:
+            array = array.astype(np.int32)
+        return array
+
+    if tree is None:
+        return None
+    return jax.tree.map(convert, tree)
+
+
+def num_samples(trees: dict[str, Any]) -> int:
+    """The common leading dimension of every leaf; a clear error when they differ."""
+    counts: dict[str, int] = {}
+    for argname, tree in trees.items():
+        if tree is None:
+            continue
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            counts[argname + jax.tree_util.keystr(path)] = int(leaf.shape[0])
+    if not counts:
+        raise ValueError(errors.expected("x", "at least one array", None))
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"{name}: {n}" for name, n in counts.items())
+        raise ValueError(
+            "x, y and sample_weight: expected the same number of samples (leading "
+            f"dimension) in every array, got {detail}. Pass arrays of equal length."
+        )
+    return next(iter(counts.values()))
+
+
+def take(tree: Any, index: np.ndarray) -> Any:
+    """Gathers rows ``index`` (any shape) from every leaf."""
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def split_last(tree: Any, n: int, fraction: float) -> tuple[Any, Any]:
+    """Splits off the last ``fraction`` of samples (Keras/tfjs: floor on train)."""
+    split_at = int(math.floor(n * (1.0 - fraction)))
+    head = jax.tree.map(lambda leaf: leaf[:split_at], tree)
+    tail = jax.tree.map(lambda leaf: leaf[split_at:], tree)
+    return head, tail
+
+
+def class_weights(y: Any, class_weight: dict[int, float]) -> np.ndarray:
+    """Per-sample weights from a ``{class: weight}`` dict (Keras; missing -> 1)."""
+    leaves = jax.tree.leaves(y)
+    if len(leaves) != 1:
+        raise ValueError(
+            errors.expected(
+                "class_weight", "a single-output model (y one array)", class_weight,
+                "Pass sample_weight for multi-output models.",
+            )
+        )
+    labels = leaves[0]
+    if labels.ndim > 1 and labels.shape[-1] != 1:
+        labels = np.argmax(labels, axis=-1)
+    labels = np.round(labels.reshape(labels.shape[0], -1)[:, 0]).astype(np.int64)
+    table = np.ones(max(int(labels.max(initial=0)), *class_weight) + 1, np.float32)
+    for cls, weight in class_weight.items():
+        table[int(cls)] = weight
+    return table[labels]
+
+
+class Batches:
+    """Index plans for one data set: batches of ``batch_size``, padded and masked.
+
+    ``epoch_indices(epoch)`` returns ``(index, mask)`` of shape
+    ``[num_batches, batch_size]``; with ``shuffle`` each pass uses a fresh
+    permutation drawn from ``(seed, pass)``, so the same seed gives the same order.
+    With ``steps_per_epoch`` the passes form one stream continued across epochs.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int,
+                 steps_per_epoch: int | None = None):
+        self.n = n
+        self.batch_size = min(batch_size, n)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.batches_per_pass = math.ceil(n / self.batch_size)
+        self.steps_per_epoch = steps_per_epoch or self.batches_per_pass
+
+    def _pass(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, index]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        padded = self.batches_per_pass * self.batch_size
+        mask = np.zeros(padded, np.float32)
+        mask[: self.n] = 1.0
+        order = np.concatenate([order, np.zeros(padded - self.n, order.dtype)])
+        shape = (self.batches_per_pass, self.batch_size)
+        return order.reshape(shape), mask.reshape(shape)
+
+    def epoch_indices(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        start = epoch * self.steps_per_epoch
+        stop = start + self.steps_per_epoch
+        first, last = start // self.batches_per_pass, (stop - 1) // self.batches_per_pass
+        parts = [self._pass(p) for p in range(first, last + 1)]
+        index = np.concatenate([p[0] for p in parts])
+        mask = np.concatenate([p[1] for p in parts])
+        offset = first * self.batches_per_pass
+        return index[start - offset : stop - offset], mask[start - offset : stop - offset]
+
+
+def block_size(num_steps: int, max_block: int) -> int:
+    """The fused block length: at most ``max_block``, padding spread evenly."""
+    num_blocks = math.ceil(num_steps / max_block)
+    return math.ceil(num_steps / num_blocks)
+
+
+def blocks(data: dict[str, Any], index: np.ndarray, mask: np.ndarray,
+           size: int) -> Iterator[tuple[dict[str, Any], int]]:
+    """Yields ``(host_block, num_real_batches)``; the last block is padded with
+    all-masked batches so every block has the same shape."""
+    num_steps = index.shape[0]
+    for start in range(0, num_steps, size):
+        idx, msk = index[start : start + size], mask[start : start + size]
+        real = idx.shape[0]
+        if real < size:
+            idx = np.concatenate([idx, np.zeros((size - real, idx.shape[1]), idx.dtype)])
+            msk = np.concatenate([msk, np.zeros((size - real, msk.shape[1]), msk.dtype)])
+        block = {
+            "x": take(data["x"], idx),
+            "y": take(data["y"], idx),
+            "sample_weight": data["sample_weight"][idx],
+            "mask": msk,
+        }
+        yield block, real
+
+
+def prefetch(iterator: Iterator[tuple[Any, int]], size: int = 2):
+    """Moves items to the device ``size`` ahead of use (``jax.device_put`` is async)."""
+    queue: collections.deque = collections.deque()
+    for block, real in iterator:
+        queue.append((jax.device_put(block), real))
+        if len(queue) >= size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()

@@ -1,0 +1,153 @@
+"""The one epoch/batch loop, a generator shared by the sync and async fronts.
+
+The loop yields (to its front) exactly at yield points. Between them it only
+dispatches compiled blocks: no host-device sync. At a yield point it fetches the
+batch logs of everything run since the last one in one transfer and calls the
+batch hooks for each of those batches, in order, with that batch's own logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Generator
+
+import jax
+import numpy as np
+
+from jaxfit._src.core import step as step_lib
+from jaxfit._src.data import arrays
+from jaxfit._src.driver.callback import CallbackList
+from jaxfit._src.driver.yield_policy import YieldPolicy
+
+MAX_BLOCK = 32  # the most train steps fused into one compiled call
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """The jitted blocks for one structure of ``y``, and the log names."""
+
+    log_names: list[str]
+    train_block: Any  # (state, totals, block) -> (state, totals, batch_logs)
+    eval_block: Any  # (state, totals, block) -> (totals, batch_logs)
+
+    def empty_totals(self) -> dict[str, Any]:
+        return step_lib.empty_logs(self.log_names)
+
+
+@dataclasses.dataclass
+class EvalPlan:
+    data: dict[str, Any]
+    batches: arrays.Batches
+    steps: int | None
+    compiled: Compiled
+
+
+@dataclasses.dataclass
+class FitPlan:
+    data: dict[str, Any]
+    batches: arrays.Batches
+    epochs: int
+    initial_epoch: int
+    policy: YieldPolicy
+    validation: EvalPlan | None
+    validation_freq: Any
+    compiled: Compiled
+
+
+def host_values(sums: dict[str, Any], j: int | None = None) -> dict[str, float]:
+    """``total / count`` for each log (0 where the count is 0), on the host."""
+    values = {}
+    for name, state in sums.items():
+        total, count = np.asarray(state.total), np.asarray(state.count)
+        if j is not None:
+            total, count = total[j], count[j]
+        values[name] = float(total / count) if count > 0 else 0.0
+    return values
+
+
+def _deliver(pending, first_batch, callbacks: CallbackList, begin, end):
+    """Fetches pending batch logs in one transfer and calls the batch hooks."""
+    fetched = jax.device_get([logs for logs, _ in pending])
+    batch, last = first_batch, {}
+    for logs, (_, real) in zip(fetched, pending):
+        for j in range(real):
+            callbacks.call(begin, batch, logs={})
+            last = host_values(logs, j)
+            callbacks.call(end, batch, logs=last)
+            batch += 1
+    pending.clear()
+    return batch, last
+
+
+def _should_validate(epoch: int, freq: Any) -> bool:
+    if isinstance(freq, int):
+        return (epoch + 1) % freq == 0
+    return (epoch + 1) in freq
+
+
+def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str, float]:
+    """Runs the eval step over ``plan`` and returns the epoch logs (one sync)."""
+    callbacks.call("on_test_begin")
+    index, mask = plan.batches.epoch_indices(0)
+    if plan.steps is not None:
+        index, mask = index[: plan.steps], mask[: plan.steps]
+    totals = plan.compiled.empty_totals()
+    state = trainer._state
+    pending = []
+    for block, real in arrays.prefetch(arrays.blocks(plan.data, index, mask, 1)):
+        totals, logs = plan.compiled.eval_block(state, totals, block)
+        pending.append((logs, real))
+    if callbacks.wants("on_test_batch_begin") or callbacks.wants("on_test_batch_end"):
+        _deliver(pending, 0, callbacks, "on_test_batch_begin", "on_test_batch_end")
+    logs = host_values(jax.device_get(totals))
+    callbacks.call("on_test_end", logs=logs)
+    return logs
+
+
+def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None, None, None]:
+    """Trains ``plan.initial_epoch .. plan.epochs - 1``; yields at yield points."""
+    policy = plan.policy
+    size = 1 if policy.per_batch else arrays.block_size(
+        plan.batches.steps_per_epoch, MAX_BLOCK
+    )
+    epoch_logs: dict[str, float] = {}
+    callbacks.call("on_train_begin")
+    try:
+        for epoch in range(plan.initial_epoch, plan.epochs):
+            callbacks.call("on_epoch_begin", epoch)
+            index, mask = plan.batches.epoch_indices(epoch)
+            totals = plan.compiled.empty_totals()
+            pending: list = []
+            batch = 0
+            policy.reset()
+            for block, real in arrays.prefetch(arrays.blocks(plan.data, index, mask, size)):
+                state, totals, logs = plan.compiled.train_block(
+                    trainer._state, totals, block
+                )
+                trainer._state = state
+                pending.append((logs, real))
+                if policy.due():
+                    batch, last = _deliver(
+                        pending, batch, callbacks,
+                        "on_train_batch_begin", "on_train_batch_end",
+                    )
+                    callbacks.call("on_yield", epoch, batch - 1, logs=last)
+                    policy.reset()
+                    yield
+                    if trainer.stop_training:
+                        break
+            if pending:
+                batch, last = _deliver(
+                    pending, batch, callbacks, "on_train_batch_begin", "on_train_batch_end"
+                )
+                callbacks.call("on_yield", epoch, batch - 1, logs=last)
+            epoch_logs = host_values(jax.device_get(totals))
+            if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
+                val_logs = evaluate_loop(trainer, plan.validation, callbacks)
+                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            callbacks.call("on_epoch_end", epoch, logs=epoch_logs)
+            yield
+            if trainer.stop_training:
+                break
+    finally:
+        callbacks.call("on_train_end", logs=epoch_logs)

@@ -1,0 +1,431 @@
+"""Trainer: owns the TrainState and the compiled steps; validates, then loops."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+import time
+from typing import Any, Callable, Iterator, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxfit._src import errors
+from jaxfit._src.core import apply as apply_lib
+from jaxfit._src.core import losses
+from jaxfit._src.core import metrics as metrics_lib
+from jaxfit._src.core import step as step_lib
+from jaxfit._src.core.state import TrainState
+from jaxfit._src.data import arrays
+from jaxfit._src.driver import callback as callback_lib
+from jaxfit._src.driver import loop
+from jaxfit._src.driver import validate
+from jaxfit._src.driver import yield_policy
+from jaxfit._src.driver.history import History
+
+YieldEvery = Literal["auto", "batch", "epoch", "never"] | float
+
+
+def _copy(tree: Any) -> Any:
+    """A fresh device copy, so donation never consumes arrays the user holds."""
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+
+
+class _EpochLogger(callback_lib.Callback):
+    """``verbose`` 1 or 2: one line per epoch, Keras style."""
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream or sys.stdout
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._start
+        values = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items())
+        total = self.params.get("epochs")
+        print(f"Epoch {epoch + 1}/{total} - {elapsed:.2f}s - {values}", file=self.stream)
+
+
+class Trainer:
+    """Trains a pure JAX model with a Keras / TensorFlow.js ``fit`` API.
+
+    The train and eval steps are each compiled once (ragged last batches are
+    padded and masked), the state is donated, and the driver syncs with the
+    device only at yield points.
+
+    Args:
+      apply_fn: ``apply(params, x, *, train=..., rng=..., state=...)`` returning
+        the predictions (a pytree like ``y``), or ``(y_pred, new_state)`` when it
+        declares ``state``. The keyword-only ``train``, ``rng`` and ``state`` are
+        optional; jaxfit passes exactly those declared.
+      params: the initial parameters (any pytree of arrays). They are copied, so
+        the arrays you pass stay valid.
+      optimizer: an ``optax.GradientTransformation``.
+      loss: a loss name (``"mse"``, ``"categorical_crossentropy"``, ...), a callable
+        ``(y_true, y_pred) -> per-sample loss`` of shape ``(batch,)``, or a pytree
+        of those matching ``y``. A single loss applies to every output.
+      metrics: a list of metric names or callables (applied to every output), or a
+        dict ``{output name: metrics}``. Defaults to `None`.
+      loss_weights: a pytree of floats matching ``y`` weighting each output's loss.
+        Defaults to `None` (all 1).
+      state: the initial model state for an ``apply_fn`` that declares ``state``.
+        Defaults to `None`.
+      seed: seeds dropout keys and the shuffling order. Defaults to `0`.
+
+    Raises:
+      TypeError, ValueError: for a bad ``apply_fn``, ``optimizer``, unknown loss
+        or metric names, with the argument and the received value in the message.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, optax, jaxfit
+      >>> def apply(params, x):
+      ...     return x @ params["w"]
+      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
+      >>> trainer = jaxfit.Trainer(apply, {"w": jnp.zeros((3, 1))},
+      ...                          optimizer=optax.sgd(0.1), loss="mse")
+      >>> history = trainer.fit(x, y, epochs=2, batch_size=4, verbose=0)
+      >>> history.epoch
+      [0, 1]
+    """
+
+    def __init__(
+        self,
+        apply_fn: Callable[..., Any],
+        params: Any,
+        *,
+        optimizer: optax.GradientTransformation,
+        loss: Any,
+        metrics: Any = None,
+        loss_weights: Any = None,
+        state: Any = None,
+        seed: int = 0,
+    ):
+        self._apply, self._has_state = apply_lib.normalize(apply_fn)
+        if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+            raise TypeError(
+                errors.expected(
+                    "optimizer", "an optax.GradientTransformation, e.g. optax.adam(1e-3)",
+                    optimizer,
+                )
+            )
+        validate.non_negative_int("seed", seed)
+        _check_names(loss, metrics)
+        self.optimizer = optimizer
+        self.loss = loss
+        self.metrics = metrics
+        self.loss_weights = loss_weights
+        self.seed = int(seed)
+        params = _copy(params)
+        self._state = TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=optimizer.init(params),
+            model_state=_copy(state),
+            rng=jax.random.PRNGKey(seed),
+        )
+        self.stop_training = False
+        self.history: History | None = None
+        self._running = False
+        self._compiled: dict[Any, loop.Compiled] = {}
+        self._predict = jax.jit(step_lib.make_predict_step(self._apply))
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def state(self) -> TrainState:
+        """The current ``TrainState``; readable and replaceable between calls."""
+        return self._state
+
+    @state.setter
+    def state(self, value: TrainState) -> None:
+        if not isinstance(value, TrainState):
+            raise TypeError(errors.expected("state", "a jaxfit.TrainState", value))
+        self._state = _copy(value)
+
+    @property
+    def params(self) -> Any:
+        """Shortcut for ``trainer.state.params``; assignable."""
+        return self._state.params
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        self._state = self._state.replace(params=_copy(value))
+
+    # -- compiled steps --------------------------------------------------------
+    def _prepare(self, x: Any, y: Any, batch_size: int) -> loop.Compiled:
+        """Builds (once per y structure) the objective and the jitted blocks.
+
+        Traces the model, the loss and one train step abstractly (no compile),
+        so shape errors surface before anything runs.
+        """
+        x_spec = _batch_spec(x, batch_size)
+        y_spec = _batch_spec(y, batch_size)
+        key = (jax.tree.structure(y_spec), tuple(
+            (leaf.shape[1:], leaf.dtype) for leaf in jax.tree.leaves(y_spec)
+        ), jax.tree.structure(x_spec))
+        if key in self._compiled:
+            return self._compiled[key]
+        state = self._state
+        y_pred = jax.eval_shape(
+            lambda s, xb: self._apply(s.params, s.model_state, xb, train=False,
+                                      rng=s.rng)[0],
+            state, x_spec,
+        )
+        objective = step_lib.make_objective(
+            self.loss, self.loss_weights, self.metrics, y_spec, y_pred
+        )
+        _, parts = jax.eval_shape(objective.per_sample, y_spec, y_pred)
+        for name, part in zip(objective.output_names, parts):
+            if tuple(part.shape) != (batch_size,):
+                raise ValueError(
+                    errors.expected(
+                        "loss",
+                        f"a per-sample loss of shape ({batch_size},) for output "
+                        f"{name!r}",
+                        part,
+                        "A loss callable must return one value per sample; do not "
+                        "reduce over the batch.",
+                    )
+                )
+        train_step = step_lib.make_train_step(self._apply, objective, self.optimizer)
+        batch = {
+            "x": x_spec, "y": y_spec,
+            "sample_weight": jax.ShapeDtypeStruct((batch_size,), jnp.float32),
+            "mask": jax.ShapeDtypeStruct((batch_size,), jnp.float32),
+        }
+        jax.eval_shape(train_step, state, batch)
+        eval_step = step_lib.make_eval_step(self._apply, objective)
+        train_block = jax.jit(step_lib.make_block(train_step), donate_argnums=(0, 1))
+        eval_block_fn = step_lib.make_block(eval_step)
+        eval_block = jax.jit(
+            lambda s, totals, b: eval_block_fn(s, totals, b)[1:], donate_argnums=(1,)
+        )
+        compiled = loop.Compiled(objective.log_names, train_block, eval_block)
+        self._compiled[key] = compiled
+        return compiled
+
+    # -- data ------------------------------------------------------------------
+    @staticmethod
+    def _dataset(x, y, sample_weight, class_weight, argprefix=""):
+        x = arrays.to_numpy(x, argprefix + "x")
+        y = arrays.to_numpy(y, argprefix + "y")
+        sample_weight = arrays.to_numpy(sample_weight, argprefix + "sample_weight")
+        n = arrays.num_samples({argprefix + "x": x, argprefix + "y": y,
+                                argprefix + "sample_weight": sample_weight})
+        if sample_weight is None:
+            weights = np.ones(n, np.float32)
+        else:
+            weights = np.asarray(sample_weight, np.float32).reshape(n, -1)
+            if weights.shape[1] != 1:
+                raise ValueError(
+                    errors.expected(argprefix + "sample_weight",
+                                    "one weight per sample, shape (n,)", sample_weight)
+                )
+            weights = weights[:, 0]
+        if class_weight is not None:
+            weights = weights * arrays.class_weights(y, class_weight)
+        return {"x": x, "y": y, "sample_weight": weights}, n
+
+    # -- fit ---------------------------------------------------------------------
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        batch_size: int = 32,
+        epochs: int = 1,
+        verbose: Literal["auto", 0, 1, 2] = "auto",
+        callbacks: Any = None,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        shuffle: bool = True,
+        class_weight: dict[int, float] | None = None,
+        sample_weight: Any = None,
+        initial_epoch: int = 0,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
+        validation_batch_size: int | None = None,
+        validation_freq: int | list[int] = 1,
+        yield_every: YieldEvery = "auto",
+        now: Callable[[], float] | None = None,
+    ) -> History:
+        """Trains for ``epochs`` epochs on in-memory arrays; returns the History.
+
+        Arguments and semantics follow Keras 3 ``Model.fit``. ``epochs`` is the
+        index of the final epoch: epochs ``initial_epoch .. epochs - 1`` run.
+        ``validation_split`` holds out the last fraction (floor on the training
+        side, as Keras and tfjs) before shuffling; ``validation_data`` overrides
+        it. ``shuffle`` draws a fresh permutation per epoch from the seed. With
+        ``steps_per_epoch``, batches form one stream continued across epochs
+        (reshuffled at each pass). Batch callbacks receive each batch's own logs
+        (tfjs semantics, not Keras' running means) at the next yield point; see
+        ``yield_every`` in DESIGN.md. ``now`` injects the clock used by the yield
+        policy (tests). Validation runs the ``on_test_*`` hooks, as Keras.
+
+        Returns:
+          The ``History`` callback of this run (also ``trainer.history``).
+
+        Raises:
+          ValueError, TypeError: bad arguments, raised before any step runs.
+          RuntimeError: when called from inside a running ``fit``.
+        """
+        run = self._fit_run(locals())
+        for _ in run:
+            pass
+        return self.history  # type: ignore[return-value]
+
+    async def fit_async(self, x: Any, y: Any, **kwargs: Any) -> History:
+        """``fit`` that awaits the event loop at every yield point (notebooks).
+
+        Takes the same arguments as ``fit``; other coroutines run while it trains.
+        """
+        kwargs.update(self=self, x=x, y=y)
+        defaults = dict(_FIT_DEFAULTS)
+        defaults.update(kwargs)
+        for _ in self._fit_run(defaults):
+            await asyncio.sleep(0)
+        return self.history  # type: ignore[return-value]
+
+    def _fit_run(self, args: dict[str, Any]) -> Iterator[None]:
+        """Validates every argument, prepares data and steps, then returns the loop."""
+        if self._running:
+            raise RuntimeError("fit: the trainer is already running a fit; it is not re-entrant.")
+        validate.positive_int("batch_size", args["batch_size"])
+        validate.epochs(args["epochs"], args["initial_epoch"])
+        validate.verbose(args["verbose"])
+        validate.validation_split(args["validation_split"])
+        validate.validation_data(args["validation_data"])
+        validate.class_weight(args["class_weight"])
+        validate.positive_int("steps_per_epoch", args["steps_per_epoch"], allow_none=True)
+        validate.positive_int("validation_steps", args["validation_steps"], allow_none=True)
+        validate.positive_int("validation_batch_size", args["validation_batch_size"],
+                              allow_none=True)
+        validate.validation_freq(args["validation_freq"])
+        policy = yield_policy.parse(args["yield_every"], args.get("now"))
+        user_callbacks = callback_lib.normalize(args["callbacks"])
+        data, n = self._dataset(args["x"], args["y"], args["sample_weight"],
+                                args["class_weight"])
+        validation = None
+        if args["validation_data"] is not None:
+            vx, vy, *vw = args["validation_data"]
+            val_data, val_n = self._dataset(vx, vy, vw[0] if vw else None, None,
+                                            "validation_data.")
+        elif args["validation_split"] > 0:
+            train, val_data = arrays.split_last(data, n, args["validation_split"])
+            data = train
+            val_n = int(val_data["sample_weight"].shape[0])
+            n = n - val_n
+            if n == 0 or val_n == 0:
+                raise ValueError(errors.expected(
+                    "validation_split", "a fraction leaving samples on both sides",
+                    args["validation_split"]))
+        if args["validation_data"] is not None or args["validation_split"] > 0:
+            val_batch = args["validation_batch_size"] or args["batch_size"]
+            val_batches = arrays.Batches(val_n, val_batch, shuffle=False, seed=0)
+            validation = loop.EvalPlan(
+                val_data, val_batches, args["validation_steps"],
+                self._prepare(val_data["x"], val_data["y"], val_batches.batch_size))
+        if n == 0:
+            raise ValueError(errors.expected("x", "at least one sample", args["x"]))
+        batches = arrays.Batches(n, args["batch_size"], shuffle=bool(args["shuffle"]),
+                                 seed=self.seed, steps_per_epoch=args["steps_per_epoch"])
+        compiled = self._prepare(data["x"], data["y"], batches.batch_size)
+        verbose = 1 if args["verbose"] == "auto" else args["verbose"]
+        history = History()
+        installed = [history] + user_callbacks
+        if verbose:
+            installed.append(_EpochLogger())
+        params = {"verbose": verbose, "epochs": args["epochs"],
+                  "steps": batches.steps_per_epoch}
+        callbacks = callback_lib.CallbackList(installed, self, params)
+        self.history = history
+        plan = loop.FitPlan(data, batches, args["epochs"], args["initial_epoch"], policy,
+                            validation, args["validation_freq"], compiled)
+        return self._guarded(loop.fit_loop(self, plan, callbacks))
+
+    def _guarded(self, run: Iterator[None]) -> Iterator[None]:
+        self._running = True
+        self.stop_training = False
+        try:
+            self._state = _copy(self._state)
+            yield from run
+        finally:
+            self._running = False
+
+    # -- evaluate / predict --------------------------------------------------------
+    def evaluate(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        batch_size: int = 32,
+        sample_weight: Any = None,
+        steps: int | None = None,
+        callbacks: Any = None,
+    ) -> dict[str, float]:
+        """Returns ``{"loss": ..., <metric>: ...}`` over the data (Keras reductions).
+
+        Raises:
+          ValueError, TypeError: bad arguments, before anything runs.
+        """
+        validate.positive_int("batch_size", batch_size)
+        validate.positive_int("steps", steps, allow_none=True)
+        data, n = self._dataset(x, y, sample_weight, None)
+        batches = arrays.Batches(n, batch_size, shuffle=False, seed=0)
+        compiled = self._prepare(data["x"], data["y"], batches.batch_size)
+        callback_list = callback_lib.CallbackList(
+            callback_lib.normalize(callbacks), self,
+            {"verbose": 0, "epochs": 1, "steps": steps or batches.steps_per_epoch})
+        return loop.evaluate_loop(self, loop.EvalPlan(data, batches, steps, compiled),
+                                  callback_list)
+
+    def predict(self, x: Any, *, batch_size: int = 32, callbacks: Any = None) -> Any:
+        """Returns the model's outputs (``train=False``) as numpy arrays, in order.
+
+        Batches are padded to ``batch_size`` so one compilation serves them all.
+        """
+        validate.positive_int("batch_size", batch_size)
+        x = arrays.to_numpy(x, "x")
+        n = arrays.num_samples({"x": x})
+        batches = arrays.Batches(n, batch_size, shuffle=False, seed=0)
+        callback_list = callback_lib.CallbackList(
+            callback_lib.normalize(callbacks), self,
+            {"verbose": 0, "epochs": 1, "steps": batches.steps_per_epoch})
+        callback_list.call("on_predict_begin")
+        index, _ = batches.epoch_indices(0)
+        outputs = []
+        for start in range(index.shape[0]):
+            x_batch = jax.device_put(arrays.take(x, index[start]))
+            outputs.append(self._predict(self._state, x_batch))
+        host = jax.device_get(outputs)
+        result = jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *host)
+        callback_list.call("on_predict_end")
+        return result
+
+
+_FIT_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(Trainer.fit).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
+def _batch_spec(tree: Any, batch_size: int) -> Any:
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype), tree
+    )
+
+
+def _check_names(loss: Any, metrics: Any) -> None:
+    """Unknown loss or metric names fail at construction, before any data is seen."""
+    for leaf in jax.tree.leaves(loss, is_leaf=lambda v: isinstance(v, str) or callable(v)):
+        losses.get(leaf, argname="loss")
+    probe = jax.ShapeDtypeStruct((1, 2), jnp.float32)
+    for leaf in jax.tree.leaves(metrics, is_leaf=lambda v: isinstance(v, str) or callable(v)):
+        metrics_lib.resolve(leaf, probe, probe, argname="metrics")
+

@@ -1,0 +1,36 @@
+"""Error messages: one formatter so every message reads the same way.
+
+Every user-facing error names the argument, what was expected, what was given
+(with its type), and, where it helps, how to fix it (Keras' "Expected X.
+Received: arg=v" form).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def describe(value: Any) -> str:
+    """A short description of a received value: its repr (clipped) and type."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(shape)} and dtype {value.dtype}"
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def expected(argname: str, what: str, got: Any, fix: str = "") -> str:
+    """Formats ``"<argname>: expected <what>, got <got> (<type>). <fix>"``."""
+    message = f"{argname}: expected {what}, got {describe(got)}."
+    if fix:
+        message += f" {fix}"
+    return message
+
+
+MSG_DONATED = (
+    "The trainer's state was consumed by a step that did not complete (it was "
+    "interrupted between dispatch and return). Replace `trainer.state` with a "
+    "state you saved, or build a new Trainer."
+)

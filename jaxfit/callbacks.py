@@ -1,0 +1,9 @@
+"""Callbacks: the base class, History, and the built-in callbacks."""
+
+from jaxfit._src.callbacks.early_stopping import EarlyStopping as EarlyStopping
+from jaxfit._src.callbacks.lambda_callback import LambdaCallback as LambdaCallback
+from jaxfit._src.callbacks.monitor import MonitorCallback as MonitorCallback
+from jaxfit._src.driver.callback import Callback as Callback
+from jaxfit._src.driver.history import History as History
+
+__all__ = ["Callback", "EarlyStopping", "History", "LambdaCallback", "MonitorCallback"]

@@ -1,0 +1,43 @@
+"""Losses: per-sample loss functions ``(y_true, y_pred) -> (batch,)`` and ``get``."""
+
+from jaxfit._src.core.losses import binary_crossentropy as binary_crossentropy
+from jaxfit._src.core.losses import (
+    binary_crossentropy_from_logits as binary_crossentropy_from_logits,
+)
+from jaxfit._src.core.losses import categorical_crossentropy as categorical_crossentropy
+from jaxfit._src.core.losses import (
+    categorical_crossentropy_from_logits as categorical_crossentropy_from_logits,
+)
+from jaxfit._src.core.losses import get as get
+from jaxfit._src.core.losses import hinge as hinge
+from jaxfit._src.core.losses import huber as huber
+from jaxfit._src.core.losses import kl_divergence as kl_divergence
+from jaxfit._src.core.losses import log_cosh as log_cosh
+from jaxfit._src.core.losses import mean_absolute_error as mean_absolute_error
+from jaxfit._src.core.losses import mean_squared_error as mean_squared_error
+from jaxfit._src.core.losses import names as names
+from jaxfit._src.core.losses import (
+    sparse_categorical_crossentropy as sparse_categorical_crossentropy,
+)
+from jaxfit._src.core.losses import (
+    sparse_categorical_crossentropy_from_logits as sparse_categorical_crossentropy_from_logits,  # noqa: E501
+)
+from jaxfit._src.core.losses import squared_hinge as squared_hinge
+
+__all__ = [
+    "binary_crossentropy",
+    "binary_crossentropy_from_logits",
+    "categorical_crossentropy",
+    "categorical_crossentropy_from_logits",
+    "get",
+    "hinge",
+    "huber",
+    "kl_divergence",
+    "log_cosh",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "names",
+    "sparse_categorical_crossentropy",
+    "sparse_categorical_crossentropy_from_logits",
+    "squared_hinge",
+]
