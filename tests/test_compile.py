@@ -1,0 +1,41 @@
+"""Compile once: no recompilation after the first epoch or on a second fit."""
+
+import optax
+from conftest import linear_apply, linear_params, regression_data
+
+import jaxfit
+
+
+def test_zero_compilations_after_the_first_epoch_and_on_a_second_fit(compiles):
+    x, y = regression_data(n=37)  # ragged last batch
+    vx, vy = regression_data(n=11, seed=1)
+    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.adam(1e-2),
+                             loss="mse", metrics=["mae"])
+    seen = []
+
+    class CountPerEpoch(jaxfit.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(compiles.count)
+
+    trainer.fit(x, y, batch_size=8, epochs=3, validation_data=(vx, vy),
+                callbacks=[CountPerEpoch()], verbose=0)
+    assert seen[0] > 0
+    assert seen[1] == seen[0] and seen[2] == seen[0]
+    compiles.reset()
+    trainer.fit(x, y, batch_size=8, epochs=2, validation_data=(vx, vy), verbose=0)
+    trainer.fit(x, y, batch_size=8, epochs=1, validation_data=(vx, vy), verbose=0,
+                initial_epoch=0, shuffle=False)
+    assert compiles.count == 0
+
+
+def test_batch_policy_compiles_once_across_epochs(compiles):
+    x, y = regression_data(n=9)
+    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(1e-2),
+                             loss="mse")
+    trainer.fit(x, y, batch_size=4, epochs=1, yield_every="batch", verbose=0)
+    compiles.reset()
+    trainer.fit(x, y, batch_size=4, epochs=3, yield_every="batch", verbose=0)
+    trainer.predict(x, batch_size=4)
+    first_predict = compiles.count
+    trainer.predict(x[:5], batch_size=4)
+    assert compiles.count == first_predict

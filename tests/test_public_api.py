@@ -1,0 +1,31 @@
+"""The public surface is pinned: adding or removing a name is a decision."""
+
+import jaxfit
+
+PUBLIC = {
+    "jaxfit": ["History", "TrainState", "Trainer", "callbacks", "losses", "metrics"],
+    "jaxfit.callbacks": ["Callback", "EarlyStopping", "History", "LambdaCallback",
+                         "MonitorCallback"],
+}
+
+
+def test_public_names_are_pinned():
+    assert sorted(jaxfit.__all__) == PUBLIC["jaxfit"]
+    assert sorted(jaxfit.callbacks.__all__) == PUBLIC["jaxfit.callbacks"]
+    for module in (jaxfit, jaxfit.callbacks, jaxfit.losses, jaxfit.metrics):
+        for name in module.__all__:
+            assert getattr(module, name) is not None
+
+
+def test_every_public_name_is_in_the_readme():
+    with open("README.md", encoding="utf-8") as f:
+        readme = f.read()
+    for name in PUBLIC["jaxfit"] + PUBLIC["jaxfit.callbacks"]:
+        assert name in readme, f"{name} is public but README.md does not mention it"
+
+
+def test_public_callables_have_docstrings():
+    for module in (jaxfit, jaxfit.callbacks, jaxfit.losses, jaxfit.metrics):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            assert obj.__doc__, f"{module.__name__}.{name} has no docstring"
