@@ -100,8 +100,11 @@ EARLY_STOPPING_CASES = [
     (dict(patience=0), [3, 2, 2.5, 1], 3, 2, 1),
     (dict(patience=2), [3, 2, 2.5, 2.2, 1], 4, 3, 1),
     (dict(patience=1, min_delta=0.6), [3, 2.5, 2.0, 1.0], 2, 1, 0),
-    (dict(patience=1, mode="max", monitor="val_accuracy"), [0.5, 0.6, 0.55, 0.5], 4, 3, 1),
-    (dict(patience=2, baseline=1.0), [3, 2, 1.5, 0.5], 3, 2, 2),
+    (dict(patience=1, mode="max", monitor="val_accuracy"), [0.5, 0.6, 0.55, 0.5], 3, 2, 1),
+    (dict(patience=1, monitor="val_accuracy"), [0.5, 0.6, 0.55, 0.5], 3, 2, 1),
+    # an improvement never counts towards patience, even short of the baseline
+    (dict(patience=2, baseline=1.0), [3, 2, 1.5, 0.5], 4, 0, 3),
+    (dict(patience=2, baseline=1.0), [3, 3.5, 4], 2, 1, 0),
     (dict(patience=0, start_from_epoch=2), [3, 4, 5, 6, 7], 4, 3, 2),
 ]
 

@@ -284,3 +284,14 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     _trainer().fit(x, y, epochs=2, verbose=2)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and "loss:" in lines[0]
+
+
+def test_jaxfit_code_is_clean_under_strict_dtype_promotion():
+    x, y = regression_data(n=10)
+    with jax.numpy_dtype_promotion("strict"):
+        trainer = _trainer(lr=0.1)
+        history = trainer.fit(x, y, batch_size=4, epochs=2, validation_split=0.2,
+                              sample_weight=np.ones(10, np.float32), verbose=0)
+        trainer.evaluate(x, y)
+        trainer.predict(x)
+    assert np.isfinite(history.history["val_loss"]).all()

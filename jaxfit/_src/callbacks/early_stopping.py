@@ -22,8 +22,9 @@ class EarlyStopping(MonitorCallback):
       mode: ``"auto"``, ``"min"`` or ``"max"``. Defaults to `"auto"`.
       baseline: training stops if the value does not beat it within ``patience``
         epochs. Defaults to `None`.
-      restore_best_weights: restore the params of the best epoch when stopping
-        (as Keras, only when it stops early). Defaults to `False`.
+      restore_best_weights: at the end of training, restore the params of the
+        best epoch (Keras 3: whether or not training stopped early). Defaults
+        to `False`.
       start_from_epoch: epochs to wait before watching. Defaults to `0`.
 
     Example:
@@ -77,11 +78,13 @@ class EarlyStopping(MonitorCallback):
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.trainer.stop_training = True
-            if self.restore_best_weights and self.best_weights is not None:
-                self.trainer.params = self.best_weights
-            if self.verbose:
-                print(f"Epoch {epoch + 1}: early stopping (best epoch "
-                      f"{self.best_epoch + 1}).")
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping (best epoch "
+                  f"{self.best_epoch + 1}).")
+        if self.restore_best_weights and self.best_weights is not None:
+            self.trainer.params = self.best_weights
 
 
 def _copy(tree: Any) -> Any:

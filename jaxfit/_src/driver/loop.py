@@ -14,7 +14,6 @@ from typing import Any, Generator
 import jax
 import numpy as np
 
-from jaxfit._src.core import step as step_lib
 from jaxfit._src.data import arrays
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.yield_policy import YieldPolicy
@@ -29,9 +28,7 @@ class Compiled:
     log_names: list[str]
     train_block: Any  # (state, totals, block) -> (state, totals, batch_logs)
     eval_block: Any  # (state, totals, block) -> (totals, batch_logs)
-
-    def empty_totals(self) -> dict[str, Any]:
-        return step_lib.empty_logs(self.log_names)
+    empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
 
 
 @dataclasses.dataclass

@@ -205,7 +205,9 @@ class Trainer:
         eval_block = jax.jit(
             lambda s, totals, b: eval_block_fn(s, totals, b)[1:], donate_argnums=(1,)
         )
-        compiled = loop.Compiled(objective.log_names, train_block, eval_block)
+        names = objective.log_names
+        compiled = loop.Compiled(names, train_block, eval_block,
+                                 jax.jit(lambda: step_lib.empty_logs(names)))
         self._compiled[key] = compiled
         return compiled
 
@@ -284,10 +286,9 @@ class Trainer:
 
         Takes the same arguments as ``fit``; other coroutines run while it trains.
         """
-        kwargs.update(self=self, x=x, y=y)
-        defaults = dict(_FIT_DEFAULTS)
-        defaults.update(kwargs)
-        for _ in self._fit_run(defaults):
+        bound = _FIT_SIGNATURE.bind(self, x, y, **kwargs)
+        bound.apply_defaults()
+        for _ in self._fit_run(dict(bound.arguments)):
             await asyncio.sleep(0)
         return self.history  # type: ignore[return-value]
 
@@ -408,11 +409,7 @@ class Trainer:
         return result
 
 
-_FIT_DEFAULTS = {
-    name: parameter.default
-    for name, parameter in inspect.signature(Trainer.fit).parameters.items()
-    if parameter.default is not inspect.Parameter.empty
-}
+_FIT_SIGNATURE = inspect.signature(Trainer.fit)
 
 
 def _batch_spec(tree: Any, batch_size: int) -> Any:
