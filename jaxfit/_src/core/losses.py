@@ -1,0 +1,217 @@
+"""Losses: per-sample loss functions with Keras 3 math, and a name registry.
+
+Every loss maps ``(y_true, y_pred)`` with a leading batch axis to a vector of
+shape ``(batch,)``: the per-sample loss before sample weighting and batch
+reduction. As in Keras, a loss is computed over the last axis (e.g. the mean over
+the last axis for ``mean_squared_error``); any remaining non-batch axes are then
+averaged. A rank-1 ``y_pred`` is treated as ``(batch, 1)``, and a ``y_true`` one
+rank short of a ``y_pred`` whose last axis is 1 is expanded (Keras'
+``squeeze_or_expand_to_same_rank``). The probability forms of the cross-entropies
+clip to ``[1e-7, 1 - 1e-7]`` exactly as Keras does; the ``*_from_logits`` forms
+are built on ``optax.losses``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import optax
+
+from jaxfit._src import errors
+
+EPSILON = 1e-7
+LossFn = Callable[[Any, Any], Any]
+
+
+def _align(y_true, y_pred):
+    y_pred = jnp.asarray(y_pred)
+    y_true = jnp.asarray(y_true)
+    if y_pred.ndim == 1:
+        y_pred = y_pred[:, None]
+    if y_true.ndim == y_pred.ndim - 1 and y_pred.shape[-1] == 1:
+        y_true = y_true[..., None]
+    if not jnp.issubdtype(y_pred.dtype, jnp.floating):
+        y_pred = y_pred.astype(jnp.float32)
+    return y_true.astype(y_pred.dtype), y_pred
+
+
+def _per_sample(values):
+    """Mean over every axis but the batch axis."""
+    if values.ndim <= 1:
+        return values
+    return jnp.mean(values, axis=tuple(range(1, values.ndim)))
+
+
+def mean_squared_error(y_true, y_pred):
+    """Per-sample mean of ``(y_true - y_pred) ** 2`` over the last axis."""
+    y_true, y_pred = _align(y_true, y_pred)
+    return _per_sample(jnp.mean(jnp.square(y_true - y_pred), axis=-1))
+
+
+def mean_absolute_error(y_true, y_pred):
+    """Per-sample mean of ``|y_true - y_pred|`` over the last axis."""
+    y_true, y_pred = _align(y_true, y_pred)
+    return _per_sample(jnp.mean(jnp.abs(y_true - y_pred), axis=-1))
+
+
+def huber(y_true, y_pred, delta: float = 1.0):
+    """Per-sample Huber loss (quadratic within ``delta``, linear outside)."""
+    y_true, y_pred = _align(y_true, y_pred)
+    values = optax.losses.huber_loss(y_pred, y_true, delta=delta)
+    return _per_sample(jnp.mean(values, axis=-1))
+
+
+def log_cosh(y_true, y_pred):
+    """Per-sample mean of ``log(cosh(y_pred - y_true))`` over the last axis."""
+    y_true, y_pred = _align(y_true, y_pred)
+    x = y_pred - y_true
+    values = x + jnp.logaddexp(-2.0 * x, 0.0).astype(x.dtype) - jnp.log(2.0).astype(x.dtype)
+    return _per_sample(jnp.mean(values, axis=-1))
+
+
+def _hinge_labels(y_true):
+    """Keras: labels in {0, 1} become {-1, 1}; others are used as given."""
+    binary = jnp.all((y_true == 0) | (y_true == 1))
+    return jnp.where(binary, 2.0 * y_true - 1.0, y_true).astype(y_true.dtype)
+
+
+def hinge(y_true, y_pred):
+    """Per-sample mean of ``max(1 - y_true * y_pred, 0)``; 0/1 labels map to -1/1."""
+    y_true, y_pred = _align(y_true, y_pred)
+    y_true = _hinge_labels(y_true)
+    return _per_sample(jnp.mean(jnp.maximum(1.0 - y_true * y_pred, 0.0), axis=-1))
+
+
+def squared_hinge(y_true, y_pred):
+    """Per-sample mean of ``max(1 - y_true * y_pred, 0) ** 2``."""
+    y_true, y_pred = _align(y_true, y_pred)
+    y_true = _hinge_labels(y_true)
+    values = jnp.square(jnp.maximum(1.0 - y_true * y_pred, 0.0))
+    return _per_sample(jnp.mean(values, axis=-1))
+
+
+def kl_divergence(y_true, y_pred):
+    """Per-sample ``sum(y_true * log(y_true / y_pred))``, both clipped to [1e-7, 1]."""
+    y_true, y_pred = _align(y_true, y_pred)
+    y_true = jnp.clip(y_true, EPSILON, 1.0)
+    y_pred = jnp.clip(y_pred, EPSILON, 1.0)
+    return _per_sample(jnp.sum(y_true * jnp.log(y_true / y_pred), axis=-1))
+
+
+def binary_crossentropy(y_true, y_pred):
+    """Per-sample binary cross-entropy of probabilities (Keras clipping)."""
+    y_true, y_pred = _align(y_true, y_pred)
+    p = jnp.clip(y_pred, EPSILON, 1.0 - EPSILON)
+    values = -(y_true * jnp.log(p) + (1.0 - y_true) * jnp.log(1.0 - p))
+    return _per_sample(jnp.mean(values, axis=-1))
+
+
+def binary_crossentropy_from_logits(y_true, y_pred):
+    """Per-sample binary cross-entropy of logits (``optax.losses``)."""
+    y_true, y_pred = _align(y_true, y_pred)
+    values = optax.losses.sigmoid_binary_cross_entropy(y_pred, y_true)
+    return _per_sample(jnp.mean(values, axis=-1))
+
+
+def categorical_crossentropy(y_true, y_pred):
+    """Per-sample cross-entropy of one-hot (or soft) labels and probabilities.
+
+    As Keras: ``y_pred`` is renormalised to sum to one, then clipped.
+    """
+    y_true, y_pred = _align(y_true, y_pred)
+    p = y_pred / jnp.sum(y_pred, axis=-1, keepdims=True)
+    p = jnp.clip(p, EPSILON, 1.0 - EPSILON)
+    return _per_sample(-jnp.sum(y_true * jnp.log(p), axis=-1))
+
+
+def categorical_crossentropy_from_logits(y_true, y_pred):
+    """Per-sample cross-entropy of one-hot (or soft) labels and logits."""
+    y_true, y_pred = _align(y_true, y_pred)
+    return _per_sample(optax.losses.softmax_cross_entropy(y_pred, y_true))
+
+
+def _sparse_labels(y_true, y_pred):
+    y_pred = jnp.asarray(y_pred)
+    labels = jnp.asarray(y_true)
+    if labels.ndim == y_pred.ndim:
+        labels = labels[..., 0]
+    return labels.astype(jnp.int32), y_pred
+
+
+def sparse_categorical_crossentropy(y_true, y_pred):
+    """Per-sample cross-entropy of integer labels and probabilities (Keras clipping)."""
+    labels, y_pred = _sparse_labels(y_true, y_pred)
+    p = y_pred / jnp.sum(y_pred, axis=-1, keepdims=True)
+    p = jnp.clip(p, EPSILON, 1.0 - EPSILON)
+    picked = jnp.take_along_axis(jnp.log(p), labels[..., None], axis=-1)[..., 0]
+    return _per_sample(-picked)
+
+
+def sparse_categorical_crossentropy_from_logits(y_true, y_pred):
+    """Per-sample cross-entropy of integer labels and logits (``optax.losses``)."""
+    labels, y_pred = _sparse_labels(y_true, y_pred)
+    return _per_sample(
+        optax.losses.softmax_cross_entropy_with_integer_labels(y_pred, labels)
+    )
+
+
+_LOSSES: dict[str, LossFn] = {
+    "mse": mean_squared_error,
+    "mean_squared_error": mean_squared_error,
+    "mae": mean_absolute_error,
+    "mean_absolute_error": mean_absolute_error,
+    "huber": huber,
+    "huber_loss": huber,
+    "log_cosh": log_cosh,
+    "logcosh": log_cosh,
+    "hinge": hinge,
+    "squared_hinge": squared_hinge,
+    "kld": kl_divergence,
+    "kl_divergence": kl_divergence,
+    "kullback_leibler_divergence": kl_divergence,
+    "binary_crossentropy": binary_crossentropy,
+    "binary_crossentropy_from_logits": binary_crossentropy_from_logits,
+    "categorical_crossentropy": categorical_crossentropy,
+    "categorical_crossentropy_from_logits": categorical_crossentropy_from_logits,
+    "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
+    "sparse_categorical_crossentropy_from_logits": (
+        sparse_categorical_crossentropy_from_logits
+    ),
+}
+
+
+def names() -> list[str]:
+    """The registered loss names, sorted."""
+    return sorted(_LOSSES)
+
+
+def get(identifier: Any, *, argname: str = "loss") -> LossFn:
+    """Returns the loss function for a name (case-insensitive) or a callable.
+
+    Args:
+      identifier: a registered name or a callable ``(y_true, y_pred) -> (batch,)``.
+      argname: the argument name used in error messages. Defaults to `"loss"`.
+
+    Raises:
+      ValueError: for an unknown name. TypeError: for anything else.
+    """
+    what = (
+        f"a loss name (one of {', '.join(repr(n) for n in names())}) or a callable "
+        "(y_true, y_pred) -> per-sample loss"
+    )
+    if isinstance(identifier, str):
+        fn = _LOSSES.get(identifier.lower())
+        if fn is None:
+            raise ValueError(errors.expected(argname, what, identifier))
+        return fn
+    if callable(identifier):
+        return identifier
+    raise TypeError(errors.expected(argname, what, identifier))
+
+
+def name_of(identifier: Any) -> str:
+    """The log name of a loss or metric identifier: the string, or ``__name__``."""
+    if isinstance(identifier, str):
+        return identifier
+    return getattr(identifier, "__name__", type(identifier).__name__)
