@@ -295,3 +295,9 @@ def test_jaxfit_code_is_clean_under_strict_dtype_promotion():
         trainer.evaluate(x, y)
         trainer.predict(x)
     assert np.isfinite(history.history["val_loss"]).all()
+
+
+def test_log_keys_keep_keras_order():
+    x, y = regression_data()
+    history = _trainer(metrics=("mae", "mse")).fit(x, y, validation_split=0.3, verbose=0)
+    assert list(history.history) == ["loss", "mae", "mse", "val_loss", "val_mae", "val_mse"]

@@ -51,10 +51,12 @@ class FitPlan:
     compiled: Compiled
 
 
-def host_values(sums: dict[str, Any], j: int | None = None) -> dict[str, float]:
-    """``total / count`` for each log (0 where the count is 0), on the host."""
+def host_values(names: list[str], sums: dict[str, Any], j: int | None = None
+                ) -> dict[str, float]:
+    """``total / count`` for each log, in ``names`` order (0 where count is 0)."""
     values = {}
-    for name, state in sums.items():
+    for name in names:
+        state = sums[name]
         total, count = np.asarray(state.total), np.asarray(state.count)
         if j is not None:
             total, count = total[j], count[j]
@@ -62,14 +64,14 @@ def host_values(sums: dict[str, Any], j: int | None = None) -> dict[str, float]:
     return values
 
 
-def _deliver(pending, first_batch, callbacks: CallbackList, begin, end):
+def _deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
     """Fetches pending batch logs in one transfer and calls the batch hooks."""
     fetched = jax.device_get([logs for logs, _ in pending])
     batch, last = first_batch, {}
     for logs, (_, real) in zip(fetched, pending):
         for j in range(real):
             callbacks.call(begin, batch, logs={})
-            last = host_values(logs, j)
+            last = host_values(names, logs, j)
             callbacks.call(end, batch, logs=last)
             batch += 1
     pending.clear()
@@ -95,8 +97,9 @@ def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str,
         totals, logs = plan.compiled.eval_block(state, totals, block)
         pending.append((logs, real))
     if callbacks.wants("on_test_batch_begin") or callbacks.wants("on_test_batch_end"):
-        _deliver(pending, 0, callbacks, "on_test_batch_begin", "on_test_batch_end")
-    logs = host_values(jax.device_get(totals))
+        _deliver(plan.compiled.log_names, pending, 0, callbacks,
+                 "on_test_batch_begin", "on_test_batch_end")
+    logs = host_values(plan.compiled.log_names, jax.device_get(totals))
     callbacks.call("on_test_end", logs=logs)
     return logs
 
@@ -107,6 +110,7 @@ def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None,
     size = 1 if policy.per_batch else arrays.block_size(
         plan.batches.steps_per_epoch, MAX_BLOCK
     )
+    names = plan.compiled.log_names
     epoch_logs: dict[str, float] = {}
     callbacks.call("on_train_begin")
     try:
@@ -125,7 +129,7 @@ def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None,
                 pending.append((logs, real))
                 if policy.due():
                     batch, last = _deliver(
-                        pending, batch, callbacks,
+                        names, pending, batch, callbacks,
                         "on_train_batch_begin", "on_train_batch_end",
                     )
                     callbacks.call("on_yield", epoch, batch - 1, logs=last)
@@ -135,10 +139,11 @@ def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None,
                         break
             if pending:
                 batch, last = _deliver(
-                    pending, batch, callbacks, "on_train_batch_begin", "on_train_batch_end"
+                    names, pending, batch, callbacks,
+                    "on_train_batch_begin", "on_train_batch_end",
                 )
                 callbacks.call("on_yield", epoch, batch - 1, logs=last)
-            epoch_logs = host_values(jax.device_get(totals))
+            epoch_logs = host_values(names, jax.device_get(totals))
             if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
                 val_logs = evaluate_loop(trainer, plan.validation, callbacks)
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
