@@ -1,5 +1,7 @@
 """The public surface is pinned: adding or removing a name is a decision."""
 
+import pathlib
+
 import jaxfit
 
 PUBLIC = {
@@ -18,7 +20,7 @@ def test_public_names_are_pinned():
 
 
 def test_every_public_name_is_in_the_readme():
-    with open("README.md", encoding="utf-8") as f:
+    with open(pathlib.Path(__file__).resolve().parent.parent / "README.md", encoding="utf-8") as f:
         readme = f.read()
     for name in PUBLIC["jaxfit"] + PUBLIC["jaxfit.callbacks"]:
         assert name in readme, f"{name} is public but README.md does not mention it"
