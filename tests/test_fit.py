@@ -39,12 +39,15 @@ def test_epoch_loss_is_exact_over_ragged_batches_with_lr0():
 def test_sample_weight_uses_sum_over_batch_size_and_weighted_metrics():
     x, y = regression_data(n=10)
     w = np.linspace(0.0, 2.0, 10).astype(np.float32)
-    trainer = _trainer()
+    trainer = _trainer(weighted_metrics=["mae"])
     history = trainer.fit(x, y, batch_size=4, sample_weight=w, verbose=0)
     r = _residuals(x, y, trainer.params)[:, 0]
+    assert list(history.history) == ["loss", "mae", "weighted_mae"]
     np.testing.assert_allclose(history.history["loss"], [np.sum(w * r**2) / 10],
                                rtol=1e-5)
-    np.testing.assert_allclose(history.history["mae"],
+    # as Keras: `metrics` ignore sample weights, `weighted_metrics` use them
+    np.testing.assert_allclose(history.history["mae"], [np.mean(np.abs(r))], rtol=1e-5)
+    np.testing.assert_allclose(history.history["weighted_mae"],
                                [np.sum(w * np.abs(r)) / np.sum(w)], rtol=1e-5)
 
 
@@ -56,7 +59,7 @@ def test_class_weight_weights_each_sample_by_its_class():
     params = linear_params(3, 3)
     trainer = jaxfit.Trainer(lambda p, x: jax.nn.softmax(linear_apply(p, x)), params,
                              optimizer=optax.sgd(0.0), loss="categorical_crossentropy",
-                             metrics=["accuracy"])
+                             metrics=["accuracy"], weighted_metrics=["accuracy"])
     cw = {0: 1.0, 1: 3.0, 2: 0.5}
     history = trainer.fit(x, y, batch_size=4, class_weight=cw, verbose=0)
     p = np.asarray(jax.nn.softmax(linear_apply(params, x)))
@@ -65,7 +68,9 @@ def test_class_weight_weights_each_sample_by_its_class():
     np.testing.assert_allclose(history.history["loss"], [np.sum(w * per_sample) / 9],
                                rtol=1e-5)
     correct = (p.argmax(-1) == labels).astype(np.float64)
-    np.testing.assert_allclose(history.history["accuracy"],
+    np.testing.assert_allclose(history.history["accuracy"], [np.mean(correct)],
+                               rtol=1e-6)
+    np.testing.assert_allclose(history.history["weighted_accuracy"],
                                [np.sum(w * correct) / np.sum(w)], rtol=1e-6)
 
 
@@ -94,8 +99,8 @@ def test_validation_data_tuples(with_weights):
     w = vw if with_weights else np.ones(5)
     np.testing.assert_allclose(history.history["val_loss"], [np.sum(w * r**2) / 5],
                                rtol=1e-5)
-    np.testing.assert_allclose(history.history["val_mae"],
-                               [np.sum(w * np.abs(r)) / np.sum(w)], rtol=1e-5)
+    np.testing.assert_allclose(history.history["val_mae"], [np.mean(np.abs(r))],
+                               rtol=1e-5)
 
 
 def test_initial_epoch_numbers_the_epochs_run():

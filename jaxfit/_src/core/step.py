@@ -9,8 +9,9 @@ leading axis of ``K`` batches; one compiled call runs the ``K`` steps in a
 is all zero is a no-op: the state comes out unchanged.
 
 Reductions follow Keras 3: the loss is ``sum(w * l) / batch_size`` (the
-"sum_over_batch_size" reduction, padding rows excluded), a metric is the
-sample-weighted mean ``sum(w * m) / sum(w)``. Both are carried as
+"sum_over_batch_size" reduction, padding rows excluded), a metric is the mean
+over the real samples, and a weighted metric the sample-weighted mean
+``sum(w * m) / sum(w)``. Both are carried as
 ``metrics.MeanState`` sums, so the epoch value is exact over ragged batches.
 """
 
@@ -76,14 +77,15 @@ class Objective:
     loss_fns: tuple[Callable[..., Any], ...]
     loss_weights: tuple[float, ...]
     output_names: tuple[str, ...]
-    metric_fns: tuple[tuple[str, int, Callable[..., Any]], ...]  # (log key, leaf, fn)
+    # (log key, output leaf index, fn, sample-weighted?)
+    metric_fns: tuple[tuple[str, int, Callable[..., Any], bool], ...]
 
     @property
     def log_names(self) -> list[str]:
         names = ["loss"]
         if len(self.output_names) > 1:
             names += [f"{name}_loss" for name in self.output_names]
-        return names + [key for key, _, _ in self.metric_fns]
+        return names + [key for key, _, _, _ in self.metric_fns]
 
     def per_sample(self, y: Any, y_pred: Any) -> tuple[jax.Array, list[jax.Array]]:
         """Weighted total per-sample loss and each output's per-sample loss."""
@@ -103,16 +105,24 @@ class Objective:
                 logs[f"{name}_loss"] = metrics.MeanState(jnp.sum(part * weight), count)
         y_leaves = jax.tree_util.tree_leaves(y)
         pred_leaves = jax.tree_util.tree_leaves(y_pred)
-        for key, leaf, fn in self.metric_fns:
+        for key, leaf, fn, weighted in self.metric_fns:
             values = fn(y_leaves[leaf], pred_leaves[leaf])
-            logs[key] = metrics.update(metrics.empty(), values, weight)
+            logs[key] = metrics.update(metrics.empty(), values, weight if weighted else mask)
         return logs
 
 
 def make_objective(
-    loss: Any, loss_weights: Any, metric_spec: Any, y: Any, y_pred: Any
+    loss: Any,
+    loss_weights: Any,
+    metric_spec: Any,
+    y: Any,
+    y_pred: Any,
+    weighted_metric_spec: Any = None,
 ) -> Objective:
     """Resolves loss names, loss weights and metrics against ``y``'s structure.
+
+    As Keras, ``metrics`` are plain means over the real samples (sample and class
+    weights do not apply) and ``weighted_metrics`` are sample-weighted means.
 
     ``y`` and ``y_pred`` may be arrays or shape structs; only shapes are read.
     """
@@ -137,33 +147,37 @@ def make_objective(
     y_leaves = jax.tree_util.tree_leaves(y)
     pred_leaves = jax.tree_util.tree_leaves(y_pred)
     metric_fns = []
-    if metric_spec is not None:
-        multi = len(names) > 1
-        if isinstance(metric_spec, (list, tuple)) and all(
-            _is_spec_leaf(m) for m in metric_spec
-        ):
-            per_leaf = [list(metric_spec)] * len(names)
-        elif isinstance(metric_spec, dict):
-            per_leaf = [
-                _as_list(metric_spec.get(name)) for name in names
-            ]
-            unknown = set(metric_spec) - set(names)
-            if unknown:
-                raise ValueError(
-                    errors.expected(
-                        "metrics", f"keys among the outputs {names}", metric_spec
-                    )
-                )
-        else:
-            per_leaf = [_as_list(metric_spec)] * len(names)
+    taken: set[str] = set()
+    for spec, weighted, argname in (
+        (metric_spec, False, "metrics"), (weighted_metric_spec, True, "weighted_metrics")
+    ):
+        per_leaf = _metrics_per_output(spec, names, argname)
         for leaf, (name, specs) in enumerate(zip(names, per_leaf)):
-            for spec in specs:
+            for item in specs:
                 fn = metrics.resolve(
-                    spec, y_leaves[leaf], pred_leaves[leaf], argname="metrics"
+                    item, y_leaves[leaf], pred_leaves[leaf], argname=argname
                 )
-                key = metrics.name_of(spec)
-                metric_fns.append((f"{name}_{key}" if multi else key, leaf, fn))
+                key = metrics.name_of(item)
+                key = f"{name}_{key}" if len(names) > 1 else key
+                if key in taken:  # Keras: a weighted twin gets a prefix
+                    key = f"weighted_{key}"
+                taken.add(key)
+                metric_fns.append((key, leaf, fn, weighted))
     return Objective(loss_fns, weights, tuple(names), tuple(metric_fns))
+
+
+def _metrics_per_output(spec: Any, names: list[str], argname: str) -> list[list[Any]]:
+    """A list of metrics applies to every output; a dict names outputs."""
+    if spec is None:
+        return [[] for _ in names]
+    if isinstance(spec, dict):
+        unknown = set(spec) - set(names)
+        if unknown:
+            raise ValueError(
+                errors.expected(argname, f"keys among the outputs {names}", spec)
+            )
+        return [_as_list(spec.get(name)) for name in names]
+    return [_as_list(spec)] * len(names)
 
 
 def _as_list(spec: Any) -> list[Any]:

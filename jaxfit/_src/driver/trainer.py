@@ -71,12 +71,15 @@ class Trainer:
         ``(y_true, y_pred) -> per-sample loss`` of shape ``(batch,)``, or a pytree
         of those matching ``y``. A single loss applies to every output.
       metrics: a list of metric names or callables (applied to every output), or a
-        dict ``{output name: metrics}``. Defaults to `None`.
+        dict ``{output name: metrics}``. As Keras (and tfjs), these are plain means
+        over the samples: sample and class weights do not apply. Defaults to `None`.
       loss_weights: a pytree of floats matching ``y`` weighting each output's loss.
         Defaults to `None` (all 1).
       state: the initial model state for an ``apply_fn`` that declares ``state``.
         Defaults to `None`.
       seed: seeds dropout keys and the shuffling order. Defaults to `0`.
+      weighted_metrics: metrics weighted by ``sample_weight`` and ``class_weight``
+        (Keras' ``weighted_metrics``); same forms as ``metrics``. Defaults to `None`.
 
     Raises:
       TypeError, ValueError: for a bad ``apply_fn``, ``optimizer``, unknown loss
@@ -105,6 +108,7 @@ class Trainer:
         loss_weights: Any = None,
         state: Any = None,
         seed: int = 0,
+        weighted_metrics: Any = None,
     ):
         self._apply, self._has_state = apply_lib.normalize(apply_fn)
         if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
@@ -115,10 +119,11 @@ class Trainer:
                 )
             )
         validate.non_negative_int("seed", seed)
-        _check_names(loss, metrics)
+        _check_names(loss, metrics, weighted_metrics)
         self.optimizer = optimizer
         self.loss = loss
         self.metrics = metrics
+        self.weighted_metrics = weighted_metrics
         self.loss_weights = loss_weights
         self.seed = int(seed)
         params = _copy(params)
@@ -177,7 +182,8 @@ class Trainer:
             state, x_spec,
         )
         objective = step_lib.make_objective(
-            self.loss, self.loss_weights, self.metrics, y_spec, y_pred
+            self.loss, self.loss_weights, self.metrics, y_spec, y_pred,
+            self.weighted_metrics,
         )
         _, parts = jax.eval_shape(objective.per_sample, y_spec, y_pred)
         for name, part in zip(objective.output_names, parts):
@@ -418,11 +424,15 @@ def _batch_spec(tree: Any, batch_size: int) -> Any:
     )
 
 
-def _check_names(loss: Any, metrics: Any) -> None:
+def _check_names(loss: Any, metrics: Any, weighted_metrics: Any) -> None:
     """Unknown loss or metric names fail at construction, before any data is seen."""
-    for leaf in jax.tree.leaves(loss, is_leaf=lambda v: isinstance(v, str) or callable(v)):
+    def leaves(tree):
+        return jax.tree.leaves(tree, is_leaf=lambda v: isinstance(v, str) or callable(v))
+
+    for leaf in leaves(loss):
         losses.get(leaf, argname="loss")
     probe = jax.ShapeDtypeStruct((1, 2), jnp.float32)
-    for leaf in jax.tree.leaves(metrics, is_leaf=lambda v: isinstance(v, str) or callable(v)):
-        metrics_lib.resolve(leaf, probe, probe, argname="metrics")
+    for argname, spec in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
+        for leaf in leaves(spec):
+            metrics_lib.resolve(leaf, probe, probe, argname=argname)
 
