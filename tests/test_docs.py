@@ -1,0 +1,20 @@
+"""Docstring examples run (STYLE rule 9): doctest over the public modules."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "jaxfit._src.driver.trainer",
+    "jaxfit._src.callbacks.early_stopping",
+    "jaxfit._src.callbacks.lambda_callback",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no docstring example"
+    assert result.failed == 0
