@@ -131,3 +131,24 @@ def test_fit_is_not_reentrant():
 
     trainer.fit(X, Y, verbose=0, callbacks=[{"on_epoch_end": on_epoch_end}])
     assert errors and "re-entrant" in errors[0]
+
+
+def test_a_real_ctrl_c_during_fit_leaves_a_usable_state_and_restores_the_handler():
+    import signal
+
+    trainer = _trainer(optimizer=optax.adam(0.01))
+    count = []
+
+    def on_batch_end(batch, logs):
+        count.append(batch)
+        if len(count) == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(X, Y, batch_size=2, epochs=2, yield_every="batch", verbose=0,
+                    callbacks=[{"on_train_batch_end": on_batch_end}])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert int(trainer.state.step) == 3
+    assert np.all(np.isfinite(np.asarray(trainer.params["w"])))
+    trainer.fit(X, Y, batch_size=2, epochs=1, verbose=0)
+    assert int(trainer.state.step) == 8

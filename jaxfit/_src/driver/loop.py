@@ -8,8 +8,11 @@ batch hooks for each of those batches, in order, with that batch's own logs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Generator
+import signal
+import threading
+from typing import Any, Generator, Iterator
 
 import jax
 import numpy as np
@@ -78,6 +81,53 @@ def _deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
     return batch, last
 
 
+class _InterruptGuard:
+    """Defers Ctrl-C that lands between a step's dispatch and storing its result.
+
+    The dispatched call consumes (donates) the previous state; if
+    KeyboardInterrupt struck before the new state was stored, ``trainer.state``
+    would point at deleted buffers. Inside ``critical()`` the interrupt is held
+    and raised right after; elsewhere it is raised at once, as usual.
+    """
+
+    def __init__(self) -> None:
+        self.in_critical = False
+        self.pending = False
+
+    def handler(self, signum, frame) -> None:
+        del signum, frame
+        if self.in_critical:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        usable = (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        )
+        if not usable:  # another handler owns Ctrl-C, or not the main thread
+            yield
+            return
+        signal.signal(signal.SIGINT, self.handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self.in_critical = True
+        try:
+            yield
+        finally:
+            self.in_critical = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
 def _should_validate(epoch: int, freq: Any) -> bool:
     if isinstance(freq, int):
         return (epoch + 1) % freq == 0
@@ -106,50 +156,52 @@ def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str,
 
 def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None, None, None]:
     """Trains ``plan.initial_epoch .. plan.epochs - 1``; yields at yield points."""
-    policy = plan.policy
+    epoch_logs: dict[str, float] = {}
+    guard = _InterruptGuard()
+    callbacks.call("on_train_begin")
+    try:
+        with guard.installed():
+            for epoch in range(plan.initial_epoch, plan.epochs):
+                epoch_logs = yield from _run_epoch(trainer, plan, callbacks, guard, epoch)
+                if trainer.stop_training:
+                    break
+    finally:
+        callbacks.call("on_train_end", logs=epoch_logs)
+
+
+def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _InterruptGuard,
+               epoch: int) -> Generator[None, None, dict[str, float]]:
+    """One epoch: dispatch blocks, deliver batch logs at yield points, validate."""
+    policy, names = plan.policy, plan.compiled.log_names
     size = 1 if policy.per_batch else arrays.block_size(
         plan.batches.steps_per_epoch, MAX_BLOCK
     )
-    names = plan.compiled.log_names
-    epoch_logs: dict[str, float] = {}
-    callbacks.call("on_train_begin")
-    try:
-        for epoch in range(plan.initial_epoch, plan.epochs):
-            callbacks.call("on_epoch_begin", epoch)
-            index, mask = plan.batches.epoch_indices(epoch)
-            totals = plan.compiled.empty_totals()
-            pending: list = []
-            batch = 0
+    callbacks.call("on_epoch_begin", epoch)
+    index, mask = plan.batches.epoch_indices(epoch)
+    totals = plan.compiled.empty_totals()
+    pending: list = []
+    batch = 0
+    policy.reset()
+    train_hooks = ("on_train_batch_begin", "on_train_batch_end")
+    for block, real in arrays.prefetch(arrays.blocks(plan.data, index, mask, size)):
+        with guard.critical():
+            state, totals, logs = plan.compiled.train_block(trainer._state, totals, block)
+            trainer._state = state
+        pending.append((logs, real))
+        if policy.due():
+            batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
+            callbacks.call("on_yield", epoch, batch - 1, logs=last)
             policy.reset()
-            for block, real in arrays.prefetch(arrays.blocks(plan.data, index, mask, size)):
-                state, totals, logs = plan.compiled.train_block(
-                    trainer._state, totals, block
-                )
-                trainer._state = state
-                pending.append((logs, real))
-                if policy.due():
-                    batch, last = _deliver(
-                        names, pending, batch, callbacks,
-                        "on_train_batch_begin", "on_train_batch_end",
-                    )
-                    callbacks.call("on_yield", epoch, batch - 1, logs=last)
-                    policy.reset()
-                    yield
-                    if trainer.stop_training:
-                        break
-            if pending:
-                batch, last = _deliver(
-                    names, pending, batch, callbacks,
-                    "on_train_batch_begin", "on_train_batch_end",
-                )
-                callbacks.call("on_yield", epoch, batch - 1, logs=last)
-            epoch_logs = host_values(names, jax.device_get(totals))
-            if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
-                val_logs = evaluate_loop(trainer, plan.validation, callbacks)
-                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            callbacks.call("on_epoch_end", epoch, logs=epoch_logs)
             yield
             if trainer.stop_training:
                 break
-    finally:
-        callbacks.call("on_train_end", logs=epoch_logs)
+    if pending:
+        batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
+        callbacks.call("on_yield", epoch, batch - 1, logs=last)
+    epoch_logs = host_values(names, jax.device_get(totals))
+    if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
+        val_logs = evaluate_loop(trainer, plan.validation, callbacks)
+        epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+    callbacks.call("on_epoch_end", epoch, logs=epoch_logs)
+    yield
+    return epoch_logs
