@@ -306,3 +306,24 @@ def test_log_keys_keep_keras_order():
     x, y = regression_data()
     history = _trainer(metrics=("mae", "mse")).fit(x, y, validation_split=0.3, verbose=0)
     assert list(history.history) == ["loss", "mae", "mse", "val_loss", "val_mae", "val_mse"]
+
+
+def test_per_output_sample_weights_for_multi_output_models():
+    def apply(params, x):
+        h = linear_apply(params, x)
+        return {"a": h, "b": h}
+
+    x, y = regression_data(n=10)
+    wa = np.linspace(0.0, 1.0, 10).astype(np.float32)
+    wb = np.linspace(2.0, 1.0, 10).astype(np.float32)
+    trainer = jaxfit.Trainer(apply, linear_params(), optimizer=optax.sgd(0.0), loss="mse",
+                             weighted_metrics=["mae"])
+    history = trainer.fit(x, {"a": y, "b": y}, batch_size=4,
+                          sample_weight={"a": wa, "b": wb}, verbose=0)
+    r = _residuals(x, y, trainer.params)[:, 0]
+    np.testing.assert_allclose(history.history["a_loss"], [np.sum(wa * r**2) / 10], rtol=1e-5)
+    np.testing.assert_allclose(history.history["b_loss"], [np.sum(wb * r**2) / 10], rtol=1e-5)
+    np.testing.assert_allclose(history.history["loss"], [np.sum((wa + wb) * r**2) / 10],
+                               rtol=1e-5)
+    np.testing.assert_allclose(history.history["b_mae"],
+                               [np.sum(wb * np.abs(r)) / np.sum(wb)], rtol=1e-5)

@@ -1,8 +1,8 @@
 """Pure step builders: the train, eval and predict computations jaxfit jits.
 
 A *batch* is a dict ``{"x", "y", "sample_weight", "mask"}``: ``x`` and ``y`` are
-pytrees with a leading batch axis, ``sample_weight`` and ``mask`` are float32
-vectors. ``mask`` is 0 for padding rows (the ragged last batch is padded to the
+pytrees with a leading batch axis, ``sample_weight`` is a tuple of float32
+vectors (one per output of ``y``) and ``mask`` a float32 vector. ``mask`` is 0 for padding rows (the ragged last batch is padded to the
 full batch size, never compiled again). A *block* is the same dict with an extra
 leading axis of ``K`` batches; one compiled call runs the ``K`` steps in a
 ``lax.scan`` so small models are not bound by Python dispatch. A batch whose mask
@@ -87,27 +87,36 @@ class Objective:
             names += [f"{name}_loss" for name in self.output_names]
         return names + [key for key, _, _, _ in self.metric_fns]
 
-    def per_sample(self, y: Any, y_pred: Any) -> tuple[jax.Array, list[jax.Array]]:
-        """Weighted total per-sample loss and each output's per-sample loss."""
+    def per_sample(self, y: Any, y_pred: Any) -> list[jax.Array]:
+        """Each output's per-sample loss, shape ``(batch,)``."""
         y_leaves = jax.tree_util.tree_leaves(y)
         pred_leaves = jax.tree_util.tree_leaves(y_pred)
-        parts = [fn(t, p) for fn, t, p in zip(self.loss_fns, y_leaves, pred_leaves)]
-        total = sum(w * part for w, part in zip(self.loss_weights, parts))
-        return jnp.asarray(total, jnp.float32), parts
+        return [fn(t, p) for fn, t, p in zip(self.loss_fns, y_leaves, pred_leaves)]
 
-    def batch_logs(self, y, y_pred, total, parts, sample_weight, mask) -> Logs:
-        """This batch's loss and metric sums, as ``MeanState``s."""
-        weight = sample_weight * mask
+    def loss_sum(self, parts: list[jax.Array], weights: tuple[jax.Array, ...]):
+        """``sum over outputs of loss_weight * sum(w * loss)`` (weights are masked)."""
+        return sum(
+            lw * jnp.sum(part * w)
+            for lw, part, w in zip(self.loss_weights, parts, weights)
+        )
+
+    def batch_logs(self, y, y_pred, parts, weights, mask) -> Logs:
+        """This batch's loss and metric sums, as ``MeanState``s.
+
+        ``weights`` holds one masked sample-weight vector per output.
+        """
         count = jnp.sum(mask)
-        logs = {"loss": metrics.MeanState(jnp.sum(total * weight), count)}
+        logs = {"loss": metrics.MeanState(self.loss_sum(parts, weights), count)}
         if len(parts) > 1:
-            for name, part in zip(self.output_names, parts):
-                logs[f"{name}_loss"] = metrics.MeanState(jnp.sum(part * weight), count)
+            for name, part, w in zip(self.output_names, parts, weights):
+                logs[f"{name}_loss"] = metrics.MeanState(jnp.sum(part * w), count)
         y_leaves = jax.tree_util.tree_leaves(y)
         pred_leaves = jax.tree_util.tree_leaves(y_pred)
         for key, leaf, fn, weighted in self.metric_fns:
             values = fn(y_leaves[leaf], pred_leaves[leaf])
-            logs[key] = metrics.update(metrics.empty(), values, weight if weighted else mask)
+            logs[key] = metrics.update(
+                metrics.empty(), values, weights[leaf] if weighted else mask
+            )
         return logs
 
 
@@ -193,19 +202,20 @@ def make_train_step(apply, objective: Objective, optimizer: optax.GradientTransf
 
     def train_step(state: TrainState, batch: dict[str, Any]):
         mask = batch["mask"]
-        weight = batch["sample_weight"] * mask
+        weights = tuple(w * mask for w in batch["sample_weight"])
         rng, step_rng = jax.random.split(state.rng)
 
         def loss_fn(params):
             y_pred, model_state = apply(
                 params, state.model_state, batch["x"], train=True, rng=step_rng
             )
-            total, parts = objective.per_sample(batch["y"], y_pred)
-            loss = jnp.sum(total * weight) / jnp.maximum(jnp.sum(mask), 1.0)
-            return loss, (y_pred, model_state, total, parts)
+            parts = objective.per_sample(batch["y"], y_pred)
+            loss = objective.loss_sum(parts, weights) / jnp.maximum(jnp.sum(mask), 1.0)
+            return loss, (y_pred, model_state, parts)
 
-        grads, aux = jax.grad(loss_fn, has_aux=True)(state.params)
-        y_pred, model_state, total, parts = aux
+        grads, (y_pred, model_state, parts) = jax.grad(loss_fn, has_aux=True)(
+            state.params
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(
@@ -219,10 +229,7 @@ def make_train_step(apply, objective: Objective, optimizer: optax.GradientTransf
         new_state = jax.tree.map(
             lambda new, old: jnp.where(real, new, old), new_state, state
         )
-        logs = objective.batch_logs(
-            batch["y"], y_pred, total, parts, batch["sample_weight"], mask
-        )
-        return new_state, logs
+        return new_state, objective.batch_logs(batch["y"], y_pred, parts, weights, mask)
 
     return train_step
 
@@ -234,11 +241,10 @@ def make_eval_step(apply, objective: Objective):
         y_pred, _ = apply(
             state.params, state.model_state, batch["x"], train=False, rng=state.rng
         )
-        total, parts = objective.per_sample(batch["y"], y_pred)
-        logs = objective.batch_logs(
-            batch["y"], y_pred, total, parts, batch["sample_weight"], batch["mask"]
-        )
-        return state, logs
+        mask = batch["mask"]
+        weights = tuple(w * mask for w in batch["sample_weight"])
+        parts = objective.per_sample(batch["y"], y_pred)
+        return state, objective.batch_logs(batch["y"], y_pred, parts, weights, mask)
 
     return eval_step
 

@@ -152,7 +152,7 @@ def blocks(data: dict[str, Any], index: np.ndarray, mask: np.ndarray,
         block = {
             "x": take(data["x"], idx),
             "y": take(data["y"], idx),
-            "sample_weight": data["sample_weight"][idx],
+            "sample_weight": tuple(w[idx] for w in data["sample_weight"]),
             "mask": msk,
         }
         yield block, real

@@ -185,7 +185,7 @@ class Trainer:
             self.loss, self.loss_weights, self.metrics, y_spec, y_pred,
             self.weighted_metrics,
         )
-        _, parts = jax.eval_shape(objective.per_sample, y_spec, y_pred)
+        parts = jax.eval_shape(objective.per_sample, y_spec, y_pred)
         for name, part in zip(objective.output_names, parts):
             if tuple(part.shape) != (batch_size,):
                 raise ValueError(
@@ -201,7 +201,9 @@ class Trainer:
         train_step = step_lib.make_train_step(self._apply, objective, self.optimizer)
         batch = {
             "x": x_spec, "y": y_spec,
-            "sample_weight": jax.ShapeDtypeStruct((batch_size,), jnp.float32),
+            "sample_weight": tuple(
+                jax.ShapeDtypeStruct((batch_size,), jnp.float32) for _ in parts
+            ),
             "mask": jax.ShapeDtypeStruct((batch_size,), jnp.float32),
         }
         jax.eval_shape(train_step, state, batch)
@@ -225,18 +227,22 @@ class Trainer:
         sample_weight = arrays.to_numpy(sample_weight, argprefix + "sample_weight")
         n = arrays.num_samples({argprefix + "x": x, argprefix + "y": y,
                                 argprefix + "sample_weight": sample_weight})
+        num_outputs = len(jax.tree.leaves(y))
         if sample_weight is None:
-            weights = np.ones(n, np.float32)
+            weights = [np.ones(n, np.float32)] * num_outputs
+        elif len(jax.tree.leaves(sample_weight)) == 1:  # one vector for every output
+            weights = [_weight_vector(sample_weight, n, argprefix)] * num_outputs
         else:
-            weights = np.asarray(sample_weight, np.float32).reshape(n, -1)
-            if weights.shape[1] != 1:
-                raise ValueError(
-                    errors.expected(argprefix + "sample_weight",
-                                    "one weight per sample, shape (n,)", sample_weight)
-                )
-            weights = weights[:, 0]
+            if jax.tree.structure(sample_weight) != jax.tree.structure(y):
+                raise ValueError(errors.expected(
+                    argprefix + "sample_weight",
+                    "one array of shape (n,), or one per output structured like y",
+                    sample_weight))
+            weights = [_weight_vector(w, n, argprefix) for w in jax.tree.leaves(sample_weight)]
         if class_weight is not None:
-            weights = weights * arrays.class_weights(y, class_weight)
+            per_class = arrays.class_weights(y, class_weight)
+            weights = [w * per_class for w in weights]
+        weights = tuple(weights)
         return {"x": x, "y": y, "sample_weight": weights}, n
 
     # -- fit ---------------------------------------------------------------------
@@ -325,7 +331,7 @@ class Trainer:
         elif args["validation_split"] > 0:
             train, val_data = arrays.split_last(data, n, args["validation_split"])
             data = train
-            val_n = int(val_data["sample_weight"].shape[0])
+            val_n = int(val_data["sample_weight"][0].shape[0])
             n = n - val_n
             if n == 0 or val_n == 0:
                 raise ValueError(errors.expected(
@@ -416,6 +422,14 @@ class Trainer:
 
 
 _FIT_SIGNATURE = inspect.signature(Trainer.fit)
+
+
+def _weight_vector(weights: Any, n: int, argprefix: str) -> np.ndarray:
+    array = np.asarray(jax.tree.leaves(weights)[0], np.float32)
+    if array.size != n:
+        raise ValueError(errors.expected(
+            argprefix + "sample_weight", f"one weight per sample, shape ({n},)", array))
+    return array.reshape(n)
 
 
 def _batch_spec(tree: Any, batch_size: int) -> Any:
