@@ -1,4 +1,9 @@
-"""Shared fixtures: strict dtype promotion, fixed seeds, tiny data, a compile counter."""
+"""Shared fixtures: fixed seeds, tiny data, a compile counter."""
+
+import os
+
+# Keras is a test-only cross-check, and only on the JAX backend.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import jax
 import jax.numpy as jnp
