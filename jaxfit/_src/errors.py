@@ -28,9 +28,3 @@ def expected(argname: str, what: str, got: Any, fix: str = "") -> str:
         message += f" {fix}"
     return message
 
-
-MSG_DONATED = (
-    "The trainer's state was consumed by a step that did not complete (it was "
-    "interrupted between dispatch and return). Replace `trainer.state` with a "
-    "state you saved, or build a new Trainer."
-)

@@ -279,13 +279,6 @@ def empty_logs(names: list[str]) -> Logs:
     return {name: metrics.empty() for name in names}
 
 
-def compute_logs(logs: Logs) -> dict[str, Any]:
-    """Turns sums into values: ``total / count`` (0 where count is 0)."""
-    return {
-        name: metrics.compute(value) for name, value in logs.items()
-    }
-
-
 def make_predict_step(apply):
     """Returns ``predict_step(state, x) -> y_pred`` in inference mode."""
 

@@ -16,7 +16,6 @@ HOOKS = (
     "on_yield",
 )
 _ALIASES = {"on_batch_begin": "on_train_batch_begin", "on_batch_end": "on_train_batch_end"}
-BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_yield")
 
 
 def _default(fn: Callable[..., Any]) -> Callable[..., Any]:

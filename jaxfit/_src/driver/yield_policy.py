@@ -14,7 +14,6 @@ from typing import Any, Callable
 from jaxfit._src import errors
 
 AUTO_MS = 125.0
-CHOICES = ("auto", "batch", "epoch", "never")
 
 
 @dataclasses.dataclass
