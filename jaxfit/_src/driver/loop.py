@@ -12,12 +12,12 @@ import contextlib
 import dataclasses
 import signal
 import threading
-from typing import Any, Generator, Iterator
+import warnings
+from typing import Any, Callable, Generator, Iterable, Iterator
 
 import jax
 import numpy as np
 
-from jaxfit._src.data import arrays
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.yield_policy import YieldPolicy
 
@@ -34,24 +34,27 @@ class Compiled:
     empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
 
 
+Blocks = Iterable[tuple[Any, int]]  # (device block, number of real batches in it)
+
+
 @dataclasses.dataclass
 class EvalPlan:
-    data: dict[str, Any]
-    batches: arrays.Batches
-    steps: int | None
+    blocks: Callable[[], Blocks]
     compiled: Compiled
 
 
 @dataclasses.dataclass
 class FitPlan:
-    data: dict[str, Any]
-    batches: arrays.Batches
+    epoch_blocks: Callable[[int], Blocks]  # epoch -> its blocks, prefetched
     epochs: int
     initial_epoch: int
     policy: YieldPolicy
     validation: EvalPlan | None
     validation_freq: Any
     compiled: Compiled
+    # With steps_per_epoch on a stream: batches each epoch must bring, for the
+    # ran-out-of-data warning (tfjs); None when an epoch is whatever the data gives.
+    required_steps: int | None = None
 
 
 def host_values(names: list[str], sums: dict[str, Any], j: int | None = None
@@ -137,15 +140,15 @@ def _should_validate(epoch: int, freq: Any) -> bool:
 def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str, float]:
     """Runs the eval step over ``plan`` and returns the epoch logs (one sync)."""
     callbacks.call("on_test_begin")
-    index, mask = plan.batches.epoch_indices(0)
-    if plan.steps is not None:
-        index, mask = index[: plan.steps], mask[: plan.steps]
     totals = plan.compiled.empty_totals()
     state = trainer._state
     pending = []
-    for block, real in arrays.prefetch(arrays.blocks(plan.data, index, mask, 1)):
-        totals, logs = plan.compiled.eval_block(state, totals, block)
-        pending.append((logs, real))
+    with contextlib.closing(iter(plan.blocks())) as blocks:
+        for block, real in blocks:
+            totals, logs = plan.compiled.eval_block(state, totals, block)
+            pending.append((logs, real))
+    if not pending:
+        raise ValueError("validation data: expected at least one batch, got none.")
     if callbacks.wants("on_test_batch_begin") or callbacks.wants("on_test_batch_end"):
         _deliver(plan.compiled.log_names, pending, 0, callbacks,
                  "on_test_batch_begin", "on_test_batch_end")
@@ -173,31 +176,43 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
                epoch: int) -> Generator[None, None, dict[str, float]]:
     """One epoch: dispatch blocks, deliver batch logs at yield points, validate."""
     policy, names = plan.policy, plan.compiled.log_names
-    size = 1 if policy.per_batch else arrays.block_size(
-        plan.batches.steps_per_epoch, MAX_BLOCK
-    )
     callbacks.call("on_epoch_begin", epoch)
-    index, mask = plan.batches.epoch_indices(epoch)
     totals = plan.compiled.empty_totals()
     pending: list = []
     batch = 0
     policy.reset()
     train_hooks = ("on_train_batch_begin", "on_train_batch_end")
-    for block, real in arrays.prefetch(arrays.blocks(plan.data, index, mask, size)):
-        with guard.critical():
-            state, totals, logs = plan.compiled.train_block(trainer._state, totals, block)
-            trainer._state = state
-        pending.append((logs, real))
-        if policy.due():
-            batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
-            callbacks.call("on_yield", epoch, batch - 1, logs=last)
-            policy.reset()
-            yield
-            if trainer.stop_training:
-                break
+    steps = 0
+    with contextlib.closing(iter(plan.epoch_blocks(epoch))) as blocks:  # joins feeders
+        for block, real in blocks:
+            steps += real
+            with guard.critical():
+                state, totals, logs = plan.compiled.train_block(
+                    trainer._state, totals, block
+                )
+                trainer._state = state
+            pending.append((logs, real))
+            if policy.due():
+                batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
+                callbacks.call("on_yield", epoch, batch - 1, logs=last)
+                policy.reset()
+                yield
+                if trainer.stop_training:
+                    break
     if pending:
         batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
         callbacks.call("on_yield", epoch, batch - 1, logs=last)
+    required = plan.required_steps
+    if required is not None and steps < required and not trainer.stop_training:
+        warnings.warn(
+            f"Your dataset ran out of data after {steps} of the {required} batches of "
+            f"epoch {epoch}; interrupting training. Make sure that your dataset can "
+            f"generate at least `steps_per_epoch * epochs` batches (in this case, "
+            f"{required * plan.epochs} batches), e.g. by repeating it.",
+            UserWarning, stacklevel=2)
+        trainer.stop_training = True
+        if steps == 0:
+            return {}
     epoch_logs = host_values(names, jax.device_get(totals))
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
         val_logs = evaluate_loop(trainer, plan.validation, callbacks)

@@ -339,10 +339,8 @@ class Trainer:
                     args["validation_split"]))
         if args["validation_data"] is not None or args["validation_split"] > 0:
             val_batch = args["validation_batch_size"] or args["batch_size"]
-            val_batches = arrays.Batches(val_n, val_batch, shuffle=False, seed=0)
-            validation = loop.EvalPlan(
-                val_data, val_batches, args["validation_steps"],
-                self._prepare(val_data["x"], val_data["y"], val_batches.batch_size))
+            validation = self._array_eval_plan(val_data, val_n, val_batch,
+                                               args["validation_steps"])
         if n == 0:
             raise ValueError(errors.expected("x", "at least one sample", args["x"]))
         batches = arrays.Batches(n, args["batch_size"], shuffle=bool(args["shuffle"]),
@@ -357,7 +355,14 @@ class Trainer:
                   "steps": batches.steps_per_epoch}
         callbacks = callback_lib.CallbackList(installed, self, params)
         self.history = history
-        plan = loop.FitPlan(data, batches, args["epochs"], args["initial_epoch"], policy,
+        size = 1 if policy.per_batch else arrays.block_size(
+            batches.steps_per_epoch, loop.MAX_BLOCK)
+
+        def epoch_blocks(epoch: int):
+            index, mask = batches.epoch_indices(epoch)
+            return arrays.prefetch(arrays.blocks(data, index, mask, size))
+
+        plan = loop.FitPlan(epoch_blocks, args["epochs"], args["initial_epoch"], policy,
                             validation, args["validation_freq"], compiled)
         return self._guarded(loop.fit_loop(self, plan, callbacks))
 
@@ -389,13 +394,24 @@ class Trainer:
         validate.positive_int("batch_size", batch_size)
         validate.positive_int("steps", steps, allow_none=True)
         data, n = self._dataset(x, y, sample_weight, None)
+        plan = self._array_eval_plan(data, n, batch_size, steps)
+        callback_list = callback_lib.CallbackList(
+            callback_lib.normalize(callbacks), self, {"verbose": 0, "epochs": 1})
+        return loop.evaluate_loop(self, plan, callback_list)
+
+    def _array_eval_plan(self, data: dict[str, Any], n: int, batch_size: int,
+                         steps: int | None) -> loop.EvalPlan:
+        """Evaluation over in-memory arrays, one padded batch per call."""
         batches = arrays.Batches(n, batch_size, shuffle=False, seed=0)
         compiled = self._prepare(data["x"], data["y"], batches.batch_size)
-        callback_list = callback_lib.CallbackList(
-            callback_lib.normalize(callbacks), self,
-            {"verbose": 0, "epochs": 1, "steps": steps or batches.steps_per_epoch})
-        return loop.evaluate_loop(self, loop.EvalPlan(data, batches, steps, compiled),
-                                  callback_list)
+
+        def blocks():
+            index, mask = batches.epoch_indices(0)
+            if steps is not None:
+                index, mask = index[:steps], mask[:steps]
+            return arrays.prefetch(arrays.blocks(data, index, mask, 1))
+
+        return loop.EvalPlan(blocks, compiled)
 
     def predict(self, x: Any, *, batch_size: int = 32, callbacks: Any = None) -> Any:
         """Returns the model's outputs (``train=False``) as numpy arrays, in order.
