@@ -55,6 +55,7 @@ class FitPlan:
     # With steps_per_epoch on a stream: batches each epoch must bring, for the
     # ran-out-of-data warning (tfjs); None when an epoch is whatever the data gives.
     required_steps: int | None = None
+    cleanup: Callable[[], None] = lambda: None  # stops feeders that span epochs
 
 
 def host_values(names: list[str], sums: dict[str, Any], j: int | None = None
@@ -131,6 +132,18 @@ class _InterruptGuard:
             raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _closing(blocks: Blocks) -> Iterator[Iterator[tuple[Any, int]]]:
+    """Iterates ``blocks`` and closes it (if it can be closed) however we leave."""
+    iterator = iter(blocks)
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
 def _should_validate(epoch: int, freq: Any) -> bool:
     if isinstance(freq, int):
         return (epoch + 1) % freq == 0
@@ -143,7 +156,7 @@ def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str,
     totals = plan.compiled.empty_totals()
     state = trainer._state
     pending = []
-    with contextlib.closing(iter(plan.blocks())) as blocks:
+    with _closing(plan.blocks()) as blocks:
         for block, real in blocks:
             totals, logs = plan.compiled.eval_block(state, totals, block)
             pending.append((logs, real))
@@ -169,6 +182,7 @@ def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None,
                 if trainer.stop_training:
                     break
     finally:
+        plan.cleanup()
         callbacks.call("on_train_end", logs=epoch_logs)
 
 
@@ -183,7 +197,7 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
     policy.reset()
     train_hooks = ("on_train_batch_begin", "on_train_batch_end")
     steps = 0
-    with contextlib.closing(iter(plan.epoch_blocks(epoch))) as blocks:  # joins feeders
+    with _closing(plan.epoch_blocks(epoch)) as blocks:  # joins feeder threads
         for block, real in blocks:
             steps += real
             with guard.critical():

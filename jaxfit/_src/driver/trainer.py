@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import sys
 import time
 from typing import Any, Callable, Iterator, Literal
@@ -20,6 +21,7 @@ from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.state import TrainState
 from jaxfit._src.data import arrays
+from jaxfit._src.data import iterables
 from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver import loop
 from jaxfit._src.driver import validate
@@ -346,15 +348,6 @@ class Trainer:
         batches = arrays.Batches(n, args["batch_size"], shuffle=bool(args["shuffle"]),
                                  seed=self.seed, steps_per_epoch=args["steps_per_epoch"])
         compiled = self._prepare(data["x"], data["y"], batches.batch_size)
-        verbose = 1 if args["verbose"] == "auto" else args["verbose"]
-        history = History()
-        installed = [history] + user_callbacks
-        if verbose:
-            installed.append(_EpochLogger())
-        params = {"verbose": verbose, "epochs": args["epochs"],
-                  "steps": batches.steps_per_epoch}
-        callbacks = callback_lib.CallbackList(installed, self, params)
-        self.history = history
         size = 1 if policy.per_batch else arrays.block_size(
             batches.steps_per_epoch, loop.MAX_BLOCK)
 
@@ -364,9 +357,22 @@ class Trainer:
 
         plan = loop.FitPlan(epoch_blocks, args["epochs"], args["initial_epoch"], policy,
                             validation, args["validation_freq"], compiled)
-        return self._guarded(loop.fit_loop(self, plan, callbacks))
+        return self._launch(plan, user_callbacks, args["verbose"], batches.steps_per_epoch)
 
-    def _guarded(self, run: Iterator[None]) -> Iterator[None]:
+    def _launch(self, plan: loop.FitPlan, user_callbacks: list[Any], verbose: Any,
+                steps: int | None) -> Iterator[None]:
+        """Installs History (and the epoch logger), then returns the guarded loop."""
+        verbose = 1 if verbose == "auto" else verbose
+        history = History()
+        installed = [history] + user_callbacks
+        if verbose:
+            installed.append(_EpochLogger())
+        params = {"verbose": verbose, "epochs": plan.epochs, "steps": steps}
+        callbacks = callback_lib.CallbackList(installed, self, params)
+        self.history = history
+        return self._guarded(loop.fit_loop(self, plan, callbacks), plan)
+
+    def _guarded(self, run: Iterator[None], plan: loop.FitPlan) -> Iterator[None]:
         self._running = True
         self.stop_training = False
         try:
@@ -374,6 +380,157 @@ class Trainer:
             yield from run
         finally:
             self._running = False
+            plan.cleanup()  # also when the loop never started
+
+    # -- fit_dataset ---------------------------------------------------------------
+    def fit_dataset(
+        self,
+        dataset: Any,
+        *,
+        epochs: int = 1,
+        verbose: Literal["auto", 0, 1, 2] = "auto",
+        callbacks: Any = None,
+        validation_data: Any = None,
+        validation_batches: int | None = None,
+        class_weight: dict[int, float] | None = None,
+        initial_epoch: int = 0,
+        steps_per_epoch: int | None = None,
+        yield_every: YieldEvery = "auto",
+        now: Callable[[], float] | None = None,
+    ) -> History:
+        """Trains on a stream of batches (TensorFlow.js ``fitDataset``).
+
+        ``dataset`` is any iterable of batches (re-iterated each epoch), a generator
+        function (called afresh each epoch), a grain dataset or loader, or a
+        ``tf.data.Dataset`` (through ``as_numpy_iterator()``; TensorFlow is never
+        imported). A batch is ``{"xs", "ys"[, "sample_weight"]}`` or
+        ``(x, y[, sample_weight])``. Without ``steps_per_epoch`` an epoch ends when
+        the iterator is exhausted; with it, one iterator continues across epochs,
+        and if it runs out training stops with tfjs' warning. Batches may vary in
+        size: each is padded to the largest size seen so far and masked. A
+        background thread keeps two batches on the device ahead of use.
+
+        Args:
+          validation_data: a ``tuple`` ``(x, y[, sample_weight])`` of arrays
+            (batched like the first training batch), or any dataset as above.
+            Defaults to `None`.
+          validation_batches: at most this many validation batches per
+            evaluation. Defaults to `None` (all).
+          Other arguments are as in ``fit``.
+
+        Returns:
+          The ``History`` of this run.
+
+        Raises:
+          ValueError, TypeError: bad arguments or a malformed first batch, before
+            any step; a later malformed batch names its index.
+        """
+        for _ in self._fit_dataset_run(locals()):
+            pass
+        return self.history  # type: ignore[return-value]
+
+    async def fit_dataset_async(self, dataset: Any, **kwargs: Any) -> History:
+        """``fit_dataset`` that awaits the event loop at every yield point."""
+        bound = _FIT_DATASET_SIGNATURE.bind(self, dataset, **kwargs)
+        bound.apply_defaults()
+        for _ in self._fit_dataset_run(dict(bound.arguments)):
+            await asyncio.sleep(0)
+        return self.history  # type: ignore[return-value]
+
+    def _fit_dataset_run(self, args: dict[str, Any]) -> Iterator[None]:
+        if self._running:
+            raise RuntimeError("fit_dataset: the trainer is already running a fit; it is "
+                               "not re-entrant.")
+        validate.epochs(args["epochs"], args["initial_epoch"])
+        validate.verbose(args["verbose"])
+        validate.class_weight(args["class_weight"])
+        validate.positive_int("steps_per_epoch", args["steps_per_epoch"], allow_none=True)
+        validate.positive_int("validation_batches", args["validation_batches"],
+                              allow_none=True)
+        policy = yield_policy.parse(args["yield_every"], args.get("now"))
+        user_callbacks = callback_lib.normalize(args["callbacks"])
+        stream = iterables.Stream(args["dataset"], "dataset")
+        batcher = iterables.Batcher("dataset", args["class_weight"])
+        first_epoch = stream.iterator(args["initial_epoch"])
+        first = next(first_epoch, _MISSING)
+        if first is _MISSING:
+            raise ValueError(errors.expected("dataset", "at least one batch", "no batches"))
+        example, _ = batcher(first, 0)
+        batch_size = int(example["mask"].shape[1])
+        compiled = self._prepare(*_unblock(example), batch_size)
+        validation = self._stream_eval_plan(args["validation_data"],
+                                            args["validation_batches"], batch_size,
+                                            "validation_data", compiled)
+        steps = args["steps_per_epoch"]
+        started = itertools.chain([first], first_epoch)
+        if steps is not None:  # one iterator continues across epochs
+            feed = iter(iterables.Feeder(started, batcher))
+            plan = loop.FitPlan(lambda epoch: itertools.islice(feed, steps),
+                                args["epochs"], args["initial_epoch"], policy, validation,
+                                1, compiled, required_steps=steps, cleanup=feed.close)
+        else:
+            def epoch_blocks(epoch: int):
+                source = started if epoch == args["initial_epoch"] else (
+                    stream.iterator(epoch))
+                return iterables.Feeder(source, batcher)
+
+            plan = loop.FitPlan(epoch_blocks, args["epochs"], args["initial_epoch"],
+                                policy, validation, 1, compiled)
+        return self._launch(plan, user_callbacks, args["verbose"], steps)
+
+    def _stream_eval_plan(self, data: Any, batches: int | None, batch_size: int,
+                          argname: str, compiled: loop.Compiled | None = None
+                          ) -> loop.EvalPlan | None:
+        """Evaluation over a tuple of arrays or a stream of batches.
+
+        ``compiled`` is the training step's (validation shares its structure);
+        without it the stream's first batch is read here to build the eval step.
+        """
+        if data is None:
+            return None
+        if isinstance(data, tuple):
+            validate.validation_data(data)
+            vx, vy, *vw = data
+            arrays_data, n = self._dataset(vx, vy, vw[0] if vw else None, None,
+                                           argname + ".")
+            return self._array_eval_plan(arrays_data, n, batch_size, batches)
+        stream = iterables.Stream(data, argname)
+        batcher = iterables.Batcher(argname, None)
+        pending: list[Iterator[Any]] = []
+        if compiled is None:
+            iterator = stream.iterator(0)
+            first = next(iterator, _MISSING)
+            if first is _MISSING:
+                raise ValueError(errors.expected(argname, "at least one batch",
+                                                 "no batches"))
+            example, _ = iterables.Batcher(argname, None)(first, 0)
+            compiled = self._prepare(*_unblock(example), int(example["mask"].shape[1]))
+            pending.append(itertools.chain([first], iterator))
+
+        def blocks():
+            source = pending.pop() if pending else stream.iterator(0)
+            return iterables.Feeder(iterables.take(source, batches), batcher)
+
+        return loop.EvalPlan(blocks, compiled)
+
+    def evaluate_dataset(self, dataset: Any, *, batches: int | None = None,
+                         callbacks: Any = None) -> dict[str, float]:
+        """Evaluates over a stream of batches (tfjs ``evaluateDataset``).
+
+        Args:
+          dataset: any source ``fit_dataset`` accepts.
+          batches: at most this many batches. Defaults to `None` (all).
+          callbacks: receive the ``on_test_*`` hooks. Defaults to `None`.
+
+        Returns:
+          ``{"loss": ..., <metric>: ...}``.
+        """
+        validate.positive_int("batches", batches, allow_none=True)
+        plan = self._stream_eval_plan(dataset, batches, 1, "dataset")
+        assert plan is not None
+        callback_list = callback_lib.CallbackList(
+            callback_lib.normalize(callbacks), self, {"verbose": 0, "epochs": 1})
+        return loop.evaluate_loop(self, plan, callback_list)
 
     # -- evaluate / predict --------------------------------------------------------
     def evaluate(
@@ -438,6 +595,8 @@ class Trainer:
 
 
 _FIT_SIGNATURE = inspect.signature(Trainer.fit)
+_FIT_DATASET_SIGNATURE = inspect.signature(Trainer.fit_dataset)
+_MISSING = object()
 
 
 def _weight_vector(weights: Any, n: int, argprefix: str) -> np.ndarray:
@@ -446,6 +605,12 @@ def _weight_vector(weights: Any, n: int, argprefix: str) -> np.ndarray:
         raise ValueError(errors.expected(
             argprefix + "sample_weight", f"one weight per sample, shape ({n},)", array))
     return array.reshape(n)
+
+
+def _unblock(block: dict[str, Any]) -> tuple[Any, Any]:
+    """The ``x`` and ``y`` of a one-batch block, without the block axis."""
+    return (jax.tree.map(lambda a: a[0], block["x"]),
+            jax.tree.map(lambda a: a[0], block["y"]))
 
 
 def _batch_spec(tree: Any, batch_size: int) -> Any:

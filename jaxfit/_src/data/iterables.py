@@ -1,0 +1,237 @@
+"""Streams of batches: generators, iterables, grain and tf.data, prefetched to device.
+
+A source is normalised once into a ``Stream`` that hands out one iterator per epoch
+(a generator function is called afresh, an iterable re-iterated, a ``tf.data``
+dataset duck-typed through ``as_numpy_iterator()``). Each batch is
+``{"xs", "ys"[, "sample_weight"]}`` or ``(x, y[, sample_weight])``; nested pytrees
+are allowed inside.
+
+Shapes: every batch is padded (and masked) to the **largest batch size seen so
+far** in the stream, so a stream of equal batches with a short last one compiles
+one shape; a batch larger than all before it compiles one more. A batch whose
+structure, feature shapes or dtypes differ from the first batch's is rejected with
+its index before it reaches jit.
+
+A background thread (``Feeder``) prepares batches and moves them to the device
+``depth`` ahead of use; its exceptions are re-raised in the caller with the batch
+index, and it is always joined.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from typing import Any, Callable, Iterable, Iterator
+
+import jax
+import numpy as np
+
+from jaxfit._src import errors
+from jaxfit._src.data import arrays
+
+MSG_ONE_SHOT = (
+    "{argname}: a one-shot iterator (such as a generator object) cannot be iterated "
+    "again for epoch {epoch}. Pass the generator function itself (it is called afresh "
+    "each epoch), an iterable such as a list or a grain dataset, or set "
+    "steps_per_epoch so that one iterator continues across epochs."
+)
+
+
+def parse_batch(batch: Any, index: int, argname: str) -> tuple[Any, Any, Any]:
+    """``(x, y, sample_weight or None)`` from a batch dict or tuple."""
+    if isinstance(batch, dict) and "xs" in batch and "ys" in batch:
+        extra = set(batch) - {"xs", "ys", "sample_weight"}
+        if extra:
+            raise ValueError(errors.expected(
+                f"{argname} batch {index}",
+                "a dict with keys 'xs', 'ys' and optionally 'sample_weight'",
+                f"keys {sorted(batch)}"))
+        return batch["xs"], batch["ys"], batch.get("sample_weight")
+    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
+        return batch[0], batch[1], batch[2] if len(batch) == 3 else None
+    raise ValueError(errors.expected(
+        f"{argname} batch {index}",
+        "{'xs': x, 'ys': y[, 'sample_weight': w]} or a tuple (x, y[, w])", batch))
+
+
+class Stream:
+    """One iterator per epoch over a source of batches."""
+
+    def __init__(self, source: Any, argname: str = "dataset"):
+        self.argname = argname
+        self.one_shot = False
+        if hasattr(source, "as_numpy_iterator"):  # tf.data, never imported
+            self._factory: Callable[[], Iterable[Any]] = source.as_numpy_iterator
+        elif hasattr(source, "__iter__"):
+            self.one_shot = iter(source) is source
+            self._factory = lambda: source
+        elif callable(source):  # a generator function, called afresh each epoch
+            self._factory = source
+        else:
+            raise TypeError(errors.expected(
+                argname,
+                "an iterable of batches, a generator function, a grain dataset or a "
+                "tf.data.Dataset", source))
+        self._iterations = 0
+
+    def iterator(self, epoch: int) -> Iterator[Any]:
+        if self.one_shot and self._iterations > 0:
+            raise ValueError(MSG_ONE_SHOT.format(argname=self.argname, epoch=epoch))
+        self._iterations += 1
+        return iter(self._factory())
+
+
+class Batcher:
+    """Turns raw batches into padded, masked host blocks of one batch each.
+
+    Checks each batch against the first one's structure, feature shapes and dtypes,
+    applies ``class_weight``, and pads to the largest batch size seen so far.
+    """
+
+    def __init__(self, argname: str, class_weight: dict[int, float] | None):
+        self.argname = argname
+        self.class_weight = class_weight
+        self.signature: Any = None
+        self.size = 0
+
+    def __call__(self, raw: Any, index: int) -> tuple[dict[str, Any], int]:
+        x, y, sample_weight = parse_batch(raw, index, self.argname)
+        prefix = f"{self.argname} batch {index}: "
+        x = arrays.to_numpy(x, prefix + "x")
+        y = arrays.to_numpy(y, prefix + "y")
+        n = arrays.num_samples({prefix + "x": x, prefix + "y": y,
+                                prefix + "sample_weight": sample_weight})
+        signature = jax.tree.map(lambda a: (a.shape[1:], a.dtype.name), (x, y))
+        structure = jax.tree.structure((x, y))
+        if self.signature is None:
+            self.signature = (structure, signature)
+        elif (structure, signature) != self.signature:
+            raise ValueError(
+                f"{self.argname}: batch {index} has structure/shapes "
+                f"{_describe(structure, signature)}, but batch 0 had "
+                f"{_describe(*self.signature)} (feature shapes and dtypes, without the "
+                "batch axis). Every batch must have the same structure, feature shapes "
+                "and dtypes; only the batch size may vary.")
+        weights = _weights(sample_weight, y, n, prefix)
+        if self.class_weight is not None:
+            per_class = arrays.class_weights(y, self.class_weight)
+            weights = tuple(w * per_class for w in weights)
+        self.size = max(self.size, n)
+        pad = self.size - n
+
+        def padded(a):
+            if not pad:
+                return a[None]
+            return np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])[None]
+
+        mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+        block = {
+            "x": jax.tree.map(padded, x),
+            "y": jax.tree.map(padded, y),
+            "sample_weight": tuple(padded(w) for w in weights),
+            "mask": mask[None],
+        }
+        return block, 1
+
+
+def _describe(structure: Any, signature: Any) -> str:
+    leaves = jax.tree.leaves(signature, is_leaf=lambda v: isinstance(v, tuple)
+                             and len(v) == 2 and isinstance(v[1], str))
+    return f"{structure} with {leaves}"
+
+
+def _weights(sample_weight: Any, y: Any, n: int, prefix: str) -> tuple[np.ndarray, ...]:
+    num_outputs = len(jax.tree.leaves(y))
+    if sample_weight is None:
+        return (np.ones(n, np.float32),) * num_outputs
+    leaves = [np.asarray(w, np.float32) for w in jax.tree.leaves(sample_weight)]
+    if len(leaves) == 1:
+        leaves = leaves * num_outputs
+    if len(leaves) != num_outputs or any(w.size != n for w in leaves):
+        raise ValueError(errors.expected(
+            prefix + "sample_weight",
+            f"one weight per sample (shape ({n},)), or one such vector per output",
+            sample_weight))
+    return tuple(w.reshape(n) for w in leaves)
+
+
+class _Failure:
+    def __init__(self, error: BaseException, index: int):
+        self.error, self.index = error, index
+
+
+_END = object()
+
+
+class Feeder:
+    """Prepares items on a background thread and puts them on the device ahead.
+
+    Iterating yields ``prepare(item, index)`` results, ``jax.device_put`` applied,
+    keeping ``depth`` of them in flight. ``close()`` stops and joins the thread; it is
+    called when iteration ends, fails, or the consumer stops early.
+    """
+
+    def __init__(self, items: Iterator[Any], prepare: Callable[[Any, int], Any],
+                 depth: int = 2, start_index: int = 0):
+        self._items = items
+        self._prepare = prepare
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._index = start_index
+        self._thread = threading.Thread(target=self._run, name="jaxfit-feeder",
+                                        daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        index = self._index
+        try:
+            for item in self._items:
+                if self._stop.is_set():
+                    return
+                block, real = self._prepare(item, index)
+                if not self._put((jax.device_put(block), real)):
+                    return
+                index += 1
+            self._put(_END)
+        except BaseException as error:  # re-raised in the consumer
+            self._put(_Failure(error, index))
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    error = item.error
+                    note = f"jaxfit: raised while preparing batch {item.index} of the data"
+                    if hasattr(error, "add_note"):
+                        error.add_note(note)
+                    raise error
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(timeout=0.05)
+
+
+def take(iterator: Iterator[Any], count: int | None) -> Iterator[Any]:
+    """At most ``count`` items (all when ``None``)."""
+    return iterator if count is None else itertools.islice(iterator, count)
