@@ -5,7 +5,9 @@ import pathlib
 import jaxfit
 
 PUBLIC = {
-    "jaxfit": ["History", "TrainState", "Trainer", "callbacks", "losses", "metrics"],
+    "jaxfit": ["History", "TrainState", "Trainer", "callbacks", "data", "losses",
+               "metrics"],
+    "jaxfit.data": ["ArrayDataset", "from_arrays"],
     "jaxfit.callbacks": ["Callback", "EarlyStopping", "History", "LambdaCallback",
                          "MonitorCallback"],
 }
@@ -14,7 +16,8 @@ PUBLIC = {
 def test_public_names_are_pinned():
     assert sorted(jaxfit.__all__) == PUBLIC["jaxfit"]
     assert sorted(jaxfit.callbacks.__all__) == PUBLIC["jaxfit.callbacks"]
-    for module in (jaxfit, jaxfit.callbacks, jaxfit.losses, jaxfit.metrics):
+    assert sorted(jaxfit.data.__all__) == PUBLIC["jaxfit.data"]
+    for module in (jaxfit, jaxfit.callbacks, jaxfit.data, jaxfit.losses, jaxfit.metrics):
         for name in module.__all__:
             assert getattr(module, name) is not None
 
@@ -22,7 +25,7 @@ def test_public_names_are_pinned():
 def test_every_public_name_is_in_the_readme():
     with open(pathlib.Path(__file__).resolve().parent.parent / "README.md", encoding="utf-8") as f:
         readme = f.read()
-    for name in PUBLIC["jaxfit"] + PUBLIC["jaxfit.callbacks"]:
+    for name in PUBLIC["jaxfit"] + PUBLIC["jaxfit.callbacks"] + PUBLIC["jaxfit.data"]:
         assert name in readme, f"{name} is public but README.md does not mention it"
 
 

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from jaxfit._src import errors
 
 EPSILON = 1e-7
-LossFn = Callable[[Any, Any], Any]
+LossFn = Callable[[Any, Any], jax.Array]
+"""A per-sample loss: ``(y_true, y_pred) -> (batch,)``."""
 
 
-def _align(y_true, y_pred):
+def _align(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """Keras' rank alignment; ``y_true`` cast to ``y_pred``'s float dtype."""
     y_pred = jnp.asarray(y_pred)
     y_true = jnp.asarray(y_true)
     if y_pred.ndim == 1:
@@ -36,88 +40,168 @@ def _align(y_true, y_pred):
     return y_true.astype(y_pred.dtype), y_pred
 
 
-def _per_sample(values):
+def _per_sample(values: jax.Array) -> jax.Array:
     """Mean over every axis but the batch axis."""
     if values.ndim <= 1:
         return values
     return jnp.mean(values, axis=tuple(range(1, values.ndim)))
 
 
-def mean_squared_error(y_true, y_pred):
-    """Per-sample mean of ``(y_true - y_pred) ** 2`` over the last axis."""
+def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample mean of ``(y_true - y_pred) ** 2`` over the last axis.
+
+    Args:
+      y_true: targets, shape ``(batch, ...)``.
+      y_pred: predictions, same shape as ``y_true``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     return _per_sample(jnp.mean(jnp.square(y_true - y_pred), axis=-1))
 
 
-def mean_absolute_error(y_true, y_pred):
-    """Per-sample mean of ``|y_true - y_pred|`` over the last axis."""
+def mean_absolute_error(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample mean of ``|y_true - y_pred|`` over the last axis.
+
+    Args:
+      y_true: targets, shape ``(batch, ...)``.
+      y_pred: predictions, same shape as ``y_true``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     return _per_sample(jnp.mean(jnp.abs(y_true - y_pred), axis=-1))
 
 
-def huber(y_true, y_pred, delta: float = 1.0):
-    """Per-sample Huber loss (quadratic within ``delta``, linear outside)."""
+def huber(y_true: ArrayLike, y_pred: ArrayLike, delta: float = 1.0) -> jax.Array:
+    """Per-sample Huber loss (quadratic within ``delta``, linear outside).
+
+    Args:
+      y_true: targets, shape ``(batch, ...)``.
+      y_pred: predictions, same shape as ``y_true``.
+      delta: where the loss turns from quadratic to linear.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     values = optax.losses.huber_loss(y_pred, y_true, delta=delta)
     return _per_sample(jnp.mean(values, axis=-1))
 
 
-def log_cosh(y_true, y_pred):
-    """Per-sample mean of ``log(cosh(y_pred - y_true))`` over the last axis."""
+def log_cosh(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample mean of ``log(cosh(y_pred - y_true))`` over the last axis.
+
+    Args:
+      y_true: targets, shape ``(batch, ...)``.
+      y_pred: predictions, same shape as ``y_true``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     x = y_pred - y_true
     values = x + jnp.logaddexp(-2.0 * x, 0.0).astype(x.dtype) - jnp.log(2.0).astype(x.dtype)
     return _per_sample(jnp.mean(values, axis=-1))
 
 
-def _hinge_labels(y_true):
+def _hinge_labels(y_true: jax.Array) -> jax.Array:
     """Keras: labels in {0, 1} become {-1, 1}; others are used as given."""
     binary = jnp.all((y_true == 0) | (y_true == 1))
     return jnp.where(binary, 2.0 * y_true - 1.0, y_true).astype(y_true.dtype)
 
 
-def hinge(y_true, y_pred):
-    """Per-sample mean of ``max(1 - y_true * y_pred, 0)``; 0/1 labels map to -1/1."""
+def hinge(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample mean of ``max(1 - y_true * y_pred, 0)``; 0/1 labels map to -1/1.
+
+    Args:
+      y_true: labels in ``{-1, 1}`` (or ``{0, 1}``, mapped to ``{-1, 1}``).
+      y_pred: scores, same shape as ``y_true``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     y_true = _hinge_labels(y_true)
     return _per_sample(jnp.mean(jnp.maximum(1.0 - y_true * y_pred, 0.0), axis=-1))
 
 
-def squared_hinge(y_true, y_pred):
-    """Per-sample mean of ``max(1 - y_true * y_pred, 0) ** 2``."""
+def squared_hinge(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample mean of ``max(1 - y_true * y_pred, 0) ** 2``.
+
+    Args:
+      y_true: labels in ``{-1, 1}`` (or ``{0, 1}``, mapped to ``{-1, 1}``).
+      y_pred: scores, same shape as ``y_true``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     y_true = _hinge_labels(y_true)
     values = jnp.square(jnp.maximum(1.0 - y_true * y_pred, 0.0))
     return _per_sample(jnp.mean(values, axis=-1))
 
 
-def kl_divergence(y_true, y_pred):
-    """Per-sample ``sum(y_true * log(y_true / y_pred))``, both clipped to [1e-7, 1]."""
+def kl_divergence(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample ``sum(y_true * log(y_true / y_pred))``, both clipped to [1e-7, 1].
+
+    Args:
+      y_true: a distribution over the last axis.
+      y_pred: a distribution over the last axis.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     y_true = jnp.clip(y_true, EPSILON, 1.0)
     y_pred = jnp.clip(y_pred, EPSILON, 1.0)
     return _per_sample(jnp.sum(y_true * jnp.log(y_true / y_pred), axis=-1))
 
 
-def binary_crossentropy(y_true, y_pred):
-    """Per-sample binary cross-entropy of probabilities (Keras clipping)."""
+def binary_crossentropy(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample binary cross-entropy of probabilities (Keras clipping).
+
+    Args:
+      y_true: labels in ``[0, 1]``, shape ``(batch, ...)``.
+      y_pred: probabilities, same shape as ``y_true``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     p = jnp.clip(y_pred, EPSILON, 1.0 - EPSILON)
     values = -(y_true * jnp.log(p) + (1.0 - y_true) * jnp.log(1.0 - p))
     return _per_sample(jnp.mean(values, axis=-1))
 
 
-def binary_crossentropy_from_logits(y_true, y_pred):
-    """Per-sample binary cross-entropy of logits (``optax.losses``)."""
+def binary_crossentropy_from_logits(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample binary cross-entropy of logits (``optax.losses``).
+
+    Args:
+      y_true: labels in ``[0, 1]``, shape ``(batch, ...)``.
+      y_pred: logits, same shape as ``y_true``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     values = optax.losses.sigmoid_binary_cross_entropy(y_pred, y_true)
     return _per_sample(jnp.mean(values, axis=-1))
 
 
-def categorical_crossentropy(y_true, y_pred):
+def categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
     """Per-sample cross-entropy of one-hot (or soft) labels and probabilities.
 
     As Keras: ``y_pred`` is renormalised to sum to one, then clipped.
+
+    Args:
+      y_true: one-hot or soft labels, shape ``(batch, ..., classes)``.
+      y_pred: probabilities, same shape as ``y_true``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
     """
     y_true, y_pred = _align(y_true, y_pred)
     p = y_pred / jnp.sum(y_pred, axis=-1, keepdims=True)
@@ -125,13 +209,24 @@ def categorical_crossentropy(y_true, y_pred):
     return _per_sample(-jnp.sum(y_true * jnp.log(p), axis=-1))
 
 
-def categorical_crossentropy_from_logits(y_true, y_pred):
-    """Per-sample cross-entropy of one-hot (or soft) labels and logits."""
+def categorical_crossentropy_from_logits(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample cross-entropy of one-hot (or soft) labels and logits.
+
+    Args:
+      y_true: one-hot or soft labels, shape ``(batch, ..., classes)``.
+      y_pred: logits, same shape as ``y_true``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     y_true, y_pred = _align(y_true, y_pred)
     return _per_sample(optax.losses.softmax_cross_entropy(y_pred, y_true))
 
 
-def _sparse_labels(y_true, y_pred):
+def _sparse_labels(
+    y_true: ArrayLike, y_pred: ArrayLike
+) -> tuple[jax.Array, jax.Array]:
+    """Integer labels of shape ``y_pred.shape[:-1]`` (a trailing 1-axis is dropped)."""
     y_pred = jnp.asarray(y_pred)
     labels = jnp.asarray(y_true)
     if labels.ndim == y_pred.ndim:
@@ -139,8 +234,16 @@ def _sparse_labels(y_true, y_pred):
     return labels.astype(jnp.int32), y_pred
 
 
-def sparse_categorical_crossentropy(y_true, y_pred):
-    """Per-sample cross-entropy of integer labels and probabilities (Keras clipping)."""
+def sparse_categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample cross-entropy of integer labels and probabilities (Keras clipping).
+
+    Args:
+      y_true: integer labels, shape ``(batch, ...)`` or ``(batch, ..., 1)``.
+      y_pred: probabilities, shape ``(batch, ..., classes)``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     labels, y_pred = _sparse_labels(y_true, y_pred)
     p = y_pred / jnp.sum(y_pred, axis=-1, keepdims=True)
     p = jnp.clip(p, EPSILON, 1.0 - EPSILON)
@@ -148,8 +251,16 @@ def sparse_categorical_crossentropy(y_true, y_pred):
     return _per_sample(-picked)
 
 
-def sparse_categorical_crossentropy_from_logits(y_true, y_pred):
-    """Per-sample cross-entropy of integer labels and logits (``optax.losses``)."""
+def sparse_categorical_crossentropy_from_logits(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Per-sample cross-entropy of integer labels and logits (``optax.losses``).
+
+    Args:
+      y_true: integer labels, shape ``(batch, ...)`` or ``(batch, ..., 1)``.
+      y_pred: logits, shape ``(batch, ..., classes)``.
+
+    Returns:
+      The per-sample loss, shape ``(batch,)``.
+    """
     labels, y_pred = _sparse_labels(y_true, y_pred)
     return _per_sample(
         optax.losses.softmax_cross_entropy_with_integer_labels(y_pred, labels)
@@ -182,7 +293,11 @@ _LOSSES: dict[str, LossFn] = {
 
 
 def names() -> list[str]:
-    """The registered loss names, sorted."""
+    """The registered loss names (Keras aliases included), sorted.
+
+    Returns:
+      The names ``get`` accepts, lowercase and sorted.
+    """
     return sorted(_LOSSES)
 
 
@@ -190,11 +305,16 @@ def get(identifier: Any, *, argname: str = "loss") -> LossFn:
     """Returns the loss function for a name (case-insensitive) or a callable.
 
     Args:
-      identifier: a registered name or a callable ``(y_true, y_pred) -> (batch,)``.
-      argname: the argument name used in error messages. Defaults to `"loss"`.
+      identifier: a registered name (see ``names()``; case-insensitive) or a
+        callable ``(y_true, y_pred) -> (batch,)``, returned as is.
+      argname: the argument name used in error messages. Defaults to ``"loss"``.
+
+    Returns:
+      The per-sample loss function.
 
     Raises:
-      ValueError: for an unknown name. TypeError: for anything else.
+      ValueError: for an unknown name.
+      TypeError: for anything that is neither a string nor a callable.
     """
     what = (
         f"a loss name (one of {', '.join(repr(n) for n in names())}) or a callable "
@@ -211,7 +331,14 @@ def get(identifier: Any, *, argname: str = "loss") -> LossFn:
 
 
 def name_of(identifier: Any) -> str:
-    """The log name of a loss or metric identifier: the string, or ``__name__``."""
+    """The log name of a loss or metric identifier.
+
+    Args:
+      identifier: a name or a callable.
+
+    Returns:
+      The string itself, a callable's ``__name__``, or else its type's name.
+    """
     if isinstance(identifier, str):
         return identifier
     return getattr(identifier, "__name__", type(identifier).__name__)

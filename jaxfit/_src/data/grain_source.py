@@ -1,0 +1,97 @@
+"""``from_arrays``: in-memory arrays as a grain pipeline of batches (fit's data path)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+from jaxfit._src import errors
+from jaxfit._src.data import arrays
+
+MSG_NO_GRAIN = (
+    "jaxfit.data.from_arrays needs grain: pip install 'jaxfit[data]' (or grain)."
+)
+
+
+class _Samples:
+    """A random-access grain source over the rows of ``{"xs", "ys"[, ...]}``."""
+
+    def __init__(self, tree: dict[str, Any], n: int):
+        self._tree, self._n = tree, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> Any:
+        return jax.tree.map(lambda leaf: leaf[index], self._tree)
+
+
+class ArrayDataset:
+    """Batches of in-memory arrays through grain, reshuffled at each iteration.
+
+    Each ``iter()`` (each epoch of ``fit_dataset``) builds
+    ``grain.MapDataset.source(...).shuffle(seed=...).batch(batch_size)`` with a
+    fresh shuffle seed derived from ``(seed, epoch)``, so every epoch sees a new
+    order, as ``fit(shuffle=True)`` does (the orders themselves are grain's).
+
+    Attributes:
+      epoch: how many times the dataset has been iterated.
+    """
+
+    def __init__(self, source: _Samples, batch_size: int, shuffle: bool, seed: int):
+        self._source = source
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self._source) / self.batch_size)
+
+    def grain_dataset(self, epoch: int) -> Any:
+        """The grain ``MapDataset`` of batches for ``epoch``."""
+        import grain  # optional extra
+
+        dataset = grain.MapDataset.source(self._source)
+        if self.shuffle:
+            dataset = dataset.shuffle(seed=self.seed * 1_000_003 + epoch)
+        return dataset.batch(self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        dataset = self.grain_dataset(self.epoch)
+        self.epoch += 1
+        return iter(dataset)
+
+
+def from_arrays(x: Any, y: Any, batch_size: int = 32, shuffle: bool = True,
+                seed: int = 0, sample_weight: Any = None) -> ArrayDataset:
+    """Builds a grain pipeline of ``{"xs", "ys"[, "sample_weight"]}`` batches.
+
+    Args:
+      x, y: arrays or pytrees of arrays with a common leading sample axis.
+      batch_size: samples per batch; the last batch may be smaller. Defaults to `32`.
+      shuffle: a fresh order at each iteration (epoch). Defaults to `True`.
+      seed: seeds the shuffling. Defaults to `0`.
+      sample_weight: per-sample weights. Defaults to `None`.
+
+    Returns:
+      An iterable for ``Trainer.fit_dataset``; ``len()`` is the number of batches.
+
+    Raises:
+      ImportError: when grain is not installed. ValueError: mismatched lengths.
+    """
+    try:
+        import grain  # noqa: F401
+    except ImportError as error:
+        raise ImportError(MSG_NO_GRAIN) from error
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(errors.expected("batch_size", "a positive integer", batch_size))
+    tree = {"xs": arrays.to_numpy(x, "x"), "ys": arrays.to_numpy(y, "y")}
+    if sample_weight is not None:
+        tree["sample_weight"] = np.asarray(sample_weight, np.float32)
+    n = arrays.num_samples({"x": tree["xs"], "y": tree["ys"],
+                            "sample_weight": tree.get("sample_weight")})
+    return ArrayDataset(_Samples(tree, n), batch_size, bool(shuffle), int(seed))
