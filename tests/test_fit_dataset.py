@@ -233,3 +233,20 @@ def test_fit_dataset_async_lets_other_coroutines_run():
 
     assert asyncio.run(main()).epoch == [0, 1, 2]
     assert len(ticks) >= 5
+
+
+def test_grain_iter_dataset_and_data_loader_sources():
+    grain = pytest.importorskip("grain", reason="grain is the optional data extra")
+    expected = _trainer().fit(X, Y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    rows = [{"xs": X[i], "ys": Y[i]} for i in range(10)]
+    iter_dataset = grain.MapDataset.source(rows).to_iter_dataset().batch(4)
+    loader = grain.DataLoader(
+        data_source=rows,
+        sampler=grain.samplers.SequentialSampler(num_records=10),
+        operations=[grain.transforms.Batch(batch_size=4)],
+        worker_count=0,
+    )
+    for source in (iter_dataset, loader):
+        got = _trainer().fit_dataset(source, epochs=2, verbose=0)
+        np.testing.assert_allclose(got.history["loss"], expected.history["loss"],
+                                   rtol=1e-6)
