@@ -13,7 +13,8 @@ are built on ``optax.losses``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -103,7 +104,9 @@ def log_cosh(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
     """
     y_true, y_pred = _align(y_true, y_pred)
     x = y_pred - y_true
-    values = x + jnp.logaddexp(-2.0 * x, 0.0).astype(x.dtype) - jnp.log(2.0).astype(x.dtype)
+    values = (
+        x + jnp.logaddexp(-2.0 * x, 0.0).astype(x.dtype) - jnp.log(2.0).astype(x.dtype)
+    )
     return _per_sample(jnp.mean(values, axis=-1))
 
 
@@ -209,7 +212,9 @@ def categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
     return _per_sample(-jnp.sum(y_true * jnp.log(p), axis=-1))
 
 
-def categorical_crossentropy_from_logits(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+def categorical_crossentropy_from_logits(
+    y_true: ArrayLike, y_pred: ArrayLike
+) -> jax.Array:
     """Per-sample cross-entropy of one-hot (or soft) labels and logits.
 
     Args:
@@ -223,9 +228,7 @@ def categorical_crossentropy_from_logits(y_true: ArrayLike, y_pred: ArrayLike) -
     return _per_sample(optax.losses.softmax_cross_entropy(y_pred, y_true))
 
 
-def _sparse_labels(
-    y_true: ArrayLike, y_pred: ArrayLike
-) -> tuple[jax.Array, jax.Array]:
+def _sparse_labels(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Integer labels of shape ``y_pred.shape[:-1]`` (a trailing 1-axis is dropped)."""
     y_pred = jnp.asarray(y_pred)
     labels = jnp.asarray(y_true)
@@ -251,7 +254,9 @@ def sparse_categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike) -> jax
     return _per_sample(-picked)
 
 
-def sparse_categorical_crossentropy_from_logits(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+def sparse_categorical_crossentropy_from_logits(
+    y_true: ArrayLike, y_pred: ArrayLike
+) -> jax.Array:
     """Per-sample cross-entropy of integer labels and logits (``optax.losses``).
 
     Args:

@@ -19,6 +19,7 @@ index, and it is always joined.
 
 from __future__ import annotations
 
+import collections.abc
 import itertools
 import queue
 import threading
@@ -64,7 +65,8 @@ class Stream:
         if hasattr(source, "as_numpy_iterator"):  # tf.data, never imported
             self._factory: Callable[[], Iterable[Any]] = source.as_numpy_iterator
         elif hasattr(source, "__iter__"):
-            self.one_shot = iter(source) is source
+            # An iterator (a generator object, iter(list)) can be walked only once.
+            self.one_shot = isinstance(source, collections.abc.Iterator)
             self._factory = lambda: source
         elif callable(source):  # a generator function, called afresh each epoch
             self._factory = source
@@ -100,6 +102,7 @@ class Batcher:
         prefix = f"{self.argname} batch {index}: "
         x = arrays.to_numpy(x, prefix + "x")
         y = arrays.to_numpy(y, prefix + "y")
+        sample_weight = arrays.to_numpy(sample_weight, prefix + "sample_weight")
         n = arrays.num_samples({prefix + "x": x, prefix + "y": y,
                                 prefix + "sample_weight": sample_weight})
         signature = jax.tree.map(lambda a: (a.shape[1:], a.dtype.name), (x, y))
