@@ -5,5 +5,13 @@ from jaxfit._src.callbacks.lambda_callback import LambdaCallback as LambdaCallba
 from jaxfit._src.callbacks.monitor import MonitorCallback as MonitorCallback
 from jaxfit._src.driver.callback import Callback as Callback
 from jaxfit._src.driver.history import History as History
+from jaxfit._src.driver.progress import ProgressBar as ProgressBar
 
-__all__ = ["Callback", "EarlyStopping", "History", "LambdaCallback", "MonitorCallback"]
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "History",
+    "LambdaCallback",
+    "MonitorCallback",
+    "ProgressBar",
+]

@@ -33,7 +33,7 @@ def test_epoch_loss_is_exact_over_ragged_batches_with_lr0():
     np.testing.assert_allclose(history.history["mae"], [np.mean(np.abs(r))] * 2,
                                rtol=1e-5)
     assert history.epoch == [0, 1]
-    assert history.params == {"verbose": 0, "epochs": 2, "steps": 3}
+    assert history.params == {"verbose": 0, "epochs": 2, "steps": 3, "batch_size": 4}
 
 
 def test_sample_weight_uses_sum_over_batch_size_and_weighted_metrics():
@@ -284,7 +284,7 @@ def test_second_fit_continues_from_the_trained_state():
     np.testing.assert_array_equal(np.asarray(before["w"]), linear_params()["w"])
 
 
-def test_verbose_prints_one_line_per_epoch(capsys):
+def test_verbose_2_prints_one_line_per_epoch(capsys):
     x, y = regression_data()
     _trainer().fit(x, y, epochs=2, verbose=2)
     lines = capsys.readouterr().out.strip().splitlines()

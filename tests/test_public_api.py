@@ -9,7 +9,7 @@ PUBLIC = {
                "metrics"],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
     "jaxfit.callbacks": ["Callback", "EarlyStopping", "History", "LambdaCallback",
-                         "MonitorCallback"],
+                         "MonitorCallback", "ProgressBar"],
 }
 
 

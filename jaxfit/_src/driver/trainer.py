@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-import sys
-import time
 from typing import Any, Callable, Iterator, Literal
 
 import jax
@@ -24,6 +22,7 @@ from jaxfit._src.data import arrays
 from jaxfit._src.data import iterables
 from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver import loop
+from jaxfit._src.driver import progress
 from jaxfit._src.driver import validate
 from jaxfit._src.driver import yield_policy
 from jaxfit._src.driver.history import History
@@ -34,24 +33,6 @@ YieldEvery = Literal["auto", "batch", "epoch", "never"] | float
 def _copy(tree: Any) -> Any:
     """A fresh device copy, so donation never consumes arrays the user holds."""
     return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
-
-
-class _EpochLogger(callback_lib.Callback):
-    """``verbose`` 1 or 2: one line per epoch, Keras style."""
-
-    def __init__(self, stream=None):
-        super().__init__()
-        self.stream = stream or sys.stdout
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        elapsed = time.perf_counter() - self._start
-        values = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items())
-        total = self.params.get("epochs")
-        print(f"Epoch {epoch + 1}/{total} - {elapsed:.2f}s - {values}", file=self.stream)
 
 
 class Trainer:
@@ -357,17 +338,19 @@ class Trainer:
 
         plan = loop.FitPlan(epoch_blocks, args["epochs"], args["initial_epoch"], policy,
                             validation, args["validation_freq"], compiled)
-        return self._launch(plan, user_callbacks, args["verbose"], batches.steps_per_epoch)
+        return self._launch(plan, user_callbacks, args["verbose"], batches.steps_per_epoch,
+                            batches.batch_size)
 
     def _launch(self, plan: loop.FitPlan, user_callbacks: list[Any], verbose: Any,
-                steps: int | None) -> Iterator[None]:
+                steps: int | None, batch_size: int | None) -> Iterator[None]:
         """Installs History (and the epoch logger), then returns the guarded loop."""
-        verbose = 1 if verbose == "auto" else verbose
+        verbose = progress.resolve_verbose(verbose)
         history = History()
         installed = [history] + user_callbacks
         if verbose:
-            installed.append(_EpochLogger())
-        params = {"verbose": verbose, "epochs": plan.epochs, "steps": steps}
+            installed.append(progress.ProgressBar(verbose))
+        params = {"verbose": verbose, "epochs": plan.epochs, "steps": steps,
+                  "batch_size": batch_size}
         callbacks = callback_lib.CallbackList(installed, self, params)
         self.history = history
         return self._guarded(loop.fit_loop(self, plan, callbacks), plan)
@@ -476,7 +459,7 @@ class Trainer:
 
             plan = loop.FitPlan(epoch_blocks, args["epochs"], args["initial_epoch"],
                                 policy, validation, 1, compiled)
-        return self._launch(plan, user_callbacks, args["verbose"], steps)
+        return self._launch(plan, user_callbacks, args["verbose"], steps, batch_size)
 
     def _stream_eval_plan(self, data: Any, batches: int | None, batch_size: int,
                           argname: str, compiled: loop.Compiled | None = None

@@ -1,0 +1,93 @@
+"""ProgressBar: what ``verbose`` installs (a tqdm bar, or one line per epoch)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable, TextIO
+
+from jaxfit._src import errors
+from jaxfit._src.driver.callback import Callback
+
+
+def resolve_verbose(verbose: Any, stream: TextIO | None = None) -> int:
+    """``"auto"`` is 1 in a terminal or a notebook, 2 when output is not a TTY."""
+    if verbose != "auto":
+        return int(verbose)
+    stream = stream or sys.stdout
+    in_notebook = "ipykernel" in sys.modules
+    return 1 if in_notebook or getattr(stream, "isatty", lambda: False)() else 2
+
+
+def _format(logs: dict[str, Any]) -> str:
+    return " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+
+
+class ProgressBar(Callback):
+    """Shows training progress; refreshed only at yield points, never forcing a sync.
+
+    ``verbose=1``: a live ``tqdm.auto`` bar per epoch (a widget in notebooks) with
+    steps done / total, elapsed time, ETA, steps/s, samples/s, the latest batch's
+    loss and metrics, and the validation values at the epoch's end; streams of
+    unknown length show a counter. ``verbose=2``: one line per epoch.
+
+    Args:
+      verbose: 1 or 2. Defaults to `1`.
+      stream: where to write. Defaults to `None` (``sys.stdout``).
+      now: the clock, for tests. Defaults to `time.perf_counter`.
+
+    Example:
+      >>> import jaxfit
+      >>> bar = jaxfit.callbacks.ProgressBar(verbose=2)
+    """
+
+    def __init__(self, verbose: int = 1, stream: TextIO | None = None,
+                 now: Callable[[], float] = time.perf_counter):
+        super().__init__()
+        if verbose not in (1, 2):
+            raise ValueError(errors.expected("verbose", "1 or 2", verbose))
+        self.verbose = verbose
+        self.stream = stream
+        self.now = now
+        self._bar: Any = None
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self.now()
+        if self.verbose == 1:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=self.params.get("steps"), desc=f"Epoch {epoch + 1}/"
+                f"{self.params.get('epochs')}", unit="step",
+                file=self.stream or sys.stdout, leave=True, dynamic_ncols=True,
+            )
+
+    def on_yield(self, epoch, batch, logs=None):
+        if self._bar is None:
+            return
+        self._bar.update(batch + 1 - self._bar.n)
+        postfix = dict(logs or {})
+        elapsed = self.now() - self._start
+        batch_size = self.params.get("batch_size")
+        if batch_size and elapsed > 0:
+            postfix["samples/s"] = (batch + 1) * batch_size / elapsed
+        self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = self.now() - self._start
+        if self._bar is not None:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in (logs or {}).items()},
+                                  refresh=False)
+            self._bar.close()
+            self._bar = None
+            return
+        steps = self.params.get("steps")
+        per_step = f" {1000 * elapsed / steps:.0f}ms/step" if steps else ""
+        print(f"Epoch {epoch + 1}/{self.params.get('epochs')} - {elapsed:.2f}s"
+              f"{per_step} - {_format(logs or {})}", file=self.stream or sys.stdout)
+
+    def on_train_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
