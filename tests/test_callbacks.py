@@ -55,7 +55,8 @@ def test_callbacks_see_the_trainer_and_run_params():
     trainer = _trainer()
     trainer.fit(X, Y, batch_size=4, epochs=2, callbacks=[Probe()], verbose=0)
     assert seen["trainer"] is trainer
-    assert seen["params"] == {"verbose": 0, "epochs": 2, "steps": 3, "batch_size": 4}
+    assert seen["params"] == {"verbose": 0, "epochs": 2, "steps": 3, "batch_size": 4,
+                              "do_validation": False}
 
 
 def test_dict_hooks_and_lambda_callback_and_batch_aliases():

@@ -33,7 +33,8 @@ def test_epoch_loss_is_exact_over_ragged_batches_with_lr0():
     np.testing.assert_allclose(history.history["mae"], [np.mean(np.abs(r))] * 2,
                                rtol=1e-5)
     assert history.epoch == [0, 1]
-    assert history.params == {"verbose": 0, "epochs": 2, "steps": 3, "batch_size": 4}
+    assert history.params == {"verbose": 0, "epochs": 2, "steps": 3, "batch_size": 4,
+                              "do_validation": False}
 
 
 def test_sample_weight_uses_sum_over_batch_size_and_weighted_metrics():

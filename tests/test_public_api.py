@@ -8,8 +8,9 @@ PUBLIC = {
     "jaxfit": ["History", "TrainState", "Trainer", "callbacks", "data", "losses",
                "metrics"],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
-    "jaxfit.callbacks": ["Callback", "EarlyStopping", "History", "LambdaCallback",
-                         "MonitorCallback", "ProgressBar"],
+    "jaxfit.callbacks": ["CSVLogger", "Callback", "EarlyStopping", "History",
+                         "LambdaCallback", "MonitorCallback", "ProgressBar",
+                         "TerminateOnNaN"],
 }
 
 

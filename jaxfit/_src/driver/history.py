@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+import math
+import os
+from typing import Any, Literal
 
+from jaxfit._src import errors
 from jaxfit._src.driver.callback import Callback
 
 
@@ -14,25 +18,116 @@ class History(Callback):
       history: ``{log key: [value per epoch]}``; a validation key appears only for
         the epochs that ran validation (as Keras).
       epoch: the indices of the epochs run (``initial_epoch .. epochs - 1``).
-      params: ``{"verbose", "epochs", "steps"}`` of the run.
+      params: ``{"verbose", "epochs", "steps", "batch_size"}`` of the run.
+
+    Example:
+      >>> import jaxfit
+      >>> h = jaxfit.History()
+      >>> h.on_epoch_end(0, {"loss": 0.5}); h.on_epoch_end(1, {"loss": 0.25})
+      >>> len(h), h.best("loss")
+      (2, (1, 0.25))
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
+        self._epochs_of: dict[str, list[int]] = {}  # the epochs each key was logged
 
     def on_train_begin(self, logs=None):
         self.epoch = []
         self.history = {}
+        self._epochs_of = {}
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+            self._epochs_of.setdefault(key, []).append(epoch)
+
+    def epochs_of(self, key: str) -> list[int]:
+        """The epochs at which ``key`` was logged (fewer with ``validation_freq``)."""
+        return list(self._epochs_of.get(key, self.epoch[-len(self.history[key]):]))
+
+    def __len__(self) -> int:
+        return len(self.epoch)
 
     def __repr__(self) -> str:
         return f"History(epoch={self.epoch}, keys={list(self.history)})"
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
+    def to_dict(self) -> dict[str, Any]:
+        """``{"epoch": [...], <key>: [...]}`` (a copy)."""
+        return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()}}
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One row per epoch; a key not logged at an epoch is left empty."""
+        by_epoch = {key: dict(zip(self.epochs_of(key), values))
+                    for key, values in self.history.items()}
+        return [{"epoch": epoch, **{key: by_epoch[key].get(epoch, "")
+                                    for key in self.history}} for epoch in self.epoch]
+
+    def to_csv(self, path: str | os.PathLike[str], separator: str = ",") -> None:
+        """Writes one row per epoch (columns: epoch, then the log keys)."""
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, ["epoch", *self.history], delimiter=separator)
+            writer.writeheader()
+            writer.writerows(self._rows())
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str], separator: str = ",") -> History:
+        """Reads a file written by ``to_csv`` or ``CSVLogger``."""
+        history = cls()
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f, delimiter=separator):
+                history.epoch.append(int(row.pop("epoch")))
+                for key, value in row.items():
+                    if value not in ("", None):
+                        history.history.setdefault(key, []).append(float(value))
+                        history._epochs_of.setdefault(key, []).append(history.epoch[-1])
+        return history
+
+    def best(self, monitor: str = "val_loss",
+             mode: Literal["auto", "min", "max"] = "auto") -> tuple[int, float]:
+        """``(epoch, value)`` of the best epoch for ``monitor``.
+
+        ``mode="auto"`` means max for accuracy-like keys, else min (as Keras).
+        """
+        if monitor not in self.history:
+            raise ValueError(errors.expected(
+                "monitor", f"a recorded key among {sorted(self.history)}", monitor))
+        if mode == "auto":
+            mode = "max" if monitor.removeprefix("val_").endswith(("acc", "accuracy")) \
+                else "min"
+        values = self.history[monitor]
+        epochs = self.epochs_of(monitor)
+        finite = [(v, e) for v, e in zip(values, epochs) if not math.isnan(v)]
+        value, epoch = (max if mode == "max" else min)(finite)
+        return epoch, value
+
+    def plot(self, keys: list[str] | None = None, ax: Any = None) -> Any:
+        """Plots each key against the epoch; ``val_`` keys share their key's colour.
+
+        Args:
+          keys: the series to draw, training names (``"loss"``) also drawing their
+            ``val_`` twin. Defaults to `None` (all).
+          ax: a matplotlib Axes to draw on. Defaults to `None` (a new figure).
+
+        Returns:
+          The matplotlib Figure.
+        """
+        import matplotlib.pyplot as plt  # optional extra: jaxfit[plot]
+
+        if ax is None:
+            figure, ax = plt.subplots()
+        else:
+            figure = ax.figure
+        base = keys or [k for k in self.history if not k.startswith("val_")]
+        for key in base:
+            lines = ax.plot(self.epochs_of(key), self.history[key], label=key)
+            val = f"val_{key}"
+            if val in self.history:
+                ax.plot(self.epochs_of(val), self.history[val], label=val,
+                        linestyle="--", color=lines[0].get_color())
+        ax.set_xlabel("epoch")
+        ax.legend()
+        return figure

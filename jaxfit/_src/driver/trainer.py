@@ -350,7 +350,7 @@ class Trainer:
         if verbose:
             installed.append(progress.ProgressBar(verbose))
         params = {"verbose": verbose, "epochs": plan.epochs, "steps": steps,
-                  "batch_size": batch_size}
+                  "batch_size": batch_size, "do_validation": plan.validation is not None}
         callbacks = callback_lib.CallbackList(installed, self, params)
         self.history = history
         return self._guarded(loop.fit_loop(self, plan, callbacks), plan)
