@@ -3,6 +3,8 @@
 from jaxfit._src.callbacks.csv_logger import CSVLogger as CSVLogger
 from jaxfit._src.callbacks.early_stopping import EarlyStopping as EarlyStopping
 from jaxfit._src.callbacks.lambda_callback import LambdaCallback as LambdaCallback
+from jaxfit._src.callbacks.lr import LearningRateScheduler as LearningRateScheduler
+from jaxfit._src.callbacks.lr import ReduceLROnPlateau as ReduceLROnPlateau
 from jaxfit._src.callbacks.monitor import MonitorCallback as MonitorCallback
 from jaxfit._src.callbacks.terminate_on_nan import TerminateOnNaN as TerminateOnNaN
 from jaxfit._src.driver.callback import Callback as Callback
@@ -15,7 +17,9 @@ __all__ = [
     "EarlyStopping",
     "History",
     "LambdaCallback",
+    "LearningRateScheduler",
     "MonitorCallback",
     "ProgressBar",
+    "ReduceLROnPlateau",
     "TerminateOnNaN",
 ]

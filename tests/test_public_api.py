@@ -9,8 +9,8 @@ PUBLIC = {
                "metrics"],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
     "jaxfit.callbacks": ["CSVLogger", "Callback", "EarlyStopping", "History",
-                         "LambdaCallback", "MonitorCallback", "ProgressBar",
-                         "TerminateOnNaN"],
+                         "LambdaCallback", "LearningRateScheduler", "MonitorCallback",
+                         "ProgressBar", "ReduceLROnPlateau", "TerminateOnNaN"],
 }
 
 

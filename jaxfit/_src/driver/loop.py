@@ -18,6 +18,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator
 import jax
 import numpy as np
 
+from jaxfit._src.core import hyperparams
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.yield_policy import YieldPolicy
 
@@ -228,6 +229,9 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
         if steps == 0:
             return {}
     epoch_logs = host_values(names, jax.device_get(totals))
+    learning_rate = hyperparams.get(trainer._state.opt_state)
+    if learning_rate is not None:  # as Keras' LR callbacks log it
+        epoch_logs["learning_rate"] = float(jax.device_get(learning_rate))
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
         val_logs = evaluate_loop(trainer, plan.validation, callbacks)
         epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})

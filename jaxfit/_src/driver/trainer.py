@@ -14,6 +14,7 @@ import optax
 
 from jaxfit._src import errors
 from jaxfit._src.core import apply as apply_lib
+from jaxfit._src.core import hyperparams
 from jaxfit._src.core import losses
 from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.core import step as step_lib
@@ -143,6 +144,29 @@ class Trainer:
     @params.setter
     def params(self, value: Any) -> None:
         self._state = self._state.replace(params=_copy(value))
+
+    @property
+    def learning_rate(self) -> float | None:
+        """The optimizer's injected learning rate, or ``None`` when it has none.
+
+        Settable between calls, without recompiling, when the optimizer was built
+        with ``optax.inject_hyperparams``, e.g.
+        ``optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)``.
+        """
+        value = hyperparams.get(self._state.opt_state)
+        return None if value is None else float(jax.device_get(value))
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        current = hyperparams.get(self._state.opt_state)
+        if current is None:
+            raise ValueError(errors.expected(
+                "learning_rate", "an optimizer built with optax.inject_hyperparams, "
+                "e.g. optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)",
+                self.optimizer, "Its learning rate cannot be changed otherwise."))
+        new = jax.device_put(np.asarray(value, dtype=current.dtype))
+        self._state = self._state.replace(
+            opt_state=hyperparams.replace(self._state.opt_state, new))
 
     # -- compiled steps --------------------------------------------------------
     def _prepare(self, x: Any, y: Any, batch_size: int) -> loop.Compiled:
