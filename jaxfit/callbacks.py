@@ -6,6 +6,7 @@ from jaxfit._src.callbacks.lambda_callback import LambdaCallback as LambdaCallba
 from jaxfit._src.callbacks.lr import LearningRateScheduler as LearningRateScheduler
 from jaxfit._src.callbacks.lr import ReduceLROnPlateau as ReduceLROnPlateau
 from jaxfit._src.callbacks.monitor import MonitorCallback as MonitorCallback
+from jaxfit._src.callbacks.tensorboard import TensorBoard as TensorBoard
 from jaxfit._src.callbacks.terminate_on_nan import TerminateOnNaN as TerminateOnNaN
 from jaxfit._src.driver.callback import Callback as Callback
 from jaxfit._src.driver.history import History as History
@@ -21,5 +22,6 @@ __all__ = [
     "MonitorCallback",
     "ProgressBar",
     "ReduceLROnPlateau",
+    "TensorBoard",
     "TerminateOnNaN",
 ]

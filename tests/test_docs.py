@@ -9,6 +9,11 @@ MODULES = [
     "jaxfit._src.driver.trainer",
     "jaxfit._src.callbacks.early_stopping",
     "jaxfit._src.callbacks.lambda_callback",
+    "jaxfit._src.callbacks.csv_logger",
+    "jaxfit._src.callbacks.lr",
+    "jaxfit._src.callbacks.tensorboard",
+    "jaxfit._src.driver.history",
+    "jaxfit._src.driver.progress",
 ]
 
 

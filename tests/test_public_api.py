@@ -10,7 +10,8 @@ PUBLIC = {
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
     "jaxfit.callbacks": ["CSVLogger", "Callback", "EarlyStopping", "History",
                          "LambdaCallback", "LearningRateScheduler", "MonitorCallback",
-                         "ProgressBar", "ReduceLROnPlateau", "TerminateOnNaN"],
+                         "ProgressBar", "ReduceLROnPlateau", "TensorBoard",
+                         "TerminateOnNaN"],
 }
 
 

@@ -1,0 +1,98 @@
+"""TensorBoard: scalars, learning rate and weight histograms, via tensorboardX."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import jax
+import numpy as np
+
+from jaxfit._src import errors
+from jaxfit._src.driver.callback import Callback
+
+MSG_NO_WRITER = "TensorBoard needs tensorboardX: pip install 'jaxfit[tensorboard]'."
+
+
+class TensorBoard(Callback):
+    """Writes TensorBoard event files (Keras' layout: ``train/`` and ``validation/``).
+
+    Epoch scalars are written as ``epoch_<key>`` (validation keys without their
+    ``val_`` prefix, under ``validation/``), including ``epoch_learning_rate``
+    when the optimizer exposes one. With ``update_freq="batch"`` or an integer
+    ``N``, each (or every N-th) batch's own logs are written as ``batch_<key>``,
+    at the yield point where they arrive, so no extra sync is forced. Files are
+    flushed at every epoch end.
+
+    Args:
+      log_dir: the directory for the event files. Defaults to `"logs"`.
+      histogram_freq: every this many epochs, a histogram of each parameter
+        (0: never). Defaults to `0`.
+      update_freq: ``"epoch"``, ``"batch"`` or a number of batches. Defaults to
+        `"epoch"`.
+
+    Example:
+      >>> import jaxfit, tempfile
+      >>> tb = jaxfit.callbacks.TensorBoard(tempfile.mkdtemp(), update_freq="batch")
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str] = "logs", histogram_freq: int = 0,
+                 update_freq: Literal["epoch", "batch"] | int = "epoch"):
+        super().__init__()
+        if update_freq == "batch":
+            update_freq = 1
+        if not (update_freq == "epoch" or (isinstance(update_freq, int)
+                                           and not isinstance(update_freq, bool)
+                                           and update_freq >= 1)):
+            raise ValueError(errors.expected(
+                "update_freq", "'epoch', 'batch' or a positive integer", update_freq))
+        if isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int) \
+                or histogram_freq < 0:
+            raise ValueError(errors.expected("histogram_freq", "an integer >= 0",
+                                             histogram_freq))
+        self.log_dir = os.fspath(log_dir)
+        self.histogram_freq = histogram_freq
+        self.update_freq = update_freq
+        self._writers: dict[str, Any] = {}
+        self._global_batch = 0
+
+    def _writer(self, name: str) -> Any:
+        if name not in self._writers:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError as error:
+                raise ImportError(MSG_NO_WRITER) from error
+            self._writers[name] = SummaryWriter(os.path.join(self.log_dir, name))
+        return self._writers[name]
+
+    def on_train_begin(self, logs=None):
+        self._writer("train")  # fail early when tensorboardX is missing
+        self._global_batch = int(jax.device_get(self.trainer.state.step))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._global_batch += 1
+        if self.update_freq == "epoch" or self._global_batch % self.update_freq:
+            return
+        writer = self._writer("train")
+        for key, value in (logs or {}).items():
+            writer.add_scalar(f"batch_{key}", value, self._global_batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            if key.startswith("val_"):
+                self._writer("validation").add_scalar(f"epoch_{key[4:]}", value, epoch)
+            else:
+                self._writer("train").add_scalar(f"epoch_{key}", value, epoch)
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            params = jax.device_get(self.trainer.params)
+            writer = self._writer("train")
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+                name = jax.tree_util.keystr(path).strip("[]'\"").replace("']['", "/")
+                writer.add_histogram(name, np.asarray(leaf), epoch)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
