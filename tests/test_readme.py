@@ -20,3 +20,26 @@ def test_readme_set_up_commands_match_ci():
     assert '-e ".[test]"' in text and '-e ".[test]"' in ci
     assert "python -m pytest -q" in text and "python -m pytest -q" in ci
     assert "jaxfit.examples.digits" in text
+
+
+def test_readme_streaming_callback_example_runs():
+    import queue
+
+    import optax
+    from conftest import linear_apply, linear_params, regression_data
+
+    import jaxfit
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    example = next(b for b in blocks if "class StreamLogs" in b)
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    sink: queue.Queue = queue.Queue()
+    x, y = regression_data(n=12)
+    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(0.1),
+                             loss="mse")
+    trainer.fit(x, y, batch_size=4, epochs=2, yield_every="batch", verbose=0,
+                callbacks=[namespace["StreamLogs"](sink)])
+    items = [sink.get_nowait() for _ in range(sink.qsize())]
+    assert [(e, b) for e, b, _ in items] == [(e, b) for e in range(2) for b in range(3)]
+    assert all("loss" in logs for _, _, logs in items)
