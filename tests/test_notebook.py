@@ -1,24 +1,24 @@
-"""notebooks/01_quickstart.ipynb stays true to the code: its cells run in order."""
+"""notebooks/quickstart.ipynb stays true to the code: a real kernel runs every cell."""
 
-import ast
-import asyncio
-import json
 import pathlib
 
-NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "01_quickstart.ipynb"
+import pytest
+
+NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 
 
-def test_quickstart_notebook_runs(capsys):
-    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
-    namespace: dict = {}
-    for cell in cells:
-        if cell["cell_type"] != "code":
-            continue
-        source = "".join(cell["source"])
-        # top-level await, as a notebook kernel allows it
-        code = compile(source, str(NOTEBOOK), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        result = eval(code, namespace)  # noqa: S307
-        if asyncio.iscoroutine(result):
-            asyncio.run(result)
-    assert "epochs," in capsys.readouterr().out
-    assert namespace["history"].epoch == [0, 1, 2, 3, 4]
+def test_quickstart_notebook_executes_without_error(tmp_path):
+    nbformat = pytest.importorskip("nbformat", reason="notebook tooling is a test extra")
+    nbclient = pytest.importorskip("nbclient", reason="notebook tooling is a test extra")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code"
+               for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "batches seen" in text and "val_accuracy" in text
