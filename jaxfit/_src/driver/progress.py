@@ -15,8 +15,14 @@ def resolve_verbose(verbose: Any, stream: TextIO | None = None) -> int:
     if verbose != "auto":
         return int(verbose)
     stream = stream or sys.stdout
-    in_notebook = "ipykernel" in sys.modules
-    return 1 if in_notebook or getattr(stream, "isatty", lambda: False)() else 2
+    return 1 if _in_notebook() or getattr(stream, "isatty", lambda: False)() else 2
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (the usual ZMQInteractiveShell check)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _format(logs: dict[str, Any]) -> str:
