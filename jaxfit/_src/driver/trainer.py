@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import os
 from typing import Any, Callable, Iterator, Literal
 
 import jax
@@ -167,6 +168,43 @@ class Trainer:
         new = jax.device_put(np.asarray(value, dtype=current.dtype))
         self._state = self._state.replace(
             opt_state=hyperparams.replace(self._state.opt_state, new))
+
+    # -- checkpoints (orbax, imported lazily) ----------------------------------
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Saves the whole ``TrainState`` to the directory ``path`` (orbax).
+
+        The directory is written next to ``path`` and renamed into place, so a
+        crash mid-save leaves any previous checkpoint at ``path`` intact.
+
+        Returns:
+          The absolute checkpoint path.
+        """
+        from jaxfit._src.checkpoint import orbax_io
+
+        return orbax_io.save(path, self._state)
+
+    def restore(self, path: str | os.PathLike[str]) -> None:
+        """Replaces ``trainer.state`` with the checkpoint at ``path``.
+
+        Raises:
+          FileNotFoundError: no checkpoint there. ValueError: it does not match this
+            trainer's params / optimizer structure; ``trainer.state`` is unchanged.
+        """
+        from jaxfit._src.checkpoint import orbax_io
+
+        self._state = orbax_io.restore(path, self._state)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], apply_fn: Callable[..., Any],
+             **kwargs: Any) -> Trainer:
+        """Builds a Trainer from a checkpoint: ``Trainer.load(path, apply, optimizer=...,
+        loss=...)``; the keyword arguments are those of ``Trainer``.
+        """
+        from jaxfit._src.checkpoint import orbax_io
+
+        trainer = cls(apply_fn, orbax_io.restore_params(path), **kwargs)
+        trainer.restore(path)
+        return trainer
 
     # -- compiled steps --------------------------------------------------------
     def _prepare(self, x: Any, y: Any, batch_size: int) -> loop.Compiled:
