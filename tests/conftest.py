@@ -45,6 +45,14 @@ def compiles():
     return CompileCounter()
 
 
+def import_keras():
+    """Keras on the JAX backend, or a skip saying why it is unavailable."""
+    keras = pytest.importorskip("keras", reason="keras is a test-only cross-check")
+    if keras.backend.backend() != "jax":
+        pytest.skip("keras is not on the JAX backend (set KERAS_BACKEND=jax)")
+    return keras
+
+
 def linear_apply(params, x):
     return x @ params["w"] + params["b"]
 

@@ -1,11 +1,11 @@
 """Losses: Keras 3 math against numpy references, per-sample shapes, names, errors."""
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import import_keras
 
 from jaxfit._src.core import losses
 
@@ -262,11 +262,7 @@ KERAS_LOSSES = [
 
 
 def _keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    keras = pytest.importorskip("keras", reason="keras is a test-only cross-check")
-    if keras.backend.backend() != "jax":
-        pytest.skip("keras is not on the JAX backend")
-    return keras
+    return import_keras()
 
 
 def test_keras_table_covers_every_case():

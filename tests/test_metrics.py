@@ -1,11 +1,11 @@
 """Metrics: per-sample accuracies, Keras' shape-picked accuracy, accumulators."""
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import import_keras
 
 from jaxfit._src.core import losses, metrics
 
@@ -171,11 +171,7 @@ def test_compute_has_no_nan_gradient_at_zero_count():
 
 
 def _keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    keras = pytest.importorskip("keras", reason="keras is a test-only cross-check")
-    if keras.backend.backend() != "jax":
-        pytest.skip("keras is not on the JAX backend")
-    return keras
+    return import_keras()
 
 
 @pytest.mark.parametrize(("name", "kwargs", "y_true", "y_pred", "expected"),

@@ -5,10 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
-import jax
-import jax.numpy as jnp
-
 from jaxfit._src.callbacks.monitor import MonitorCallback
+from jaxfit._src.core.state import copy_tree
 
 
 class EarlyStopping(MonitorCallback):
@@ -65,13 +63,13 @@ class EarlyStopping(MonitorCallback):
         if epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights = _copy(self.trainer.params)
+            self.best_weights = copy_tree(self.trainer.params)
         self.wait += 1
         if self.is_improvement(current, self.best):
             self.best = current
             self.best_epoch = epoch
             if self.restore_best_weights:
-                self.best_weights = _copy(self.trainer.params)
+                self.best_weights = copy_tree(self.trainer.params)
             if self.baseline is None or self.is_improvement(current, self.baseline):
                 self.wait = 0
             return
@@ -86,6 +84,3 @@ class EarlyStopping(MonitorCallback):
         if self.restore_best_weights and self.best_weights is not None:
             self.trainer.params = self.best_weights
 
-
-def _copy(tree: Any) -> Any:
-    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)

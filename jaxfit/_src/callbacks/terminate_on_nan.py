@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
+from jaxfit._src.core.state import copy_tree
 from jaxfit._src.driver.callback import Callback
 
 
@@ -40,7 +38,7 @@ class TerminateOnNaN(Callback):
         self.stopped_batch = None
         self._bad = False
         if self.restore_last_finite:
-            self._finite_state = _copy(self.trainer.state)
+            self._finite_state = copy_tree(self.trainer.state)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -56,7 +54,7 @@ class TerminateOnNaN(Callback):
         if self._bad:
             self._stop()
         elif self.restore_last_finite:
-            self._finite_state = _copy(self.trainer.state)
+            self._finite_state = copy_tree(self.trainer.state)
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
@@ -71,6 +69,3 @@ class TerminateOnNaN(Callback):
             self.trainer.state = self._finite_state
             self._finite_state = None
 
-
-def _copy(tree: Any) -> Any:
-    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 
 @jax.tree_util.register_dataclass
@@ -31,3 +32,8 @@ class TrainState:
     def replace(self, **changes: Any) -> TrainState:
         """Returns a copy with the given fields replaced."""
         return dataclasses.replace(self, **changes)
+
+
+def copy_tree(tree: Any) -> Any:
+    """Fresh device buffers for every leaf, so donation never consumes the original."""
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)

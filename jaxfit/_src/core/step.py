@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxfit._src import errors
-from jaxfit._src.core import losses
-from jaxfit._src.core import metrics
+from jaxfit._src.core import losses, metrics
 from jaxfit._src.core.state import TrainState
 
 Logs = dict[str, metrics.MeanState]

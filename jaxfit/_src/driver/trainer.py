@@ -15,26 +15,16 @@ import optax
 
 from jaxfit._src import errors
 from jaxfit._src.core import apply as apply_lib
-from jaxfit._src.core import hyperparams
-from jaxfit._src.core import losses
+from jaxfit._src.core import hyperparams, losses
 from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.core import step as step_lib
-from jaxfit._src.core.state import TrainState
-from jaxfit._src.data import arrays
-from jaxfit._src.data import iterables
+from jaxfit._src.core.state import TrainState, copy_tree
+from jaxfit._src.data import arrays, iterables
 from jaxfit._src.driver import callback as callback_lib
-from jaxfit._src.driver import loop
-from jaxfit._src.driver import progress
-from jaxfit._src.driver import validate
-from jaxfit._src.driver import yield_policy
+from jaxfit._src.driver import loop, progress, validate, yield_policy
 from jaxfit._src.driver.history import History
 
 YieldEvery = Literal["auto", "batch", "epoch", "never"] | float
-
-
-def _copy(tree: Any) -> Any:
-    """A fresh device copy, so donation never consumes arrays the user holds."""
-    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
 
 
 class Trainer:
@@ -111,12 +101,12 @@ class Trainer:
         self.weighted_metrics = weighted_metrics
         self.loss_weights = loss_weights
         self.seed = int(seed)
-        params = _copy(params)
+        params = copy_tree(params)
         self._state = TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=optimizer.init(params),
-            model_state=_copy(state),
+            model_state=copy_tree(state),
             rng=jax.random.PRNGKey(seed),
         )
         self.stop_training = False
@@ -135,7 +125,7 @@ class Trainer:
     def state(self, value: TrainState) -> None:
         if not isinstance(value, TrainState):
             raise TypeError(errors.expected("state", "a jaxfit.TrainState", value))
-        self._state = _copy(value)
+        self._state = copy_tree(value)
 
     @property
     def params(self) -> Any:
@@ -144,7 +134,7 @@ class Trainer:
 
     @params.setter
     def params(self, value: Any) -> None:
-        self._state = self._state.replace(params=_copy(value))
+        self._state = self._state.replace(params=copy_tree(value))
 
     @property
     def learning_rate(self) -> float | None:
@@ -421,7 +411,7 @@ class Trainer:
         self._running = True
         self.stop_training = False
         try:
-            self._state = _copy(self._state)
+            self._state = copy_tree(self._state)
             yield from run
         finally:
             self._running = False
