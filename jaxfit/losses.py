@@ -15,6 +15,7 @@ from jaxfit._src.core.losses import kl_divergence as kl_divergence
 from jaxfit._src.core.losses import log_cosh as log_cosh
 from jaxfit._src.core.losses import mean_absolute_error as mean_absolute_error
 from jaxfit._src.core.losses import mean_squared_error as mean_squared_error
+from jaxfit._src.core.losses import name_of as name_of
 from jaxfit._src.core.losses import names as names
 from jaxfit._src.core.losses import (
     sparse_categorical_crossentropy as sparse_categorical_crossentropy,
@@ -36,6 +37,7 @@ __all__ = [
     "log_cosh",
     "mean_absolute_error",
     "mean_squared_error",
+    "name_of",
     "names",
     "sparse_categorical_crossentropy",
     "sparse_categorical_crossentropy_from_logits",

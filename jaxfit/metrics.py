@@ -6,6 +6,7 @@ from jaxfit._src.core.metrics import categorical_accuracy as categorical_accurac
 from jaxfit._src.core.metrics import compute as compute
 from jaxfit._src.core.metrics import empty as empty
 from jaxfit._src.core.metrics import merge as merge
+from jaxfit._src.core.metrics import name_of as name_of
 from jaxfit._src.core.metrics import names as names
 from jaxfit._src.core.metrics import resolve as resolve
 from jaxfit._src.core.metrics import (
@@ -26,6 +27,7 @@ __all__ = [
     "compute",
     "empty",
     "merge",
+    "name_of",
     "names",
     "resolve",
     "sparse_categorical_accuracy",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import import_keras
 
-from jaxfit._src.core import losses
+from jaxfit import losses
 
 RNG = np.random.default_rng(0)
 B, C = 4, 3

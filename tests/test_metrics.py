@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import import_keras
 
-from jaxfit._src.core import losses, metrics
+from jaxfit import losses, metrics
 
 B = 5
 LABELS = np.array([0, 2, 1, 2, 1])
