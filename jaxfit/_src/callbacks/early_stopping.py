@@ -53,6 +53,19 @@ class EarlyStopping(MonitorCallback):
         self.best_epoch = 0
         self.best_weights = None
 
+    def get_state(self) -> dict[str, Any]:
+        return {"wait": self.wait, "stopped_epoch": self.stopped_epoch,
+                "best": self.best, "best_epoch": self.best_epoch,
+                "best_weights": self.best_weights}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.wait = int(state["wait"])
+        self.stopped_epoch = int(state["stopped_epoch"])
+        self.best = None if state["best"] is None else float(state["best"])
+        self.best_epoch = int(state["best_epoch"])
+        weights = state.get("best_weights")
+        self.best_weights = None if weights is None else copy_tree(weights)
+
     def on_epoch_end(self, epoch, logs=None):
         current = self.get_monitor_value(logs)
         if current is None:

@@ -121,6 +121,15 @@ class ReduceLROnPlateau(MonitorCallback):
         self.cooldown_counter = 0
         self.best = None
 
+    def get_state(self) -> dict[str, Any]:
+        return {"wait": self.wait, "cooldown_counter": self.cooldown_counter,
+                "best": self.best}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.wait = int(state["wait"])
+        self.cooldown_counter = int(state["cooldown_counter"])
+        self.best = None if state["best"] is None else float(state["best"])
+
     def on_epoch_end(self, epoch, logs=None):
         current = self.get_monitor_value(logs)
         if current is None:

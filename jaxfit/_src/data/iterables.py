@@ -238,3 +238,15 @@ class Feeder:
 def take(iterator: Iterator[Any], count: int | None) -> Iterator[Any]:
     """At most ``count`` items (all when ``None``)."""
     return iterator if count is None else itertools.islice(iterator, count)
+
+
+def skip(iterator: Iterator[Any], count: int, batcher: Batcher) -> Iterator[Any]:
+    """``iterator`` without its first ``count`` items (resuming mid-stream).
+
+    The skipped batches still pass through ``batcher`` (host only, nothing moves to
+    the device), so its checks and padding size are as if they had been run.
+    """
+    iterator = iter(iterator)
+    for index, raw in enumerate(itertools.islice(iterator, count)):
+        batcher(raw, index)
+    return iterator

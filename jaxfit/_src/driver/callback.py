@@ -32,14 +32,36 @@ class Callback:
     Batch hooks are called at yield points, for each batch run since the last
     one, in order, with that batch's own logs (TensorFlow.js semantics).
 
+    A callback whose counters matter for resuming a run (EarlyStopping's wait and
+    best, say) overrides ``get_state`` and ``set_state``: checkpoints written
+    during ``fit`` (``ModelCheckpoint``, ``BackupAndRestore``, ``trainer.save``)
+    store that state, and ``BackupAndRestore`` puts it back, so a resumed run
+    continues as if it had never stopped.
+
     Attributes:
       trainer: the ``Trainer`` running the callback (set by ``fit``).
       params: ``{"epochs", "steps", "verbose"}`` for the current run.
     """
 
+    # Checkpointing callbacks run after all others at each hook, so what they save
+    # includes every other callback's update for that epoch or batch.
+    runs_last: bool = False
+
     def __init__(self) -> None:
         self.trainer: Any = None
         self.params: dict[str, Any] = {}
+
+    def get_state(self) -> dict[str, Any] | None:
+        """What a checkpoint should keep of this callback, or ``None`` (nothing).
+
+        Values are JSON-serialisable (numbers, strings, lists, dicts, ``None``) or
+        pytrees of arrays (stored with orbax).
+        """
+        return None
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores what ``get_state`` returned (called after ``on_train_begin``)."""
+        del state
 
     def set_trainer(self, trainer: Any) -> None:
         self.trainer = trainer
@@ -141,6 +163,7 @@ class CallbackList:
     """
 
     def __init__(self, callbacks: list[Callback], trainer: Any, params: dict[str, Any]):
+        callbacks = sorted(callbacks, key=lambda c: c.runs_last)  # stable
         self.callbacks = callbacks
         self._table: dict[str, list[Callable[..., Any]]] = {h: [] for h in HOOKS}
         for callback in callbacks:

@@ -45,6 +45,18 @@ class History(Callback):
             self.history.setdefault(key, []).append(value)
             self._epochs_of.setdefault(key, []).append(epoch)
 
+    def get_state(self) -> dict[str, Any]:
+        """The epochs so far (a resumed run's History continues from them)."""
+        return {"epoch": list(self.epoch),
+                "history": {k: list(v) for k, v in self.history.items()},
+                "epochs_of": {k: list(v) for k, v in self._epochs_of.items()}}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.epoch = [int(e) for e in state["epoch"]]
+        self.history = {k: [float(v) for v in vs] for k, vs in state["history"].items()}
+        self._epochs_of = {k: [int(e) for e in es]
+                           for k, es in state["epochs_of"].items()}
+
     def epochs_of(self, key: str) -> list[int]:
         """The epochs at which ``key`` was logged (fewer with ``validation_freq``)."""
         return list(self._epochs_of.get(key, self.epoch[-len(self.history[key]):]))

@@ -45,8 +45,28 @@ class EvalPlan:
 
 
 @dataclasses.dataclass
+class Position:
+    """Where a run stands, as of ``trainer.state`` (what a checkpoint records).
+
+    Attributes:
+      epoch: the epoch the next step belongs to.
+      batch: the batches of that epoch already run (0 at an epoch's start).
+      totals: that epoch's running loss and metric sums (device ``MeanState``s),
+        ``None`` when ``batch`` is 0.
+      stopped: the run had decided to stop (``stop_training``) at this point.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    totals: Any = None
+    stopped: bool = False
+
+
+@dataclasses.dataclass
 class FitPlan:
-    epoch_blocks: Callable[[int], Blocks]  # epoch -> its blocks, prefetched
+    # (epoch, first batch) -> that epoch's blocks from that batch on, prefetched;
+    # the first batch is > 0 only when resuming mid-epoch from a checkpoint.
+    epoch_blocks: Callable[[int, int], Blocks]
     epochs: int
     initial_epoch: int
     policy: YieldPolicy
@@ -175,11 +195,22 @@ def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None,
     """Trains ``plan.initial_epoch .. plan.epochs - 1``; yields at yield points."""
     epoch_logs: dict[str, float] = {}
     guard = _InterruptGuard()
+    trainer._position = Position(plan.initial_epoch)
+    trainer._resume = None
     callbacks.call("on_train_begin")
+    # A callback (BackupAndRestore) may have restored a checkpoint: start there.
+    start = trainer._resume or Position(plan.initial_epoch)
+    trainer._resume = None
+    trainer._position = start
     try:
         with guard.installed():
-            for epoch in range(plan.initial_epoch, plan.epochs):
-                epoch_logs = yield from _run_epoch(trainer, plan, callbacks, guard, epoch)
+            for epoch in range(start.epoch, plan.epochs):
+                begin = start if epoch == start.epoch else Position(epoch)
+                if begin.stopped and begin.batch == 0:  # it had stopped after an epoch
+                    trainer.stop_training = True
+                    break
+                epoch_logs = yield from _run_epoch(trainer, plan, callbacks, guard,
+                                                   epoch, begin)
                 if trainer.stop_training:
                     break
     finally:
@@ -188,17 +219,21 @@ def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None,
 
 
 def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _InterruptGuard,
-               epoch: int) -> Generator[None, None, dict[str, float]]:
-    """One epoch: dispatch blocks, deliver batch logs at yield points, validate."""
+               epoch: int, begin: Position) -> Generator[None, None, dict[str, float]]:
+    """One epoch from ``begin.batch`` on: dispatch blocks, deliver batch logs at
+    yield points, validate."""
     policy, names = plan.policy, plan.compiled.log_names
     callbacks.call("on_epoch_begin", epoch)
-    totals = plan.compiled.empty_totals()
+    totals = begin.totals if begin.totals is not None else plan.compiled.empty_totals()
     pending: list = []
-    batch = 0
+    batch = begin.batch
     policy.reset()
     train_hooks = ("on_train_batch_begin", "on_train_batch_end")
-    steps = 0
-    with _closing(plan.epoch_blocks(epoch)) as blocks:  # joins feeder threads
+    steps = begin.batch
+    # Stopped mid-epoch before the checkpoint: only the epoch's end is left to run.
+    trainer.stop_training = trainer.stop_training or begin.stopped
+    source = () if begin.stopped else plan.epoch_blocks(epoch, begin.batch)
+    with _closing(source) as blocks:  # joins feeder threads
         for block, real in blocks:
             steps += real
             with guard.critical():
@@ -209,6 +244,7 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
             pending.append((logs, real))
             if policy.due():
                 batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
+                trainer._position = Position(epoch, batch, totals)
                 callbacks.call("on_yield", epoch, batch - 1, logs=last)
                 policy.reset()
                 yield
@@ -216,6 +252,7 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
                     break
     if pending:
         batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
+        trainer._position = Position(epoch, batch, totals)
         callbacks.call("on_yield", epoch, batch - 1, logs=last)
     required = plan.required_steps
     if required is not None and steps < required and not trainer.stop_training:
@@ -235,6 +272,7 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
         val_logs = evaluate_loop(trainer, plan.validation, callbacks)
         epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+    trainer._position = Position(epoch + 1)
     callbacks.call("on_epoch_end", epoch, logs=epoch_logs)
     yield
     return epoch_logs

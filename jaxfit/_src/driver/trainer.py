@@ -112,6 +112,9 @@ class Trainer:
         self.stop_training = False
         self.history: History | None = None
         self._running = False
+        self._callbacks: list[Any] = []  # the running (or last) fit's callbacks
+        self._position = loop.Position()  # where training stands, for checkpoints
+        self._resume: loop.Position | None = None  # set by a restoring callback
         self._compiled: dict[Any, loop.Compiled] = {}
         self._predict = jax.jit(step_lib.make_predict_step(self._apply))
 
@@ -384,9 +387,10 @@ class Trainer:
         size = 1 if policy.per_batch else arrays.block_size(
             batches.steps_per_epoch, loop.MAX_BLOCK)
 
-        def epoch_blocks(epoch: int):
+        def epoch_blocks(epoch: int, start: int):
+            batches.seed = self.seed  # a restored checkpoint may bring its own
             index, mask = batches.epoch_indices(epoch)
-            return arrays.prefetch(arrays.blocks(data, index, mask, size))
+            return arrays.prefetch(arrays.blocks(data, index[start:], mask[start:], size))
 
         plan = loop.FitPlan(epoch_blocks, args["epochs"], args["initial_epoch"], policy,
                             validation, args["validation_freq"], compiled)
@@ -405,6 +409,7 @@ class Trainer:
                   "batch_size": batch_size, "do_validation": plan.validation is not None}
         callbacks = callback_lib.CallbackList(installed, self, params)
         self.history = history
+        self._callbacks = callbacks.callbacks
         return self._guarded(loop.fit_loop(self, plan, callbacks), plan)
 
     def _guarded(self, run: Iterator[None], plan: loop.FitPlan) -> Iterator[None]:
@@ -496,21 +501,30 @@ class Trainer:
         validation = self._stream_eval_plan(args["validation_data"],
                                             args["validation_batches"], batch_size,
                                             "validation_data", compiled)
-        steps = args["steps_per_epoch"]
-        started = itertools.chain([first], first_epoch)
+        steps, initial = args["steps_per_epoch"], args["initial_epoch"]
+        pending = [itertools.chain([first], first_epoch)]  # the first epoch's iterator
         if steps is not None:  # one iterator continues across epochs
-            feed = iter(iterables.Feeder(started, batcher))
-            plan = loop.FitPlan(lambda epoch: itertools.islice(feed, steps),
-                                args["epochs"], args["initial_epoch"], policy, validation,
-                                1, compiled, required_steps=steps, cleanup=feed.close)
-        else:
-            def epoch_blocks(epoch: int):
-                source = started if epoch == args["initial_epoch"] else (
-                    stream.iterator(epoch))
-                return iterables.Feeder(source, batcher)
+            feeds: list[Iterator[Any]] = []
 
-            plan = loop.FitPlan(epoch_blocks, args["epochs"], args["initial_epoch"],
-                                policy, validation, 1, compiled)
+            def continued(epoch: int, start: int):
+                if not feeds:  # the first call; after a resume, skip what was run
+                    skip = (epoch - initial) * steps + start
+                    feeds.append(iter(iterables.Feeder(
+                        iterables.skip(pending.pop(), skip, batcher), batcher,
+                        start_index=skip)))
+                return itertools.islice(feeds[0], steps - start)
+
+            plan = loop.FitPlan(continued, args["epochs"], initial, policy, validation,
+                                1, compiled, required_steps=steps,
+                                cleanup=lambda: feeds and feeds[0].close())
+        else:
+            def epoch_blocks(epoch: int, start: int):
+                source = pending.pop() if pending else stream.iterator(epoch)
+                return iterables.Feeder(iterables.skip(source, start, batcher), batcher,
+                                        start_index=start)
+
+            plan = loop.FitPlan(epoch_blocks, args["epochs"], initial, policy,
+                                validation, 1, compiled)
         return self._launch(plan, user_callbacks, args["verbose"], steps, batch_size)
 
     def _stream_eval_plan(self, data: Any, batches: int | None, batch_size: int,
