@@ -8,8 +8,10 @@ PUBLIC = {
     "jaxfit": ["History", "TrainState", "Trainer", "callbacks", "data", "losses",
                "metrics"],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
-    "jaxfit.callbacks": ["CSVLogger", "Callback", "EarlyStopping", "History",
-                         "LambdaCallback", "LearningRateScheduler", "MonitorCallback",
+    "jaxfit.callbacks": ["BackupAndRestore", "CSVLogger", "Callback", "EarlyStopping",
+                         "History",
+                         "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint",
+                         "MonitorCallback",
                          "ProgressBar", "ReduceLROnPlateau", "TensorBoard",
                          "TerminateOnNaN"],
 }

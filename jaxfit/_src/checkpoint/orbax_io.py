@@ -1,9 +1,22 @@
-"""Whole-TrainState checkpoints on orbax, written atomically.
+"""Checkpoint directories on orbax: atomic, optionally asynchronous, checked on read.
 
-A checkpoint is a directory: ``state/`` (orbax ``StandardCheckpointer``: params,
-optimizer state, model state, rng, step) and ``metadata.json`` (versions, step).
-Everything is first written to a sibling temporary directory and then renamed
-into place, so a crash mid-save leaves the previous checkpoint intact.
+A checkpoint is a directory::
+
+    state/          orbax StandardCheckpointer: the TrainState (or {"params"} only)
+    extra/          orbax: the run's other arrays (the epoch's running totals,
+                    callbacks' array state); absent when there are none
+    metadata.json   versions, step, seed, position and JSON-able callback state
+
+Everything is written into the sibling ``.<name>.saving`` and renamed into place
+once complete, so a crash mid-save never leaves a half-written checkpoint at
+``path``. Replacing an existing checkpoint moves it to ``.<name>.old`` first; if a
+crash falls between the two renames, the next read or write of ``path`` moves it
+back. The names are deterministic (not random), so every process of a multi-host
+run agrees on them.
+
+Orbax copies device arrays to host memory before ``save`` returns (its default
+synchronous device-to-host transfer), so the train step may donate the state's
+buffers right after; only the file writes run in the background.
 """
 
 from __future__ import annotations
@@ -11,20 +24,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import threading
 from importlib import metadata as importlib_metadata
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from jaxfit._src import errors
 
 MSG_NO_ORBAX = "Checkpoints need orbax: pip install 'jaxfit[ckpt]' (orbax-checkpoint)."
+FORMAT = "jaxfit-checkpoint/1"
 STATE = "state"
+EXTRA = "extra"
 METADATA = "metadata.json"
 
 
-def _orbax() -> Any:
+def orbax() -> Any:
     try:
         import orbax.checkpoint as ocp
     except ImportError as error:
@@ -32,76 +48,192 @@ def _orbax() -> Any:
     return ocp
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib_metadata.version(package)
-    except importlib_metadata.PackageNotFoundError:
-        return "unknown"
+def versions() -> dict[str, str]:
+    def version(package: str) -> str:
+        try:
+            return importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {name: version(name) for name in ("jaxfit", "jax", "jaxlib", "optax")}
 
 
-def save(path: str | os.PathLike[str], state: Any, extra: dict[str, Any] | None = None
-         ) -> str:
-    """Writes ``state`` to the checkpoint directory ``path`` (replacing it atomically)."""
-    ocp = _orbax()
-    path = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
-    try:
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(os.path.join(staging, STATE), state)
-        checkpointer.wait_until_finished()
-        info = {
-            "format": "jaxfit-checkpoint/1",
-            "step": int(jax.device_get(state.step)),
-            "versions": {name: _version(name) for name in ("jaxfit", "jax", "optax")},
-            **(extra or {}),
-        }
-        with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2)
-        if os.path.exists(path):
-            retired = staging + ".old"
-            os.replace(path, retired)
-            os.replace(staging, path)
+def _siblings(path: str) -> tuple[str, str]:
+    parent, name = os.path.split(path)
+    return os.path.join(parent, f".{name}.saving"), os.path.join(parent, f".{name}.old")
+
+
+def recover(path: str) -> None:
+    """Finishes an interrupted replace: puts ``.<name>.old`` back, or drops it."""
+    _, retired = _siblings(path)
+    if os.path.isdir(retired):
+        if os.path.isdir(path):
             shutil.rmtree(retired, ignore_errors=True)
         else:
-            os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return path
+            os.replace(retired, path)
 
 
-def _check(path: str) -> str:
+class PendingSave:
+    """A save in flight: ``wait()`` blocks until it is in place (or raises)."""
+
+    def __init__(self, path: str, finish: Callable[[], None], background: bool):
+        self.path = path
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, args=(finish,),
+                                            name="jaxfit-checkpoint", daemon=True)
+            self._thread.start()
+        else:
+            self._run(finish)
+
+    def _run(self, finish: Callable[[], None]) -> None:
+        try:
+            finish()
+        except BaseException as error:  # re-raised by wait()
+            self._error = error
+
+    def done(self) -> bool:
+        return self._thread is None or not self._thread.is_alive()
+
+    def wait(self) -> str:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self.path
+
+
+def _write_error(path: str, error: BaseException) -> OSError:
+    message = (f"could not write the checkpoint {path!r}: {error}. Nothing was "
+               "replaced: the previous checkpoint at that path, if any, is intact. "
+               "Free disk space or fix the directory's permissions, then save again.")
+    code = getattr(error, "errno", None)
+    return OSError(code, message) if code is not None else OSError(message)
+
+
+def save(path: str | os.PathLike[str], items: dict[str, Any], info: dict[str, Any],
+         *, background: bool = False,
+         after: Callable[[str], None] | None = None) -> PendingSave:
+    """Writes the pytrees ``items`` (``state`` and optionally ``extra``) and
+    ``info`` (JSON) as the checkpoint directory ``path``, atomically.
+
+    Device-to-host copies finish before this returns; with ``background`` the
+    file writes and the final rename run on a thread (``wait()`` on the result).
+    ``after(path)`` runs once the checkpoint is in place (pruning old ones).
+
+    Raises:
+      OSError: the checkpoint could not be written (disk full, permissions); the
+        previous checkpoint at ``path`` is untouched.
+    """
+    ocp = orbax()
     path = os.path.abspath(os.fspath(path))
-    if not os.path.isdir(os.path.join(path, STATE)):
+    staging, retired = _siblings(path)
+    primary = jax.process_index() == 0
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        recover(path)
+        if primary and os.path.exists(staging):  # left by a killed save
+            shutil.rmtree(staging)
+        checkpointers = []
+        for name, tree in items.items():
+            checkpointer = ocp.StandardCheckpointer()
+            checkpointer.save(os.path.join(staging, name), tree)
+            checkpointers.append(checkpointer)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise _write_error(path, error) from error
+        raise
+    info = {"format": FORMAT, "contents": sorted(items), "versions": versions(), **info}
+
+    def finish() -> None:
+        try:
+            for checkpointer in checkpointers:
+                checkpointer.wait_until_finished()
+                checkpointer.close()
+            if primary:
+                with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
+                    json.dump(info, f, indent=2)
+                if os.path.exists(path):
+                    os.replace(path, retired)
+                os.replace(staging, path)
+                shutil.rmtree(retired, ignore_errors=True)
+        except Exception as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            recover(path)
+            raise _write_error(path, error) from error
+        if after is not None:
+            after(path)
+
+    return PendingSave(path, finish, background)
+
+
+def checked_path(path: str | os.PathLike[str], argname: str = "path") -> str:
+    path = os.path.abspath(os.fspath(path))
+    recover(path)
+    if not (os.path.isdir(os.path.join(path, STATE))
+            and os.path.isfile(os.path.join(path, METADATA))):
         raise FileNotFoundError(errors.expected(
-            "path", "a checkpoint directory written by Trainer.save (with state/)", path))
+            argname, "a checkpoint directory written by jaxfit (with state/ and "
+            "metadata.json)", path))
     return path
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint's ``metadata.json``."""
-    with open(os.path.join(_check(os.fspath(path)), METADATA), encoding="utf-8") as f:
+    with open(os.path.join(checked_path(path), METADATA), encoding="utf-8") as f:
         return json.load(f)
 
 
-def restore(path: str | os.PathLike[str], target: Any) -> Any:
-    """Restores a state shaped like ``target`` (a TrainState of arrays)."""
-    ocp = _orbax()
-    path = _check(os.fspath(path))
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    checkpointer = ocp.StandardCheckpointer()
-    stored = checkpointer.metadata(os.path.join(path, STATE))
+def _stored_tree(ocp: Any, directory: str) -> Any:
+    stored = ocp.StandardCheckpointer().metadata(directory)
     stored = getattr(stored, "item_metadata", stored)
-    saved, wanted = _signature(getattr(stored, "tree", stored)), _signature(abstract)
-    if saved != wanted:  # checked first: a failed orbax read leaves async errors behind
-        differing = sorted(set(saved.items()) ^ set(wanted.items()))[:4]
+    return getattr(stored, "tree", stored)
+
+
+def restore(path: str, item: str, target: Any) -> Any:
+    """Restores ``item`` shaped, typed and placed like ``target`` (arrays).
+
+    The stored tree is compared with ``target`` first; a mismatch raises before
+    anything is read, naming the first differing path and both shapes.
+    """
+    ocp = orbax()
+    directory = os.path.join(path, item)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    mismatch = first_mismatch(_signature(_stored_tree(ocp, directory)),
+                              _signature(abstract))
+    if mismatch:  # checked first: a failed orbax read leaves async errors behind
         raise ValueError(
-            f"path: the checkpoint at {path!r} does not match this trainer's state "
-            f"(params / optimizer structure, shapes or dtypes differ), e.g. "
-            f"{differing}. Build the Trainer with the same model and optimizer.")
-    return checkpointer.restore(os.path.join(path, STATE), abstract)
+            f"path: the checkpoint at {path!r} does not match this trainer: "
+            f"{mismatch}. Nothing was restored. Build the Trainer with the same "
+            "model, parameters and optimizer as the run that saved it.")
+    return ocp.StandardCheckpointer().restore(directory, abstract)
+
+
+def restore_numpy(path: str, item: str) -> Any:
+    """Restores ``item`` as host numpy arrays, whatever devices wrote it."""
+    ocp = orbax()
+    directory = os.path.join(path, item)
+    template = jax.tree.map(lambda m: np.empty(m.shape, m.dtype),
+                            _stored_tree(ocp, directory))
+    return ocp.StandardCheckpointer().restore(directory, template)
+
+
+def first_mismatch(saved: dict[str, tuple[tuple[int, ...], str]],
+                   wanted: dict[str, tuple[tuple[int, ...], str]]) -> str:
+    """The first difference between two ``{path: (shape, dtype)}``, in words."""
+    for key, (shape, dtype) in wanted.items():
+        if key not in saved:
+            return f"the checkpoint has no {key!r} (this trainer's is {shape} {dtype})"
+        if saved[key] != (shape, dtype):
+            return (f"at {key!r} the checkpoint has shape {saved[key][0]} "
+                    f"{saved[key][1]}, this trainer has {shape} {dtype}")
+    for key, (shape, dtype) in saved.items():
+        if key not in wanted:
+            return f"the checkpoint has {key!r} ({shape} {dtype}), this trainer has not"
+    return ""
 
 
 def _signature(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -119,11 +251,3 @@ def _signature(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
                     break
         out["/".join(parts)] = (tuple(leaf.shape), str(leaf.dtype))
     return out
-
-
-def restore_params(path: str | os.PathLike[str]) -> Any:
-    """Only the params, without a target (to build a Trainer before a full restore)."""
-    ocp = _orbax()
-    path = _check(os.fspath(path))
-    raw = ocp.StandardCheckpointer().restore(os.path.join(path, STATE))
-    return raw["params"]

@@ -202,6 +202,7 @@ def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None,
     start = trainer._resume or Position(plan.initial_epoch)
     trainer._resume = None
     trainer._position = start
+    trainer._fit_finished = False  # read by on_train_end: a normal end, or an error
     try:
         with guard.installed():
             for epoch in range(start.epoch, plan.epochs):
@@ -213,6 +214,7 @@ def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None,
                                                    epoch, begin)
                 if trainer.stop_training:
                     break
+        trainer._fit_finished = True
     finally:
         plan.cleanup()
         callbacks.call("on_train_end", logs=epoch_logs)
@@ -241,10 +243,10 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
                     trainer._state, totals, block
                 )
                 trainer._state = state
+                trainer._position = Position(epoch, steps, totals)
             pending.append((logs, real))
             if policy.due():
                 batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
-                trainer._position = Position(epoch, batch, totals)
                 callbacks.call("on_yield", epoch, batch - 1, logs=last)
                 policy.reset()
                 yield
@@ -252,7 +254,6 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
                     break
     if pending:
         batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
-        trainer._position = Position(epoch, batch, totals)
         callbacks.call("on_yield", epoch, batch - 1, logs=last)
     required = plan.required_steps
     if required is not None and steps < required and not trainer.stop_training:

@@ -115,6 +115,7 @@ class Trainer:
         self._callbacks: list[Any] = []  # the running (or last) fit's callbacks
         self._position = loop.Position()  # where training stands, for checkpoints
         self._resume: loop.Position | None = None  # set by a restoring callback
+        self._fit_finished = False  # whether the last fit ended normally
         self._compiled: dict[Any, loop.Compiled] = {}
         self._predict = jax.jit(step_lib.make_predict_step(self._apply))
 
@@ -162,40 +163,79 @@ class Trainer:
         self._state = self._state.replace(
             opt_state=hyperparams.replace(self._state.opt_state, new))
 
-    # -- checkpoints (orbax, imported lazily) ----------------------------------
-    def save(self, path: str | os.PathLike[str]) -> str:
-        """Saves the whole ``TrainState`` to the directory ``path`` (orbax).
+    # -- checkpoints (orbax, imported lazily: an edge) ---------------------------
+    def save(self, path: str | os.PathLike[str], *, weights_only: bool = False,
+             metadata: dict[str, Any] | None = None) -> str:
+        """Saves a checkpoint directory at ``path`` (orbax); returns its absolute path.
 
-        The directory is written next to ``path`` and renamed into place, so a
-        crash mid-save leaves any previous checkpoint at ``path`` intact.
+        A full checkpoint holds the whole ``TrainState`` (params, optimizer state
+        with its learning rate, model state, rng, step), the data-order seed, the
+        run's position (epoch, batches of it already run, that epoch's running
+        sums), the state of the running (or last) fit's callbacks (the History so
+        far, EarlyStopping's counters...), and ``metadata.json`` with the jaxfit,
+        jax, jaxlib and optax versions and your ``metadata``. It is written next to
+        ``path`` and renamed into place, so a crash mid-save leaves any previous
+        checkpoint at ``path`` intact. Called from a callback during ``fit``, it
+        records the exact point reached, which ``BackupAndRestore`` resumes from.
+
+        Args:
+          path: the checkpoint directory; replaced if it exists.
+          weights_only: keep only the params (``restore`` then replaces only the
+            params). Defaults to `False`.
+          metadata: JSON-serialisable data stored in ``metadata.json`` under
+            ``"metadata"`` (the config of a YAML run). Defaults to `None`.
 
         Returns:
           The absolute checkpoint path.
-        """
-        from jaxfit._src.checkpoint import orbax_io
-
-        return orbax_io.save(path, self._state)
-
-    def restore(self, path: str | os.PathLike[str]) -> None:
-        """Replaces ``trainer.state`` with the checkpoint at ``path``.
 
         Raises:
-          FileNotFoundError: no checkpoint there. ValueError: it does not match this
-            trainer's params / optimizer structure; ``trainer.state`` is unchanged.
+          OSError: the checkpoint could not be written (disk full, permissions);
+            any previous checkpoint at ``path`` is kept.
         """
-        from jaxfit._src.checkpoint import orbax_io
+        from jaxfit._src.checkpoint import run_state
 
-        self._state = orbax_io.restore(path, self._state)
+        return run_state.save(self, path, weights_only=weights_only,
+                              metadata=metadata).wait()
+
+    def restore(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Replaces ``trainer.state`` (and the data-order seed) with a checkpoint's.
+
+        A weights-only checkpoint replaces only the params. The run's position and
+        callback states are for ``BackupAndRestore``; ``restore`` leaves them.
+        Arrays are placed like the trainer's current state, so a checkpoint written
+        on several devices restores onto one (and the reverse).
+
+        Returns:
+          The checkpoint's ``metadata.json`` as a dict.
+
+        Raises:
+          FileNotFoundError: no checkpoint at ``path``.
+          ValueError: the checkpoint does not match this trainer (another model or
+            optimizer); the message names the first differing path and both shapes,
+            and ``trainer.state`` is unchanged.
+        """
+        from jaxfit._src.checkpoint import run_state
+
+        if self._running:
+            raise RuntimeError("restore: the trainer is running a fit; restore "
+                               "between calls, or use callbacks.BackupAndRestore.")
+        return run_state.restore_state(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], apply_fn: Callable[..., Any],
              **kwargs: Any) -> Trainer:
-        """Builds a Trainer from a checkpoint: ``Trainer.load(path, apply, optimizer=...,
-        loss=...)``; the keyword arguments are those of ``Trainer``.
-        """
-        from jaxfit._src.checkpoint import orbax_io
+        """Builds a Trainer around a checkpoint's params, then restores it whole.
 
-        trainer = cls(apply_fn, orbax_io.restore_params(path), **kwargs)
+        ``Trainer.load(path, apply, optimizer=..., loss=...)``: the keyword
+        arguments are those of ``Trainer`` (the optimizer must be the one the
+        checkpoint was trained with, for its state to fit).
+
+        Raises:
+          FileNotFoundError, ValueError: as ``restore``.
+        """
+        from jaxfit._src.checkpoint import run_state
+
+        trainer = cls(apply_fn, run_state.load_params(path), **kwargs)
         trainer.restore(path)
         return trainer
 

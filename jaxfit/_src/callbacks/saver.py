@@ -1,0 +1,74 @@
+"""Saver: when and how the checkpointing callbacks write (shared by two of them).
+
+Writes are asynchronous: orbax copies the state to host memory before ``write``
+returns (so the next step may donate its buffers), and the files are written and
+renamed into place on a background thread while training goes on. At most one
+write per callback is in flight; the next write, and the end of training, wait
+for it and re-raise its error.
+
+``save_freq="epoch"`` saves at each epoch end. ``save_freq=N`` saves at the first
+yield point at which at least N batches have run since the last save: with fused
+steps the state only exists at yield points (``yield_every="batch"`` makes that
+exactly every N batches). Either way the checkpoint records the exact position
+reached, so resuming from it is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from typing import Any, Callable
+
+from jaxfit._src import errors
+from jaxfit._src.checkpoint import orbax_io, run_state
+
+
+class Saver:
+    """Async writes and the ``save_freq`` schedule of one checkpointing callback."""
+
+    def __init__(self, save_freq: Any, owner: str):
+        if save_freq != "epoch" and (
+            isinstance(save_freq, bool) or not isinstance(save_freq, numbers.Integral)
+            or save_freq < 1
+        ):
+            raise ValueError(errors.expected(
+                f"{owner}: save_freq", "'epoch' or a positive number of batches",
+                save_freq))
+        self.save_freq = save_freq
+        self.since = 0  # batches run since the last save (save_freq=N)
+        self._epoch_done = 0
+        self._pending: orbax_io.PendingSave | None = None
+
+    def begin_epoch(self, trainer: Any) -> None:
+        self._epoch_done = trainer._position.batch  # > 0 when resuming mid-epoch
+
+    def due_at_yield(self, trainer: Any) -> bool:
+        """Counts the batches run since the last yield; True when a save is due."""
+        if self.save_freq == "epoch":
+            return False
+        done = trainer._position.batch
+        self.since += done - self._epoch_done
+        self._epoch_done = done
+        if self.since >= self.save_freq:
+            self.since = 0
+            return True
+        return False
+
+    def write(self, trainer: Any, path: str | os.PathLike[str], *,
+              weights_only: bool = False,
+              after: Callable[[str], None] | None = None) -> None:
+        self.wait()
+        self._pending = run_state.save(trainer, path, weights_only=weights_only,
+                                       background=True, after=after)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.wait()
+
+
+def finite_loss(logs: dict[str, Any] | None) -> bool:
+    """False when the logs carry a NaN or infinite loss (never checkpointed)."""
+    loss = (logs or {}).get("loss")
+    return loss is None or math.isfinite(loss)
