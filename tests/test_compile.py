@@ -39,3 +39,17 @@ def test_batch_policy_compiles_once_across_epochs(compiles):
     first_predict = compiles.count
     trainer.predict(x[:5], batch_size=4)
     assert compiles.count == first_predict
+
+
+def test_params_placed_by_the_user_compile_once(compiles):
+    import jax
+
+    x, y = regression_data(n=37)
+    params = jax.device_put(linear_params(), jax.devices()[0])  # committed arrays
+    trainer = jaxfit.Trainer(linear_apply, params, optimizer=optax.adam(1e-2),
+                             loss="mse")
+    seen = []
+    trainer.fit(x, y, batch_size=8, epochs=3, yield_every="batch", verbose=0,
+                validation_split=0.2,
+                callbacks=[{"on_epoch_end": lambda e, logs: seen.append(compiles.count)}])
+    assert seen[0] > 0 and seen == [seen[0]] * 3

@@ -171,10 +171,46 @@ def _should_validate(epoch: int, freq: Any) -> bool:
     return (epoch + 1) in freq
 
 
+def placed(tree: Any, like: jax.Array) -> Any:
+    """``tree`` committed to ``like``'s placement.
+
+    jit keys its cache on whether each argument is committed to a device, and an
+    output is committed when any input is: what is fed back into a compiled call
+    (the state, the running totals) is committed from the start, so the second
+    call finds the first call's executable however the user placed the params.
+    """
+    return jax.device_put(tree, like.sharding)
+
+
+def committed_copy(state: Any) -> Any:
+    """A copy of ``state`` with every leaf committed (see ``placed``).
+
+    Leaves the user placed keep their sharding; the others join them, replicated
+    over the same devices (or on the default device when nothing was placed).
+    """
+    leaves = jax.tree.leaves(state)
+    placed_leaves = [a for a in leaves if getattr(a, "_committed", False)]
+    if placed_leaves:
+        devices = sorted(placed_leaves[0].sharding.device_set, key=lambda d: d.id)
+    else:
+        devices = [jax.devices()[0]]
+    if len(devices) == 1:
+        home: Any = jax.sharding.SingleDeviceSharding(devices[0])
+    else:
+        mesh = jax.sharding.Mesh(np.array(devices), ("replica",))
+        home = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def commit(leaf):
+        target = leaf.sharding if getattr(leaf, "_committed", False) else home
+        return jax.device_put(leaf, target, may_alias=False)
+
+    return jax.tree.map(commit, state)
+
+
 def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str, float]:
     """Runs the eval step over ``plan`` and returns the epoch logs (one sync)."""
     callbacks.call("on_test_begin")
-    totals = plan.compiled.empty_totals()
+    totals = placed(plan.compiled.empty_totals(), trainer._state.step)
     state = trainer._state
     pending = []
     with _closing(plan.blocks()) as blocks:
@@ -226,7 +262,8 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
     yield points, validate."""
     policy, names = plan.policy, plan.compiled.log_names
     callbacks.call("on_epoch_begin", epoch)
-    totals = begin.totals if begin.totals is not None else plan.compiled.empty_totals()
+    totals = placed(begin.totals if begin.totals is not None
+                    else plan.compiled.empty_totals(), trainer._state.step)
     pending: list = []
     batch = begin.batch
     policy.reset()

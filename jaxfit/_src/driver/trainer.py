@@ -159,7 +159,8 @@ class Trainer:
                 "learning_rate", "an optimizer built with optax.inject_hyperparams, "
                 "e.g. optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)",
                 self.optimizer, "Its learning rate cannot be changed otherwise."))
-        new = jax.device_put(np.asarray(value, dtype=current.dtype))
+        # placed like the current rate, so a running fit's compiled step still fits
+        new = jax.device_put(np.asarray(value, dtype=current.dtype), current.sharding)
         self._state = self._state.replace(
             opt_state=hyperparams.replace(self._state.opt_state, new))
 
@@ -456,7 +457,9 @@ class Trainer:
         self._running = True
         self.stop_training = False
         try:
-            self._state = copy_tree(self._state)
+            # A copy (the arrays the user holds are never donated), committed to its
+            # device(s) so that every compiled call sees the same placement.
+            self._state = loop.committed_copy(self._state)
             yield from run
         finally:
             self._running = False
