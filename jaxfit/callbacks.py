@@ -1,6 +1,8 @@
 """Callbacks: the base class, History, and the built-in callbacks."""
 
-from jaxfit._src.callbacks.backup_and_restore import BackupAndRestore as BackupAndRestore
+from jaxfit._src.callbacks.backup_and_restore import (
+    BackupAndRestore as BackupAndRestore,
+)
 from jaxfit._src.callbacks.csv_logger import CSVLogger as CSVLogger
 from jaxfit._src.callbacks.early_stopping import EarlyStopping as EarlyStopping
 from jaxfit._src.callbacks.lambda_callback import LambdaCallback as LambdaCallback

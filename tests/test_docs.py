@@ -11,6 +11,8 @@ MODULES = [
     "jaxfit._src.callbacks.lambda_callback",
     "jaxfit._src.callbacks.csv_logger",
     "jaxfit._src.callbacks.lr",
+    "jaxfit._src.callbacks.model_checkpoint",
+    "jaxfit._src.callbacks.backup_and_restore",
     "jaxfit._src.callbacks.tensorboard",
     "jaxfit._src.driver.history",
     "jaxfit._src.driver.progress",

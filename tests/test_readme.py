@@ -43,3 +43,13 @@ def test_readme_streaming_callback_example_runs():
     items = [sink.get_nowait() for _ in range(sink.qsize())]
     assert [(e, b) for e, b, _ in items] == [(e, b) for e in range(2) for b in range(3)]
     assert all("loss" in logs for _, _, logs in items)
+
+
+def test_readme_checkpoint_example_runs(tmp_path, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    example = next(b for b in blocks if "BackupAndRestore(" in b)
+    example = example.replace("/tmp/jaxfit-demo", str(tmp_path))
+    exec(compile(example, "README.md", "exec"), {})
+    epochs, best_step = map(int, capsys.readouterr().out.split())
+    assert epochs == 5 and 4 <= best_step <= 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "final"]  # backup gone
