@@ -16,6 +16,7 @@ MODULES = [
     "jaxfit._src.callbacks.tensorboard",
     "jaxfit._src.driver.history",
     "jaxfit._src.driver.progress",
+    "jaxfit._src.core.model",
 ]
 
 

@@ -5,7 +5,7 @@ import pathlib
 import jaxfit
 
 PUBLIC = {
-    "jaxfit": ["History", "TrainState", "Trainer", "callbacks", "data", "losses",
+    "jaxfit": ["History", "Model", "TrainState", "Trainer", "callbacks", "data", "losses",
                "metrics"],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
     "jaxfit.callbacks": ["BackupAndRestore", "CSVLogger", "Callback", "EarlyStopping",

@@ -18,6 +18,7 @@ from jaxfit._src.core import apply as apply_lib
 from jaxfit._src.core import hyperparams, losses
 from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.core import step as step_lib
+from jaxfit._src.core.model import Model
 from jaxfit._src.core.state import TrainState, copy_tree
 from jaxfit._src.data import arrays, iterables
 from jaxfit._src.driver import callback as callback_lib
@@ -38,9 +39,12 @@ class Trainer:
       apply_fn: ``apply(params, x, *, train=..., rng=..., state=...)`` returning
         the predictions (a pytree like ``y``), or ``(y_pred, new_state)`` when it
         declares ``state``. The keyword-only ``train``, ``rng`` and ``state`` are
-        optional; jaxfit passes exactly those declared.
+        optional; jaxfit passes exactly those declared. Or a ``jaxfit.Model``
+        (what ``jaxfit.from_flax`` / ``from_nnx`` / ``from_equinox`` return), which
+        brings its own params and state.
       params: the initial parameters (any pytree of arrays). They are copied, so
-        the arrays you pass stay valid.
+        the arrays you pass stay valid. Defaults to `None` (only with a
+        ``jaxfit.Model``).
       optimizer: an ``optax.GradientTransformation``.
       loss: a loss name (``"mse"``, ``"categorical_crossentropy"``, ...), a callable
         ``(y_true, y_pred) -> per-sample loss`` of shape ``(batch,)``, or a pytree
@@ -74,8 +78,8 @@ class Trainer:
 
     def __init__(
         self,
-        apply_fn: Callable[..., Any],
-        params: Any,
+        apply_fn: Callable[..., Any] | Model,
+        params: Any = None,
         *,
         optimizer: optax.GradientTransformation,
         loss: Any,
@@ -85,6 +89,20 @@ class Trainer:
         seed: int = 0,
         weighted_metrics: Any = None,
     ):
+        if isinstance(apply_fn, Model):  # from an adapter: (apply, params, state)
+            if params is not None:
+                raise TypeError(errors.expected(
+                    "params", "None when apply_fn is a jaxfit.Model (it holds the "
+                    "params)", params))
+            if state is not None:
+                raise TypeError(errors.expected(
+                    "state", "None when apply_fn is a jaxfit.Model (it holds the "
+                    "state)", state))
+            apply_fn, params, state = apply_fn.apply_fn, apply_fn.params, apply_fn.state
+        elif params is None:
+            raise TypeError(errors.expected(
+                "params", "the model's parameters (a pytree of arrays), or a "
+                "jaxfit.Model as the first argument", params))
         self._apply, self._has_state = apply_lib.normalize(apply_fn)
         if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
             raise TypeError(

@@ -1,0 +1,34 @@
+"""Model: a pure apply function with its params and state, as adapters return it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """What ``Trainer`` accepts in place of ``(apply_fn, params)``.
+
+    ``jaxfit.from_flax``, ``jaxfit.from_nnx`` and ``jaxfit.from_equinox`` return
+    one; you can also build it yourself. ``Trainer(model, optimizer=..., loss=...)``
+    is ``Trainer(model.apply_fn, model.params, state=model.state, ...)``.
+
+    Attributes:
+      apply_fn: ``apply(params, x, *, train=..., rng=..., state=...)`` as
+        ``Trainer`` documents it (keyword-only arguments optional; with ``state``
+        it returns ``(y_pred, new_state)``).
+      params: the trainable parameters (any pytree of arrays).
+      state: the non-trainable model state (batch-norm statistics...), or
+        ``None``. Defaults to `None`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxfit
+      >>> model = jaxfit.Model(lambda params, x: x @ params["w"], {"w": jnp.ones((2, 1))})
+      >>> model.state is None
+      True
+    """
+
+    apply_fn: Callable[..., Any]
+    params: Any
+    state: Any = None
