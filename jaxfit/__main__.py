@@ -1,0 +1,7 @@
+"""``python -m jaxfit`` is the ``jaxfit`` command."""
+
+import sys
+
+from jaxfit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,332 @@
+"""``run(config, workdir)``: one experiment from a config, into a run directory.
+
+Order of work: load and validate the config (schema, names, arguments), build
+the data and the model, and only then create ``<workdir>/<name>-<timestamp>/``,
+so a bad config leaves nothing behind. The run directory holds:
+
+    config.yaml    the resolved config (after --set) with an ``environment``
+                   section: jaxfit / jax / jaxlib / optax versions and devices
+    run.log        everything the run printed
+    history.json   History (``epoch`` and each key per epoch); history.csv too
+    curves.png     the learning curves (History.plot)
+    metrics.json   the final evaluation on the test split, and the last epoch
+    checkpoint/    the final TrainState (trainer.save, the config in metadata)
+    backup/        BackupAndRestore while running (removed at a normal end);
+                   ``jaxfit run --resume RUN_DIR`` continues a killed run from it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import sys
+from typing import Any, Iterator, TextIO
+
+import jax
+import numpy as np
+
+from jaxfit._src.checkpoint import orbax_io
+from jaxfit._src.runner import config as config_lib
+from jaxfit._src.runner import datasets, optim, registry, schema, zoo
+from jaxfit._src.runner.schema import ConfigError, RunConfig
+
+_PATH_ARGS = ("filepath", "filename", "log_dir", "backup_dir")  # made run-relative
+_MODEL_KEYS = ("sample_x", "num_outputs", "seed")
+DEFAULTS = {"classification": ("sparse_categorical_crossentropy_from_logits",
+                               ["accuracy"]),
+            "regression": ("mse", ["mae"])}
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What ``run`` returns: the run directory, the History and the final metrics."""
+
+    run_dir: str
+    history: Any
+    metrics: dict[str, Any]
+
+
+def _callback_class(name: str, key: str) -> Any:
+    import jaxfit.callbacks
+
+    if registry.is_import_path(name):
+        return registry.import_callable(name, key)
+    if name not in jaxfit.callbacks.__all__ or name in ("Callback", "MonitorCallback"):
+        choices = [n for n in jaxfit.callbacks.__all__
+                   if n not in ("Callback", "MonitorCallback", "History")]
+        raise ConfigError(f"{key}: unknown callback {name!r}; expected one of "
+                          f"{choices} or 'package.module:callable'.")
+    return getattr(jaxfit.callbacks, name)
+
+
+def _leaves(spec: Any) -> list[tuple[str, Any]]:
+    if spec is None:
+        return []
+    if isinstance(spec, dict):
+        return [(f".{k}", v) for k, v in spec.items()]
+    if isinstance(spec, list):
+        return [(f"[{i}]", v) for i, v in enumerate(spec)]
+    return [("", spec)]
+
+
+def check(config: RunConfig) -> None:
+    """Every check that needs no data: names, imports and arguments.
+
+    Raises:
+      ConfigError: naming the config key.
+    """
+    import jaxfit
+
+    builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
+    registry.check_args(builder, config.model.args, "model.args", _MODEL_KEYS)
+    loader = registry.lookup(config.data.name, datasets.DATASETS, "data.name")
+    registry.check_args(loader, config.data.args, "data.args", ("seed",))
+    optim.check(config.optimizer)
+    for suffix, name in _leaves(config.loss):
+        if registry.is_import_path(name):
+            registry.import_callable(name, f"loss{suffix}")
+            continue
+        try:
+            jaxfit.losses.get(name)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"loss{suffix}: {error}") from None
+    probe = jax.ShapeDtypeStruct((1, 2), np.float32)
+    metric_specs = config.metrics.items() if isinstance(config.metrics, dict) else [
+        ("", config.metrics)]
+    for output, names in metric_specs:
+        for suffix, name in _leaves(names):
+            key = f"metrics{'.' + output if output else ''}{suffix}"
+            try:
+                jaxfit.metrics.resolve(name, probe, probe)
+            except (ValueError, TypeError) as error:
+                raise ConfigError(f"{key}: {error}") from None
+    for i, callback in enumerate(config.callbacks):
+        cls = _callback_class(callback.name, f"callbacks[{i}].name")
+        registry.check_args(cls, callback.args, f"callbacks[{i}].args")
+    if not 0.0 <= config.fit.validation_split < 1.0:
+        raise ConfigError(f"fit.validation_split: expected a number in [0, 1), got "
+                          f"{config.fit.validation_split!r}.")
+    if isinstance(config.fit.yield_every, float) and config.fit.yield_every < 0:
+        raise ConfigError(f"fit.yield_every: expected a number of milliseconds >= 0, "
+                          f"got {config.fit.yield_every!r}.")
+
+
+def load(path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
+         ) -> RunConfig:
+    """The validated config at ``path`` (with ``--set`` overrides), fully checked."""
+    config, _ = config_lib.load(path, overrides)
+    check(config)
+    return config
+
+
+def _environment() -> dict[str, Any]:
+    return {"versions": orbax_io.versions(),
+            "devices": [str(d) for d in jax.devices()],
+            "backend": jax.default_backend(),
+            "created": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def _make_run_dir(workdir: str, name: str) -> str:
+    """``<workdir>/<name>-<timestamp>``; never an existing directory."""
+    os.makedirs(workdir, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(workdir, f"{name}-{stamp}")
+    for attempt in range(1000):
+        path = base if attempt == 0 else f"{base}-{attempt}"
+        try:
+            os.mkdir(path)  # atomic: fails if another run took the name
+            return os.path.abspath(path)
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run directory next to {base!r}")
+
+
+class _Tee:
+    def __init__(self, *streams: TextIO):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _logging_to(path: str) -> Iterator[None]:
+    """Copies stdout and stderr into ``path`` while the run lasts."""
+    with open(path, "a", encoding="utf-8") as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
+def _build(config: RunConfig) -> tuple[Any, Any]:
+    """The dataset and the trainer (before any run directory exists)."""
+    import jaxfit
+
+    loader = registry.lookup(config.data.name, datasets.DATASETS, "data.name")
+    data = datasets.as_dataset(
+        registry.call(loader, config.data.args, {"seed": config.seed}), "data.name")
+    builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
+    sample_x = jax.tree.map(lambda a: np.asarray(a[:2]), data.x_train)
+    model = registry.call(builder, config.model.args, {
+        "sample_x": sample_x, "num_outputs": data.num_outputs, "seed": config.seed})
+    if not isinstance(model, jaxfit.Model):
+        raise ConfigError(f"model.name: expected {config.model.name!r} to build a "
+                          f"jaxfit.Model (see jaxfit.from_flax), got "
+                          f"{type(model).__name__}.")
+    loss, metrics = DEFAULTS[data.task]
+    trainer = jaxfit.Trainer(
+        model, optimizer=optim.build(config.optimizer),
+        loss=config.loss if config.loss is not None else loss,
+        metrics=config.metrics if config.metrics is not None else metrics,
+        loss_weights=config.loss_weights, seed=config.seed)
+    return data, trainer
+
+
+def _callbacks(config: RunConfig, run_dir: str) -> list[Any]:
+    import jaxfit
+
+    built = []
+    for i, callback in enumerate(config.callbacks):
+        args = dict(callback.args)
+        for name in _PATH_ARGS:
+            if isinstance(args.get(name), str) and not os.path.isabs(args[name]):
+                args[name] = os.path.join(run_dir, args[name])
+        built.append(_callback_class(callback.name, f"callbacks[{i}].name")(**args))
+    if config.backup is not False:
+        built.append(jaxfit.callbacks.BackupAndRestore(
+            os.path.join(run_dir, "backup"), save_freq=config.backup))
+    return built
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+
+
+def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
+        overrides: tuple[str, ...] | list[str] = (), resume: str | None = None
+        ) -> RunResult:
+    """Runs one experiment and returns where it went and how it ended.
+
+    Args:
+      config: a YAML path or a ``RunConfig``. Ignored with ``resume``.
+      workdir: where run directories are created. Defaults to `"runs"`.
+      overrides: ``key.path=value`` strings (the CLI's ``--set``). Defaults to `()`.
+      resume: a run directory of a killed run to continue (its config.yaml and
+        backup/ are used, and its outputs completed in place). Defaults to `None`.
+
+    Raises:
+      ConfigError: an invalid config (nothing is created).
+    """
+    if resume is not None:
+        run_dir = os.path.abspath(resume)
+        if overrides:
+            raise ConfigError("--set: cannot change the config of a resumed run.")
+        config = load(os.path.join(run_dir, "config.yaml"))
+        if os.path.exists(os.path.join(run_dir, "history.json")):
+            raise ConfigError(f"--resume: {run_dir!r} finished already (it has "
+                              "history.json); start a new run instead.")
+        if config.backup is False:
+            raise ConfigError(f"--resume: {run_dir!r} ran with backup: false; there is "
+                              "nothing to resume from.")
+    elif not isinstance(config, RunConfig):
+        config = load(config, overrides)
+    else:
+        check(config)
+    data, trainer = _build(config)
+    if resume is None:
+        run_dir = _make_run_dir(workdir, config.name)
+        resolved = {**schema.to_dict(config), "environment": _environment()}
+        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            config_lib._yaml().safe_dump(resolved, f, sort_keys=False)
+    fit = dataclasses.asdict(config.fit)
+    fit_args = {k: v for k, v in fit.items() if k != "validation_batches"}
+    with _logging_to(os.path.join(run_dir, "run.log")):
+        print(f"jaxfit run: {config.name} -> {run_dir}")
+        history = trainer.fit(data.x_train, data.y_train,
+                              callbacks=_callbacks(config, run_dir), **fit_args)
+        metrics: dict[str, Any] = {"final_epoch": {
+            key: values[-1] for key, values in history.history.items()}}
+        if data.x_test is not None:
+            metrics["test"] = trainer.evaluate(data.x_test, data.y_test,
+                                               batch_size=config.fit.batch_size)
+            print("test: " + " - ".join(f"{k}: {v:.4f}"
+                                        for k, v in metrics["test"].items()))
+        _write_json(os.path.join(run_dir, "history.json"), history.to_dict())
+        history.to_csv(os.path.join(run_dir, "history.csv"))
+        _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        _plot(history, os.path.join(run_dir, "curves.png"))
+        trainer.save(os.path.join(run_dir, "checkpoint"),
+                     metadata={"config": schema.to_dict(config)})
+        print(f"run directory: {run_dir}")
+    return RunResult(run_dir, history, metrics)
+
+
+def _plot(history: Any, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    figure = history.plot()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+def show(run_dir: str | os.PathLike[str]) -> str:
+    """A summary of a finished (or running) run directory."""
+    run_dir = os.fspath(run_dir)
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"run_dir: expected a jaxfit run directory (with "
+                          f"config.yaml), got {run_dir!r}.")
+    with open(path, encoding="utf-8") as f:
+        config = config_lib._yaml().safe_load(f)
+    environment = config.get("environment") or {}
+    lines = [f"run: {config['name']}  ({run_dir})",
+             f"model: {config['model']['name']} {config['model']['args'] or ''}".rstrip(),
+             f"data: {config['data']['name']} {config['data']['args'] or ''}".rstrip(),
+             f"optimizer: {config['optimizer']['name']} "
+             f"learning_rate={config['optimizer']['learning_rate']}",
+             f"created: {environment.get('created', '?')} on "
+             f"{environment.get('backend', '?')}, jax "
+             f"{environment.get('versions', {}).get('jax', '?')}"]
+    history_path = os.path.join(run_dir, "history.json")
+    if not os.path.isfile(history_path):
+        backup = os.path.isdir(os.path.join(run_dir, "backup"))
+        lines.append("status: not finished" + (" (resume with jaxfit run --resume "
+                                               f"{run_dir})" if backup else ""))
+        return "\n".join(lines)
+    with open(history_path, encoding="utf-8") as f:
+        history = json.load(f)
+    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    lines.append(f"epochs: {len(history['epoch'])}")
+    lines.append("final epoch: " + _format(metrics["final_epoch"]))
+    if "val_loss" in history:
+        best = int(np.nanargmin(history["val_loss"]))
+        lines.append(f"best val_loss: {history['val_loss'][best]:.4f} at epoch "
+                     f"{history['epoch'][-len(history['val_loss']):][best]}")
+    if "test" in metrics:
+        lines.append("test: " + _format(metrics["test"]))
+    lines.append("files: " + ", ".join(sorted(os.listdir(run_dir))))
+    return "\n".join(lines)
+
+
+def _format(values: dict[str, float]) -> str:
+    return " - ".join(f"{k}: {v:.4f}" for k, v in values.items())
