@@ -19,7 +19,14 @@ def test_readme_set_up_commands_match_ci():
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert '-e ".[test]"' in text and '-e ".[test]"' in ci
     assert "python -m pytest -q" in text and "python -m pytest -q" in ci
-    assert "jaxfit.examples.digits" in text
+    assert 'pip install -e ".[run]" && .venv/bin/jaxfit run configs/digits_mlp.yaml' in text
+
+
+def test_readme_annotated_config_is_the_shipped_one():
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    shipped = (README.parent / "configs" / "digits_mlp.yaml").read_text(encoding="utf-8")
+    assert shipped in blocks
 
 
 def test_readme_streaming_callback_example_runs():
