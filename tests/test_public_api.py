@@ -5,8 +5,8 @@ import pathlib
 import jaxfit
 
 PUBLIC = {
-    "jaxfit": ["History", "Model", "TrainState", "Trainer", "callbacks", "data", "losses",
-               "metrics"],
+    "jaxfit": ["History", "Model", "TrainState", "Trainer", "callbacks", "data",
+               "from_equinox", "from_flax", "from_nnx", "losses", "metrics", "run"],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
     "jaxfit.callbacks": ["BackupAndRestore", "CSVLogger", "Callback", "EarlyStopping",
                          "History",

@@ -60,3 +60,15 @@ def test_readme_checkpoint_example_runs(tmp_path, capsys):
     epochs, best_step = map(int, capsys.readouterr().out.split())
     assert epochs == 5 and 4 <= best_step <= 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "final"]  # backup gone
+
+
+def test_readme_flax_example_runs():
+    import pytest
+
+    pytest.importorskip("flax")
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    example = next(b for b in blocks if "jaxfit.from_flax(Net()" in b)
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["history"].epoch == [0, 1, 2]
+    assert "batch_stats" in namespace["trainer"].state.model_state

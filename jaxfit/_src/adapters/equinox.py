@@ -1,0 +1,135 @@
+"""``from_equinox``: an Equinox module as a ``jaxfit.Model``.
+
+The module's floating-point arrays are the params (``eqx.filter(module,
+eqx.is_inexact_array)``, a module-shaped pytree with ``None`` elsewhere); the
+rest (activation functions, integer arrays, sizes) is closed over. Equinox
+modules are usually written for one example, so by default the apply calls the
+module per example under ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Hashable
+from typing import Any
+
+import jax
+
+from jaxfit._src import errors
+from jaxfit._src.core.model import Model
+
+MSG_MISSING_EQUINOX = (
+    "jaxfit.from_equinox needs equinox, which is not installed. Install it with "
+    "`pip install 'jaxfit[equinox]'` (or `pip install equinox`)."
+)
+
+
+def _import_equinox() -> Any:
+    try:
+        import equinox
+    except ImportError as error:
+        raise ImportError(MSG_MISSING_EQUINOX) from error
+    return equinox
+
+
+def _takes_key(module: Any) -> bool:
+    """Whether ``module.__call__`` accepts a ``key`` keyword (for dropout)."""
+    try:
+        parameters = inspect.signature(module.__call__).parameters
+    except (TypeError, ValueError):
+        return False
+    return "key" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+def from_equinox(
+    module: Any,
+    *,
+    state: Any = None,
+    vmap: bool = True,
+    axis_name: Hashable = "batch",
+) -> Model:
+    """Wraps an Equinox module as a ``jaxfit.Model`` that ``Trainer`` accepts.
+
+    The module is called as ``module(x, key=k)``, or ``module(x, state, key=k)``
+    returning ``(y, state)`` when ``state`` is given (``key`` only if its
+    ``__call__`` takes one). With ``vmap=True`` it is called per example under
+    ``jax.vmap(..., axis_name=axis_name)``: each example gets its own dropout key
+    split from the step's fresh key, and ``eqx.nn.BatchNorm(...,
+    axis_name="batch")`` computes its statistics over the batch. Training mode
+    is ``eqx.nn.inference_mode(module, value=False)``, evaluation and prediction
+    ``value=True`` (for ``eqx.nn.Dropout`` and ``eqx.nn.BatchNorm`` alike). In
+    training the updated state is returned, in evaluation the state unchanged.
+
+    The apply is ``apply(params, x, *, train, rng, state) -> (y_pred,
+    new_state)``; a module without state carries ``{}``. A trained model is used
+    by hand as ``eqx.combine(trainer.params, module)`` (the params pytree has the
+    module's shape, so ``combine`` takes the static parts from ``module``).
+
+    Args:
+      module: an ``equinox.Module``.
+      state: the ``eqx.nn.State`` from ``eqx.nn.make_with_state`` for a module
+        with state (``eqx.nn.BatchNorm``...), or ``None``. Defaults to `None`.
+      vmap: call the module per example under ``jax.vmap`` (most Equinox
+        modules are written for one example); ``False`` passes the whole batch
+        and the step's key as they are. Defaults to `True`.
+      axis_name: the vmapped axis name, which ``eqx.nn.BatchNorm``'s
+        ``axis_name`` must match. Defaults to `"batch"`.
+
+    Returns:
+      A ``jaxfit.Model(apply_fn, params, state)``.
+
+    Raises:
+      ImportError: if equinox is not installed (``pip install 'jaxfit[equinox]'``).
+      TypeError: if ``module`` is not an ``equinox.Module`` or ``state`` not an
+        ``eqx.nn.State``.
+
+    Example:
+      >>> import equinox as eqx, jax, numpy as np, optax, jaxfit
+      >>> mlp = eqx.nn.MLP(3, 1, width_size=4, depth=1, key=jax.random.PRNGKey(0))
+      >>> model = jaxfit.from_equinox(mlp)
+      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
+      >>> trainer = jaxfit.Trainer(model, optimizer=optax.sgd(0.1), loss="mse")
+      >>> trainer.fit(x, y, epochs=2, batch_size=4, verbose=0).epoch
+      [0, 1]
+      >>> trained = eqx.combine(trainer.params, mlp)
+      >>> jax.vmap(trained)(x).shape
+      (8, 1)
+    """
+    eqx = _import_equinox()
+    if not isinstance(module, eqx.Module):
+        raise TypeError(errors.expected("module", "an equinox.Module", module))
+    if state is not None and not isinstance(state, eqx.nn.State):
+        raise TypeError(
+            errors.expected(
+                "state",
+                "an eqx.nn.State or None",
+                state,
+                "Get both from `module, state = eqx.nn.make_with_state(Cls)(...)`.",
+            )
+        )
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+    stateful = state is not None
+    takes_key = _takes_key(module)
+
+    def apply(params, x, *, train: bool, rng: Any, state: Any):
+        model = eqx.nn.inference_mode(eqx.combine(params, static), value=not train)
+
+        def call(x, model_state, key):
+            kwargs = {"key": key} if takes_key else {}
+            if stateful:
+                return model(x, model_state, **kwargs)
+            return model(x, **kwargs), model_state
+
+        if vmap:
+            keys = jax.random.split(rng, jax.tree.leaves(x)[0].shape[0])
+            per_example = jax.vmap(
+                call, in_axes=(0, None, 0), out_axes=(0, None), axis_name=axis_name
+            )
+            y_pred, new_state = per_example(x, state, keys)
+        else:
+            y_pred, new_state = call(x, state, rng)
+        return y_pred, (new_state if train else state)
+
+    return Model(apply, params, state if stateful else {})

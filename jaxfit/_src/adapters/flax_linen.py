@@ -1,0 +1,146 @@
+"""``from_flax``: a Flax Linen module as a ``jaxfit.Model``.
+
+The module's variables are initialised once on a sample input. The ``"params"``
+collection is what the optimizer trains; every other collection
+(``"batch_stats"``...) is the model state, updated in training steps and left
+unchanged in evaluation and prediction.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import jax
+
+from jaxfit._src import errors
+from jaxfit._src.core.model import Model
+from jaxfit._src.driver import validate
+
+MSG_MISSING_FLAX = (
+    "jaxfit.from_flax needs flax, which is not installed. Install it with "
+    "`pip install 'jaxfit[flax]'` (or `pip install flax`)."
+)
+
+# __call__ parameter name -> whether it receives `train` (True) or `not train`.
+_MODE_ARGS = {
+    "train": True,
+    "training": True,
+    "deterministic": False,
+    "use_running_average": False,
+}
+
+
+def _import_linen() -> Any:
+    try:
+        import flax  # noqa: F401
+        from flax import linen
+    except ImportError as error:
+        raise ImportError(MSG_MISSING_FLAX) from error
+    return linen
+
+
+def _mode_arg(module: Any) -> str | None:
+    """The ``__call__`` parameter that switches train/eval mode, if any."""
+    try:
+        parameters = inspect.signature(module.__call__).parameters
+    except (TypeError, ValueError):
+        return None
+    return next((name for name in _MODE_ARGS if name in parameters), None)
+
+
+def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
+    """Wraps a Flax Linen module as a ``jaxfit.Model`` that ``Trainer`` accepts.
+
+    The train/eval flag is passed according to the module's ``__call__``
+    signature: a parameter named ``train`` or ``training`` receives ``train``; one
+    named ``deterministic`` or ``use_running_average`` receives ``not train``;
+    without any of those nothing is passed. In training, dropout draws from the
+    ``"dropout"`` rng stream, fed with the trainer's fresh per-step key (so the
+    trainer's ``seed`` controls it), and the state collections are applied as
+    ``mutable`` and returned updated. In evaluation and prediction the state is
+    returned unchanged.
+
+    The returned ``apply_fn`` is ``apply(params, x, *, train, rng, state) ->
+    (y_pred, new_state)`` where ``params`` is the ``"params"`` collection and
+    ``state`` a dict of the other collections (``{}`` when there are none). A
+    trained model is used by hand as ``module.apply({"params": trainer.params,
+    **trainer.state.model_state}, x, train=False)``.
+
+    Args:
+      module: a ``flax.linen.Module`` taking ``x`` (any pytree, as ``fit``
+        passes it) as its one positional argument.
+      sample_x: a sample batch with the shapes and dtypes of ``x`` (two rows are
+        enough); only used to initialise the variables.
+      seed: seeds the ``"params"`` and ``"dropout"`` rngs of ``module.init``.
+        Defaults to `0`.
+
+    Returns:
+      A ``jaxfit.Model(apply_fn, params, state)``.
+
+    Raises:
+      ImportError: if flax is not installed (``pip install 'jaxfit[flax]'``).
+      TypeError: if ``module`` is not a Linen module (an NNX module goes to
+        ``jaxfit.from_nnx``).
+
+    Example:
+      >>> import flax.linen as nn, numpy as np, optax, jaxfit
+      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
+      >>> model = jaxfit.from_flax(nn.Dense(1), x[:2])
+      >>> sorted(model.params), model.state
+      (['bias', 'kernel'], {})
+      >>> trainer = jaxfit.Trainer(model, optimizer=optax.sgd(0.1), loss="mse")
+      >>> trainer.fit(x, y, epochs=2, batch_size=4, verbose=0).epoch
+      [0, 1]
+    """
+    linen = _import_linen()
+    if not isinstance(module, linen.Module):
+        raise TypeError(
+            errors.expected(
+                "module",
+                "a flax.linen.Module",
+                module,
+                "For a flax.nnx.Module use jaxfit.from_nnx(module).",
+            )
+        )
+    validate.non_negative_int("seed", seed)
+    mode_arg = _mode_arg(module)
+
+    def mode_kwargs(train: bool) -> dict[str, bool]:
+        if mode_arg is None:
+            return {}
+        return {mode_arg: train if _MODE_ARGS[mode_arg] else not train}
+
+    params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(int(seed)))
+    # one compiled init rather than an eager dispatch (and compile) per op
+    init = jax.jit(functools.partial(module.init, **mode_kwargs(False)))
+    variables = init({"params": params_rng, "dropout": dropout_rng}, sample_x)
+    if "params" not in variables:
+        raise ValueError(
+            errors.expected(
+                "module",
+                "a module with parameters (a 'params' collection after init)",
+                module,
+            )
+        )
+    params = variables["params"]
+    state = {name: value for name, value in variables.items() if name != "params"}
+    collections = sorted(state)
+
+    def apply(params, x, *, train: bool, rng: Any, state: Any):
+        out = module.apply(
+            {"params": params, **state},
+            x,
+            rngs={"dropout": rng},
+            mutable=collections if collections else False,
+            **mode_kwargs(train),
+        )
+        if not collections:
+            return out, state
+        y_pred, updated = out
+        if not train:  # evaluation never moves the statistics
+            return y_pred, state
+        return y_pred, {name: updated.get(name, state[name]) for name in collections}
+
+    return Model(apply, params, state)

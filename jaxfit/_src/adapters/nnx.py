@@ -1,0 +1,129 @@
+"""``from_nnx``: a Flax NNX module as a ``jaxfit.Model``.
+
+The module is split once into its graph definition (static structure), its
+``nnx.Param`` variables (trained), its RNG streams and every other variable
+(``nnx.BatchStat``...: the model state). Params and state are plain nested dicts
+of arrays (``nnx.to_pure_dict``), which optax, orbax and ``nnx.update`` accept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxfit._src import errors
+from jaxfit._src.core.model import Model
+
+MSG_MISSING_FLAX = (
+    "jaxfit.from_nnx needs flax, which is not installed. Install it with "
+    "`pip install 'jaxfit[flax]'` (or `pip install flax`)."
+)
+
+
+def _import_nnx() -> Any:
+    try:
+        import flax  # noqa: F401
+        from flax import nnx
+    except ImportError as error:
+        raise ImportError(MSG_MISSING_FLAX) from error
+    return nnx
+
+
+def _fresh_rng_state(template: Any, rng: Any) -> Any:
+    """The module's RNG streams reseeded from ``rng``: one key per stream, count 0.
+
+    ``template`` is the pure dict of the streams' ``key`` and ``count`` variables
+    (as shape structs); each key gets ``fold_in(rng, i)`` (split to the key's shape
+    for streams built for vmapped modules), so the streams differ from each other
+    and from step to step.
+    """
+    if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(rng)
+    leaves, treedef = jax.tree.flatten(template)
+    fresh = []
+    for index, leaf in enumerate(leaves):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            key = jax.random.fold_in(rng, index)
+            fresh.append(jax.random.split(key, leaf.shape) if leaf.shape else key)
+        else:  # the stream's counter
+            fresh.append(jnp.zeros(leaf.shape, leaf.dtype))
+    return jax.tree.unflatten(treedef, fresh)
+
+
+def from_nnx(module: Any) -> Model:
+    """Wraps a Flax NNX module as a ``jaxfit.Model`` that ``Trainer`` accepts.
+
+    ``params`` are the module's ``nnx.Param`` variables and ``state`` every other
+    variable except its RNG streams (``nnx.BatchStat``... ; ``{}`` when there are
+    none), both as nested dicts of arrays. The apply merges them back into a
+    fresh copy of the module (yours is never mutated), switches it to training
+    mode with ``module.train()`` or to evaluation mode with ``module.eval()``
+    (which set ``deterministic`` and ``use_running_average`` on every
+    ``nnx.Dropout``, ``nnx.BatchNorm`` and any submodule with those attributes),
+    and calls ``module(x)``. In training it returns the updated state, in
+    evaluation and prediction the state unchanged.
+
+    Randomness comes from the trainer, not from the ``nnx.Rngs`` the module was
+    built with: every step reseeds all the module's RNG streams from the step's
+    fresh key, so the trainer's ``seed`` controls dropout, and the apply stays
+    pure (the streams are not part of the trained or saved state).
+
+    A trained model is used by hand with ``nnx.update(module, trainer.params,
+    trainer.state.model_state)`` then ``module.eval(); module(x)``.
+
+    Args:
+      module: a constructed ``flax.nnx.Module`` called as ``module(x)``, ``x``
+        any pytree as ``fit`` passes it.
+
+    Returns:
+      A ``jaxfit.Model(apply_fn, params, state)`` whose ``apply_fn`` is
+      ``apply(params, x, *, train, rng, state) -> (y_pred, new_state)``.
+
+    Raises:
+      ImportError: if flax is not installed (``pip install 'jaxfit[flax]'``).
+      TypeError: if ``module`` is not an NNX module (a Linen module goes to
+        ``jaxfit.from_flax``).
+
+    Example:
+      >>> from flax import nnx
+      >>> import numpy as np, optax, jaxfit
+      >>> model = jaxfit.from_nnx(nnx.Linear(3, 1, rngs=nnx.Rngs(0)))
+      >>> sorted(model.params), model.state
+      (['bias', 'kernel'], {})
+      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
+      >>> trainer = jaxfit.Trainer(model, optimizer=optax.sgd(0.1), loss="mse")
+      >>> trainer.fit(x, y, epochs=2, batch_size=4, verbose=0).epoch
+      [0, 1]
+    """
+    nnx = _import_nnx()
+    if not isinstance(module, nnx.Module):
+        raise TypeError(
+            errors.expected(
+                "module",
+                "a flax.nnx.Module, constructed with its nnx.Rngs",
+                module,
+                "For a flax.linen.Module use jaxfit.from_flax(module, sample_x).",
+            )
+        )
+    graphdef, params, rng_state, state = nnx.split(module, nnx.Param, nnx.RngState, ...)
+    params = nnx.to_pure_dict(params)
+    state = nnx.to_pure_dict(state)
+    rng_template = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), nnx.to_pure_dict(rng_state)
+    )
+
+    def apply(params, x, *, train: bool, rng: Any, state: Any):
+        copy = nnx.merge(graphdef, params, _fresh_rng_state(rng_template, rng), state)
+        if train:
+            copy.train()
+        else:
+            copy.eval()
+        y_pred = copy(x)
+        if not train:  # evaluation never moves the statistics
+            return y_pred, state
+        _, _, _, new_state = nnx.split(copy, nnx.Param, nnx.RngState, ...)
+        return y_pred, nnx.to_pure_dict(new_state)
+
+    return Model(apply, params, state)
