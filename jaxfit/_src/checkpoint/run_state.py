@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxfit._src.checkpoint import orbax_io
 from jaxfit._src.core import metrics
-from jaxfit._src.driver import loop
+from jaxfit._src.driver import loop, placement
 
 ARRAYS = "__arrays__"  # JSON placeholder for a callback value stored under extra/
 
@@ -70,7 +70,7 @@ def save(trainer: Any, path: str | os.PathLike[str], *, weights_only: bool = Fal
     position = trainer._position
     info: dict[str, Any] = {
         "weights_only": bool(weights_only),
-        "step": int(jax.device_get(trainer.state.step)),
+        "step": int(placement.fetch(trainer.state.step)),
         "seed": trainer.seed,
         "metadata": dict(metadata or {}),
     }
@@ -129,9 +129,10 @@ def restore_run(trainer: Any, path: str | os.PathLike[str]) -> loop.Position:
     position = info["position"]
     totals = None
     if "totals" in extra:  # restored as dicts of numpy; the loop wants MeanStates
-        totals = {name: metrics.MeanState(jax.device_put(value["total"]),
-                                          jax.device_put(value["count"]))
-                  for name, value in extra["totals"].items()}
+        host = {name: metrics.MeanState(value["total"], value["count"])
+                for name, value in extra["totals"].items()}
+        where = trainer._placement  # replicated, as the compiled step has them
+        totals = where.place(host, jax.tree.map(lambda _: where.replicated, host))
     return loop.Position(int(position["epoch"]), int(position["batch"]), totals,
                          bool(position["stopped"]))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -101,9 +101,12 @@ class Batches:
     """
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int,
-                 steps_per_epoch: int | None = None):
+                 steps_per_epoch: int | None = None,
+                 pad_to: Callable[[int], int] = lambda size: size):
         self.n = n
         self.batch_size = min(batch_size, n)
+        # each batch padded (masked) to a multiple of the devices along the data axis
+        self.padded_size = pad_to(self.batch_size)
         self.shuffle = shuffle
         self.seed = seed
         self.batches_per_pass = math.ceil(n / self.batch_size)
@@ -119,7 +122,12 @@ class Batches:
         mask[: self.n] = 1.0
         order = np.concatenate([order, np.zeros(padded - self.n, order.dtype)])
         shape = (self.batches_per_pass, self.batch_size)
-        return order.reshape(shape), mask.reshape(shape)
+        order, mask = order.reshape(shape), mask.reshape(shape)
+        extra = self.padded_size - self.batch_size
+        if extra:
+            order = np.pad(order, ((0, 0), (0, extra)))
+            mask = np.pad(mask, ((0, 0), (0, extra)))
+        return order, mask
 
     def epoch_indices(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         start = epoch * self.steps_per_epoch
@@ -158,11 +166,12 @@ def blocks(data: dict[str, Any], index: np.ndarray, mask: np.ndarray,
         yield block, real
 
 
-def prefetch(iterator: Iterator[tuple[Any, int]], size: int = 2):
-    """Moves items to the device ``size`` ahead of use (``jax.device_put`` is async)."""
+def prefetch(iterator: Iterator[tuple[Any, int]], put: Callable[[Any], Any],
+             size: int = 2):
+    """Moves items to the device ``size`` ahead of use with ``put`` (async)."""
     queue: collections.deque = collections.deque()
     for block, real in iterator:
-        queue.append((jax.device_put(block), real))
+        queue.append((put(block), real))
         if len(queue) >= size:
             yield queue.popleft()
     while queue:

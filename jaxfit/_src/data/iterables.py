@@ -91,9 +91,11 @@ class Batcher:
     applies ``class_weight``, and pads to the largest batch size seen so far.
     """
 
-    def __init__(self, argname: str, class_weight: dict[int, float] | None):
+    def __init__(self, argname: str, class_weight: dict[int, float] | None,
+                 multiple: int = 1):
         self.argname = argname
         self.class_weight = class_weight
+        self.multiple = multiple  # pad to a multiple of the devices feeding on it
         self.signature: Any = None
         self.size = 0
 
@@ -120,7 +122,7 @@ class Batcher:
         if self.class_weight is not None:
             per_class = arrays.class_weights(y, self.class_weight)
             weights = tuple(w * per_class for w in weights)
-        self.size = max(self.size, n)
+        self.size = max(self.size, -(-n // self.multiple) * self.multiple)
         pad = self.size - n
 
         def padded(a):
@@ -170,15 +172,17 @@ _END = object()
 class Feeder:
     """Prepares items on a background thread and puts them on the device ahead.
 
-    Iterating yields ``prepare(item, index)`` results, ``jax.device_put`` applied,
+    Iterating yields ``prepare(item, index)`` results, ``put`` applied,
     keeping ``depth`` of them in flight. ``close()`` stops and joins the thread; it is
     called when iteration ends, fails, or the consumer stops early.
     """
 
     def __init__(self, items: Iterator[Any], prepare: Callable[[Any, int], Any],
-                 depth: int = 2, start_index: int = 0):
+                 put: Callable[[Any], Any] = jax.device_put, depth: int = 2,
+                 start_index: int = 0):
         self._items = items
         self._prepare = prepare
+        self._put_device = put
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._index = start_index
@@ -202,7 +206,7 @@ class Feeder:
                 if self._stop.is_set():
                     return
                 block, real = self._prepare(item, index)
-                if not self._put((jax.device_put(block), real)):
+                if not self._put((self._put_device(block), real)):
                     return
                 index += 1
             self._put(_END)

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from jaxfit._src.core import hyperparams
+from jaxfit._src.driver import placement
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.yield_policy import YieldPolicy
 
@@ -94,7 +95,7 @@ def host_values(names: list[str], sums: dict[str, Any], j: int | None = None
 
 def _deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
     """Fetches pending batch logs in one transfer and calls the batch hooks."""
-    fetched = jax.device_get([logs for logs, _ in pending])
+    fetched = placement.fetch([logs for logs, _ in pending])
     batch, last = first_batch, {}
     for logs, (_, real) in zip(fetched, pending):
         for j in range(real):
@@ -171,46 +172,10 @@ def _should_validate(epoch: int, freq: Any) -> bool:
     return (epoch + 1) in freq
 
 
-def placed(tree: Any, like: jax.Array) -> Any:
-    """``tree`` committed to ``like``'s placement.
-
-    jit keys its cache on whether each argument is committed to a device, and an
-    output is committed when any input is: what is fed back into a compiled call
-    (the state, the running totals) is committed from the start, so the second
-    call finds the first call's executable however the user placed the params.
-    """
-    return jax.device_put(tree, like.sharding)
-
-
-def committed_copy(state: Any) -> Any:
-    """A copy of ``state`` with every leaf committed (see ``placed``).
-
-    Leaves the user placed keep their sharding; the others join them, replicated
-    over the same devices (or on the default device when nothing was placed).
-    """
-    leaves = jax.tree.leaves(state)
-    placed_leaves = [a for a in leaves if getattr(a, "_committed", False)]
-    if placed_leaves:
-        devices = sorted(placed_leaves[0].sharding.device_set, key=lambda d: d.id)
-    else:
-        devices = [jax.devices()[0]]
-    if len(devices) == 1:
-        home: Any = jax.sharding.SingleDeviceSharding(devices[0])
-    else:
-        mesh = jax.sharding.Mesh(np.array(devices), ("replica",))
-        home = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-    def commit(leaf):
-        target = leaf.sharding if getattr(leaf, "_committed", False) else home
-        return jax.device_put(leaf, target, may_alias=False)
-
-    return jax.tree.map(commit, state)
-
-
 def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str, float]:
     """Runs the eval step over ``plan`` and returns the epoch logs (one sync)."""
     callbacks.call("on_test_begin")
-    totals = placed(plan.compiled.empty_totals(), trainer._state.step)
+    totals = plan.compiled.empty_totals()
     state = trainer._state
     pending = []
     with _closing(plan.blocks()) as blocks:
@@ -222,7 +187,7 @@ def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str,
     if callbacks.wants("on_test_batch_begin") or callbacks.wants("on_test_batch_end"):
         _deliver(plan.compiled.log_names, pending, 0, callbacks,
                  "on_test_batch_begin", "on_test_batch_end")
-    logs = host_values(plan.compiled.log_names, jax.device_get(totals))
+    logs = host_values(plan.compiled.log_names, placement.fetch(totals))
     callbacks.call("on_test_end", logs=logs)
     return logs
 
@@ -262,8 +227,7 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
     yield points, validate."""
     policy, names = plan.policy, plan.compiled.log_names
     callbacks.call("on_epoch_begin", epoch)
-    totals = placed(begin.totals if begin.totals is not None
-                    else plan.compiled.empty_totals(), trainer._state.step)
+    totals = begin.totals if begin.totals is not None else plan.compiled.empty_totals()
     pending: list = []
     batch = begin.batch
     policy.reset()
@@ -285,6 +249,7 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
             if policy.due():
                 batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
                 callbacks.call("on_yield", epoch, batch - 1, logs=last)
+                trainer.stop_training = placement.agree(trainer.stop_training)
                 policy.reset()
                 yield
                 if trainer.stop_training:
@@ -303,14 +268,16 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
         trainer.stop_training = True
         if steps == 0:
             return {}
-    epoch_logs = host_values(names, jax.device_get(totals))
+    epoch_logs = host_values(names, placement.fetch(totals))
     learning_rate = hyperparams.get(trainer._state.opt_state)
     if learning_rate is not None:  # as Keras' LR callbacks log it
-        epoch_logs["learning_rate"] = float(jax.device_get(learning_rate))
+        epoch_logs["learning_rate"] = float(placement.fetch(learning_rate))
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
         val_logs = evaluate_loop(trainer, plan.validation, callbacks)
         epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
     trainer._position = Position(epoch + 1)
     callbacks.call("on_epoch_end", epoch, logs=epoch_logs)
+    # every process stops together, as process 0 decided (EarlyStopping...)
+    trainer.stop_training = placement.agree(trainer.stop_training)
     yield
     return epoch_logs

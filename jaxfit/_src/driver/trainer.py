@@ -19,10 +19,10 @@ from jaxfit._src.core import hyperparams, losses
 from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.model import Model
-from jaxfit._src.core.state import TrainState, copy_tree
+from jaxfit._src.core.state import TrainState
 from jaxfit._src.data import arrays, iterables
 from jaxfit._src.driver import callback as callback_lib
-from jaxfit._src.driver import loop, progress, validate, yield_policy
+from jaxfit._src.driver import loop, placement, progress, validate, yield_policy
 from jaxfit._src.driver.history import History
 
 YieldEvery = Literal["auto", "batch", "epoch", "never"] | float
@@ -88,6 +88,9 @@ class Trainer:
         state: Any = None,
         seed: int = 0,
         weighted_metrics: Any = None,
+        mesh: Any = "auto",
+        data_axis: str = "data",
+        param_sharding: Any = None,
     ):
         if isinstance(apply_fn, Model):  # from an adapter: (apply, params, state)
             if params is not None:
@@ -113,20 +116,23 @@ class Trainer:
             )
         validate.non_negative_int("seed", seed)
         _check_names(loss, metrics, weighted_metrics)
+        self._placement = placement.Placement(mesh, data_axis, param_sharding)
         self.optimizer = optimizer
         self.loss = loss
         self.metrics = metrics
         self.weighted_metrics = weighted_metrics
         self.loss_weights = loss_weights
         self.seed = int(seed)
-        params = copy_tree(params)
-        self._state = TrainState(
+        params = jax.tree.map(jnp.asarray, params)
+        state = TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=optimizer.init(params),
-            model_state=copy_tree(state),
+            model_state=jax.tree.map(jnp.asarray, state),
             rng=jax.random.PRNGKey(seed),
         )
+        self._shardings = self._placement.state_shardings(state, optimizer)
+        self._state = self._placement.place(state, self._shardings)
         self.stop_training = False
         self.history: History | None = None
         self._running = False
@@ -135,7 +141,10 @@ class Trainer:
         self._resume: loop.Position | None = None  # set by a restoring callback
         self._fit_finished = False  # whether the last fit ended normally
         self._compiled: dict[Any, loop.Compiled] = {}
-        self._predict = jax.jit(step_lib.make_predict_step(self._apply))
+        self._predict = jax.jit(step_lib.make_predict_step(self._apply),
+                                in_shardings=(self._shardings,
+                                              self._placement.batch_sharding(1)),
+                                out_shardings=self._placement.batch_sharding(1))
 
     # -- state ---------------------------------------------------------------
     @property
@@ -147,7 +156,9 @@ class Trainer:
     def state(self, value: TrainState) -> None:
         if not isinstance(value, TrainState):
             raise TypeError(errors.expected("state", "a jaxfit.TrainState", value))
-        self._state = copy_tree(value)
+        if jax.tree.structure(value) != jax.tree.structure(self._state):
+            self._shardings = self._placement.state_shardings(value, self.optimizer)
+        self._state = self._placement.place(value, self._shardings)
 
     @property
     def params(self) -> Any:
@@ -156,7 +167,8 @@ class Trainer:
 
     @params.setter
     def params(self, value: Any) -> None:
-        self._state = self._state.replace(params=copy_tree(value))
+        self._state = self._state.replace(
+            params=self._placement.place(value, self._shardings.params))
 
     @property
     def learning_rate(self) -> float | None:
@@ -167,7 +179,7 @@ class Trainer:
         ``optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)``.
         """
         value = hyperparams.get(self._state.opt_state)
-        return None if value is None else float(jax.device_get(value))
+        return None if value is None else float(placement.fetch(value))
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
@@ -178,7 +190,8 @@ class Trainer:
                 "e.g. optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)",
                 self.optimizer, "Its learning rate cannot be changed otherwise."))
         # placed like the current rate, so a running fit's compiled step still fits
-        new = jax.device_put(np.asarray(value, dtype=current.dtype), current.sharding)
+        new = self._placement.place(np.asarray(value, dtype=current.dtype),
+                                    current.sharding)
         self._state = self._state.replace(
             opt_state=hyperparams.replace(self._state.opt_state, new))
 
@@ -305,14 +318,22 @@ class Trainer:
         }
         jax.eval_shape(train_step, state, batch)
         eval_step = step_lib.make_eval_step(self._apply, objective)
-        train_block = jax.jit(step_lib.make_block(train_step), donate_argnums=(0, 1))
+        # Shardings are part of the compiled step: state as placed, batches split
+        # along the data axis, totals and logs replicated.
+        rep, data, state_sh = (self._placement.replicated,
+                               self._placement.batch_sharding(2), self._shardings)
+        train_block = jax.jit(step_lib.make_block(train_step),
+                              in_shardings=(state_sh, rep, data),
+                              out_shardings=(state_sh, rep, rep), donate_argnums=(0, 1))
         eval_block_fn = step_lib.make_block(eval_step)
         eval_block = jax.jit(
-            lambda s, totals, b: eval_block_fn(s, totals, b)[1:], donate_argnums=(1,)
-        )
+            lambda s, totals, b: eval_block_fn(s, totals, b)[1:],
+            in_shardings=(state_sh, rep, data), out_shardings=(rep, rep),
+            donate_argnums=(1,))
         names = objective.log_names
         compiled = loop.Compiled(names, train_block, eval_block,
-                                 jax.jit(lambda: step_lib.empty_logs(names)))
+                                 jax.jit(lambda: step_lib.empty_logs(names),
+                                         out_shardings=rep))
         self._compiled[key] = compiled
         return compiled
 
@@ -441,20 +462,35 @@ class Trainer:
         if n == 0:
             raise ValueError(errors.expected("x", "at least one sample", args["x"]))
         batches = arrays.Batches(n, args["batch_size"], shuffle=bool(args["shuffle"]),
-                                 seed=self.seed, steps_per_epoch=args["steps_per_epoch"])
-        compiled = self._prepare(data["x"], data["y"], batches.batch_size)
+                                 seed=self.seed, steps_per_epoch=args["steps_per_epoch"],
+                                 pad_to=self._placement.padded)
+        compiled = self._prepare(data["x"], data["y"], batches.padded_size)
         size = 1 if policy.per_batch else arrays.block_size(
             batches.steps_per_epoch, loop.MAX_BLOCK)
 
         def epoch_blocks(epoch: int, start: int):
             batches.seed = self.seed  # a restored checkpoint may bring its own
             index, mask = batches.epoch_indices(epoch)
-            return arrays.prefetch(arrays.blocks(data, index[start:], mask[start:], size))
+            return self._blocks(data, index[start:], mask[start:], size)
 
         plan = loop.FitPlan(epoch_blocks, args["epochs"], args["initial_epoch"], policy,
                             validation, args["validation_freq"], compiled)
         return self._launch(plan, user_callbacks, args["verbose"], batches.steps_per_epoch,
                             batches.batch_size)
+
+    def _blocks(self, data: dict[str, Any], index: np.ndarray, mask: np.ndarray,
+                size: int) -> Any:
+        """This process's rows of each block, gathered on the host and put on the
+        mesh ahead of use."""
+        width = index.shape[1]
+        rows = self._placement.local_rows(width)
+        host = arrays.blocks(data, index[:, rows], mask[:, rows], size)
+        return arrays.prefetch(host, lambda b: self._placement.put_block(b, width))
+
+    def _put_streamed(self, block: Any) -> Any:
+        """A streamed block (this process's batch) onto the mesh."""
+        return self._placement.put_block(
+            block, int(block["mask"].shape[1]) * jax.process_count())
 
     def _launch(self, plan: loop.FitPlan, user_callbacks: list[Any], verbose: Any,
                 steps: int | None, batch_size: int | None) -> Iterator[None]:
@@ -475,9 +511,8 @@ class Trainer:
         self._running = True
         self.stop_training = False
         try:
-            # A copy (the arrays the user holds are never donated), committed to its
-            # device(s) so that every compiled call sees the same placement.
-            self._state = loop.committed_copy(self._state)
+            # A copy (the arrays the user holds are never donated), on the mesh.
+            self._state = self._placement.place(self._state, self._shardings)
             yield from run
         finally:
             self._running = False
@@ -551,7 +586,8 @@ class Trainer:
         policy = yield_policy.parse(args["yield_every"], args.get("now"))
         user_callbacks = callback_lib.normalize(args["callbacks"])
         stream = iterables.Stream(args["dataset"], "dataset")
-        batcher = iterables.Batcher("dataset", args["class_weight"])
+        batcher = iterables.Batcher("dataset", args["class_weight"],
+                                    self._placement.local_multiple)
         first_epoch = stream.iterator(args["initial_epoch"])
         first = next(first_epoch, _MISSING)
         if first is _MISSING:
@@ -572,7 +608,7 @@ class Trainer:
                     skip = (epoch - initial) * steps + start
                     feeds.append(iter(iterables.Feeder(
                         iterables.skip(pending.pop(), skip, batcher), batcher,
-                        start_index=skip)))
+                        self._put_streamed, start_index=skip)))
                 return itertools.islice(feeds[0], steps - start)
 
             plan = loop.FitPlan(continued, args["epochs"], initial, policy, validation,
@@ -582,7 +618,7 @@ class Trainer:
             def epoch_blocks(epoch: int, start: int):
                 source = pending.pop() if pending else stream.iterator(epoch)
                 return iterables.Feeder(iterables.skip(source, start, batcher), batcher,
-                                        start_index=start)
+                                        self._put_streamed, start_index=start)
 
             plan = loop.FitPlan(epoch_blocks, args["epochs"], initial, policy,
                                 validation, 1, compiled)
@@ -605,7 +641,7 @@ class Trainer:
                                            argname + ".")
             return self._array_eval_plan(arrays_data, n, batch_size, batches)
         stream = iterables.Stream(data, argname)
-        batcher = iterables.Batcher(argname, None)
+        batcher = iterables.Batcher(argname, None, self._placement.local_multiple)
         pending: list[Iterator[Any]] = []
         if compiled is None:
             iterator = stream.iterator(0)
@@ -613,13 +649,15 @@ class Trainer:
             if first is _MISSING:
                 raise ValueError(errors.expected(argname, "at least one batch",
                                                  "no batches"))
-            example, _ = iterables.Batcher(argname, None)(first, 0)
+            example, _ = iterables.Batcher(argname, None,
+                                           self._placement.local_multiple)(first, 0)
             compiled = self._prepare(*_unblock(example), int(example["mask"].shape[1]))
             pending.append(itertools.chain([first], iterator))
 
         def blocks():
             source = pending.pop() if pending else stream.iterator(0)
-            return iterables.Feeder(iterables.take(source, batches), batcher)
+            return iterables.Feeder(iterables.take(source, batches), batcher,
+                                    self._put_streamed)
 
         return loop.EvalPlan(blocks, compiled)
 
@@ -669,14 +707,15 @@ class Trainer:
     def _array_eval_plan(self, data: dict[str, Any], n: int, batch_size: int,
                          steps: int | None) -> loop.EvalPlan:
         """Evaluation over in-memory arrays, one padded batch per call."""
-        batches = arrays.Batches(n, batch_size, shuffle=False, seed=0)
-        compiled = self._prepare(data["x"], data["y"], batches.batch_size)
+        batches = arrays.Batches(n, batch_size, shuffle=False, seed=0,
+                                 pad_to=self._placement.padded)
+        compiled = self._prepare(data["x"], data["y"], batches.padded_size)
 
         def blocks():
             index, mask = batches.epoch_indices(0)
             if steps is not None:
                 index, mask = index[:steps], mask[:steps]
-            return arrays.prefetch(arrays.blocks(data, index, mask, 1))
+            return self._blocks(data, index, mask, 1)
 
         return loop.EvalPlan(blocks, compiled)
 
@@ -688,17 +727,20 @@ class Trainer:
         validate.positive_int("batch_size", batch_size)
         x = arrays.to_numpy(x, "x")
         n = arrays.num_samples({"x": x})
-        batches = arrays.Batches(n, batch_size, shuffle=False, seed=0)
+        batches = arrays.Batches(n, batch_size, shuffle=False, seed=0,
+                                 pad_to=self._placement.padded)
         callback_list = callback_lib.CallbackList(
             callback_lib.normalize(callbacks), self,
             {"verbose": 0, "epochs": 1, "steps": batches.steps_per_epoch})
         callback_list.call("on_predict_begin")
         index, _ = batches.epoch_indices(0)
+        rows = self._placement.local_rows(index.shape[1])
         outputs = []
         for start in range(index.shape[0]):
-            x_batch = jax.device_put(arrays.take(x, index[start]))
+            x_batch = self._placement.put_batch(arrays.take(x, index[start][rows]),
+                                                index.shape[1])
             outputs.append(self._predict(self._state, x_batch))
-        host = jax.device_get(outputs)
+        host = placement.gather(outputs)
         result = jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *host)
         callback_list.call("on_predict_end")
         return result
