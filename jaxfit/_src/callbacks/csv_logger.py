@@ -6,6 +6,8 @@ import csv
 import os
 from typing import Any
 
+import jax
+
 from jaxfit._src.driver.callback import Callback
 
 
@@ -39,6 +41,9 @@ class CSVLogger(Callback):
         self._keys: list[str] | None = None
 
     def on_train_begin(self, logs=None):
+        if jax.process_index() != 0:  # only process 0 writes files
+            self._file = None
+            return
         exists = self.append and os.path.exists(self.filename) and os.path.getsize(
             self.filename) > 0
         if exists:
@@ -51,6 +56,8 @@ class CSVLogger(Callback):
                           encoding="utf-8")
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._file is None:
+            return
         logs = dict(logs or {})
         if self._keys is None:
             self._keys = list(logs)

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from jaxfit._src import errors
+from jaxfit._src.driver import placement
 from jaxfit._src.driver.callback import Callback
 
 MSG_NO_WRITER = "TensorBoard needs tensorboardX: pip install 'jaxfit[tensorboard]'."
@@ -57,6 +58,8 @@ class TensorBoard(Callback):
         self._global_batch = 0
 
     def _writer(self, name: str) -> Any:
+        if jax.process_index() != 0:  # only process 0 writes files
+            return _NULL_WRITER
         if name not in self._writers:
             try:
                 from tensorboardX import SummaryWriter
@@ -67,7 +70,7 @@ class TensorBoard(Callback):
 
     def on_train_begin(self, logs=None):
         self._writer("train")  # fail early when tensorboardX is missing
-        self._global_batch = int(jax.device_get(self.trainer.state.step))
+        self._global_batch = int(placement.fetch(self.trainer.state.step))
 
     def on_train_batch_end(self, batch, logs=None):
         self._global_batch += 1
@@ -83,8 +86,9 @@ class TensorBoard(Callback):
                 self._writer("validation").add_scalar(f"epoch_{key[4:]}", value, epoch)
             else:
                 self._writer("train").add_scalar(f"epoch_{key}", value, epoch)
-        if self.histogram_freq and epoch % self.histogram_freq == 0:
-            params = jax.device_get(self.trainer.params)
+        if (self.histogram_freq and epoch % self.histogram_freq == 0
+                and jax.process_index() == 0):
+            params = placement.fetch(self.trainer.params)
             writer = self._writer("train")
             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
                 name = jax.tree_util.keystr(path).strip("[]'\"").replace("']['", "/")
@@ -96,3 +100,13 @@ class TensorBoard(Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+class _NullWriter:
+    """What processes other than 0 write to: nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+_NULL_WRITER = _NullWriter()

@@ -18,9 +18,20 @@ from jaxfit._src import errors
 
 
 def to_numpy(tree: Any, argname: str) -> Any:
-    """Converts every leaf to a numpy array, rejecting non-array leaves."""
+    """Converts every leaf to a numpy array, rejecting non-array leaves.
+
+    Host data stays on the host (batches move to the device one block at a time,
+    so a dataset larger than device memory trains); ``jax.Array`` leaves already
+    on device are kept there and batches are gathered on device, without a copy
+    of the whole array.
+    """
 
     def convert(leaf):
+        if isinstance(leaf, jax.Array):  # already on device: used there, no copy
+            if leaf.ndim == 0:
+                raise ValueError(
+                    errors.expected(argname, "arrays with a leading sample axis", leaf))
+            return leaf
         array = np.asarray(leaf)
         if array.dtype == object:
             raise TypeError(errors.expected(argname, "arrays of numbers", leaf))

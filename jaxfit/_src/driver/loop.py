@@ -34,6 +34,8 @@ class Compiled:
     train_block: Any  # (state, totals, block) -> (state, totals, batch_logs)
     eval_block: Any  # (state, totals, block) -> (totals, batch_logs)
     empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
+    state_shardings: Any = None  # of the state these blocks take (and return)
+    accumulate_steps: int = 1  # > 1: the optimizer is optax.MultiSteps
 
 
 Blocks = Iterable[tuple[Any, int]]  # (device block, number of real batches in it)

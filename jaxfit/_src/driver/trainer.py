@@ -59,6 +59,15 @@ class Trainer:
       seed: seeds dropout keys and the shuffling order. Defaults to `0`.
       weighted_metrics: metrics weighted by ``sample_weight`` and ``class_weight``
         (Keras' ``weighted_metrics``); same forms as ``metrics``. Defaults to `None`.
+      mesh: ``"auto"`` (every device, a 1-D data-parallel mesh), ``None`` (one
+        device) or a ``jax.sharding.Mesh``. Batches are split along ``data_axis``
+        (padded and masked to a multiple of its size); the loss is the same global
+        mean on any number of devices. Defaults to `"auto"`.
+      data_axis: the mesh axis batches are split along. Defaults to `"data"`.
+      param_sharding: ``None`` (params and optimizer state replicated), a pytree of
+        ``jax.sharding.PartitionSpec`` structured like the params, or a function
+        ``(path, leaf) -> PartitionSpec | None``; the optimizer's param-shaped
+        state follows its params. Defaults to `None`.
 
     Raises:
       TypeError, ValueError: for a bad ``apply_fn``, ``optimizer``, unknown loss
@@ -272,7 +281,29 @@ class Trainer:
         return trainer
 
     # -- compiled steps --------------------------------------------------------
-    def _prepare(self, x: Any, y: Any, batch_size: int) -> loop.Compiled:
+    def _optimizer_for(self, accumulate_steps: int) -> optax.GradientTransformation:
+        if accumulate_steps == 1:
+            return self.optimizer
+        return optax.MultiSteps(self.optimizer, every_k_schedule=accumulate_steps)
+
+    def _accumulating(self, state: TrainState, accumulate_steps: int) -> TrainState:
+        """``state`` with its optimizer state inside ``optax.MultiSteps``' (fresh
+        accumulators) for a fit with ``accumulate_steps`` > 1."""
+        if accumulate_steps == 1:
+            return state
+        multi = self._optimizer_for(accumulate_steps).init(state.params)
+        return state.replace(opt_state=multi._replace(inner_opt_state=state.opt_state))
+
+    @staticmethod
+    def _accumulated(state: TrainState) -> TrainState:
+        """Back to the plain optimizer state after a fit that accumulated (a partial
+        accumulation is dropped)."""
+        if isinstance(state.opt_state, optax.MultiStepsState):
+            return state.replace(opt_state=state.opt_state.inner_opt_state)
+        return state
+
+    def _prepare(self, x: Any, y: Any, batch_size: int, accumulate_steps: int = 1
+                 ) -> loop.Compiled:
         """Builds (once per y structure) the objective and the jitted blocks.
 
         Traces the model, the loss and one train step abstractly (no compile),
@@ -282,10 +313,14 @@ class Trainer:
         y_spec = _batch_spec(y, batch_size)
         key = (jax.tree.structure(y_spec), tuple(
             (leaf.shape[1:], leaf.dtype) for leaf in jax.tree.leaves(y_spec)
-        ), jax.tree.structure(x_spec))
+        ), jax.tree.structure(x_spec), accumulate_steps)
         if key in self._compiled:
             return self._compiled[key]
-        state = self._state
+        optimizer = self._optimizer_for(accumulate_steps)
+        state = jax.eval_shape(lambda s: self._accumulating(s, accumulate_steps),
+                               self._state)
+        state_sh = (self._shardings if accumulate_steps == 1 else
+                    self._placement.state_shardings(state, optimizer))
         y_pred = jax.eval_shape(
             lambda s, xb: self._apply(s.params, s.model_state, xb, train=False,
                                       rng=s.rng)[0],
@@ -308,7 +343,7 @@ class Trainer:
                         "reduce over the batch.",
                     )
                 )
-        train_step = step_lib.make_train_step(self._apply, objective, self.optimizer)
+        train_step = step_lib.make_train_step(self._apply, objective, optimizer)
         batch = {
             "x": x_spec, "y": y_spec,
             "sample_weight": tuple(
@@ -320,8 +355,7 @@ class Trainer:
         eval_step = step_lib.make_eval_step(self._apply, objective)
         # Shardings are part of the compiled step: state as placed, batches split
         # along the data axis, totals and logs replicated.
-        rep, data, state_sh = (self._placement.replicated,
-                               self._placement.batch_sharding(2), self._shardings)
+        rep, data = self._placement.replicated, self._placement.batch_sharding(2)
         train_block = jax.jit(step_lib.make_block(train_step),
                               in_shardings=(state_sh, rep, data),
                               out_shardings=(state_sh, rep, rep), donate_argnums=(0, 1))
@@ -333,7 +367,7 @@ class Trainer:
         names = objective.log_names
         compiled = loop.Compiled(names, train_block, eval_block,
                                  jax.jit(lambda: step_lib.empty_logs(names),
-                                         out_shardings=rep))
+                                         out_shardings=rep), state_sh, accumulate_steps)
         self._compiled[key] = compiled
         return compiled
 
@@ -384,6 +418,7 @@ class Trainer:
         validation_batch_size: int | None = None,
         validation_freq: int | list[int] = 1,
         yield_every: YieldEvery = "auto",
+        accumulate_steps: int = 1,
         now: Callable[[], float] | None = None,
     ) -> History:
         """Trains for ``epochs`` epochs on in-memory arrays; returns the History.
@@ -398,6 +433,10 @@ class Trainer:
         (tfjs semantics, not Keras' running means) at the next yield point; see
         ``yield_every`` in DESIGN.md. ``now`` injects the clock used by the yield
         policy (tests). Validation runs the ``on_test_*`` hooks, as Keras.
+        ``accumulate_steps=k`` accumulates the gradients of ``k`` batches and applies
+        their mean once (``optax.MultiSteps``): the effective batch is ``k`` times
+        larger at the same memory (an accumulation left partial when ``fit`` ends
+        is dropped).
 
         Returns:
           The ``History`` callback of this run (also ``trainer.history``).
@@ -437,6 +476,8 @@ class Trainer:
         validate.positive_int("validation_batch_size", args["validation_batch_size"],
                               allow_none=True)
         validate.validation_freq(args["validation_freq"])
+        validate.positive_int("accumulate_steps", args["accumulate_steps"])
+        accumulate = int(args["accumulate_steps"])
         policy = yield_policy.parse(args["yield_every"], args.get("now"))
         user_callbacks = callback_lib.normalize(args["callbacks"])
         data, n = self._dataset(args["x"], args["y"], args["sample_weight"],
@@ -458,13 +499,13 @@ class Trainer:
         if args["validation_data"] is not None or args["validation_split"] > 0:
             val_batch = args["validation_batch_size"] or args["batch_size"]
             validation = self._array_eval_plan(val_data, val_n, val_batch,
-                                               args["validation_steps"])
+                                               args["validation_steps"], accumulate)
         if n == 0:
             raise ValueError(errors.expected("x", "at least one sample", args["x"]))
         batches = arrays.Batches(n, args["batch_size"], shuffle=bool(args["shuffle"]),
                                  seed=self.seed, steps_per_epoch=args["steps_per_epoch"],
                                  pad_to=self._placement.padded)
-        compiled = self._prepare(data["x"], data["y"], batches.padded_size)
+        compiled = self._prepare(data["x"], data["y"], batches.padded_size, accumulate)
         size = 1 if policy.per_batch else arrays.block_size(
             batches.steps_per_epoch, loop.MAX_BLOCK)
 
@@ -495,7 +536,8 @@ class Trainer:
     def _launch(self, plan: loop.FitPlan, user_callbacks: list[Any], verbose: Any,
                 steps: int | None, batch_size: int | None) -> Iterator[None]:
         """Installs History (and the epoch logger), then returns the guarded loop."""
-        verbose = progress.resolve_verbose(verbose)
+        # only process 0 prints
+        verbose = progress.resolve_verbose(verbose) if jax.process_index() == 0 else 0
         history = History()
         installed = [history] + user_callbacks
         if verbose:
@@ -512,10 +554,14 @@ class Trainer:
         self.stop_training = False
         try:
             # A copy (the arrays the user holds are never donated), on the mesh.
-            self._state = self._placement.place(self._state, self._shardings)
+            compiled = plan.compiled
+            self._state = self._placement.place(
+                self._accumulating(self._state, compiled.accumulate_steps),
+                compiled.state_shardings)
             yield from run
         finally:
             self._running = False
+            self._state = self._accumulated(self._state)
             plan.cleanup()  # also when the loop never started
 
     # -- fit_dataset ---------------------------------------------------------------
@@ -705,11 +751,12 @@ class Trainer:
         return loop.evaluate_loop(self, plan, callback_list)
 
     def _array_eval_plan(self, data: dict[str, Any], n: int, batch_size: int,
-                         steps: int | None) -> loop.EvalPlan:
+                         steps: int | None, accumulate_steps: int = 1) -> loop.EvalPlan:
         """Evaluation over in-memory arrays, one padded batch per call."""
         batches = arrays.Batches(n, batch_size, shuffle=False, seed=0,
                                  pad_to=self._placement.padded)
-        compiled = self._prepare(data["x"], data["y"], batches.padded_size)
+        compiled = self._prepare(data["x"], data["y"], batches.padded_size,
+                                 accumulate_steps)
 
         def blocks():
             index, mask = batches.epoch_indices(0)
