@@ -2,6 +2,7 @@
 
 from jaxfit import callbacks as callbacks
 from jaxfit import data as data
+from jaxfit import distributed as distributed
 from jaxfit import losses as losses
 from jaxfit import metrics as metrics
 from jaxfit._src.adapters.equinox import from_equinox as from_equinox
@@ -22,6 +23,7 @@ __all__ = [
     "Trainer",
     "callbacks",
     "data",
+    "distributed",
     "from_equinox",
     "from_flax",
     "from_nnx",

@@ -17,6 +17,7 @@ MODULES = [
     "jaxfit._src.driver.history",
     "jaxfit._src.driver.progress",
     "jaxfit._src.core.model",
+    "jaxfit.distributed",
     "jaxfit._src.adapters.flax_linen",
     "jaxfit._src.adapters.nnx",
     "jaxfit._src.adapters.equinox",

@@ -6,6 +6,7 @@ import jaxfit
 
 PUBLIC = {
     "jaxfit": ["History", "Model", "TrainState", "Trainer", "callbacks", "data",
+               "distributed",
                "from_equinox", "from_flax", "from_nnx", "losses", "metrics", "run"],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
     "jaxfit.callbacks": ["BackupAndRestore", "CSVLogger", "Callback", "EarlyStopping",

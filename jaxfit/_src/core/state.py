@@ -21,6 +21,9 @@ class TrainState:
       model_state: mutable model state threaded through ``apply`` (batch-norm
         statistics and the like); ``None`` for stateless models.
       rng: the PRNG key from which each step's dropout key is split.
+      loss_scale: the dynamic loss-scale state (``precision.LossScaleState``)
+        under ``precision="mixed_float16"``; ``None`` otherwise, an empty pytree
+        node, so other runs have no extra leaves. Defaults to `None`.
     """
 
     step: Any
@@ -28,6 +31,7 @@ class TrainState:
     opt_state: Any
     model_state: Any
     rng: Any
+    loss_scale: Any = None
 
     def replace(self, **changes: Any) -> TrainState:
         """Returns a copy with the given fields replaced."""

@@ -6,7 +6,9 @@ vectors (one per output of ``y``) and ``mask`` a float32 vector. ``mask`` is 0 f
 full batch size, never compiled again). A *block* is the same dict with an extra
 leading axis of ``K`` batches; one compiled call runs the ``K`` steps in a
 ``lax.scan`` so small models are not bound by Python dispatch. A batch whose mask
-is all zero is a no-op: the state comes out unchanged.
+is all zero is a no-op: the state comes out unchanged. The step builders take
+an optional precision policy (``precision``): casts around ``apply`` and, for
+``"mixed_float16"``, dynamic loss scaling with skipped non-finite steps.
 
 Reductions follow Keras 3: the loss is ``sum(w * l) / batch_size`` (the
 "sum_over_batch_size" reduction, padding rows excluded), a metric is the mean
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxfit._src import errors
-from jaxfit._src.core import losses, metrics
+from jaxfit._src.core import losses, metrics, precision
 from jaxfit._src.core.state import TrainState
 
 Logs = dict[str, metrics.MeanState]
@@ -196,25 +198,54 @@ def _as_list(spec: Any) -> list[Any]:
     return [spec]
 
 
-def make_train_step(apply, objective: Objective, optimizer: optax.GradientTransformation):
-    """Returns ``train_step(state, batch) -> (state, logs)``; all-masked is a no-op."""
+def _resolve(policy: str | precision.Policy | None) -> precision.Policy:
+    return precision.policy("float32" if policy is None else policy)
+
+
+def make_train_step(
+    apply,
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    policy: str | precision.Policy | None = None,
+):
+    """Returns ``train_step(state, batch) -> (state, logs)``; all-masked is a no-op.
+
+    Args:
+      apply: the normalized ``apply(params, model_state, x, *, train, rng)``.
+      objective: the resolved loss and metrics.
+      optimizer: the optax optimizer.
+      policy: a precision name or ``precision.Policy``; ``None`` and
+        ``"float32"`` trace exactly the plain float32 step. Under a loss-scaling
+        policy ``state.loss_scale`` must hold a ``precision.LossScaleState``, and
+        a step with non-finite gradients is skipped (see ``precision``).
+        Defaults to `None`.
+    """
+    pol = _resolve(policy)
+    compute_apply = precision.make_compute_apply(pol, apply)
+    scaling = pol.loss_scaling
 
     def train_step(state: TrainState, batch: dict[str, Any]):
         mask = batch["mask"]
         weights = tuple(w * mask for w in batch["sample_weight"])
         rng, step_rng = jax.random.split(state.rng)
+        if scaling:
+            precision.check_loss_scale(pol, state.loss_scale)
 
         def loss_fn(params):
-            y_pred, model_state = apply(
+            y_pred, model_state = compute_apply(
                 params, state.model_state, batch["x"], train=True, rng=step_rng
             )
             parts = objective.per_sample(batch["y"], y_pred)
             loss = objective.loss_sum(parts, weights) / jnp.maximum(jnp.sum(mask), 1.0)
+            if scaling:
+                loss = precision.scale_loss(state.loss_scale, loss)
             return loss, (y_pred, model_state, parts)
 
         grads, (y_pred, model_state, parts) = jax.grad(loss_fn, has_aux=True)(
             state.params
         )
+        if scaling:
+            grads = precision.unscale(state.loss_scale, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(
@@ -224,6 +255,14 @@ def make_train_step(apply, objective: Objective, optimizer: optax.GradientTransf
             model_state=model_state,
             rng=rng,
         )
+        if scaling:  # Keras' LossScaleOptimizer: skip the update, adjust the scale
+            finite = precision.all_finite(grads)
+            skipped = state.replace(rng=rng)
+            new_state = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old), new_state, skipped
+            ).replace(
+                loss_scale=precision.update_loss_scale(pol, state.loss_scale, finite)
+            )
         real = jnp.sum(mask) > 0
         new_state = jax.tree.map(
             lambda new, old: jnp.where(real, new, old), new_state, state
@@ -233,11 +272,17 @@ def make_train_step(apply, objective: Objective, optimizer: optax.GradientTransf
     return train_step
 
 
-def make_eval_step(apply, objective: Objective):
-    """Returns ``eval_step(state, batch) -> (state, logs)``; the state is unchanged."""
+def make_eval_step(
+    apply, objective: Objective, policy: str | precision.Policy | None = None
+):
+    """Returns ``eval_step(state, batch) -> (state, logs)``; the state is unchanged.
+
+    ``policy`` is as in ``make_train_step`` (casts only; no loss scaling).
+    """
+    compute_apply = precision.make_compute_apply(_resolve(policy), apply)
 
     def eval_step(state: TrainState, batch: dict[str, Any]):
-        y_pred, _ = apply(
+        y_pred, _ = compute_apply(
             state.params, state.model_state, batch["x"], train=False, rng=state.rng
         )
         mask = batch["mask"]
@@ -278,11 +323,18 @@ def empty_logs(names: list[str]) -> Logs:
     return {name: metrics.empty() for name in names}
 
 
-def make_predict_step(apply):
-    """Returns ``predict_step(state, x) -> y_pred`` in inference mode."""
+def make_predict_step(apply, policy: str | precision.Policy | None = None):
+    """Returns ``predict_step(state, x) -> y_pred`` in inference mode.
+
+    ``policy`` is as in ``make_train_step``; under a casting policy the floating
+    outputs come back float32.
+    """
+    compute_apply = precision.make_compute_apply(_resolve(policy), apply)
 
     def predict_step(state: TrainState, x: Any):
-        y_pred, _ = apply(state.params, state.model_state, x, train=False, rng=state.rng)
+        y_pred, _ = compute_apply(
+            state.params, state.model_state, x, train=False, rng=state.rng
+        )
         return y_pred
 
     return predict_step

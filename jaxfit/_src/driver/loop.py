@@ -274,6 +274,8 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
     learning_rate = hyperparams.get(trainer._state.opt_state)
     if learning_rate is not None:  # as Keras' LR callbacks log it
         epoch_logs["learning_rate"] = float(placement.fetch(learning_rate))
+    if trainer._state.loss_scale is not None:  # mixed_float16: the dynamic scale
+        epoch_logs["loss_scale"] = float(placement.fetch(trainer._state.loss_scale.scale))
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
         val_logs = evaluate_loop(trainer, plan.validation, callbacks)
         epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})

@@ -16,6 +16,7 @@ import optax
 from jaxfit._src import errors
 from jaxfit._src.core import apply as apply_lib
 from jaxfit._src.core import hyperparams, losses
+from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.model import Model
@@ -64,6 +65,13 @@ class Trainer:
         (padded and masked to a multiple of its size); the loss is the same global
         mean on any number of devices. Defaults to `"auto"`.
       data_axis: the mesh axis batches are split along. Defaults to `"data"`.
+      precision: ``"float32"``; ``"mixed_bfloat16"`` / ``"mixed_float16"`` (compute
+        in low precision with float32 master weights and optimizer state; float16
+        with dynamic loss scaling as Keras' LossScaleOptimizer: a step with
+        non-finite gradients is skipped and the scale halved, logged as
+        ``loss_scale``); or ``"bfloat16"`` (Keras' policy: params stored in
+        bfloat16 too). Losses and metrics are computed in float32. Defaults to
+        `"float32"`.
       param_sharding: ``None`` (params and optimizer state replicated), a pytree of
         ``jax.sharding.PartitionSpec`` structured like the params, or a function
         ``(path, leaf) -> PartitionSpec | None``; the optimizer's param-shaped
@@ -100,6 +108,7 @@ class Trainer:
         mesh: Any = "auto",
         data_axis: str = "data",
         param_sharding: Any = None,
+        precision: str = "float32",
     ):
         if isinstance(apply_fn, Model):  # from an adapter: (apply, params, state)
             if params is not None:
@@ -126,19 +135,23 @@ class Trainer:
         validate.non_negative_int("seed", seed)
         _check_names(loss, metrics, weighted_metrics)
         self._placement = placement.Placement(mesh, data_axis, param_sharding)
+        self.policy = precision_lib.policy(precision)
         self.optimizer = optimizer
         self.loss = loss
         self.metrics = metrics
         self.weighted_metrics = weighted_metrics
         self.loss_weights = loss_weights
         self.seed = int(seed)
-        params = jax.tree.map(jnp.asarray, params)
+        params = precision_lib.cast_for_storage(self.policy,
+                                                jax.tree.map(jnp.asarray, params))
         state = TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=optimizer.init(params),
-            model_state=jax.tree.map(jnp.asarray, state),
+            model_state=precision_lib.cast_for_storage(
+                self.policy, jax.tree.map(jnp.asarray, state)),
             rng=jax.random.PRNGKey(seed),
+            loss_scale=precision_lib.initial_loss_scale(self.policy),
         )
         self._shardings = self._placement.state_shardings(state, optimizer)
         self._state = self._placement.place(state, self._shardings)
@@ -150,7 +163,7 @@ class Trainer:
         self._resume: loop.Position | None = None  # set by a restoring callback
         self._fit_finished = False  # whether the last fit ended normally
         self._compiled: dict[Any, loop.Compiled] = {}
-        self._predict = jax.jit(step_lib.make_predict_step(self._apply),
+        self._predict = jax.jit(step_lib.make_predict_step(self._apply, self.policy),
                                 in_shardings=(self._shardings,
                                               self._placement.batch_sharding(1)),
                                 out_shardings=self._placement.batch_sharding(1))
@@ -165,6 +178,8 @@ class Trainer:
     def state(self, value: TrainState) -> None:
         if not isinstance(value, TrainState):
             raise TypeError(errors.expected("state", "a jaxfit.TrainState", value))
+        if value.loss_scale is None and self.policy.loss_scaling:
+            value = value.replace(loss_scale=precision_lib.initial_loss_scale(self.policy))
         if jax.tree.structure(value) != jax.tree.structure(self._state):
             self._shardings = self._placement.state_shardings(value, self.optimizer)
         self._state = self._placement.place(value, self._shardings)
@@ -176,6 +191,8 @@ class Trainer:
 
     @params.setter
     def params(self, value: Any) -> None:
+        value = precision_lib.cast_for_storage(self.policy,
+                                               jax.tree.map(jnp.asarray, value))
         self._state = self._state.replace(
             params=self._placement.place(value, self._shardings.params))
 
@@ -321,9 +338,10 @@ class Trainer:
                                self._state)
         state_sh = (self._shardings if accumulate_steps == 1 else
                     self._placement.state_shardings(state, optimizer))
+        compute_apply = precision_lib.make_compute_apply(self.policy, self._apply)
         y_pred = jax.eval_shape(
-            lambda s, xb: self._apply(s.params, s.model_state, xb, train=False,
-                                      rng=s.rng)[0],
+            lambda s, xb: compute_apply(s.params, s.model_state, xb, train=False,
+                                        rng=s.rng)[0],
             state, x_spec,
         )
         objective = step_lib.make_objective(
@@ -343,7 +361,8 @@ class Trainer:
                         "reduce over the batch.",
                     )
                 )
-        train_step = step_lib.make_train_step(self._apply, objective, optimizer)
+        train_step = step_lib.make_train_step(self._apply, objective, optimizer,
+                                              policy=self.policy)
         batch = {
             "x": x_spec, "y": y_spec,
             "sample_weight": tuple(
@@ -352,7 +371,7 @@ class Trainer:
             "mask": jax.ShapeDtypeStruct((batch_size,), jnp.float32),
         }
         jax.eval_shape(train_step, state, batch)
-        eval_step = step_lib.make_eval_step(self._apply, objective)
+        eval_step = step_lib.make_eval_step(self._apply, objective, policy=self.policy)
         # Shardings are part of the compiled step: state as placed, batches split
         # along the data axis, totals and logs replicated.
         rep, data = self._placement.replicated, self._placement.batch_sharding(2)
