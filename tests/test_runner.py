@@ -118,7 +118,7 @@ BAD = [
      r"callbacks\[0\].args.patiense: unknown argument"),
     (BASE, ["loss=mean_squared_eror"], r"loss: "),
     (BASE, ["fit.validation_split=1.5"], r"fit.validation_split: expected a number"),
-    (BASE, ["precision=bfloat16"], r"precision: expected one of 'float32'"),
+    (BASE, ["precision=float8"], r"precision: expected one of 'float32'"),
     ("name: [unclosed\n", [], r"not valid YAML"),
     (BASE.replace("name: tiny\n", ""), [], r"name: missing required key"),
 ]

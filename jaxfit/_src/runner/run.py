@@ -193,7 +193,7 @@ def _build(config: RunConfig) -> tuple[Any, Any]:
         model, optimizer=optim.build(config.optimizer),
         loss=config.loss if config.loss is not None else loss,
         metrics=config.metrics if config.metrics is not None else metrics,
-        loss_weights=config.loss_weights, seed=config.seed)
+        loss_weights=config.loss_weights, seed=config.seed, precision=config.precision)
     return data, trainer
 
 

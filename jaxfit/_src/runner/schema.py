@@ -109,7 +109,8 @@ class RunConfig:
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     callbacks: list[CallbackConfig] = dataclasses.field(default_factory=list)
     seed: int = _positive(0, minimum=0)
-    precision: Literal["float32"] = "float32"
+    precision: Literal["float32", "bfloat16", "mixed_bfloat16", "mixed_float16"] = (
+        "float32")
     # BackupAndRestore in the run directory: "epoch", every N batches, or false.
     backup: Union[Literal["epoch", False], int] = _positive("epoch")
     # Written by `jaxfit run` into the run directory's config.yaml (versions,
