@@ -23,7 +23,11 @@ from jaxfit._src.driver import placement
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.yield_policy import YieldPolicy
 
-MAX_BLOCK = 32  # the most train steps fused into one compiled call
+MAX_BLOCK = 256  # the most train steps fused into one compiled call
+# ...and the most bytes of batches per call: small batches fuse many steps (the
+# per-call cost of the host gather and device_put is what limits small models),
+# large ones few (they are compute-bound, and yields stay frequent).
+BLOCK_BYTES = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +101,15 @@ def host_values(names: list[str], sums: dict[str, Any], j: int | None = None
 
 def _deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
     """Fetches pending batch logs in one transfer and calls the batch hooks."""
+    if not (callbacks.wants(begin) or callbacks.wants(end)):
+        # Nobody reads per-batch logs: only the last batch's, for on_yield.
+        batch = first_batch + sum(real for _, real in pending)
+        last = {}
+        if callbacks.wants("on_yield"):
+            logs, real = pending[-1]
+            last = host_values(names, placement.fetch(logs), real - 1)
+        pending.clear()
+        return batch, last
     fetched = placement.fetch([logs for logs, _ in pending])
     batch, last = first_batch, {}
     for logs, (_, real) in zip(fetched, pending):

@@ -525,8 +525,12 @@ class Trainer:
                                  seed=self.seed, steps_per_epoch=args["steps_per_epoch"],
                                  pad_to=self._placement.padded)
         compiled = self._prepare(data["x"], data["y"], batches.padded_size, accumulate)
+        batch_bytes = batches.padded_size * sum(
+            leaf.dtype.itemsize * int(np.prod(leaf.shape[1:]))
+            for leaf in jax.tree.leaves(data))
         size = 1 if policy.per_batch else arrays.block_size(
-            batches.steps_per_epoch, loop.MAX_BLOCK)
+            batches.steps_per_epoch,
+            max(1, min(loop.MAX_BLOCK, loop.BLOCK_BYTES // max(batch_bytes, 1))))
 
         def epoch_blocks(epoch: int, start: int):
             batches.seed = self.seed  # a restored checkpoint may bring its own
