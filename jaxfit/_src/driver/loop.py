@@ -40,6 +40,7 @@ class Compiled:
     empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
     state_shardings: Any = None  # of the state these blocks take (and return)
     accumulate_steps: int = 1  # > 1: the optimizer is optax.MultiSteps
+    fuse: bool = True  # whether several steps may share one compiled call
 
 
 Blocks = Iterable[tuple[Any, int]]  # (device block, number of real batches in it)

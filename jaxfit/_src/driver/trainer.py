@@ -370,7 +370,11 @@ class Trainer:
             ),
             "mask": jax.ShapeDtypeStruct((batch_size,), jnp.float32),
         }
-        jax.eval_shape(train_step, state, batch)
+        jaxpr = jax.make_jaxpr(train_step)(state, batch)  # shape errors surface here
+        # XLA:CPU runs convolutions inside a loop (lax.scan) an order of magnitude
+        # slower than outside one, and conv nets are compute-bound anyway: on CPU
+        # they run one step per compiled call (measured: benchmarks/RESULTS.md).
+        fuse = not (jax.default_backend() == "cpu" and _uses(jaxpr, _CONV))
         eval_step = step_lib.make_eval_step(self._apply, objective, policy=self.policy)
         # Shardings are part of the compiled step: state as placed, batches split
         # along the data axis, totals and logs replicated.
@@ -386,7 +390,8 @@ class Trainer:
         names = objective.log_names
         compiled = loop.Compiled(names, train_block, eval_block,
                                  jax.jit(lambda: step_lib.empty_logs(names),
-                                         out_shardings=rep), state_sh, accumulate_steps)
+                                         out_shardings=rep), state_sh, accumulate_steps,
+                                 fuse)
         self._compiled[key] = compiled
         return compiled
 
@@ -528,7 +533,7 @@ class Trainer:
         batch_bytes = batches.padded_size * sum(
             leaf.dtype.itemsize * int(np.prod(leaf.shape[1:]))
             for leaf in jax.tree.leaves(data))
-        size = 1 if policy.per_batch else arrays.block_size(
+        size = 1 if policy.per_batch or not compiled.fuse else arrays.block_size(
             batches.steps_per_epoch,
             max(1, min(loop.MAX_BLOCK, loop.BLOCK_BYTES // max(batch_bytes, 1))))
 
@@ -833,6 +838,22 @@ def _unblock(block: dict[str, Any]) -> tuple[Any, Any]:
     """The ``x`` and ``y`` of a one-batch block, without the block axis."""
     return (jax.tree.map(lambda a: a[0], block["x"]),
             jax.tree.map(lambda a: a[0], block["y"]))
+
+
+_CONV = "conv_general_dilated"
+
+
+def _uses(jaxpr: Any, primitive: str) -> bool:
+    """Whether ``primitive`` appears in ``jaxpr`` or any jaxpr nested in it."""
+    for eqn in jaxpr.jaxpr.eqns if hasattr(jaxpr, "jaxpr") else jaxpr.eqns:
+        if eqn.primitive.name == primitive:
+            return True
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                if hasattr(sub, "eqns") or hasattr(sub, "jaxpr"):
+                    if _uses(sub, primitive):
+                        return True
+    return False
 
 
 def _batch_spec(tree: Any, batch_size: int) -> Any:
