@@ -15,7 +15,6 @@ import threading
 import warnings
 from typing import Any, Callable, Generator, Iterable, Iterator
 
-import jax
 import numpy as np
 
 from jaxfit._src.core import hyperparams

@@ -339,11 +339,10 @@ class Trainer:
         state_sh = (self._shardings if accumulate_steps == 1 else
                     self._placement.state_shardings(state, optimizer))
         compute_apply = precision_lib.make_compute_apply(self.policy, self._apply)
-        y_pred = jax.eval_shape(
+        forward, y_pred = jax.make_jaxpr(
             lambda s, xb: compute_apply(s.params, s.model_state, xb, train=False,
-                                        rng=s.rng)[0],
-            state, x_spec,
-        )
+                                        rng=s.rng)[0], return_shape=True,
+        )(state, x_spec)
         objective = step_lib.make_objective(
             self.loss, self.loss_weights, self.metrics, y_spec, y_pred,
             self.weighted_metrics,
@@ -363,18 +362,12 @@ class Trainer:
                 )
         train_step = step_lib.make_train_step(self._apply, objective, optimizer,
                                               policy=self.policy)
-        batch = {
-            "x": x_spec, "y": y_spec,
-            "sample_weight": tuple(
-                jax.ShapeDtypeStruct((batch_size,), jnp.float32) for _ in parts
-            ),
-            "mask": jax.ShapeDtypeStruct((batch_size,), jnp.float32),
-        }
-        jaxpr = jax.make_jaxpr(train_step)(state, batch)  # shape errors surface here
+        # The train step itself is traced once, by jit, on its first call (before
+        # any step runs); tracing it here too would double the model's tracing.
         # XLA:CPU runs convolutions inside a loop (lax.scan) an order of magnitude
         # slower than outside one, and conv nets are compute-bound anyway: on CPU
         # they run one step per compiled call (measured: benchmarks/RESULTS.md).
-        fuse = not (jax.default_backend() == "cpu" and _uses(jaxpr, _CONV))
+        fuse = not (jax.default_backend() == "cpu" and _uses(forward, _CONV))
         eval_step = step_lib.make_eval_step(self._apply, objective, policy=self.policy)
         # Shardings are part of the compiled step: state as placed, batches split
         # along the data axis, totals and logs replicated.
