@@ -53,3 +53,32 @@ def test_params_placed_by_the_user_compile_once(compiles):
                 validation_split=0.2,
                 callbacks=[{"on_epoch_end": lambda e, logs: seen.append(compiles.count)}])
     assert seen[0] > 0 and seen == [seen[0]] * 3
+
+
+def test_a_conv_model_on_cpu_runs_one_step_per_call_with_the_same_history():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    def conv_apply(params, x):  # NHWC images, one 3x3 convolution, a dense head
+        h = jax.lax.conv_general_dilated(x, params["k"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.mean(jax.nn.relu(h), axis=(1, 2)) @ params["w"]
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 6, 6, 2)).astype(np.float32)
+    y = rng.normal(size=(24, 1)).astype(np.float32)
+    params = {"k": jnp.asarray(rng.normal(size=(3, 3, 2, 4)) * 0.3, jnp.float32),
+              "w": jnp.asarray(rng.normal(size=(4, 1)) * 0.3, jnp.float32)}
+    histories, calls = [], []
+    for yield_every in ("auto", "batch"):
+        trainer = jaxfit.Trainer(conv_apply, params, optimizer=optax.adam(1e-2),
+                                 loss="mse")
+        trainer.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+                    yield_every=yield_every)
+        histories.append(trainer.history.history)
+        calls.append(trainer._compiled)
+    assert histories[0] == histories[1]
+    if jax.default_backend() == "cpu":
+        (compiled,) = calls[0].values()
+        assert not compiled.fuse  # XLA:CPU convolutions are slow inside loops
