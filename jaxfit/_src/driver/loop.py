@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import signal
 import threading
 import warnings
@@ -84,6 +85,11 @@ class FitPlan:
     # ran-out-of-data warning (tfjs); None when an epoch is whatever the data gives.
     required_steps: int | None = None
     cleanup: Callable[[], None] = lambda: None  # stops feeders that span epochs
+    # In-memory data: the next epoch's first blocks are gathered and put on the
+    # device while the current epoch's last steps run (before its end-of-epoch
+    # sync), so the next epoch starts without waiting for the host.
+    prime: bool = False
+    primed: dict = dataclasses.field(default_factory=dict)
 
 
 def host_values(names: list[str], sums: dict[str, Any], j: int | None = None
@@ -232,6 +238,7 @@ def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None,
                     break
         trainer._fit_finished = True
     finally:
+        plan.primed.clear()
         plan.cleanup()
         callbacks.call("on_train_end", logs=epoch_logs)
 
@@ -250,7 +257,11 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
     steps = begin.batch
     # Stopped mid-epoch before the checkpoint: only the epoch's end is left to run.
     trainer.stop_training = trainer.stop_training or begin.stopped
-    source = () if begin.stopped else plan.epoch_blocks(epoch, begin.batch)
+    primed = plan.primed.pop(epoch, None) if begin.batch == 0 else None
+    if begin.stopped:
+        source: Any = ()
+    else:
+        source = primed if primed is not None else plan.epoch_blocks(epoch, begin.batch)
     with _closing(source) as blocks:  # joins feeder threads
         for block, real in blocks:
             steps += real
@@ -269,6 +280,11 @@ def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _Interrup
                 yield
                 if trainer.stop_training:
                     break
+    if plan.prime and epoch + 1 < plan.epochs and not trainer.stop_training:
+        following = iter(plan.epoch_blocks(epoch + 1, 0))
+        first = next(following, None)
+        if first is not None:
+            plan.primed[epoch + 1] = itertools.chain([first], following)
     if pending:
         batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
         callbacks.call("on_yield", epoch, batch - 1, logs=last)

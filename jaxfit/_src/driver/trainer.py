@@ -536,7 +536,7 @@ class Trainer:
             return self._blocks(data, index[start:], mask[start:], size)
 
         plan = loop.FitPlan(epoch_blocks, args["epochs"], args["initial_epoch"], policy,
-                            validation, args["validation_freq"], compiled)
+                            validation, args["validation_freq"], compiled, prime=True)
         return self._launch(plan, user_callbacks, args["verbose"], batches.steps_per_epoch,
                             batches.batch_size)
 
