@@ -156,7 +156,7 @@ def test_a_checkpoint_from_four_devices_restores_onto_one(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     expected = np.load(tmp_path / "p.npz")
 
-    trainer = jaxfit.Trainer.load(tmp_path / "ckpt", linear_apply,
+    trainer = jaxfit.Trainer.load(tmp_path / "ckpt", linear_apply, mesh=None,
                                   optimizer=optax.adam(0.05), loss="mse")
     device = jax.devices()[0]
     for name in ("w", "b"):
