@@ -1,6 +1,9 @@
 """Compile once: no recompilation after the first epoch or on a second fit."""
 
+import jax
+import jax.numpy as jnp
 import optax
+import pytest
 from conftest import linear_apply, linear_params, regression_data
 
 import jaxfit
@@ -82,3 +85,33 @@ def test_a_conv_model_on_cpu_runs_one_step_per_call_with_the_same_history():
     if jax.default_backend() == "cpu":
         (compiled,) = calls[0].values()
         assert not compiled.fuse  # XLA:CPU convolutions are slow inside loops
+
+
+def _first_fit_compiles(params, optimizer, compiles):
+    x, y = regression_data(n=37)
+    trainer = jaxfit.Trainer(linear_apply, params, optimizer=optimizer, loss="mse",
+                             metrics=["mae"])
+    compiles.reset()
+    per_epoch = []
+    trainer.fit(x, y, batch_size=8, epochs=3, validation_split=0.2, verbose=0,
+                callbacks=[{"on_epoch_end": lambda e, logs: per_epoch.append(
+                    compiles.count)}])
+    return per_epoch, trainer
+
+
+@pytest.mark.parametrize("optimizer", [optax.sgd(1e-2), optax.adam(1e-2)],
+                         ids=["sgd", "adam"])
+@pytest.mark.parametrize("weak", [
+    lambda p: {"w": p["w"] + 0.0, "b": jnp.array(0.0)},  # weakly typed jax arrays
+    lambda p: {"w": p["w"], "b": 0.0},  # a Python float
+], ids=["jnp-weak", "python-float"])
+def test_weakly_typed_initial_values_compile_like_strong_ones(optimizer, weak, compiles):
+    strong_counts, _ = _first_fit_compiles(linear_params(), optimizer, compiles)
+    weak_counts, trainer = _first_fit_compiles(weak(linear_params()), optimizer,
+                                               compiles)
+    # the train block and the eval step each compile once: as many compiles as
+    # with strongly typed params, all in the first epoch
+    assert weak_counts == strong_counts == [strong_counts[0]] * 3
+    for leaf in jax.tree.leaves(trainer.state):
+        assert not getattr(leaf, "weak_type", False)
+    assert trainer.params["b"].dtype == jnp.float32

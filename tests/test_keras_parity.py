@@ -50,17 +50,22 @@ def _keras_model():
     return model, params
 
 
+CLASS_WEIGHT = {0: 1.0, 1: 2.0, 2: 0.5}
+SAMPLE_WEIGHT = RNG.uniform(0.0, 2.0, size=70).astype(np.float32)
 CASES = {
-    "class_weight": dict(class_weight={0: 1.0, 1: 2.0, 2: 0.5}),
-    "sample_weight": dict(sample_weight=RNG.uniform(0.0, 2.0, size=70).astype(np.float32)),
+    "class_weight": dict(class_weight=CLASS_WEIGHT, validation_data=(XV, YV)),
+    "sample_weight": dict(sample_weight=SAMPLE_WEIGHT, validation_data=(XV, YV)),
+    # class_weight weights training batches only: the held-out rows are unweighted
+    "class_weight_split": dict(class_weight=CLASS_WEIGHT, validation_split=0.2),
+    # a sample_weight is split with the data and weights validation too
+    "sample_weight_split": dict(sample_weight=SAMPLE_WEIGHT, validation_split=0.2),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_same_history_as_keras(case):
     model, params = _keras_model()
-    kwargs = dict(batch_size=16, epochs=3, shuffle=False, validation_data=(XV, YV),
-                  verbose=0, **CASES[case])
+    kwargs = dict(batch_size=16, epochs=3, shuffle=False, verbose=0, **CASES[case])
     expected = model.fit(X, Y, **kwargs).history
     trainer = jaxfit.Trainer(apply, params, optimizer=optax.sgd(0.1),
                              loss="categorical_crossentropy", metrics=["accuracy"])

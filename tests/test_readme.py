@@ -19,6 +19,10 @@ def test_readme_set_up_commands_match_ci():
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert '-e ".[test]"' in text and '-e ".[test]"' in ci
     assert "python -m pytest -q" in text and "python -m pytest -q" in ci
+    # the device matrix: both runs, in the README and in CI
+    eight = "XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu"
+    assert f"{eight} .venv/bin/python -m pytest -q" in text
+    assert eight in ci and ci.count("python -m pytest -q") == 2
     assert 'pip install -e ".[run]" && .venv/bin/jaxfit run configs/digits_mlp.yaml' in text
 
 

@@ -45,3 +45,20 @@ def copy_tree(tree: Any) -> Any:
     keeps its placement.
     """
     return jax.tree.map(lambda a: jax.device_put(jnp.asarray(a), may_alias=False), tree)
+
+
+def strong(tree: Any) -> Any:
+    """Every leaf as an array of a strong dtype (the same dtype, not weakly typed).
+
+    Weakly typed leaves (Python floats, ``jnp.array(0.0)``) would change the
+    compiled step's signature as the first update washes their weak type out,
+    compiling it again; canonicalising the initial state once prevents that.
+    """
+
+    def leaf(value: Any) -> Any:
+        array = jnp.asarray(value)
+        if getattr(array, "weak_type", False):
+            return jax.lax.convert_element_type(array, array.dtype)
+        return array
+
+    return jax.tree.map(leaf, tree)

@@ -20,7 +20,7 @@ from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.model import Model
-from jaxfit._src.core.state import TrainState
+from jaxfit._src.core.state import TrainState, strong
 from jaxfit._src.data import arrays, iterables
 from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver import loop, placement, progress, validate, yield_policy
@@ -142,14 +142,13 @@ class Trainer:
         self.weighted_metrics = weighted_metrics
         self.loss_weights = loss_weights
         self.seed = int(seed)
-        params = precision_lib.cast_for_storage(self.policy,
-                                                jax.tree.map(jnp.asarray, params))
+        # strong dtypes throughout, so weak types washing out never recompiles
+        params = precision_lib.cast_for_storage(self.policy, strong(params))
         state = TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            opt_state=optimizer.init(params),
-            model_state=precision_lib.cast_for_storage(
-                self.policy, jax.tree.map(jnp.asarray, state)),
+            opt_state=strong(optimizer.init(params)),
+            model_state=precision_lib.cast_for_storage(self.policy, strong(state)),
             rng=jax.random.PRNGKey(seed),
             loss_scale=precision_lib.initial_loss_scale(self.policy),
         )
@@ -180,6 +179,7 @@ class Trainer:
             raise TypeError(errors.expected("state", "a jaxfit.TrainState", value))
         if value.loss_scale is None and self.policy.loss_scaling:
             value = value.replace(loss_scale=precision_lib.initial_loss_scale(self.policy))
+        value = strong(value)
         if jax.tree.structure(value) != jax.tree.structure(self._state):
             self._shardings = self._placement.state_shardings(value, self.optimizer)
         self._state = self._placement.place(value, self._shardings)
@@ -191,8 +191,7 @@ class Trainer:
 
     @params.setter
     def params(self, value: Any) -> None:
-        value = precision_lib.cast_for_storage(self.policy,
-                                               jax.tree.map(jnp.asarray, value))
+        value = precision_lib.cast_for_storage(self.policy, strong(value))
         self._state = self._state.replace(
             params=self._placement.place(value, self._shardings.params))
 
@@ -308,7 +307,7 @@ class Trainer:
         accumulators) for a fit with ``accumulate_steps`` > 1."""
         if accumulate_steps == 1:
             return state
-        multi = self._optimizer_for(accumulate_steps).init(state.params)
+        multi = strong(self._optimizer_for(accumulate_steps).init(state.params))
         return state.replace(opt_state=multi._replace(inner_opt_state=state.opt_state))
 
     @staticmethod
@@ -323,8 +322,9 @@ class Trainer:
                  ) -> loop.Compiled:
         """Builds (once per y structure) the objective and the jitted blocks.
 
-        Traces the model, the loss and one train step abstractly (no compile),
-        so shape errors surface before anything runs.
+        Traces the model and the loss abstractly (no compile) at the user's
+        ``batch_size`` (before padding to the data axis, so errors quote the
+        user's shapes), so shape errors surface before anything runs.
         """
         x_spec = _batch_spec(x, batch_size)
         y_spec = _batch_spec(y, batch_size)
@@ -390,7 +390,7 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------
     @staticmethod
-    def _dataset(x, y, sample_weight, class_weight, argprefix=""):
+    def _dataset(x, y, sample_weight, argprefix=""):
         x = arrays.to_numpy(x, argprefix + "x")
         y = arrays.to_numpy(y, argprefix + "y")
         sample_weight = arrays.to_numpy(sample_weight, argprefix + "sample_weight")
@@ -408,11 +408,7 @@ class Trainer:
                     "one array of shape (n,), or one per output structured like y",
                     sample_weight))
             weights = [_weight_vector(w, n, argprefix) for w in jax.tree.leaves(sample_weight)]
-        if class_weight is not None:
-            per_class = arrays.class_weights(y, class_weight)
-            weights = [w * per_class for w in weights]
-        weights = tuple(weights)
-        return {"x": x, "y": y, "sample_weight": weights}, n
+        return {"x": x, "y": y, "sample_weight": tuple(weights)}, n
 
     # -- fit ---------------------------------------------------------------------
     def fit(
@@ -497,12 +493,13 @@ class Trainer:
         accumulate = int(args["accumulate_steps"])
         policy = yield_policy.parse(args["yield_every"], args.get("now"))
         user_callbacks = callback_lib.normalize(args["callbacks"])
-        data, n = self._dataset(args["x"], args["y"], args["sample_weight"],
-                                args["class_weight"])
+        # class_weight weights training batches only (Keras 3, tfjs): it is applied
+        # after the validation split; a sample_weight is split with the data.
+        data, n = self._dataset(args["x"], args["y"], args["sample_weight"])
         validation = None
         if args["validation_data"] is not None:
             vx, vy, *vw = args["validation_data"]
-            val_data, val_n = self._dataset(vx, vy, vw[0] if vw else None, None,
+            val_data, val_n = self._dataset(vx, vy, vw[0] if vw else None,
                                             "validation_data.")
         elif args["validation_split"] > 0:
             train, val_data = arrays.split_last(data, n, args["validation_split"])
@@ -519,10 +516,14 @@ class Trainer:
                                                args["validation_steps"], accumulate)
         if n == 0:
             raise ValueError(errors.expected("x", "at least one sample", args["x"]))
+        if args["class_weight"] is not None:
+            per_class = arrays.class_weights(data["y"], args["class_weight"])
+            data = {**data, "sample_weight": tuple(
+                w * per_class for w in data["sample_weight"])}
         batches = arrays.Batches(n, args["batch_size"], shuffle=bool(args["shuffle"]),
                                  seed=self.seed, steps_per_epoch=args["steps_per_epoch"],
                                  pad_to=self._placement.padded)
-        compiled = self._prepare(data["x"], data["y"], batches.padded_size, accumulate)
+        compiled = self._prepare(data["x"], data["y"], batches.batch_size, accumulate)
         batch_bytes = batches.padded_size * sum(
             leaf.dtype.itemsize * int(np.prod(leaf.shape[1:]))
             for leaf in jax.tree.leaves(data))
@@ -661,7 +662,7 @@ class Trainer:
             raise ValueError(errors.expected("dataset", "at least one batch", "no batches"))
         example, _ = batcher(first, 0)
         batch_size = int(example["mask"].shape[1])
-        compiled = self._prepare(*_unblock(example), batch_size)
+        compiled = self._prepare(*_unblock(example), int(example["mask"].sum()))
         validation = self._stream_eval_plan(args["validation_data"],
                                             args["validation_batches"], batch_size,
                                             "validation_data", compiled)
@@ -704,7 +705,7 @@ class Trainer:
         if isinstance(data, tuple):
             validate.validation_data(data)
             vx, vy, *vw = data
-            arrays_data, n = self._dataset(vx, vy, vw[0] if vw else None, None,
+            arrays_data, n = self._dataset(vx, vy, vw[0] if vw else None,
                                            argname + ".")
             return self._array_eval_plan(arrays_data, n, batch_size, batches)
         stream = iterables.Stream(data, argname)
@@ -718,7 +719,7 @@ class Trainer:
                                                  "no batches"))
             example, _ = iterables.Batcher(argname, None,
                                            self._placement.local_multiple)(first, 0)
-            compiled = self._prepare(*_unblock(example), int(example["mask"].shape[1]))
+            compiled = self._prepare(*_unblock(example), int(example["mask"].sum()))
             pending.append(itertools.chain([first], iterator))
 
         def blocks():
@@ -765,7 +766,7 @@ class Trainer:
         """
         validate.positive_int("batch_size", batch_size)
         validate.positive_int("steps", steps, allow_none=True)
-        data, n = self._dataset(x, y, sample_weight, None)
+        data, n = self._dataset(x, y, sample_weight)
         plan = self._array_eval_plan(data, n, batch_size, steps)
         callback_list = callback_lib.CallbackList(
             callback_lib.normalize(callbacks), self, {"verbose": 0, "epochs": 1})
@@ -776,7 +777,7 @@ class Trainer:
         """Evaluation over in-memory arrays, one padded batch per call."""
         batches = arrays.Batches(n, batch_size, shuffle=False, seed=0,
                                  pad_to=self._placement.padded)
-        compiled = self._prepare(data["x"], data["y"], batches.padded_size,
+        compiled = self._prepare(data["x"], data["y"], batches.batch_size,
                                  accumulate_steps)
 
         def blocks():
@@ -801,7 +802,7 @@ class Trainer:
             callback_lib.normalize(callbacks), self,
             {"verbose": 0, "epochs": 1, "steps": batches.steps_per_epoch})
         callback_list.call("on_predict_begin")
-        index, _ = batches.epoch_indices(0)
+        index, mask = batches.epoch_indices(0)
         rows = self._placement.local_rows(index.shape[1])
         outputs = []
         for start in range(index.shape[0]):
@@ -809,7 +810,11 @@ class Trainer:
                                                 index.shape[1])
             outputs.append(self._predict(self._state, x_batch))
         host = placement.gather(outputs)
-        result = jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *host)
+        # Padding rows sit at the end of *every* batch once a batch is padded to a
+        # multiple of the data axis (and at the end of the ragged last one): keep
+        # the real rows by the mask, which is in sample order (no shuffle).
+        real = mask.reshape(-1) > 0
+        result = jax.tree.map(lambda *parts: np.concatenate(parts)[real], *host)
         callback_list.call("on_predict_end")
         return result
 
