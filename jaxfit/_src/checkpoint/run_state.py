@@ -139,5 +139,11 @@ def restore_run(trainer: Any, path: str | os.PathLike[str]) -> loop.Position:
 
 def load_params(path: str | os.PathLike[str]) -> Any:
     """The checkpoint's params as host arrays (to build a Trainer around them)."""
+    return load_arrays(path)[0]["params"]
+
+
+def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint's stored state as host arrays (its ``TrainState`` fields, or
+    ``{"params"}`` for a weights-only checkpoint) and its metadata."""
     path = orbax_io.checked_path(path)
-    return orbax_io.restore_numpy(path, orbax_io.STATE)["params"]
+    return orbax_io.restore_numpy(path, orbax_io.STATE), orbax_io.read_info(path)

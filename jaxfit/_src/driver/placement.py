@@ -87,13 +87,15 @@ class Placement:
                     "param_sharding", "PartitionSpec values", leaf))
         return specs
 
-    def state_shardings(self, state: Any, optimizer: optax.GradientTransformation
-                        ) -> Any:
+    def state_shardings(self, state: Any,
+                        optimizer: optax.GradientTransformation | None) -> Any:
         """Shardings for a whole TrainState: params by the rules, the optimizer's
         param-shaped leaves like their params, the rest replicated."""
         specs = self.param_specs(state.params)
         is_spec = lambda s: isinstance(s, PartitionSpec)  # noqa: E731
         try:
+            if optimizer is None:  # a trainer for inference: no optimizer state
+                raise ValueError
             opt_specs = optax.tree_map_params(
                 optimizer, lambda _, spec: spec, state.opt_state, specs,
                 transform_non_params=lambda _: PartitionSpec(), is_leaf=is_spec)

@@ -29,6 +29,9 @@ from jaxfit._src.driver.history import History
 YieldEvery = Literal["auto", "batch", "epoch", "never"] | float
 
 
+_UNCHANGED: Any = object()  # compile(): an argument left out keeps its value
+
+
 class Trainer:
     """Trains a pure JAX model with a Keras / TensorFlow.js ``fit`` API.
 
@@ -46,10 +49,12 @@ class Trainer:
       params: the initial parameters (any pytree of arrays). They are copied, so
         the arrays you pass stay valid. Defaults to `None` (only with a
         ``jaxfit.Model``).
-      optimizer: an ``optax.GradientTransformation``.
+      optimizer: an ``optax.GradientTransformation``. Defaults to `None` (a trainer
+        for inference: ``predict`` works, ``fit`` asks for one; see ``compile``).
       loss: a loss name (``"mse"``, ``"categorical_crossentropy"``, ...), a callable
         ``(y_true, y_pred) -> per-sample loss`` of shape ``(batch,)``, or a pytree
-        of those matching ``y``. A single loss applies to every output.
+        of those matching ``y``. A single loss applies to every output. Defaults
+        to `None` (``fit`` and ``evaluate`` ask for one).
       metrics: a list of metric names or callables (applied to every output), or a
         dict ``{output name: metrics}``. As Keras (and tfjs), these are plain means
         over the samples: sample and class weights do not apply. Defaults to `None`.
@@ -98,8 +103,8 @@ class Trainer:
         apply_fn: Callable[..., Any] | Model,
         params: Any = None,
         *,
-        optimizer: optax.GradientTransformation,
-        loss: Any,
+        optimizer: optax.GradientTransformation | None = None,
+        loss: Any = None,
         metrics: Any = None,
         loss_weights: Any = None,
         state: Any = None,
@@ -125,35 +130,28 @@ class Trainer:
                 "params", "the model's parameters (a pytree of arrays), or a "
                 "jaxfit.Model as the first argument", params))
         self._apply, self._has_state = apply_lib.normalize(apply_fn)
-        if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-            raise TypeError(
-                errors.expected(
-                    "optimizer", "an optax.GradientTransformation, e.g. optax.adam(1e-3)",
-                    optimizer,
-                )
-            )
+        _check_optimizer(optimizer)
         validate.non_negative_int("seed", seed)
         _check_names(loss, metrics, weighted_metrics)
         self._placement = placement.Placement(mesh, data_axis, param_sharding)
         self.policy = precision_lib.policy(precision)
-        self.optimizer = optimizer
-        self.loss = loss
-        self.metrics = metrics
-        self.weighted_metrics = weighted_metrics
-        self.loss_weights = loss_weights
+        self._optimizer = optimizer
+        self._loss = loss
+        self._metrics = metrics
+        self._weighted_metrics = weighted_metrics
+        self._loss_weights = loss_weights
         self.seed = int(seed)
         # strong dtypes throughout, so weak types washing out never recompiles
         params = precision_lib.cast_for_storage(self.policy, strong(params))
         state = TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            opt_state=strong(optimizer.init(params)),
+            opt_state=None if optimizer is None else strong(optimizer.init(params)),
             model_state=precision_lib.cast_for_storage(self.policy, strong(state)),
             rng=jax.random.PRNGKey(seed),
             loss_scale=precision_lib.initial_loss_scale(self.policy),
         )
-        self._shardings = self._placement.state_shardings(state, optimizer)
-        self._state = self._placement.place(state, self._shardings)
+        self._place_state(state)
         self.stop_training = False
         self.history: History | None = None
         self._running = False
@@ -162,10 +160,127 @@ class Trainer:
         self._resume: loop.Position | None = None  # set by a restoring callback
         self._fit_finished = False  # whether the last fit ended normally
         self._compiled: dict[Any, loop.Compiled] = {}
+
+    def _place_state(self, state: TrainState) -> None:
+        """Places a state of a (possibly) new structure: shardings, then the
+        predict step built for them (the train and eval steps are per fit)."""
+        self._shardings = self._placement.state_shardings(state, self._optimizer)
+        self._state = self._placement.place(state, self._shardings)
         self._predict = jax.jit(step_lib.make_predict_step(self._apply, self.policy),
                                 in_shardings=(self._shardings,
                                               self._placement.batch_sharding(1)),
                                 out_shardings=self._placement.batch_sharding(1))
+
+    # -- compile: the optimizer, loss and metrics ---------------------------------
+    def compile(self, optimizer: Any = _UNCHANGED, loss: Any = _UNCHANGED,
+                metrics: Any = _UNCHANGED, loss_weights: Any = _UNCHANGED,
+                weighted_metrics: Any = _UNCHANGED) -> None:
+        """Changes the optimizer, loss or metrics between calls (Keras' ``compile``).
+
+        The params, model state, step and rng are kept. A new optimizer (another
+        object than the current one) starts from a fresh optimizer state; the
+        same optimizer keeps its state. The train and eval steps are rebuilt at
+        the next ``fit`` / ``evaluate``. Arguments left out keep their current
+        values (unlike Keras, where they reset to the defaults); pass ``None``
+        to remove one. Assigning ``trainer.optimizer``, ``trainer.loss``,
+        ``trainer.metrics``, ``trainer.loss_weights`` or
+        ``trainer.weighted_metrics`` calls this.
+
+        Args:
+          optimizer: an ``optax.GradientTransformation``.
+          loss: as ``Trainer(loss=...)``.
+          metrics: as ``Trainer(metrics=...)``.
+          loss_weights: as ``Trainer(loss_weights=...)``.
+          weighted_metrics: as ``Trainer(weighted_metrics=...)``.
+
+        Raises:
+          TypeError, ValueError: a bad optimizer, unknown loss or metric names;
+            nothing is changed.
+          RuntimeError: called while ``fit`` runs (from a callback).
+
+        Example:
+          >>> import jax.numpy as jnp, optax, jaxfit
+          >>> trainer = jaxfit.Trainer(lambda p, x: x @ p["w"], {"w": jnp.zeros((3, 1))},
+          ...                          optimizer=optax.sgd(0.1), loss="mse")
+          >>> trainer.compile(optimizer=optax.adam(1e-3), metrics=["mae"])
+          >>> trainer.loss, trainer.metrics
+          ('mse', ['mae'])
+        """
+        if self._running:
+            raise RuntimeError("compile: the trainer is running a fit; change the "
+                               "optimizer, loss or metrics between calls.")
+        pick = lambda new, old: old if new is _UNCHANGED else new  # noqa: E731
+        optimizer = pick(optimizer, self._optimizer)
+        loss, metrics = pick(loss, self._loss), pick(metrics, self._metrics)
+        weighted_metrics = pick(weighted_metrics, self._weighted_metrics)
+        _check_optimizer(optimizer)
+        _check_names(loss, metrics, weighted_metrics)
+        if optimizer is not self._optimizer:
+            state = self._state.replace(opt_state=None if optimizer is None else strong(
+                optimizer.init(self._state.params)))
+            self._optimizer = optimizer
+            self._place_state(state)
+        self._loss, self._metrics = loss, metrics
+        self._weighted_metrics = weighted_metrics
+        self._loss_weights = pick(loss_weights, self._loss_weights)
+        self._compiled.clear()  # rebuilt, with the new objective, when next used
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation | None:
+        """The optax optimizer; assigning one calls ``compile(optimizer=...)``."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: optax.GradientTransformation | None) -> None:
+        self.compile(optimizer=value)
+
+    @property
+    def loss(self) -> Any:
+        """The loss; assigning one calls ``compile(loss=...)``."""
+        return self._loss
+
+    @loss.setter
+    def loss(self, value: Any) -> None:
+        self.compile(loss=value)
+
+    @property
+    def metrics(self) -> Any:
+        """The metrics; assigning calls ``compile(metrics=...)``."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, value: Any) -> None:
+        self.compile(metrics=value)
+
+    @property
+    def loss_weights(self) -> Any:
+        """The per-output loss weights; assigning calls ``compile(loss_weights=...)``."""
+        return self._loss_weights
+
+    @loss_weights.setter
+    def loss_weights(self, value: Any) -> None:
+        self.compile(loss_weights=value)
+
+    @property
+    def weighted_metrics(self) -> Any:
+        """The weighted metrics; assigning calls ``compile(weighted_metrics=...)``."""
+        return self._weighted_metrics
+
+    @weighted_metrics.setter
+    def weighted_metrics(self, value: Any) -> None:
+        self.compile(weighted_metrics=value)
+
+    def _require(self, call: str, optimizer: bool) -> None:
+        """Fails before anything runs when ``call`` needs what was not given."""
+        missing = [name for name, value in (("optimizer", self._optimizer if optimizer
+                                             else True), ("loss", self._loss))
+                   if value is None]
+        if missing:
+            raise ValueError(
+                f"{call}: this trainer has no {' and no '.join(missing)} (it was built "
+                "for inference, e.g. by Trainer.load without them). Pass them with "
+                "trainer.compile(" + ", ".join(f"{m}=..." for m in missing) + ") or "
+                "to Trainer(...).")
 
     # -- state ---------------------------------------------------------------
     @property
@@ -181,8 +296,9 @@ class Trainer:
             value = value.replace(loss_scale=precision_lib.initial_loss_scale(self.policy))
         value = strong(value)
         if jax.tree.structure(value) != jax.tree.structure(self._state):
-            self._shardings = self._placement.state_shardings(value, self.optimizer)
-        self._state = self._placement.place(value, self._shardings)
+            self._place_state(value)
+        else:
+            self._state = self._placement.place(value, self._shardings)
 
     @property
     def params(self) -> Any:
@@ -286,14 +402,28 @@ class Trainer:
         ``Trainer.load(path, apply, optimizer=..., loss=...)``: the keyword
         arguments are those of ``Trainer`` (the optimizer must be the one the
         checkpoint was trained with, for its state to fit).
+        ``Trainer.load(path, apply)`` without an optimizer loads for inference:
+        the params, model state, step, rng and seed, not the optimizer state;
+        ``predict`` works, and ``compile(optimizer=..., loss=...)`` makes it
+        trainable (with a fresh optimizer state).
 
         Raises:
           FileNotFoundError, ValueError: as ``restore``.
         """
         from jaxfit._src.checkpoint import run_state
 
-        trainer = cls(apply_fn, run_state.load_params(path), **kwargs)
-        trainer.restore(path)
+        stored, info = run_state.load_arrays(path)
+        if kwargs.get("optimizer") is not None:
+            trainer = cls(apply_fn, stored["params"], **kwargs)
+            trainer.restore(path)
+            return trainer
+        # for inference: everything but the optimizer state
+        if stored.get("model_state") is not None:
+            kwargs.setdefault("state", stored["model_state"])
+        trainer = cls(apply_fn, stored["params"], **kwargs)
+        if not info.get("weights_only"):
+            trainer.state = trainer.state.replace(step=stored["step"], rng=stored["rng"])
+            trainer.seed = int(info["seed"])
         return trainer
 
     # -- compiled steps --------------------------------------------------------
@@ -478,6 +608,7 @@ class Trainer:
         """Validates every argument, prepares data and steps, then returns the loop."""
         if self._running:
             raise RuntimeError("fit: the trainer is already running a fit; it is not re-entrant.")
+        self._require("fit", optimizer=True)
         validate.positive_int("batch_size", args["batch_size"])
         validate.epochs(args["epochs"], args["initial_epoch"])
         validate.verbose(args["verbose"])
@@ -645,6 +776,7 @@ class Trainer:
         if self._running:
             raise RuntimeError("fit_dataset: the trainer is already running a fit; it is "
                                "not re-entrant.")
+        self._require("fit_dataset", optimizer=True)
         validate.epochs(args["epochs"], args["initial_epoch"])
         validate.verbose(args["verbose"])
         validate.class_weight(args["class_weight"])
@@ -741,6 +873,7 @@ class Trainer:
         Returns:
           ``{"loss": ..., <metric>: ...}``.
         """
+        self._require("evaluate_dataset", optimizer=False)
         validate.positive_int("batches", batches, allow_none=True)
         plan = self._stream_eval_plan(dataset, batches, 1, "dataset")
         assert plan is not None
@@ -764,6 +897,7 @@ class Trainer:
         Raises:
           ValueError, TypeError: bad arguments, before anything runs.
         """
+        self._require("evaluate", optimizer=False)
         validate.positive_int("batch_size", batch_size)
         validate.positive_int("steps", steps, allow_none=True)
         data, n = self._dataset(x, y, sample_weight)
@@ -858,6 +992,14 @@ def _batch_spec(tree: Any, batch_size: int) -> Any:
     return jax.tree.map(
         lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype), tree
     )
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if optimizer is not None and not (hasattr(optimizer, "init")
+                                      and hasattr(optimizer, "update")):
+        raise TypeError(errors.expected(
+            "optimizer", "an optax.GradientTransformation, e.g. optax.adam(1e-3)",
+            optimizer))
 
 
 def _check_names(loss: Any, metrics: Any, weighted_metrics: Any) -> None:
