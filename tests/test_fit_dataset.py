@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import warnings
 
 import numpy as np
 import optax
@@ -250,3 +251,40 @@ def test_grain_iter_dataset_and_data_loader_sources():
         got = _trainer().fit_dataset(source, epochs=2, verbose=0)
         np.testing.assert_allclose(got.history["loss"], expected.history["loss"],
                                    rtol=1e-6)
+
+
+@pytest.mark.parametrize("source,steps", [("list", 3), ("generator_function", None),
+                                          ("custom_iterable", None)])
+def test_callback_params_steps_come_from_a_sized_dataset(source, steps):
+    # tfjs: params.steps is dataset.size when steps_per_epoch is not given
+    history = _trainer().fit_dataset(SOURCES[source](), epochs=1, verbose=0)
+    assert history.params["steps"] == steps
+
+
+def test_callback_params_steps_of_a_grain_dataset():
+    grain = pytest.importorskip("grain", reason="grain is the optional data extra")
+    dataset = jaxfit.data.from_arrays(X, Y, batch_size=4, shuffle=False)
+    assert len(dataset) == 3
+    history = _trainer().fit_dataset(dataset, epochs=1, verbose=0)
+    assert history.params["steps"] == 3
+    del grain
+
+
+def test_evaluate_dataset_warns_when_it_runs_out_before_batches():
+    trainer = _trainer()
+    with pytest.warns(UserWarning, match=r"ran out of data during evaluation after 3 "
+                                         r"batches.*\(in this case, 5 batches\)"):
+        logs = trainer.evaluate_dataset(BATCHES, batches=5)
+    assert logs == pytest.approx(trainer.evaluate(X, Y, batch_size=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer.evaluate_dataset(BATCHES, batches=3)  # exactly enough: no warning
+        trainer.evaluate_dataset(BATCHES)
+
+
+def test_validation_batches_beyond_the_stream_warn_too():
+    with pytest.warns(UserWarning, match=r"\(in this case, 4 batches\)"):
+        history = _trainer().fit_dataset(BATCHES, epochs=1, validation_data=BATCHES,
+                                         validation_batches=4, verbose=0)
+    assert "val_loss" in history.history
+

@@ -50,6 +50,9 @@ Blocks = Iterable[tuple[Any, int]]  # (device block, number of real batches in i
 class EvalPlan:
     blocks: Callable[[], Blocks]
     compiled: Compiled
+    # evaluate_dataset(batches=N) / validation_batches on a stream: the batches
+    # asked for, for tfjs' ran-out-of-data warning; None: whatever the data gives.
+    required_batches: int | None = None
 
 
 @dataclasses.dataclass
@@ -205,6 +208,14 @@ def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str,
             pending.append((logs, real))
     if not pending:
         raise ValueError("validation data: expected at least one batch, got none.")
+    ran = sum(real for _, real in pending)
+    if plan.required_batches is not None and ran < plan.required_batches:
+        warnings.warn(  # tfjs' evaluateDataset warning
+            f"Your dataset iterator ran out of data during evaluation after {ran} "
+            f"batches; interrupting evaluation. Make sure that your dataset can "
+            f"generate at least `batches` batches (in this case, "
+            f"{plan.required_batches} batches), e.g. by repeating it.",
+            UserWarning, stacklevel=3)
     if callbacks.wants("on_test_batch_begin") or callbacks.wants("on_test_batch_end"):
         _deliver(plan.compiled.log_names, pending, 0, callbacks,
                  "on_test_batch_begin", "on_test_batch_end")

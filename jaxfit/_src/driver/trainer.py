@@ -822,7 +822,11 @@ class Trainer:
 
             plan = loop.FitPlan(epoch_blocks, args["epochs"], initial, policy,
                                 validation, 1, compiled)
-        return self._launch(plan, user_callbacks, args["verbose"], steps, batch_size)
+        # callbacks' params["steps"]: steps_per_epoch, else a sized dataset's length
+        # (tfjs: dataset.size), so the progress bar shows a total
+        return self._launch(plan, user_callbacks, args["verbose"],
+                            steps if steps is not None else _length(args["dataset"]),
+                            batch_size)
 
     def _stream_eval_plan(self, data: Any, batches: int | None, batch_size: int,
                           argname: str, compiled: loop.Compiled | None = None
@@ -859,7 +863,7 @@ class Trainer:
             return iterables.Feeder(iterables.take(source, batches), batcher,
                                     self._put_streamed)
 
-        return loop.EvalPlan(blocks, compiled)
+        return loop.EvalPlan(blocks, compiled, required_batches=batches)
 
     def evaluate_dataset(self, dataset: Any, *, batches: int | None = None,
                          callbacks: Any = None) -> dict[str, float]:
@@ -956,6 +960,16 @@ class Trainer:
 _FIT_SIGNATURE = inspect.signature(Trainer.fit)
 _FIT_DATASET_SIGNATURE = inspect.signature(Trainer.fit_dataset)
 _MISSING = object()
+
+
+def _length(dataset: Any) -> int | None:
+    """``len(dataset)`` when the dataset knows it (a list, a grain dataset), else
+    ``None`` (a generator, an infinite or unsized stream)."""
+    try:
+        length = len(dataset)
+    except Exception:  # noqa: BLE001 - unsized, or tf.data's infinite cardinality
+        return None
+    return length if isinstance(length, int) and length > 0 else None
 
 
 def _weight_vector(weights: Any, n: int, argprefix: str) -> np.ndarray:
