@@ -49,9 +49,20 @@ def test_a_stream_of_unknown_length_shows_a_counter():
     stream = io.StringIO()
     batches = [(X[i:i + 4], Y[i:i + 4]) for i in range(0, 20, 4)]
     bar = jaxfit.callbacks.ProgressBar(verbose=1, stream=stream)
+    _trainer().fit_dataset(lambda: iter(batches), epochs=1, yield_every="batch",
+                           verbose=0, callbacks=[bar])
+    assert "5step" in stream.getvalue().replace(" ", "")
+    assert "5/5" not in stream.getvalue()
+
+
+def test_a_sized_stream_shows_its_total():
+    # tfjs takes the total from dataset.size; jaxfit from len(dataset)
+    stream = io.StringIO()
+    batches = [(X[i:i + 4], Y[i:i + 4]) for i in range(0, 20, 4)]
+    bar = jaxfit.callbacks.ProgressBar(verbose=1, stream=stream)
     _trainer().fit_dataset(batches, epochs=1, yield_every="batch", verbose=0,
                            callbacks=[bar])
-    assert "5step" in stream.getvalue().replace(" ", "")
+    assert "5/5" in stream.getvalue()
 
 
 def test_progress_bar_rejects_a_bad_verbose():
