@@ -8,11 +8,11 @@ unchanged in evaluation and prediction.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxfit._src import errors
 from jaxfit._src.core.model import Model
@@ -41,12 +41,16 @@ def _import_linen() -> Any:
     return linen
 
 
+def _call_parameters(module: Any) -> Any:
+    try:
+        return inspect.signature(module.__call__).parameters
+    except (TypeError, ValueError):
+        return {}
+
+
 def _mode_arg(module: Any) -> str | None:
     """The ``__call__`` parameter that switches train/eval mode, if any."""
-    try:
-        parameters = inspect.signature(module.__call__).parameters
-    except (TypeError, ValueError):
-        return None
+    parameters = _call_parameters(module)
     return next((name for name in _MODE_ARGS if name in parameters), None)
 
 
@@ -60,7 +64,10 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
     ``"dropout"`` rng stream, fed with the trainer's fresh per-step key (so the
     trainer's ``seed`` controls it), and the state collections are applied as
     ``mutable`` and returned updated. In evaluation and prediction the state is
-    returned unchanged.
+    returned unchanged. A ``__call__`` that declares ``mask`` receives jaxfit's
+    row mask (1 for real rows, 0 for padding): pass it on to
+    ``nn.BatchNorm(...)(h, mask=mask[:, None])`` so the batch statistics ignore
+    padding rows, whatever the number of devices.
 
     The returned ``apply_fn`` is ``apply(params, x, *, train, rng, state) ->
     (y_pred, new_state)`` where ``params`` is the ``"params"`` collection and
@@ -112,9 +119,22 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
             return {}
         return {mode_arg: train if _MODE_ARGS[mode_arg] else not train}
 
+    # jaxfit's (batch,) row mask goes to a user module that declares `mask`; Flax's
+    # own layers (nn.BatchNorm(mask=...)) mean another shape by it
+    takes_mask = ("mask" in _call_parameters(module)
+                  and not type(module).__module__.startswith("flax."))
+
+    def mask_kwargs(x: Any, mask: Any) -> dict[str, Any]:
+        if not takes_mask:
+            return {}
+        if mask is None:  # every row is real
+            mask = jnp.ones(jax.tree.leaves(x)[0].shape[:1], jnp.float32)
+        return {"mask": mask}
+
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(int(seed)))
     # one compiled init rather than an eager dispatch (and compile) per op
-    init = jax.jit(functools.partial(module.init, **mode_kwargs(False)))
+    init = jax.jit(lambda rngs, x: module.init(rngs, x, **mode_kwargs(False),
+                                               **mask_kwargs(x, None)))
     variables = init({"params": params_rng, "dropout": dropout_rng}, sample_x)
     if "params" not in variables:
         raise ValueError(
@@ -128,13 +148,14 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
     state = {name: value for name, value in variables.items() if name != "params"}
     collections = sorted(state)
 
-    def apply(params, x, *, train: bool, rng: Any, state: Any):
+    def apply(params, x, *, train: bool, rng: Any, state: Any, mask: Any = None):
         out = module.apply(
             {"params": params, **state},
             x,
             rngs={"dropout": rng},
             mutable=collections if collections else False,
             **mode_kwargs(train),
+            **mask_kwargs(x, mask),
         )
         if not collections:
             return out, state

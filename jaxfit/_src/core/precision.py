@@ -238,8 +238,8 @@ def make_compute_apply(pol: Policy, apply: Callable[..., Any]) -> Callable[..., 
 
     Args:
       pol: the policy.
-      apply: ``apply(params, model_state, x, *, train, rng) -> (y_pred,
-        new_model_state)``, as ``apply.normalize`` returns.
+      apply: ``apply(params, model_state, x, *, train, rng, mask=None) ->
+        (y_pred, new_model_state)``, as ``apply.normalize`` returns.
 
     Returns:
       ``apply`` itself when the policy casts nothing; else the same signature,
@@ -251,13 +251,14 @@ def make_compute_apply(pol: Policy, apply: Callable[..., Any]) -> Callable[..., 
         return apply
     dtype = pol.compute_dtype
 
-    def compute_apply(params, model_state, x, *, train, rng):
+    def compute_apply(params, model_state, x, *, train, rng, mask=None):
         y_pred, new_state = apply(
             cast_floating(params, dtype),
             model_state,
             cast_floating(x, dtype),
             train=train,
             rng=rng,
+            mask=mask,
         )
         return cast_floating(y_pred, jnp.float32), cast_like(new_state, model_state)
 

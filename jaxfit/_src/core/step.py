@@ -211,7 +211,8 @@ def make_train_step(
     """Returns ``train_step(state, batch) -> (state, logs)``; all-masked is a no-op.
 
     Args:
-      apply: the normalized ``apply(params, model_state, x, *, train, rng)``.
+      apply: the normalized ``apply(params, model_state, x, *, train, rng,
+        mask=None)``.
       objective: the resolved loss and metrics.
       optimizer: the optax optimizer.
       policy: a precision name or ``precision.Policy``; ``None`` and
@@ -233,7 +234,8 @@ def make_train_step(
 
         def loss_fn(params):
             y_pred, model_state = compute_apply(
-                params, state.model_state, batch["x"], train=True, rng=step_rng
+                params, state.model_state, batch["x"], train=True, rng=step_rng,
+                mask=mask,
             )
             parts = objective.per_sample(batch["y"], y_pred)
             loss = objective.loss_sum(parts, weights) / jnp.maximum(jnp.sum(mask), 1.0)
@@ -283,7 +285,8 @@ def make_eval_step(
 
     def eval_step(state: TrainState, batch: dict[str, Any]):
         y_pred, _ = compute_apply(
-            state.params, state.model_state, batch["x"], train=False, rng=state.rng
+            state.params, state.model_state, batch["x"], train=False, rng=state.rng,
+            mask=batch["mask"],
         )
         mask = batch["mask"]
         weights = tuple(w * mask for w in batch["sample_weight"])
@@ -331,16 +334,16 @@ def empty_logs(names: list[str]) -> Logs:
 
 
 def make_predict_step(apply, policy: str | precision.Policy | None = None):
-    """Returns ``predict_step(state, x) -> y_pred`` in inference mode.
+    """Returns ``predict_step(state, x, mask) -> y_pred`` in inference mode.
 
     ``policy`` is as in ``make_train_step``; under a casting policy the floating
     outputs come back float32.
     """
     compute_apply = precision.make_compute_apply(_resolve(policy), apply)
 
-    def predict_step(state: TrainState, x: Any):
+    def predict_step(state: TrainState, x: Any, mask: Any = None):
         y_pred, _ = compute_apply(
-            state.params, state.model_state, x, train=False, rng=state.rng
+            state.params, state.model_state, x, train=False, rng=state.rng, mask=mask
         )
         return y_pred
 

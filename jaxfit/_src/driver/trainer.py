@@ -40,10 +40,13 @@ class Trainer:
     device only at yield points.
 
     Args:
-      apply_fn: ``apply(params, x, *, train=..., rng=..., state=...)`` returning
-        the predictions (a pytree like ``y``), or ``(y_pred, new_state)`` when it
-        declares ``state``. The keyword-only ``train``, ``rng`` and ``state`` are
-        optional; jaxfit passes exactly those declared. Or a ``jaxfit.Model``
+      apply_fn: ``apply(params, x, *, train=..., rng=..., state=..., mask=...)``
+        returning the predictions (a pytree like ``y``), or ``(y_pred,
+        new_state)`` when it declares ``state``. The keyword-only ``train``,
+        ``rng``, ``state`` and ``mask`` are optional; jaxfit passes exactly those
+        declared. ``mask`` is 1 for real rows and 0 for the padding rows of a
+        ragged or device-padded batch: batch statistics that exclude them do not
+        depend on the batch padding or the device count. Or a ``jaxfit.Model``
         (what ``jaxfit.from_flax`` / ``from_nnx`` / ``from_equinox`` return), which
         brings its own params and state.
       params: the initial parameters (any pytree of arrays). They are copied, so
@@ -168,6 +171,7 @@ class Trainer:
         self._state = self._placement.place(state, self._shardings)
         self._predict = jax.jit(step_lib.make_predict_step(self._apply, self.policy),
                                 in_shardings=(self._shardings,
+                                              self._placement.batch_sharding(1),
                                               self._placement.batch_sharding(1)),
                                 out_shardings=self._placement.batch_sharding(1))
 
@@ -944,9 +948,9 @@ class Trainer:
         rows = self._placement.local_rows(index.shape[1])
         outputs = []
         for start in range(index.shape[0]):
-            x_batch = self._placement.put_batch(arrays.take(x, index[start][rows]),
-                                                index.shape[1])
-            outputs.append(self._predict(self._state, x_batch))
+            x_batch, mask_batch = self._placement.put_batch(
+                (arrays.take(x, index[start][rows]), mask[start][rows]), index.shape[1])
+            outputs.append(self._predict(self._state, x_batch, mask_batch))
         host = placement.gather(outputs)
         # Padding rows sit at the end of *every* batch once a batch is padded to a
         # multiple of the data axis (and at the end of the ragged last one): keep
