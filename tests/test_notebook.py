@@ -3,6 +3,7 @@
 import pathlib
 
 import pytest
+from conftest import DEVICES
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 
@@ -22,3 +23,7 @@ def test_quickstart_notebook_executes_without_error(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "batches seen" in text and "val_accuracy" in text
+    # the kernel inherits the device matrix: in its 8-device run the notebook
+    # trains 8-way data parallel, as on a Colab TPU
+    shown = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert shown.count("Device(id=") == DEVICES
