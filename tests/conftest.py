@@ -5,7 +5,8 @@ device and with ``XLA_FLAGS=--xla_force_host_platform_device_count=8
 JAX_PLATFORMS=cpu`` (8 CPU devices, a TPU v2-8's shape). That environment variable
 is the one switch: every test builds its trainers with the default ``mesh="auto"``,
 so in the second run every path is 8-way data parallel. ``DEVICES`` is the count
-seen; a test that only makes sense on one device skips with ``one_device_only``.
+seen. tests/test_devices.py compares ``mesh="auto"`` with ``mesh=None`` in one
+process: 8 devices against 1 in the second run.
 """
 
 import os
@@ -39,12 +40,6 @@ DEVICES = jax.device_count()
 def pytest_report_header(config):
     del config
     return f"jaxfit device matrix: {DEVICES} {jax.default_backend()} device(s)"
-
-
-def one_device_only(reason: str) -> None:
-    """Skips a test that only makes sense on one device, saying why."""
-    if DEVICES > 1:
-        pytest.skip(f"one device only ({DEVICES} here): {reason}")
 
 
 class CompileCounter:
