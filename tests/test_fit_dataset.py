@@ -105,13 +105,24 @@ def test_a_generator_function_is_called_afresh_each_epoch():
     assert len(calls) == 2 and history.epoch == [1, 2]
 
 
-def test_a_one_shot_iterator_fails_at_the_second_epoch_naming_the_fix():
+def test_a_one_shot_iterator_for_several_epochs_fails_before_training(compiles):
     trainer = _trainer()
+    consumed = []
+
+    def generator():
+        for batch in BATCHES:
+            consumed.append(1)
+            yield batch
+
     with pytest.raises(ValueError) as info:
-        trainer.fit_dataset(_generator(), epochs=2, verbose=0)
+        trainer.fit_dataset(generator(), epochs=3, verbose=0)
     message = str(info.value)
     assert "one-shot" in message and "epoch 1" in message and "generator function" in message
-    assert int(trainer.state.step) == 3  # the first epoch completed
+    assert int(trainer.state.step) == 0 and compiles.count == 0 and not consumed
+    # one epoch of it is fine (tfjs), and so is steps_per_epoch
+    assert _trainer().fit_dataset(_generator(), epochs=1, verbose=0).epoch == [0]
+    assert _trainer().fit_dataset(_generator(), epochs=3, initial_epoch=2,
+                                  verbose=0).epoch == [2]
 
 
 def test_steps_per_epoch_continues_one_iterator_across_epochs():

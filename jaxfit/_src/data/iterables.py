@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from jaxfit._src import errors
-from jaxfit._src.data import arrays
+from jaxfit._src.data import arrays, checks
 
 MSG_ONE_SHOT = (
     "{argname}: a one-shot iterator (such as a generator object) cannot be iterated "
@@ -98,6 +98,9 @@ class Batcher:
         self.multiple = multiple  # pad to a multiple of the devices feeding on it
         self.signature: Any = None
         self.size = 0
+        # (y, batch index) -> None, raising for labels the losses cannot take;
+        # set once the model's output shapes are known
+        self.check: Callable[[Any, int], None] | None = None
 
     def __call__(self, raw: Any, index: int) -> tuple[dict[str, Any], int]:
         x, y, sample_weight = parse_batch(raw, index, self.argname)
@@ -118,8 +121,11 @@ class Batcher:
                 f"{_describe(*self.signature)} (feature shapes and dtypes, without the "
                 "batch axis). Every batch must have the same structure, feature shapes "
                 "and dtypes; only the batch size may vary.")
+        if self.check is not None:
+            self.check(y, index)
         weights = _weights(sample_weight, y, n, prefix)
         if self.class_weight is not None:
+            checks.check_class_weight(self.class_weight, y, prefix + "y")
             per_class = arrays.class_weights(y, self.class_weight)
             weights = tuple(w * per_class for w in weights)
         self.size = max(self.size, -(-n // self.multiple) * self.multiple)

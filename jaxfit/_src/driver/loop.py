@@ -41,6 +41,8 @@ class Compiled:
     state_shardings: Any = None  # of the state these blocks take (and return)
     accumulate_steps: int = 1  # > 1: the optimizer is optax.MultiSteps
     fuse: bool = True  # whether several steps may share one compiled call
+    objective: Any = None  # the resolved losses and metrics (label checks read it)
+    y_pred: Any = None  # the model output's shapes, as traced
 
 
 Blocks = Iterable[tuple[Any, int]]  # (device block, number of real batches in it)

@@ -21,7 +21,7 @@ from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.model import Model
 from jaxfit._src.core.state import TrainState, strong
-from jaxfit._src.data import arrays, iterables
+from jaxfit._src.data import arrays, checks, iterables
 from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver import loop, placement, progress, validate, yield_policy
 from jaxfit._src.driver.history import History
@@ -133,6 +133,8 @@ class Trainer:
                 "params", "the model's parameters (a pytree of arrays), or a "
                 "jaxfit.Model as the first argument", params))
         self._apply, self._has_state = apply_lib.normalize(apply_fn)
+        _check_arrays(params, "params", trainable=True)
+        _check_arrays(state, "state", trainable=False)
         _check_optimizer(optimizer)
         validate.non_negative_int("seed", seed)
         _check_names(loss, metrics, weighted_metrics)
@@ -452,19 +454,28 @@ class Trainer:
             return state.replace(opt_state=state.opt_state.inner_opt_state)
         return state
 
-    def _prepare(self, x: Any, y: Any, batch_size: int, accumulate_steps: int = 1
-                 ) -> loop.Compiled:
-        """Builds (once per y structure) the objective and the jitted blocks.
+    def _prepare(self, x: Any, y: Any, batch_size: int, accumulate_steps: int = 1,
+                 argname: str = "") -> loop.Compiled:
+        """Checks ``y``'s labels, then builds (once per structure and feature
+        shapes of x and y) the objective and the jitted blocks.
 
         Traces the model and the loss abstractly (no compile) at the user's
         ``batch_size`` (before padding to the data axis, so errors quote the
-        user's shapes), so shape errors surface before anything runs.
+        user's shapes), so shape errors surface before anything runs, naming
+        ``argname`` + ``x`` / ``y`` (``"validation_data."``, ``"dataset batch 0:
+        "``). ``x`` and ``y`` are the whole arrays (or one batch): their labels
+        are checked against the losses and metrics on every call.
         """
+        compiled = self._build(x, y, batch_size, accumulate_steps, argname)
+        checks.check_labels(compiled.objective, y, compiled.y_pred, argname + "y")
+        return compiled
+
+    def _build(self, x: Any, y: Any, batch_size: int, accumulate_steps: int,
+               argname: str) -> loop.Compiled:
         x_spec = _batch_spec(x, batch_size)
         y_spec = _batch_spec(y, batch_size)
-        key = (jax.tree.structure(y_spec), tuple(
-            (leaf.shape[1:], leaf.dtype) for leaf in jax.tree.leaves(y_spec)
-        ), jax.tree.structure(x_spec), accumulate_steps)
+        key = (jax.tree.structure(y_spec), _features(y_spec),
+               jax.tree.structure(x_spec), _features(x_spec), accumulate_steps)
         if key in self._compiled:
             return self._compiled[key]
         optimizer = self._optimizer_for(accumulate_steps)
@@ -473,15 +484,31 @@ class Trainer:
         state_sh = (self._shardings if accumulate_steps == 1 else
                     self._placement.state_shardings(state, optimizer))
         compute_apply = precision_lib.make_compute_apply(self.policy, self._apply)
-        forward, y_pred = jax.make_jaxpr(
-            lambda s, xb: compute_apply(s.params, s.model_state, xb, train=False,
-                                        rng=s.rng)[0], return_shape=True,
-        )(state, x_spec)
+        try:
+            forward, y_pred = jax.make_jaxpr(
+                lambda s, xb: compute_apply(s.params, s.model_state, xb, train=False,
+                                            rng=s.rng)[0], return_shape=True,
+            )(state, x_spec)
+        except (TypeError, ValueError) as error:  # shapes of x and params disagree
+            raise ValueError(
+                f"{argname}x: the model cannot be applied to x of "
+                f"{_shapes(x_spec)} with params of {_shapes(self._state.params)}: "
+                f"{_first_line(error)}. Check x's feature shape against the model "
+                "(and validation_data against the training data).") from None
         objective = step_lib.make_objective(
             self.loss, self.loss_weights, self.metrics, y_spec, y_pred,
             self.weighted_metrics,
         )
-        parts = jax.eval_shape(objective.per_sample, y_spec, y_pred)
+        # labels first: what the losses need of y reads better than a shape error
+        checks.check_labels(objective, y_spec, y_pred, argname + "y")
+        try:
+            parts = jax.eval_shape(objective.per_sample, y_spec, y_pred)
+        except (TypeError, ValueError) as error:  # y and the outputs disagree
+            raise ValueError(
+                f"{argname}y: the loss cannot compare y of {_shapes(y_spec)} with the "
+                f"model's output of {_shapes(y_pred)}: {_first_line(error)}. Give y "
+                "the output's shape (or pick the loss that matches your labels)."
+            ) from None
         for name, part in zip(objective.output_names, parts):
             if tuple(part.shape) != (batch_size,):
                 raise ValueError(
@@ -518,7 +545,7 @@ class Trainer:
         compiled = loop.Compiled(names, train_block, eval_block,
                                  jax.jit(lambda: step_lib.empty_logs(names),
                                          out_shardings=rep), state_sh, accumulate_steps,
-                                 fuse)
+                                 fuse, objective, y_pred)
         self._compiled[key] = compiled
         return compiled
 
@@ -631,6 +658,8 @@ class Trainer:
         # class_weight weights training batches only (Keras 3, tfjs): it is applied
         # after the validation split; a sample_weight is split with the data.
         data, n = self._dataset(args["x"], args["y"], args["sample_weight"])
+        if args["class_weight"] is not None:  # the whole y, before any split
+            checks.check_class_weight(args["class_weight"], data["y"])
         validation = None
         if args["validation_data"] is not None:
             vx, vy, *vw = args["validation_data"]
@@ -645,10 +674,6 @@ class Trainer:
                 raise ValueError(errors.expected(
                     "validation_split", "a fraction leaving samples on both sides",
                     args["validation_split"]))
-        if args["validation_data"] is not None or args["validation_split"] > 0:
-            val_batch = args["validation_batch_size"] or args["batch_size"]
-            validation = self._array_eval_plan(val_data, val_n, val_batch,
-                                               args["validation_steps"], accumulate)
         if n == 0:
             raise ValueError(errors.expected("x", "at least one sample", args["x"]))
         if args["class_weight"] is not None:
@@ -659,6 +684,11 @@ class Trainer:
                                  seed=self.seed, steps_per_epoch=args["steps_per_epoch"],
                                  pad_to=self._placement.padded)
         compiled = self._prepare(data["x"], data["y"], batches.batch_size, accumulate)
+        if args["validation_data"] is not None or args["validation_split"] > 0:
+            val_batch = args["validation_batch_size"] or args["batch_size"]
+            validation = self._array_eval_plan(
+                val_data, val_n, val_batch, args["validation_steps"], accumulate,
+                "validation_data." if args["validation_data"] is not None else "")
         batch_bytes = batches.padded_size * sum(
             leaf.dtype.itemsize * int(np.prod(leaf.shape[1:]))
             for leaf in jax.tree.leaves(data))
@@ -790,6 +820,10 @@ class Trainer:
         policy = yield_policy.parse(args["yield_every"], args.get("now"))
         user_callbacks = callback_lib.normalize(args["callbacks"])
         stream = iterables.Stream(args["dataset"], "dataset")
+        if (stream.one_shot and args["steps_per_epoch"] is None
+                and args["epochs"] - args["initial_epoch"] > 1):
+            raise ValueError(iterables.MSG_ONE_SHOT.format(
+                argname="dataset", epoch=args["initial_epoch"] + 1))
         batcher = iterables.Batcher("dataset", args["class_weight"],
                                     self._placement.local_multiple)
         first_epoch = stream.iterator(args["initial_epoch"])
@@ -798,7 +832,9 @@ class Trainer:
             raise ValueError(errors.expected("dataset", "at least one batch", "no batches"))
         example, _ = batcher(first, 0)
         batch_size = int(example["mask"].shape[1])
-        compiled = self._prepare(*_unblock(example), int(example["mask"].sum()))
+        compiled = self._prepare(*_unblock(example), int(example["mask"].sum()),
+                                 argname="dataset batch 0: ")
+        batcher.check = _label_check(compiled, "dataset")
         validation = self._stream_eval_plan(args["validation_data"],
                                             args["validation_batches"], batch_size,
                                             "validation_data", compiled)
@@ -847,7 +883,8 @@ class Trainer:
             vx, vy, *vw = data
             arrays_data, n = self._dataset(vx, vy, vw[0] if vw else None,
                                            argname + ".")
-            return self._array_eval_plan(arrays_data, n, batch_size, batches)
+            return self._array_eval_plan(arrays_data, n, batch_size, batches,
+                                         argname=argname + ".")
         stream = iterables.Stream(data, argname)
         batcher = iterables.Batcher(argname, None, self._placement.local_multiple)
         pending: list[Iterator[Any]] = []
@@ -859,8 +896,10 @@ class Trainer:
                                                  "no batches"))
             example, _ = iterables.Batcher(argname, None,
                                            self._placement.local_multiple)(first, 0)
-            compiled = self._prepare(*_unblock(example), int(example["mask"].sum()))
+            compiled = self._prepare(*_unblock(example), int(example["mask"].sum()),
+                                     argname=f"{argname} batch 0: ")
             pending.append(itertools.chain([first], iterator))
+        batcher.check = _label_check(compiled, argname)
 
         def blocks():
             source = pending.pop() if pending else stream.iterator(0)
@@ -915,12 +954,13 @@ class Trainer:
         return loop.evaluate_loop(self, plan, callback_list)
 
     def _array_eval_plan(self, data: dict[str, Any], n: int, batch_size: int,
-                         steps: int | None, accumulate_steps: int = 1) -> loop.EvalPlan:
+                         steps: int | None, accumulate_steps: int = 1,
+                         argname: str = "") -> loop.EvalPlan:
         """Evaluation over in-memory arrays, one padded batch per call."""
         batches = arrays.Batches(n, batch_size, shuffle=False, seed=0,
                                  pad_to=self._placement.padded)
         compiled = self._prepare(data["x"], data["y"], batches.batch_size,
-                                 accumulate_steps)
+                                 accumulate_steps, argname)
 
         def blocks():
             index, mask = batches.epoch_indices(0)
@@ -1006,10 +1046,69 @@ def _uses(jaxpr: Any, primitive: str) -> bool:
     return False
 
 
+def _label_check(compiled: loop.Compiled, argname: str) -> Callable[[Any, int], None]:
+    """A streamed batch's label check (run in the feeder thread)."""
+    def check(y: Any, index: int) -> None:
+        checks.check_labels(compiled.objective, y, compiled.y_pred,
+                            f"{argname} batch {index}: y")
+    return check
+
+
+def _features(tree: Any) -> tuple[Any, ...]:
+    """Each leaf's shape without the batch axis, and dtype (part of a cache key)."""
+    return tuple((leaf.shape[1:], leaf.dtype) for leaf in jax.tree.leaves(tree))
+
+
+def _shapes(tree: Any) -> str:
+    """``"shape (32, 5) float32"`` for one array, ``"shapes ['a'] (32, 5) float32,
+    ['b'] (32,) int32"`` for a pytree: what error messages quote."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if len(leaves) == 1 and not leaves[0][0]:
+        leaf = leaves[0][1]
+        return f"shape {tuple(leaf.shape)} {leaf.dtype}"
+    return "shapes " + ", ".join(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)} "
+                                 f"{leaf.dtype}" for path, leaf in leaves)
+
+
+def _first_line(error: BaseException) -> str:
+    """The cause, for the end of a jaxfit message: its first line, no final dot."""
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
+
+
 def _batch_spec(tree: Any, batch_size: int) -> Any:
     return jax.tree.map(
         lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype), tree
     )
+
+
+def _check_arrays(tree: Any, argname: str, trainable: bool) -> None:
+    """Every leaf an array of numbers; trainable ones (params) floating point.
+
+    Raises at construction, naming the leaf path, instead of an error from inside
+    ``jax.grad`` at the first step.
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        where = argname + jax.tree_util.keystr(path)
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            try:
+                dtype = np.asarray(leaf).dtype
+            except Exception:  # noqa: BLE001 - whatever numpy makes of it
+                dtype = np.dtype(object)
+        if dtype.kind in "OUSV" and not jnp.issubdtype(dtype, jnp.inexact) and not (
+                jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)):
+            raise TypeError(errors.expected(
+                where, "an array of numbers", leaf,
+                "Keep strings and other Python objects out of the params and state "
+                "(close over them in apply_fn)."))
+        if trainable and not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(errors.expected(
+                where, "a floating-point array (params are what the optimizer "
+                "trains)", leaf,
+                "Make it a float array (e.g. jnp.float32), or pass non-trainable "
+                "values (counters, integer tables) as Trainer(..., state=...) to an "
+                "apply_fn that declares `state`."))
 
 
 def _check_optimizer(optimizer: Any) -> None:
