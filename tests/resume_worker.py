@@ -1,6 +1,6 @@
 """A training run for the resume tests, run in a subprocess (not a test module).
 
-    python resume_worker.py OUT BACKUP_DIR SAVE_FREQ KILL
+    python resume_worker.py OUT BACKUP_DIR SAVE_FREQ KILL [WRITE]
 
 trains a model with every kind of state a resume must carry (dropout keys, a
 batch-norm-like running mean, an optimizer with a schedule and an injected
@@ -8,7 +8,10 @@ learning rate, ReduceLROnPlateau, EarlyStopping with restore_best_weights,
 validation) under BackupAndRestore, and writes the final state and History to OUT.
 KILL is "none", "epoch:E" (SIGKILL at the start of epoch E, once a backup taken at
 the end of epoch E-1 is on disk) or "batch:E:B:DONE" (SIGKILL after batch B of epoch
-E, once a backup taken after DONE batches of epoch E is on disk).
+E, once a backup taken after DONE batches of epoch E is on disk) or "backup:E"
+(SIGKILL the moment BackupAndRestore's ``on_epoch_end`` of epoch E returns, without
+waiting for anything). WRITE is "sync" (the default) or "background", for
+BackupAndRestore's ``write_in_background``.
 """
 
 import json
@@ -96,6 +99,19 @@ class Killer(jaxfit.callbacks.Callback):
                 self._die_once(epoch, done)
 
 
+class KillAfterBackup(jaxfit.callbacks.BackupAndRestore):
+    """SIGKILL as soon as the backup hook of epoch ``kill_epoch`` returns."""
+
+    def __init__(self, *args, kill_epoch, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kill_epoch = kill_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch == self.kill_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Recorder(jaxfit.callbacks.Callback):
     """What this process ran: the epochs it began and the first batch it saw."""
 
@@ -111,13 +127,19 @@ class Recorder(jaxfit.callbacks.Callback):
             self.first_batch = batch
 
 
-def main(out, backup_dir, save_freq, kill):
+def main(out, backup_dir, save_freq, kill, write="sync"):
     save_freq = save_freq if save_freq == "epoch" else int(save_freq)
     trainer = make_trainer()
     recorder = Recorder()
+    backup = {"save_freq": save_freq, "write_in_background": write == "background"}
+    if kill.startswith("backup:"):
+        backup = KillAfterBackup(backup_dir, kill_epoch=int(kill[7:]), **backup)
+        kill = "none"
+    else:
+        backup = jaxfit.callbacks.BackupAndRestore(backup_dir, **backup)
     callbacks = [
         recorder,
-        jaxfit.callbacks.BackupAndRestore(backup_dir, save_freq=save_freq),
+        backup,
         jaxfit.callbacks.EarlyStopping(monitor="val_loss", patience=50,
                                        restore_best_weights=True),
         jaxfit.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1,

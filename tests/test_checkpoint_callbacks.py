@@ -72,13 +72,29 @@ def test_filepath_is_formatted_from_the_epoch_and_logs(tmp_path):
     _equal(_loaded(tmp_path / expected[-1]).state, trainer.state)
 
 
-def test_max_to_keep_keeps_the_newest(tmp_path):
+@pytest.mark.parametrize("write_in_background", [False, True])
+def test_max_to_keep_keeps_the_newest(tmp_path, write_in_background):
     keeper = Params()
-    checkpoint = ModelCheckpoint(str(tmp_path / "ckpt-{epoch}"), max_to_keep=2)
+    checkpoint = ModelCheckpoint(str(tmp_path / "ckpt-{epoch}"), max_to_keep=2,
+                                 write_in_background=write_in_background)
     _trainer().fit(X, Y, batch_size=8, epochs=5, verbose=0, callbacks=[keeper, checkpoint])
     assert sorted(os.listdir(tmp_path)) == ["ckpt-4", "ckpt-5"]
     assert checkpoint.kept == [str(tmp_path / "ckpt-4"), str(tmp_path / "ckpt-5")]
     _equal(_loaded(tmp_path / "ckpt-4").params, keeper.by_epoch[3])
+
+
+def test_a_checkpoint_is_complete_when_its_hook_returns(tmp_path):
+    seen = []
+
+    class Watched(ModelCheckpoint):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            seen.append([name for name in sorted(os.listdir(tmp_path))
+                         if os.path.isfile(tmp_path / name / "metadata.json")])
+
+    _trainer().fit(X, Y, batch_size=8, epochs=3, verbose=0,
+                   callbacks=[Watched(str(tmp_path / "ckpt-{epoch}"), max_to_keep=2)])
+    assert seen == [["ckpt-1"], ["ckpt-1", "ckpt-2"], ["ckpt-2", "ckpt-3"]]
 
 
 def _neg_mse(y_true, y_pred):
@@ -135,6 +151,10 @@ def test_bad_arguments_and_unknown_format_fields_are_named(tmp_path):
         ModelCheckpoint(str(tmp_path / "c"), mode="best")
     with pytest.raises(ValueError, match="save_freq"):
         BackupAndRestore(str(tmp_path / "b"), save_freq="batch")
+    with pytest.raises(TypeError, match="write_in_background"):
+        BackupAndRestore(str(tmp_path / "b"), write_in_background="yes")
+    with pytest.raises(TypeError, match="write_in_background"):
+        ModelCheckpoint(str(tmp_path / "c"), write_in_background=1)
     trainer = _trainer()
     with pytest.raises(ValueError, match=r"filepath: .*val_loss"):
         trainer.fit(X, Y, batch_size=8, epochs=1, verbose=0,
@@ -142,7 +162,9 @@ def test_bad_arguments_and_unknown_format_fields_are_named(tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def test_a_failed_write_surfaces_and_keeps_earlier_checkpoints(tmp_path, monkeypatch):
+@pytest.mark.parametrize("write_in_background", [False, True])
+def test_a_failed_write_surfaces_and_keeps_earlier_checkpoints(tmp_path, monkeypatch,
+                                                               write_in_background):
     import errno
 
     import orbax.checkpoint as ocp
@@ -158,7 +180,8 @@ def test_a_failed_write_surfaces_and_keeps_earlier_checkpoints(tmp_path, monkeyp
                 monkeypatch.setattr(ocp.StandardCheckpointer, "wait_until_finished",
                                     full)
 
-    checkpoint = ModelCheckpoint(str(tmp_path / "ckpt"))
+    checkpoint = ModelCheckpoint(str(tmp_path / "ckpt"),
+                                 write_in_background=write_in_background)
     with pytest.raises(OSError, match="could not write the checkpoint"):
         _trainer().fit(X, Y, batch_size=8, epochs=3, verbose=0,
                        callbacks=[FullAfterFirstEpoch(), checkpoint])
@@ -230,6 +253,61 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, fit_kind, save_freq, at, c
     assert history.history == expected.history and history.epoch == [0, 1, 2]
     _equal(resumed.state, reference.state)
     assert not os.path.exists(backup)  # deleted after a normal end
+
+
+class WatchedBackup(BackupAndRestore):
+    """Lists the complete backups each time one of its hooks has just returned."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []  # (where, complete backups), each time the list changes
+
+    def _look(self, where):
+        names = os.listdir(self.backup_dir) if os.path.isdir(self.backup_dir) else []
+        complete = sorted(name for name in names if os.path.isfile(
+            os.path.join(self.backup_dir, name, "metadata.json")))
+        if complete != (self.seen[-1][1] if self.seen else []):
+            self.seen.append((where, complete))
+
+    def on_yield(self, epoch, batch, logs=None):
+        super().on_yield(epoch, batch, logs)
+        self._look((epoch, batch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self._look((epoch, "end"))
+
+
+@pytest.mark.parametrize("save_freq,expected", [
+    ("epoch", [((0, "end"), ["backup-0"]), ((1, "end"), ["backup-1"])]),
+    # 4 batches an epoch (validation_split=0.2): backups after 3, then 6, batches
+    (3, [((0, 2), ["backup-0"]), ((1, 1), ["backup-1"])]),
+])
+def test_a_backup_is_complete_when_its_hook_returns(tmp_path, save_freq, expected):
+    # Each backup is in place, and the older one pruned, the moment the hook that
+    # took it returns: a kill right after loses nothing (test_resume kills there).
+    backup = WatchedBackup(tmp_path, save_freq=save_freq, delete_checkpoint=False)
+    _fit(_trainer(), [backup], epochs=2)
+    assert backup.seen == expected
+
+
+@pytest.mark.parametrize("save_freq,at", [("epoch", (2, 1)), (2, (1, 2))])
+def test_background_backups_resume_exactly(tmp_path, save_freq, at):
+    reference = _trainer()
+    expected = _fit(reference, [], epochs=4)
+    with pytest.raises(KeyboardInterrupt):  # fit waits for the write in flight
+        _fit(_trainer(), [Interrupt(*at), BackupAndRestore(
+            tmp_path, save_freq=save_freq, write_in_background=True)], epochs=4)
+    ran = []
+    resumed = _trainer()
+    history = _fit(resumed, [BackupAndRestore(tmp_path, save_freq=save_freq,
+                                              write_in_background=True),
+                             {"on_epoch_begin": lambda epoch, logs: ran.append(epoch)}],
+                   epochs=4)
+    assert ran[0] == at[0]  # resumed from the backup the interrupted run took last
+    assert history.history == expected.history and history.epoch == [0, 1, 2, 3]
+    _equal(resumed.state, reference.state)
+    assert not os.path.exists(tmp_path)
 
 
 def test_a_run_that_had_stopped_early_stays_stopped(tmp_path):

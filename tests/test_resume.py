@@ -18,9 +18,9 @@ pytest.importorskip("orbax.checkpoint", reason="checkpoints are the optional ckp
 WORKER = os.path.join(os.path.dirname(__file__), "resume_worker.py")
 
 
-def _run(out, backup_dir, save_freq, kill="none", expect=0):
+def _run(out, backup_dir, save_freq, kill="none", expect=0, write="sync"):
     result = subprocess.run(
-        [sys.executable, WORKER, str(out), str(backup_dir), str(save_freq), kill],
+        [sys.executable, WORKER, str(out), str(backup_dir), str(save_freq), kill, write],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == expect, result.stderr[-3000:]
     if expect:
@@ -40,6 +40,8 @@ def uninterrupted(tmp_path_factory):
 CASES = [
     ("epoch", "epoch:2", [2, 3], 0),  # killed between epochs 2 and 3 (of 4)
     (5, "batch:2:7:5", [2, 3], 5),  # killed mid-epoch; the backup is 5 batches in
+    # killed the moment the first backup's hook returns: that backup is on disk
+    ("epoch", "backup:0", [1, 2, 3], 0),
 ]
 
 
@@ -62,6 +64,24 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, uninterrupted, save_freq, 
     assert not run["backup_left"]  # delete_checkpoint after a normal end
     # The run changed its learning rate on a plateau: the schedule state resumed too.
     assert len(set(run["history"]["learning_rate"])) > 1
+
+
+def test_a_kill_with_background_writes_loses_at_most_the_newest_backup(
+        tmp_path, uninterrupted):
+    # write_in_background=True: killed the moment epoch 1's backup hook returns,
+    # backup 1 may still be in flight, but backup 0 is complete (the hook waited
+    # for it before starting backup 1), so the rerun resumes at epoch 1 or 2.
+    expected_run, expected_state = uninterrupted
+    backup = tmp_path / "backup"
+    _run(tmp_path / "killed", backup, "epoch", "backup:1", expect=-signal.SIGKILL,
+         write="background")
+    run, state = _run(tmp_path / "resumed", backup, "epoch", write="background")
+    assert run["ran"] in ([1, 2, 3], [2, 3]) and run["first_batch"] == 0
+    assert run["history"] == expected_run["history"]
+    assert run["epoch"] == [0, 1, 2, 3]
+    for key in expected_state:
+        np.testing.assert_array_equal(state[key], expected_state[key])
+    assert not run["backup_left"]
 
 
 _KILL_INSIDE_SAVE = """

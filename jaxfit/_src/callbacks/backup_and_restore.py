@@ -33,6 +33,17 @@ class BackupAndRestore(Callback):
     whose loss is NaN or infinite, so with ``TerminateOnNaN`` the last backup is
     the last finite state.
 
+    By default a backup is complete on disk when the hook that takes it
+    (``on_epoch_end``, or the yield point of ``save_freq=N``) returns, as in
+    Keras: a kill at any later moment resumes from it. With
+    ``write_in_background=True`` the state is copied to host memory at that
+    point and the files are written on a background thread while training goes
+    on; the next backup and the end of ``fit`` wait for it. A kill before then
+    loses that newest backup, and the rerun resumes from the one before it
+    (which stays complete until the new one is in place) or from scratch if it
+    was the first: faster for large states, at the price of redoing up to one
+    backup interval.
+
     Args:
       backup_dir: the directory holding the backups.
       save_freq: ``"epoch"``, or a number of batches (the backup is taken at the
@@ -40,11 +51,17 @@ class BackupAndRestore(Callback):
         it exact). Defaults to `"epoch"`.
       delete_checkpoint: remove ``backup_dir`` when training ends normally
         (including early stopping), as Keras. Defaults to `True`.
+      write_in_background: write each backup's files on a background thread
+        instead of before the hook returns (see above for what a kill then
+        loses). Defaults to `False`.
 
     Raises:
       ValueError: a bad ``save_freq`` (at construction); at ``fit``'s start, a
         backup that does not match the trainer (another model), with the first
         differing path.
+      TypeError: ``write_in_background`` is not a bool (at construction).
+      OSError: a backup could not be written (disk full, permissions), naming
+        its path; the previous backup is kept.
 
     Example:
       >>> import jaxfit
@@ -55,14 +72,16 @@ class BackupAndRestore(Callback):
 
     def __init__(self, backup_dir: str | os.PathLike[str],
                  save_freq: Literal["epoch"] | int = "epoch",
-                 delete_checkpoint: bool = True):
+                 delete_checkpoint: bool = True, write_in_background: bool = False):
         super().__init__()
         if not isinstance(backup_dir, (str, os.PathLike)):
             raise TypeError(errors.expected("backup_dir", "a directory path", backup_dir))
         self.backup_dir = os.path.abspath(os.fspath(backup_dir))
         self.delete_checkpoint = bool(delete_checkpoint)
-        self._saver = saver_lib.Saver(save_freq, "BackupAndRestore")
+        self._saver = saver_lib.Saver(save_freq, "BackupAndRestore",
+                                      background=write_in_background)
         self.save_freq = save_freq
+        self.write_in_background = write_in_background
         self._next = 0
 
     def _backups(self) -> list[tuple[int, str]]:

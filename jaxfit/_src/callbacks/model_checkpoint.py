@@ -21,10 +21,16 @@ class ModelCheckpoint(MonitorCallback):
     ``"ckpts/ckpt-{epoch:02d}-{val_loss:.3f}"``. Load one with
     ``trainer.restore(path)`` or ``jaxfit.Trainer.load(path, apply, ...)``.
 
-    Writes are atomic (a crash mid-save leaves the previous checkpoint intact) and
-    asynchronous (files are written while training goes on; the end of training
-    waits for them). A state whose loss is NaN or infinite is never saved, so
-    with ``TerminateOnNaN`` the newest checkpoint is the last finite one.
+    Writes are atomic (a crash mid-save leaves the previous checkpoint intact)
+    and, by default, synchronous as in Keras: a checkpoint is complete on disk
+    when the hook that saves it (``on_epoch_end``, or the yield point of
+    ``save_freq=N``) returns. With ``write_in_background=True`` the state is
+    copied to host memory there and the files are written on a background
+    thread while training goes on; the next save and the end of ``fit`` wait for
+    it. A kill before then loses that newest checkpoint (any earlier one, the
+    same path's previous content included, stays complete). A state whose loss
+    is NaN or infinite is never saved, so with ``TerminateOnNaN`` the newest
+    checkpoint is the last finite one.
 
     Args:
       filepath: the checkpoint directory, optionally with format fields.
@@ -45,10 +51,16 @@ class ModelCheckpoint(MonitorCallback):
       max_to_keep: keep only this many of the most recent checkpoints written by
         this callback, deleting older ones once a new one is in place. Defaults
         to `None` (keep all).
+      write_in_background: write the files on a background thread instead of
+        before the hook returns (see above for what a kill then loses).
+        Defaults to `False`.
 
     Raises:
       ValueError: bad arguments (at construction); a ``filepath`` field that is
         not in the logs (at the first save), naming the available keys.
+      TypeError: ``write_in_background`` is not a bool (at construction).
+      OSError: a checkpoint could not be written (disk full, permissions),
+        naming its path; the previous one at that path is kept.
 
     Example:
       >>> import jaxfit
@@ -64,7 +76,7 @@ class ModelCheckpoint(MonitorCallback):
                  mode: Literal["auto", "min", "max"] = "auto",
                  save_freq: Literal["epoch"] | int = "epoch",
                  initial_value_threshold: float | None = None,
-                 max_to_keep: int | None = None):
+                 max_to_keep: int | None = None, write_in_background: bool = False):
         super().__init__(monitor, mode)
         if not isinstance(filepath, (str, os.PathLike)):
             raise TypeError(errors.expected("filepath", "a path (str), optionally with "
@@ -79,7 +91,9 @@ class ModelCheckpoint(MonitorCallback):
         self.save_weights_only = bool(save_weights_only)
         self.save_freq = save_freq
         self.max_to_keep = max_to_keep
-        self._saver = saver_lib.Saver(save_freq, "ModelCheckpoint")
+        self.write_in_background = write_in_background
+        self._saver = saver_lib.Saver(save_freq, "ModelCheckpoint",
+                                      background=write_in_background)
         self.best: float | None = initial_value_threshold
         self.kept: list[str] = []  # this callback's checkpoints, oldest first
 

@@ -1,10 +1,16 @@
 """Saver: when and how the checkpointing callbacks write (shared by two of them).
 
-Writes are asynchronous: orbax copies the state to host memory before ``write``
+By default a write is synchronous: the checkpoint is complete and renamed into place
+before ``write`` returns, so it survives a kill the moment the callback's hook
+returns (Keras' checkpoint callbacks write synchronously too), and a failed write
+raises there.
+
+With ``background=True`` orbax copies the state to host memory before ``write``
 returns (so the next step may donate its buffers), and the files are written and
 renamed into place on a background thread while training goes on. At most one
 write per callback is in flight; the next write, and the end of training, wait
-for it and re-raise its error.
+for it and re-raise its error. Until then a kill loses that newest checkpoint (the
+previous one stays complete).
 
 ``save_freq="epoch"`` saves at each epoch end. ``save_freq=N`` saves at the first
 yield point at which at least N batches have run since the last save: with fused
@@ -25,9 +31,9 @@ from jaxfit._src.checkpoint import orbax_io, run_state
 
 
 class Saver:
-    """Async writes and the ``save_freq`` schedule of one checkpointing callback."""
+    """The writes and the ``save_freq`` schedule of one checkpointing callback."""
 
-    def __init__(self, save_freq: Any, owner: str):
+    def __init__(self, save_freq: Any, owner: str, background: bool = False):
         if save_freq != "epoch" and (
             isinstance(save_freq, bool) or not isinstance(save_freq, numbers.Integral)
             or save_freq < 1
@@ -35,7 +41,11 @@ class Saver:
             raise ValueError(errors.expected(
                 f"{owner}: save_freq", "'epoch' or a positive number of batches",
                 save_freq))
+        if not isinstance(background, bool):
+            raise TypeError(errors.expected(f"{owner}: write_in_background",
+                                            "True or False", background))
         self.save_freq = save_freq
+        self.background = background
         self.since = 0  # batches run since the last save (save_freq=N)
         self._epoch_done = 0
         self._pending: orbax_io.PendingSave | None = None
@@ -59,8 +69,12 @@ class Saver:
               weights_only: bool = False,
               after: Callable[[str], None] | None = None) -> None:
         self.wait()
-        self._pending = run_state.save(trainer, path, weights_only=weights_only,
-                                       background=True, after=after)
+        pending = run_state.save(trainer, path, weights_only=weights_only,
+                                 background=self.background, after=after)
+        if self.background:
+            self._pending = pending
+        else:
+            pending.wait()  # in place now; a failed write raises here
 
     def wait(self) -> None:
         pending, self._pending = self._pending, None

@@ -14,6 +14,16 @@ crash falls between the two renames, the next read or write of ``path`` moves it
 back. The names are deterministic (not random), so every process of a multi-host
 run agrees on them.
 
+With several processes (``jax.process_count() > 1``) every process writes the
+shards it holds into the same staging directory, and process 0 alone cleans up,
+writes ``metadata.json`` and renames. Barriers (orbax's, on the JAX distributed
+key-value store: safe from the background write thread, unlike a device
+collective) order this: process 0 clears the staging directory before anyone
+writes; it renames only once every process has finished writing; and no process's
+save returns before the checkpoint is in place (and older ones pruned). A process
+whose write fails never reaches the next barrier, so nothing half-written is
+renamed into place: the others fail at that barrier instead.
+
 Orbax copies device arrays to host memory before ``save`` returns (its default
 synchronous device-to-host transfer), so the train step may donate the state's
 buffers right after; only the file writes run in the background.
@@ -21,6 +31,7 @@ buffers right after; only the file writes run in the background.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -38,6 +49,9 @@ FORMAT = "jaxfit-checkpoint/1"
 STATE = "state"
 EXTRA = "extra"
 METADATA = "metadata.json"
+BARRIER_TIMEOUT_MS = 10 * 60 * 1000  # as orbax's own default for an async save
+
+_SAVES = itertools.count()  # every process numbers its saves alike (SPMD order)
 
 
 def orbax() -> Any:
@@ -71,6 +85,37 @@ def recover(path: str) -> None:
             shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(retired, path)
+
+
+class _Sync:
+    """The multi-process synchronisation of one save; does nothing in one process.
+
+    Every process numbers its saves alike (they save in the same order), so the
+    barrier keys are deterministic and unique to one save: two saves in flight
+    at once (a background ModelCheckpoint and a BackupAndRestore) never meet at
+    each other's barriers, orbax's own included (its keys are otherwise named
+    after the item directory, ``state``, the same for every checkpoint).
+    """
+
+    def __init__(self, ocp: Any):
+        self._ocp = ocp
+        self.key = None
+        if jax.process_count() > 1:
+            self.key = f"jaxfit_checkpoint_save_{next(_SAVES)}"
+            self._sync = ocp.multihost.get_barrier_sync_fn()
+
+    def barrier(self, stage: str) -> None:
+        """Returns once every process has reached ``stage`` of this save."""
+        if self.key is not None:
+            self._sync(key=f"{self.key}_{stage}", timeout_ms=BARRIER_TIMEOUT_MS)
+
+    def checkpointer(self, item: str) -> Any:
+        """An orbax checkpointer for ``item``, with barrier keys of its own."""
+        if self.key is None:
+            return self._ocp.StandardCheckpointer()
+        options = self._ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=f"{self.key}_{item}")
+        return self._ocp.StandardCheckpointer(multiprocessing_options=options)
 
 
 class PendingSave:
@@ -121,7 +166,9 @@ def save(path: str | os.PathLike[str], items: dict[str, Any], info: dict[str, An
 
     Device-to-host copies finish before this returns; with ``background`` the
     file writes and the final rename run on a thread (``wait()`` on the result).
-    ``after(path)`` runs once the checkpoint is in place (pruning old ones).
+    ``after(path)`` runs once the checkpoint is in place (pruning old ones), on
+    process 0 only. Every process must call ``save`` for the same checkpoints in
+    the same order (see the module docstring for the multi-process barriers).
 
     Raises:
       OSError: the checkpoint could not be written (disk full, permissions); the
@@ -131,18 +178,22 @@ def save(path: str | os.PathLike[str], items: dict[str, Any], info: dict[str, An
     path = os.path.abspath(os.fspath(path))
     staging, retired = _siblings(path)
     primary = jax.process_index() == 0
+    sync = _Sync(ocp)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        recover(path)
-        if primary and os.path.exists(staging):  # left by a killed save
-            shutil.rmtree(staging)
+        if primary:
+            recover(path)
+            if os.path.exists(staging):  # left by a killed save
+                shutil.rmtree(staging)
+        sync.barrier("cleared")  # nobody writes into what process 0 is clearing
         checkpointers = []
         for name, tree in items.items():
-            checkpointer = ocp.StandardCheckpointer()
+            checkpointer = sync.checkpointer(name)
             checkpointer.save(os.path.join(staging, name), tree)
             checkpointers.append(checkpointer)
     except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
+        if primary:
+            shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, OSError):
             raise _write_error(path, error) from error
         raise
@@ -153,6 +204,7 @@ def save(path: str | os.PathLike[str], items: dict[str, Any], info: dict[str, An
             for checkpointer in checkpointers:
                 checkpointer.wait_until_finished()
                 checkpointer.close()
+            sync.barrier("written")  # every process's shards are on disk
             if primary:
                 with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
                     json.dump(info, f, indent=2)
@@ -161,11 +213,18 @@ def save(path: str | os.PathLike[str], items: dict[str, Any], info: dict[str, An
                 os.replace(staging, path)
                 shutil.rmtree(retired, ignore_errors=True)
         except Exception as error:
-            shutil.rmtree(staging, ignore_errors=True)
-            recover(path)
+            if primary:
+                shutil.rmtree(staging, ignore_errors=True)
+                recover(path)
             raise _write_error(path, error) from error
-        if after is not None:
+        if primary and after is not None:
             after(path)
+        try:
+            sync.barrier("in_place")  # no process returns before the rename is done
+        except Exception as error:
+            raise OSError(f"could not confirm that the checkpoint {path!r} is in "
+                          f"place: process 0 did not finish writing it ({error}). "
+                          "Check process 0's error.") from error
 
     return PendingSave(path, finish, background)
 
