@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                      metavar="KEY.PATH=VALUE", help="override a config value")
     run.add_argument("--workdir", default="runs", help="where run directories go")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
-    validate = commands.add_parser("validate", help="check a config, run nothing")
+    validate = commands.add_parser(
+        "validate", help="check a config and its data against it, train nothing")
     validate.add_argument("config")
     validate.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY.PATH=VALUE")
@@ -44,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
             runner.run(args.config, args.workdir, overrides=args.overrides,
                        resume=args.resume)
         elif args.command == "validate":
-            config = runner.load(args.config, args.overrides)
+            config, kind = runner.validate(args.config, args.overrides)
             print(f"{args.config}: valid ({config.name}: model {config.model.name}, "
-                  f"data {config.data.name}, optimizer {config.optimizer.name})")
+                  f"data {config.data.name} ({kind}), optimizer "
+                  f"{config.optimizer.name})")
         else:
             print(runner.show(args.run_dir))
     except ConfigError as error:

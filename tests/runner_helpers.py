@@ -33,3 +33,58 @@ class InterruptOnce(jaxfit.callbacks.Callback):
         if epoch == self.epoch and not os.path.exists(self.marker):
             open(self.marker, "w").close()
             raise KeyboardInterrupt
+
+
+def tiny_classes(num_samples=64, seed=0):
+    """Two classes (integer labels) for class_weight."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(num_samples, 3)).astype(np.float32)
+    return {"x_train": x, "y_train": (x[:, 0] > 0).astype(np.int32)}
+
+
+# How many batches each stream of ``tiny_streams`` has handed out, by split.
+READ = {"train": 0, "validation": 0, "test": 0}
+
+
+def _batches(split, seed, batch_size, count=None):
+    """Batches ``(x, y)`` of the tiny regression task; endless without ``count``."""
+    rng = np.random.default_rng(seed)
+    i = 0
+    while count is None or i < count:
+        if i == 1000:  # "endless", but fail rather than fill memory
+            raise RuntimeError(f"the endless {split} stream was read 1000 times")
+        x = rng.normal(size=(batch_size, 3)).astype(np.float32)
+        READ[split] += 1
+        yield x, (x.sum(axis=1, keepdims=True) > 0).astype(np.float32)
+        i += 1
+
+
+def tiny_streams(form="function", num_batches=4, batch_size=8, validation=True,
+                 num_validation=3, test=True, task="regression", num_outputs=None,
+                 extra=None):
+    """A user dataset callable returning streams of batches.
+
+    ``form``: ``"function"`` (generator functions, called afresh each epoch; the
+    validation stream is endless, so only ``fit.validation_batches`` ends it) or
+    ``"list"`` (lists of batches; ``num_validation`` validation batches).
+    """
+    if form == "function":
+        streams = {"train": lambda: _batches("train", 0, batch_size, num_batches),
+                   "validation": lambda: _batches("validation", 1, batch_size),
+                   "test": lambda: _batches("test", 2, batch_size, 2)}
+    else:
+        streams = {"train": list(_batches("train", 0, batch_size, num_batches)),
+                   "validation": list(_batches("validation", 1, batch_size,
+                                               num_validation)),
+                   "test": list(_batches("test", 2, batch_size, 2))}
+    for split in READ:
+        READ[split] = 0
+    value = {"train": streams["train"], "task": task}
+    if validation:
+        value["validation"] = streams["validation"]
+    if test:
+        value["test"] = streams["test"]
+    if num_outputs is not None:
+        value["num_outputs"] = num_outputs
+    value.update(extra or {})
+    return value

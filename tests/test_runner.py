@@ -117,7 +117,9 @@ BAD = [
     (BASE, ["callbacks=[{name: EarlyStopping, args: {patiense: 2}}]"],
      r"callbacks\[0\].args.patiense: unknown argument"),
     (BASE, ["loss=mean_squared_eror"], r"loss: "),
-    (BASE, ["fit.validation_split=1.5"], r"fit.validation_split: expected a number"),
+    (BASE, ["fit.validation_split=1.5"],
+     r"fit.validation_split: expected a float in \[0, 1\), got 1.5 \(float\)\. "
+     r"\(from --set fit.validation_split=1.5\)"),
     (BASE, ["precision=float8"], r"precision: expected one of 'float32'"),
     ("name: [unclosed\n", [], r"not valid YAML"),
     (BASE.replace("name: tiny\n", ""), [], r"name: missing required key"),

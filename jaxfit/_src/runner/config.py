@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Iterable
+import re
+from typing import Any, Callable, Iterable
 
 from jaxfit._src.runner import schema
 from jaxfit._src.runner.schema import ConfigError
@@ -92,6 +93,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]
     return raw, origin
 
 
+_KEY = re.compile(r"[A-Za-z_][\w.\[\]]*")
+
+
 def load(path: str | os.PathLike[str], overrides: Iterable[str] = ()
          ) -> tuple[schema.RunConfig, dict[str, Any]]:
     """The validated config at ``path`` with ``overrides``, and its raw mapping.
@@ -100,8 +104,25 @@ def load(path: str | os.PathLike[str], overrides: Iterable[str] = ()
       ConfigError: unreadable or invalid YAML, or a schema error (with the key
         path and the line or the ``--set`` that caused it).
     """
+    config, raw, _ = load_located(path, overrides)
+    return config, raw
+
+
+def load_located(path: str | os.PathLike[str], overrides: Iterable[str] = ()
+                 ) -> tuple[schema.RunConfig, dict[str, Any], Callable[[str], str]]:
+    """``load``, plus ``locate(message)``: an error message that starts with a key
+    path (``fit.batch_size: ...``), with that key's line or ``--set`` appended."""
     raw, lines = read(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{os.fspath(path)}: expected a mapping at the top level.")
     raw, origin = apply_overrides(raw, overrides)
-    return schema.parse(raw, lines, os.fspath(path), origin), raw
+    source = os.fspath(path)
+
+    def locate(message: str) -> str:
+        key = message.split(":", 1)[0]
+        if not _KEY.fullmatch(key):
+            return message
+        where = schema.where(key, lines, source, origin)
+        return message if where == f" ({source})" else message + where
+
+    return schema.parse(raw, lines, source, origin), raw, locate

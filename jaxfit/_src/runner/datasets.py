@@ -1,19 +1,38 @@
-"""Built-in datasets that ship offline: scikit-learn's digits and synthetic sets.
+"""Built-in datasets that ship offline, and the two forms a dataset callable returns.
 
-A dataset callable returns a ``Dataset`` (or a mapping with ``x_train``,
-``y_train`` and optionally ``x_test``, ``y_test``, ``task``): the runner trains on
-the train part (``fit.validation_split`` holds out its last fraction) and reports
-the final evaluation on the test part.
+Arrays (the built-ins): a ``Dataset``, or a mapping ``{"x_train", "y_train"[,
+"x_test", "y_test", "task", "num_outputs"]}``. The runner calls ``Trainer.fit``
+(``fit.validation_split`` holds out the last fraction of the train part) and
+``Trainer.evaluate`` on the test part.
+
+Streams: a ``StreamDataset``, or a mapping ``{"train"[, "validation", "test",
+"task", "num_outputs"]}`` whose streams are anything ``Trainer.fit_dataset``
+takes: a generator function (called afresh each epoch), a list or other iterable
+of batches, a grain dataset. A batch is ``{"xs", "ys"[, "sample_weight"]}`` or
+``(x, y[, sample_weight])``. The runner calls ``Trainer.fit_dataset`` with the
+validation stream as ``validation_data`` and ``Trainer.evaluate_dataset`` on the
+test stream. ``num_outputs`` is required for classification streams (one batch
+does not tell the number of classes).
+
+``task`` defaults from the labels' dtype: integers are ``"classification"``.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import itertools
 from typing import Any, Literal, Mapping
 
+import jax
 import numpy as np
 
+from jaxfit._src.data import iterables
 from jaxfit._src.runner.schema import ConfigError
+
+ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test", "task", "num_outputs")
+STREAM_KEYS = ("train", "validation", "test", "task", "num_outputs")
+TASKS = ("classification", "regression")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +43,24 @@ class Dataset:
     y_test: Any = None
     task: Literal["classification", "regression"] = "classification"
     num_outputs: int = 1
+
+    @property
+    def sample_x(self) -> Any:
+        """Two training samples, to build the model."""
+        return jax.tree.map(lambda a: np.asarray(a[:2]), self.x_train)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamDataset:
+    """Streams of batches for ``Trainer.fit_dataset``. ``sample_x`` (two samples
+    of the first training batch) builds the model; ``as_dataset`` fills it in."""
+
+    train: Any
+    validation: Any = None
+    test: Any = None
+    task: Literal["classification", "regression"] = "classification"
+    num_outputs: int = 1
+    sample_x: Any = None
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
@@ -91,18 +128,87 @@ DATASETS = {
 }
 
 
-def as_dataset(value: Any, key: str) -> Dataset:
-    """A user dataset callable's result as a ``Dataset``."""
+def _task(value: Mapping[str, Any], y: Any, key: str) -> str:
+    task = value.get("task")
+    if task is None:
+        leaf = np.asarray(jax.tree.leaves(y)[0])
+        return "classification" if np.issubdtype(leaf.dtype, np.integer) else (
+            "regression")
+    if task not in TASKS:
+        raise ConfigError(f"{key}: expected the dataset's 'task' to be one of "
+                          f"{list(TASKS)}, got {task!r}.")
+    return task
+
+
+def _check_keys(value: Mapping[str, Any], allowed: tuple[str, ...], key: str) -> None:
+    unknown = sorted(str(k) for k in value if k not in allowed)
+    if unknown:
+        raise ConfigError(f"{key}: the dataset callable returned unknown keys "
+                          f"{unknown}; expected {list(allowed)}.")
+
+
+def _first_batch(source: Any, key: str) -> tuple[Any, Any]:
+    """The first batch of a training stream, and the stream to train on (a one-shot
+    iterator gets its first batch back in front)."""
+    if isinstance(source, collections.abc.Iterator):
+        first = next(source, None)
+        source = itertools.chain([] if first is None else [first], source)
+    else:
+        try:
+            first = next(iter(iterables.Stream(source, key).iterator(0)), None)
+        except TypeError as error:
+            raise ConfigError(f"{key}: the dataset's 'train' stream: {error}") from None
+    if first is None:
+        raise ConfigError(f"{key}: the dataset's 'train' stream has no batches.")
+    return first, source
+
+
+def _streams(value: Mapping[str, Any], key: str) -> StreamDataset:
+    _check_keys(value, STREAM_KEYS, key)
+    first, train = _first_batch(value["train"], key)
+    try:
+        x, y, _ = iterables.parse_batch(first, 0, f"{key} 'train'")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    task = _task(value, y, key)
+    outputs = value.get("num_outputs")
+    if outputs is None:
+        if task == "classification":
+            raise ConfigError(f"{key}: a classification dataset of streams must give "
+                              "'num_outputs' (the number of classes): one batch does "
+                              "not tell it.")
+        outputs = int(np.prod(np.shape(jax.tree.leaves(y)[0])[1:]))
+    sample_x = jax.tree.map(lambda a: np.asarray(a[:2]), x)
+    return StreamDataset(train, value.get("validation"), value.get("test"), task,
+                         int(outputs), sample_x)
+
+
+def as_dataset(value: Any, key: str) -> Dataset | StreamDataset:
+    """A user dataset callable's result as a ``Dataset`` (arrays) or a
+    ``StreamDataset`` (streams); see the module docstring for the two forms."""
+    if isinstance(value, StreamDataset):
+        if value.sample_x is not None:
+            return value
+        return _streams({k: getattr(value, k) for k in STREAM_KEYS}, key)
     if isinstance(value, Dataset):
         return value
+    if isinstance(value, Mapping) and "train" in value and "x_train" not in value:
+        return _streams(value, key)
     if isinstance(value, Mapping) and "x_train" in value and "y_train" in value:
+        _check_keys(value, ARRAY_KEYS, key)
         y = np.asarray(value["y_train"])
-        task = value.get("task") or ("classification" if np.issubdtype(
-            y.dtype, np.integer) else "regression")
+        task = _task(value, y, key)
         outputs = value.get("num_outputs") or (
             int(y.max()) + 1 if task == "classification" else int(np.prod(y.shape[1:])))
         return Dataset(value["x_train"], value["y_train"], value.get("x_test"),
                        value.get("y_test"), task, outputs)
-    raise ConfigError(f"{key}: expected the dataset callable to return a mapping with "
-                      f"'x_train' and 'y_train' (and optionally 'x_test', 'y_test', "
-                      f"'task'), got {type(value).__name__}.")
+    raise ConfigError(f"{key}: expected the dataset callable to return arrays "
+                      "{'x_train', 'y_train'[, 'x_test', 'y_test', 'task', "
+                      "'num_outputs']} or streams {'train'[, 'validation', 'test', "
+                      f"'task', 'num_outputs']}}, got {_kind(value)}.")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"a mapping with keys {sorted(str(k) for k in value)}"
+    return type(value).__name__

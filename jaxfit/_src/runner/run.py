@@ -13,6 +13,16 @@ so a bad config leaves nothing behind. The run directory holds:
     checkpoint/    the final TrainState (trainer.save, the config in metadata)
     backup/        BackupAndRestore while running (removed at a normal end);
                    ``jaxfit run --resume RUN_DIR`` continues a killed run from it
+
+A dataset of arrays trains with ``Trainer.fit``, one of streams with
+``Trainer.fit_dataset`` (see ``datasets``); the ``fit`` section's keys are the
+arguments of both, and a key that only the other method takes, set to anything
+but its default, is a ``ConfigError`` before anything is created.
+
+Multi-process runs (``jax.process_count() > 1``): every process builds, trains,
+evaluates and saves (orbax's writes are collective), but only process 0 creates
+the run directory (its path is broadcast to the others), prints, and writes the
+plain files (config.yaml, run.log, history, curves.png, metrics.json).
 """
 
 from __future__ import annotations
@@ -23,21 +33,37 @@ import datetime
 import json
 import os
 import sys
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import jax
 import numpy as np
 
 from jaxfit._src.checkpoint import orbax_io
+from jaxfit._src.driver import trainer as trainer_lib
+from jaxfit._src.driver import validate as validate_lib
+from jaxfit._src.driver import yield_policy
 from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner import datasets, optim, registry, schema, zoo
 from jaxfit._src.runner.schema import ConfigError, RunConfig
 
 _PATH_ARGS = ("filepath", "filename", "log_dir", "backup_dir")  # made run-relative
 _MODEL_KEYS = ("sample_x", "num_outputs", "seed")
+_MAX_PATH = 4096  # bytes of a run directory path broadcast to the other processes
 DEFAULTS = {"classification": ("sparse_categorical_crossentropy_from_logits",
                                ["accuracy"]),
             "regression": ("mse", ["mae"])}
+# The trainer's own checks of fit values that a type does not express; run by
+# ``check`` so that ``jaxfit validate`` reports them with the key path.
+_FIT_CHECKS = {
+    "validation_split": validate_lib.validation_split,
+    "validation_freq": validate_lib.validation_freq,
+    "class_weight": validate_lib.class_weight,
+    "yield_every": yield_policy.parse,
+}
+# The same thing under the other method's name (tfjs' validationBatches is
+# Keras' validation_steps).
+_COUNTERPARTS = {"validation_batches": "validation_steps",
+                 "validation_steps": "validation_batches"}
 
 
 @dataclasses.dataclass
@@ -106,20 +132,100 @@ def check(config: RunConfig) -> None:
     for i, callback in enumerate(config.callbacks):
         cls = _callback_class(callback.name, f"callbacks[{i}].name")
         registry.check_args(cls, callback.args, f"callbacks[{i}].args")
-    if not 0.0 <= config.fit.validation_split < 1.0:
-        raise ConfigError(f"fit.validation_split: expected a number in [0, 1), got "
-                          f"{config.fit.validation_split!r}.")
-    if isinstance(config.fit.yield_every, float) and config.fit.yield_every < 0:
-        raise ConfigError(f"fit.yield_every: expected a number of milliseconds >= 0, "
-                          f"got {config.fit.yield_every!r}.")
+    for name, check_value in _FIT_CHECKS.items():
+        if hasattr(config.fit, name):
+            try:
+                check_value(getattr(config.fit, name))
+            except (ValueError, TypeError) as error:
+                message = str(error)
+                raise ConfigError(f"fit.{message}" if message.startswith(f"{name}:")
+                                  else f"fit.{name}: {message}") from None
 
 
 def load(path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
          ) -> RunConfig:
     """The validated config at ``path`` (with ``--set`` overrides), fully checked."""
-    config, _ = config_lib.load(path, overrides)
-    check(config)
-    return config
+    return _load(path, overrides)[0]
+
+
+def _load(path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
+          ) -> tuple[RunConfig, Callable[[str], str]]:
+    config, _, locate = config_lib.load_located(path, overrides)
+    with _located(locate):
+        check(config)
+    return config, locate
+
+
+@contextlib.contextmanager
+def _located(locate: Callable[[str], str]) -> Iterator[None]:
+    """Adds the file line (or ``--set``) of its key path to a ``ConfigError``."""
+    try:
+        yield
+    except ConfigError as error:
+        raise ConfigError(locate(str(error))) from None
+
+
+def validate(path: str | os.PathLike[str],
+             overrides: tuple[str, ...] | list[str] = ()) -> tuple[RunConfig, str]:
+    """``jaxfit validate``: ``load``, then the data (the dataset callable is called)
+    against the ``fit`` section; returns the config and ``"arrays"`` or
+    ``"streams"``. Builds no model and creates nothing.
+
+    Raises:
+      ConfigError: naming the config key.
+    """
+    config, locate = _load(path, overrides)
+    with _located(locate):
+        data = _data(config)  # only now, after every check that needs no data
+        fit_arguments(config, data)
+    return config, "streams" if _streaming(data) else "arrays"
+
+
+def _streaming(data: Any) -> bool:
+    return isinstance(data, datasets.StreamDataset)
+
+
+def fit_arguments(config: RunConfig, data: Any) -> dict[str, Any]:
+    """The ``fit`` section as keyword arguments of ``Trainer.fit`` (arrays) or
+    ``Trainer.fit_dataset`` (streams).
+
+    A key only the other method takes is dropped at its default and a
+    ``ConfigError`` otherwise; so is ``validation_batches`` without a
+    validation stream.
+    """
+    streaming = _streaming(data)
+    trainer_cls = trainer_lib.Trainer
+    accepted = schema.trainer_arguments(
+        trainer_cls.fit_dataset if streaming else trainer_cls.fit)
+    defaults = schema.defaults(type(config.fit))
+    arguments = {}
+    for name, value in schema.to_dict(config.fit).items():
+        if name in accepted:
+            arguments[name] = value
+        elif name not in defaults or value != defaults[name]:
+            raise ConfigError(_misplaced(config, name, streaming))
+    if streaming and data.validation is None and arguments.get(
+            "validation_batches") is not None:
+        raise ConfigError(f"fit.validation_batches: the dataset from data.name "
+                          f"{config.data.name!r} has no 'validation' stream to "
+                          "limit; return one with the 'train' stream, or remove "
+                          "fit.validation_batches.")
+    return arguments
+
+
+def _misplaced(config: RunConfig, name: str, streaming: bool) -> str:
+    if streaming:
+        what = ("applies to in-memory arrays only (Trainer.fit); the dataset from "
+                f"data.name {config.data.name!r} returns streams, trained with "
+                "Trainer.fit_dataset")
+    else:
+        what = ("applies to streams of batches only (Trainer.fit_dataset); the dataset "
+                f"from data.name {config.data.name!r} returns arrays, trained with "
+                "Trainer.fit")
+    other = _COUNTERPARTS.get(name)
+    kind = "streams" if streaming else "arrays"
+    fix = f"use fit.{other} (the same limit, for {kind})" if other else "remove it"
+    return f"fit.{name}: {what}; {fix}."
 
 
 def _environment() -> dict[str, Any]:
@@ -173,17 +279,23 @@ def _logging_to(path: str) -> Iterator[None]:
             sys.stdout, sys.stderr = out, err
 
 
-def _build(config: RunConfig) -> tuple[Any, Any]:
-    """The dataset and the trainer (before any run directory exists)."""
+def _data(config: RunConfig) -> datasets.Dataset | datasets.StreamDataset:
+    loader = registry.lookup(config.data.name, datasets.DATASETS, "data.name")
+    return datasets.as_dataset(
+        registry.call(loader, config.data.args, {"seed": config.seed}), "data.name")
+
+
+def _build(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """The dataset, the trainer and the fit arguments (before any run directory
+    exists)."""
     import jaxfit
 
-    loader = registry.lookup(config.data.name, datasets.DATASETS, "data.name")
-    data = datasets.as_dataset(
-        registry.call(loader, config.data.args, {"seed": config.seed}), "data.name")
+    data = _data(config)
+    arguments = fit_arguments(config, data)
     builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
-    sample_x = jax.tree.map(lambda a: np.asarray(a[:2]), data.x_train)
     model = registry.call(builder, config.model.args, {
-        "sample_x": sample_x, "num_outputs": data.num_outputs, "seed": config.seed})
+        "sample_x": data.sample_x, "num_outputs": data.num_outputs,
+        "seed": config.seed})
     if not isinstance(model, jaxfit.Model):
         raise ConfigError(f"model.name: expected {config.model.name!r} to build a "
                           f"jaxfit.Model (see jaxfit.from_flax), got "
@@ -194,7 +306,7 @@ def _build(config: RunConfig) -> tuple[Any, Any]:
         loss=config.loss if config.loss is not None else loss,
         metrics=config.metrics if config.metrics is not None else metrics,
         loss_weights=config.loss_weights, seed=config.seed, precision=config.precision)
-    return data, trainer
+    return data, trainer, arguments
 
 
 def _callbacks(config: RunConfig, run_dir: str) -> list[Any]:
@@ -233,11 +345,12 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
     Raises:
       ConfigError: an invalid config (nothing is created).
     """
+    locate: Callable[[str], str] = _unlocated
     if resume is not None:
         run_dir = os.path.abspath(resume)
         if overrides:
             raise ConfigError("--set: cannot change the config of a resumed run.")
-        config = load(os.path.join(run_dir, "config.yaml"))
+        config, locate = _load(os.path.join(run_dir, "config.yaml"))
         if os.path.exists(os.path.join(run_dir, "history.json")):
             raise ConfigError(f"--resume: {run_dir!r} finished already (it has "
                               "history.json); start a new run instead.")
@@ -245,36 +358,80 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
             raise ConfigError(f"--resume: {run_dir!r} ran with backup: false; there is "
                               "nothing to resume from.")
     elif not isinstance(config, RunConfig):
-        config = load(config, overrides)
+        config, locate = _load(config, overrides)
     else:
         check(config)
-    data, trainer = _build(config)
+    with _located(locate):
+        data, trainer, arguments = _build(config)
+    lead = _process_index() == 0
     if resume is None:
-        run_dir = _make_run_dir(workdir, config.name)
-        resolved = {**schema.to_dict(config), "environment": _environment()}
-        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-            config_lib._yaml().safe_dump(resolved, f, sort_keys=False)
-    fit = dataclasses.asdict(config.fit)
-    fit_args = {k: v for k, v in fit.items() if k != "validation_batches"}
-    with _logging_to(os.path.join(run_dir, "run.log")):
-        print(f"jaxfit run: {config.name} -> {run_dir}")
-        history = trainer.fit(data.x_train, data.y_train,
-                              callbacks=_callbacks(config, run_dir), **fit_args)
+        run_dir = _shared_path(_make_run_dir(workdir, config.name) if lead else None)
+        if lead:
+            resolved = {**schema.to_dict(config), "environment": _environment()}
+            with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+                config_lib._yaml().safe_dump(resolved, f, sort_keys=False)
+    say = print if lead else _silent
+    logging = _logging_to(os.path.join(run_dir, "run.log")) if lead else (
+        contextlib.nullcontext())
+    with logging:
+        say(f"jaxfit run: {config.name} -> {run_dir}")
+        callbacks = _callbacks(config, run_dir)
+        if _streaming(data):
+            history = trainer.fit_dataset(data.train, validation_data=data.validation,
+                                          callbacks=callbacks, **arguments)
+        else:
+            history = trainer.fit(data.x_train, data.y_train, callbacks=callbacks,
+                                  **arguments)
         metrics: dict[str, Any] = {"final_epoch": {
             key: values[-1] for key, values in history.history.items()}}
-        if data.x_test is not None:
+        if _streaming(data) and data.test is not None:
+            metrics["test"] = trainer.evaluate_dataset(data.test)
+        elif not _streaming(data) and data.x_test is not None:
             metrics["test"] = trainer.evaluate(data.x_test, data.y_test,
                                                batch_size=config.fit.batch_size)
-            print("test: " + " - ".join(f"{k}: {v:.4f}"
-                                        for k, v in metrics["test"].items()))
-        _write_json(os.path.join(run_dir, "history.json"), history.to_dict())
-        history.to_csv(os.path.join(run_dir, "history.csv"))
-        _write_json(os.path.join(run_dir, "metrics.json"), metrics)
-        _plot(history, os.path.join(run_dir, "curves.png"))
-        trainer.save(os.path.join(run_dir, "checkpoint"),
+        if "test" in metrics:
+            say("test: " + " - ".join(f"{k}: {v:.4f}"
+                                      for k, v in metrics["test"].items()))
+        if lead:
+            _write_json(os.path.join(run_dir, "history.json"), history.to_dict())
+            history.to_csv(os.path.join(run_dir, "history.csv"))
+            _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+            _plot(history, os.path.join(run_dir, "curves.png"))
+        trainer.save(os.path.join(run_dir, "checkpoint"),  # every process: orbax
                      metadata={"config": schema.to_dict(config)})
-        print(f"run directory: {run_dir}")
+        say(f"run directory: {run_dir}")
     return RunResult(run_dir, history, metrics)
+
+
+def _unlocated(message: str) -> str:
+    return message
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    del args, kwargs
+
+
+def _process_index() -> int:
+    """This process's index (0 writes the run directory); a seam for tests."""
+    return jax.process_index()
+
+
+def _shared_path(path: str | None) -> str:
+    """Process 0's ``path``, on every process."""
+    if jax.process_count() == 1:
+        assert path is not None
+        return path
+    from jax.experimental import multihost_utils
+
+    buffer = np.zeros(_MAX_PATH, np.uint8)
+    if path is not None:
+        encoded = os.fsencode(path)
+        if len(encoded) > _MAX_PATH:
+            raise ValueError(f"workdir: the run directory path is longer than "
+                             f"{_MAX_PATH} bytes: {path!r}")
+        buffer[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+    shared = np.asarray(multihost_utils.broadcast_one_to_all(buffer), np.uint8)
+    return os.fsdecode(shared.tobytes().rstrip(b"\0"))
 
 
 def _plot(history: Any, path: str) -> None:

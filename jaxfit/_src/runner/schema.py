@@ -10,15 +10,26 @@ core stays free of a large dependency for ~150 lines of checking.
 Every field's type is read from its annotation. A field with ``metadata={"min":
 k}`` must be >= k. Unknown keys, wrong types and missing required fields raise
 ``ConfigError`` naming ``section.key`` (and ``section.list[i].key``).
+
+The ``fit`` section is not written out here: ``FitConfig`` is made at import from
+the signatures of ``Trainer.fit`` and ``Trainer.fit_dataset`` (their keyword-only
+arguments, annotations and defaults, less ``FIT_EXCLUDED``), so an argument added
+to the trainer is a config key at once and the two cannot drift. ``precision``
+takes the core's ``PRECISIONS``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import re
 import types
 import typing
 from typing import Any, Literal, Mapping, Union
+
+from jaxfit._src.core import precision as precision_lib
+from jaxfit._src.driver import trainer as trainer_lib
 
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -76,23 +87,71 @@ class CallbackConfig:
     args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True)
-class FitConfig:
-    """The arguments of ``Trainer.fit`` (and ``fit_dataset`` for streamed data)."""
+# Keyword arguments of ``Trainer.fit`` / ``Trainer.fit_dataset`` that a YAML file
+# does not give, and why. Every other keyword argument is a key of the ``fit``
+# section, typed by its annotation, defaulting to its default.
+FIT_EXCLUDED = {
+    "callbacks": "the config has its own `callbacks` section",
+    "validation_data": "comes from the data: `fit.validation_split` of the arrays, "
+                       "or the dataset's 'validation' stream",
+    "sample_weight": "per-sample weights come with the data (a stream's batches may "
+                     "carry 'sample_weight')",
+    "now": "the clock of the yield policy, injected by tests",
+}
+# Where the runner's default differs from the trainer's: one line per epoch reads
+# well in run.log (the trainer's "auto" draws a progress bar on a terminal).
+RUNNER_DEFAULTS: dict[str, Any] = {"verbose": 2}
+# Integer arguments of fit are counts (>= 1), except these (>= 0).
+AT_LEAST_ZERO = ("initial_epoch",)
 
-    batch_size: int = _positive(32)
-    epochs: int = _positive(1)
-    verbose: Literal["auto", 0, 1, 2] = 2
-    validation_split: float = 0.0
-    shuffle: bool = True
-    class_weight: typing.Optional[dict[int, float]] = None
-    initial_epoch: int = _positive(0, minimum=0)
-    steps_per_epoch: typing.Optional[int] = _positive(None)
-    validation_steps: typing.Optional[int] = _positive(None)
-    validation_batch_size: typing.Optional[int] = _positive(None)
-    validation_freq: Union[int, list[int]] = 1
-    validation_batches: typing.Optional[int] = _positive(None)
-    yield_every: Union[Literal["auto", "batch", "epoch", "never"], float] = "auto"
+
+def trainer_arguments(method: Any) -> dict[str, tuple[Any, Any]]:
+    """``{name: (type, default)}`` for the keyword-only arguments of a training
+    method (``Trainer.fit``), less ``FIT_EXCLUDED``; types from the annotations."""
+    hints = typing.get_type_hints(method)
+    return {name: (hints.get(name, Any), parameter.default)
+            for name, parameter in inspect.signature(method).parameters.items()
+            if parameter.kind is parameter.KEYWORD_ONLY and name not in FIT_EXCLUDED}
+
+
+def make_fit_config(fit: Any, fit_dataset: Any) -> type:
+    """The ``fit`` section's dataclass: ``fit``'s arguments, then those only
+    ``fit_dataset`` takes (``validation_batches``)."""
+    arguments = {**trainer_arguments(fit_dataset), **trainer_arguments(fit)}
+    order = list(trainer_arguments(fit)) + [
+        name for name in trainer_arguments(fit_dataset) if name not in
+        trainer_arguments(fit)]
+    fields = []
+    for name in order:
+        tp, default = arguments[name]
+        default = RUNNER_DEFAULTS.get(name, default)
+        metadata = {"min": 0 if name in AT_LEAST_ZERO else 1}
+        if default is inspect.Parameter.empty:
+            field = dataclasses.field(metadata=metadata)
+        elif isinstance(default, (list, dict, set)):
+            field = dataclasses.field(default_factory=lambda d=default: copy.copy(d),
+                                      metadata=metadata)
+        else:
+            field = dataclasses.field(default=default, metadata=metadata)
+        fields.append((name, tp, field))
+    cls = dataclasses.make_dataclass("FitConfig", fields, frozen=True, kw_only=True)
+    cls.__module__ = __name__
+    cls.__doc__ = (
+        "The ``fit`` section: the keyword arguments of ``Trainer.fit`` and "
+        "``Trainer.fit_dataset`` (read from their signatures), less "
+        f"{sorted(FIT_EXCLUDED)}.")
+    return cls
+
+
+if typing.TYPE_CHECKING:
+    class FitConfig:  # the fields are Trainer.fit's arguments, made at import
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    FitConfig = make_fit_config(trainer_lib.Trainer.fit,
+                                trainer_lib.Trainer.fit_dataset)
+
+# The precision policies are the core's (``Trainer(precision=...)``).
+Precision = Literal[precision_lib.PRECISIONS]  # type: ignore[valid-type]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,13 +168,25 @@ class RunConfig:
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     callbacks: list[CallbackConfig] = dataclasses.field(default_factory=list)
     seed: int = _positive(0, minimum=0)
-    precision: Literal["float32", "bfloat16", "mixed_bfloat16", "mixed_float16"] = (
-        "float32")
+    precision: Precision = "float32"
     # BackupAndRestore in the run directory: "epoch", every N batches, or false.
     backup: Union[Literal["epoch", False], int] = _positive("epoch")
     # Written by `jaxfit run` into the run directory's config.yaml (versions,
     # devices); ignored when read back.
     environment: typing.Optional[dict[str, Any]] = None
+
+
+def checkable(tp: Any) -> bool:
+    """Whether the validator below can check values of type ``tp`` (a test keeps
+    every ``fit`` argument checkable, or listed in ``FIT_EXCLUDED``)."""
+    origin = typing.get_origin(tp)
+    if tp in (Any, int, float, str, bool, type(None)) or origin is Literal:
+        return True
+    if dataclasses.is_dataclass(tp):
+        return True
+    if origin in (Union, types.UnionType, list, dict):
+        return all(checkable(arg) for arg in typing.get_args(tp))
+    return False
 
 
 def _describe(value: Any) -> str:
@@ -143,7 +214,7 @@ def _expected(tp: Any, minimum: int | None = None) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_expected(a, minimum) for a in typing.get_args(tp))
     if origin is list:
-        return f"a list of {_expected(typing.get_args(tp)[0])}"
+        return f"a list (each {_expected(typing.get_args(tp)[0], minimum)})"
     if origin is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
@@ -203,7 +274,8 @@ def _convert(value: Any, tp: Any, path: str, minimum: int | None = None) -> Any:
     elif origin is list:
         if isinstance(value, list):
             (item,) = typing.get_args(tp)
-            return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+            return [_convert(v, item, f"{path}[{i}]", minimum)
+                    for i, v in enumerate(value)]
     elif origin is dict:
         if isinstance(value, Mapping):
             key_tp, value_tp = typing.get_args(tp)
@@ -253,11 +325,11 @@ def parse(raw: Any, lines: Mapping[str, int] | None = None, source: str = "",
         return _build(RunConfig, raw, "")
     except _Mismatch as mismatch:
         raise ConfigError(f"{mismatch.path}: {mismatch}"
-                          f"{_where(mismatch.path, lines, source, origin)}") from None
+                          f"{where(mismatch.path, lines, source, origin)}") from None
 
 
-def _where(path: str, lines: Mapping[str, int] | None, source: str,
-           origin: Mapping[str, str] | None) -> str:
+def where(path: str, lines: Mapping[str, int] | None, source: str,
+          origin: Mapping[str, str] | None) -> str:
     """`` (file, line N)`` for the deepest known prefix of ``path``."""
     probe = path
     while probe:
@@ -269,6 +341,17 @@ def _where(path: str, lines: Mapping[str, int] | None, source: str,
         probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe) if re.search(
             r"(\.[^.\[]*|\[\d+\])$", probe) else ""
     return f" ({source})" if source else ""
+
+
+def defaults(cls: Any) -> dict[str, Any]:
+    """``{field: default}`` of a config dataclass (fields without one left out)."""
+    out = {}
+    for field in dataclasses.fields(cls):
+        if field.default is not dataclasses.MISSING:
+            out[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            out[field.name] = field.default_factory()
+    return out
 
 
 def to_dict(config: Any) -> Any:
