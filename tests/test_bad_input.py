@@ -200,3 +200,19 @@ def test_regression_y_not_shaped_like_the_output(compiles):
         trainer.fit(X, X[:, :2], verbose=0)
     assert int(trainer.state.step) == 0 and compiles.count == 0
     trainer.fit(X, X[:, 0], epochs=1, verbose=0)  # (N,) aligns with (N, 1), as Keras
+
+
+def test_the_readme_example_message_is_what_jaxfit_says():
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text(
+        encoding="utf-8")
+    errors_section = readme[readme.index("## Errors"):]
+    example = " ".join(re.search(r"```text\n(.*?)```", errors_section, re.S)
+                       .group(1).split())
+    labels = LABELS.copy()
+    labels[7] = 5
+    with pytest.raises(ValueError) as info:
+        _classifier().fit(X, labels, verbose=0)
+    assert str(info.value) == example

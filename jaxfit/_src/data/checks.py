@@ -181,8 +181,10 @@ def check_labels(objective: Any, y: Any, y_pred: Any, argname: str) -> None:
     for leaf, (path, labels, pred) in enumerate(zip(paths, y_leaves, pred_leaves)):
         fns = [objective.loss_fns[leaf]] + [
             fn for _, index, fn, _ in objective.metric_fns if index == leaf]
-        kinds = {(kind_of(fn), _name(fn)) for fn in fns if kind_of(fn) is not None}
-        check_output(sorted(kinds), labels, tuple(pred.shape), argname + path)
+        kinds = [(kind_of(fn), _name(fn)) for fn in fns if kind_of(fn) is not None]
+        # the loss first, then the metrics: messages name what the user chose first
+        check_output(list(dict.fromkeys(kinds)), labels, tuple(pred.shape),
+                     argname + path)
 
 
 def check_class_weight(class_weight: dict[int, float], y: Any, where: str = "y"
