@@ -216,3 +216,13 @@ def test_the_readme_example_message_is_what_jaxfit_says():
     with pytest.raises(ValueError) as info:
         _classifier().fit(X, labels, verbose=0)
     assert str(info.value) == example
+
+
+def test_predict_with_the_wrong_width_names_x(compiles):
+    trainer = _classifier()
+    compiles.reset()
+    with pytest.raises(ValueError, match=r"^x: the model cannot be applied to x of "
+                                         r"shape \(32, 2\) float32"):
+        trainer.predict(X[:, :2])
+    assert compiles.count == 0
+    assert trainer.predict(X).shape == (40, 3)

@@ -980,6 +980,16 @@ class Trainer:
         n = arrays.num_samples({"x": x})
         batches = arrays.Batches(n, batch_size, shuffle=False, seed=0,
                                  pad_to=self._placement.padded)
+        x_spec = _batch_spec(x, batches.padded_size)
+        try:  # traced once (jit reuses it): a shape mismatch names x, before any run
+            jax.eval_shape(self._predict, self._state, x_spec,
+                           jax.ShapeDtypeStruct((batches.padded_size,), jnp.float32))
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"x: the model cannot be applied to x of "
+                f"{_shapes(_batch_spec(x, batches.batch_size))} with params of "
+                f"{_shapes(self._state.params)}: {_first_line(error)}. Check x's "
+                "feature shape against the model.") from None
         callback_list = callback_lib.CallbackList(
             callback_lib.normalize(callbacks), self,
             {"verbose": 0, "epochs": 1, "steps": batches.steps_per_epoch})
