@@ -88,3 +88,28 @@ def tiny_streams(form="function", num_batches=4, batch_size=8, validation=True,
         value["num_outputs"] = num_outputs
     value.update(extra or {})
     return value
+
+
+def wide_model(sample_x, num_outputs):
+    """A user model built for 5 features, whatever the data has."""
+    del sample_x
+    params = {"w": jnp.zeros((5, num_outputs), jnp.float32)}
+    return jaxfit.Model(lambda params, x: x @ params["w"], params)
+
+
+def scaled_data(scale=1.0, num_samples=64, seed=0):
+    """``tiny_data`` times ``scale`` (a float argument without an annotation)."""
+    data = tiny_data(num_samples, seed)
+    data["x_train"] = data["x_train"] * np.float32(scale)
+    return data
+
+
+class Picky(jaxfit.callbacks.Callback):
+    """A user callback whose constructor checks its argument."""
+
+    def __init__(self, threshold: float = 0.5):
+        super().__init__()
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold: expected a number in (0, 1), got "
+                             f"{threshold!r}.")
+        self.threshold = threshold

@@ -15,6 +15,11 @@ test stream. ``num_outputs`` is required for classification streams (one batch
 does not tell the number of classes).
 
 ``task`` defaults from the labels' dtype: integers are ``"classification"``.
+
+The built-ins' signatures are the spec of ``data.args``: their annotations
+(``PositiveInt``, ``Rate``..., from ``schema``) are checked at validate time with
+the key path; what depends on two arguments (a split that leaves a side empty) is
+checked when the data is made, which ``jaxfit validate`` does too.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import itertools
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import jax
 import numpy as np
 
 from jaxfit._src.data import iterables
-from jaxfit._src.runner.schema import ConfigError
+from jaxfit._src.runner.schema import (Bounds, ConfigError, NonNegativeFloat,
+                                       PositiveInt, Rate)
 
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test", "task", "num_outputs")
 STREAM_KEYS = ("train", "validation", "test", "task", "num_outputs")
@@ -67,16 +73,21 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     """Shuffles once (seeded), then keeps the last ``test_fraction`` for testing."""
     if not 0.0 <= test_fraction < 1.0:
         raise ConfigError(f"data.args.test_fraction: expected a number in [0, 1), got "
-                          f"{test_fraction!r}.")
+                          f"{test_fraction!r} ({type(test_fraction).__name__})")
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     cut = len(x) - int(round(len(x) * test_fraction))
     if test_fraction == 0.0:
         return x, y, None, None
+    if cut == 0 or cut == len(x):
+        raise ConfigError(
+            f"data.args.test_fraction: expected a fraction that leaves samples for "
+            f"both training and testing of the {len(x)} samples, got {test_fraction!r} "
+            f"({type(test_fraction).__name__}) ({len(x) - cut} test samples)")
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
-def digits(test_fraction: float = 0.2, as_images: bool = False, seed: int = 0
+def digits(test_fraction: Rate = 0.2, as_images: bool = False, seed: int = 0
            ) -> Dataset:
     """scikit-learn's 1,797 8x8 handwritten digits (shipped with it, no download),
     scaled to [0, 1]; ``as_images`` gives ``(n, 8, 8, 1)`` for CNNs."""
@@ -94,9 +105,11 @@ def digits(test_fraction: float = 0.2, as_images: bool = False, seed: int = 0
     return Dataset(x_train, y_train, x_test, y_test, "classification", 10)
 
 
-def synthetic_classification(num_samples: int = 1000, num_features: int = 20,
-                             num_classes: int = 3, noise: float = 1.0,
-                             test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def synthetic_classification(num_samples: PositiveInt = 1000,
+                             num_features: PositiveInt = 20,
+                             num_classes: Annotated[int, Bounds(2)] = 3,
+                             noise: NonNegativeFloat = 1.0, test_fraction: Rate = 0.2,
+                             seed: int = 0) -> Dataset:
     """Gaussian clusters around random class centres (``noise`` is their spread)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(num_classes, num_features)) * 2.0
@@ -107,9 +120,9 @@ def synthetic_classification(num_samples: int = 1000, num_features: int = 20,
     return Dataset(x_train, y_train, x_test, y_test, "classification", num_classes)
 
 
-def synthetic_regression(num_samples: int = 1000, num_features: int = 8,
-                         num_targets: int = 1, noise: float = 0.1,
-                         test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def synthetic_regression(num_samples: PositiveInt = 1000, num_features: PositiveInt = 8,
+                         num_targets: PositiveInt = 1, noise: NonNegativeFloat = 0.1,
+                         test_fraction: Rate = 0.2, seed: int = 0) -> Dataset:
     """``y = sin(x @ w1) @ w2 + noise``: a smooth nonlinear target."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(num_samples, num_features)).astype(np.float32)

@@ -11,6 +11,7 @@ import importlib
 import inspect
 from typing import Any, Callable, Mapping
 
+from jaxfit._src.runner import schema
 from jaxfit._src.runner.schema import ConfigError
 
 
@@ -51,13 +52,20 @@ def lookup(name: str, registry: Mapping[str, Callable[..., Any]], key: str
 
 
 def check_args(fn: Callable[..., Any], args: Mapping[str, Any], key: str,
-               provided: tuple[str, ...] = ()) -> None:
-    """Raises when ``fn`` cannot be called with ``args`` (plus the ``provided``
-    keywords the runner passes itself, when ``fn`` declares them)."""
+               provided: tuple[str, ...] = (), *, strict: bool = False
+               ) -> dict[str, Any]:
+    """``args`` checked and converted for ``fn`` (see ``schema.convert_arguments``;
+    ``strict`` for built-ins, whose annotations are the spec).
+
+    Raises:
+      ConfigError: ``fn`` cannot be called with ``args`` (plus the ``provided``
+        keywords the runner passes itself, when ``fn`` declares them), or an
+        argument's value does not match its annotation; naming ``key.<name>``.
+    """
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
-        return  # a builtin without a signature: let the call decide
+        return dict(args)  # a builtin without a signature: let the call decide
     clash = sorted(set(args) & set(provided))
     if clash:
         raise ConfigError(f"{key}.{clash[0]}: set by the runner; remove it from "
@@ -77,6 +85,7 @@ def check_args(fn: Callable[..., Any], args: Mapping[str, Any], key: str,
                 and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)):
             raise ConfigError(f"{key}.{name}: missing required argument of "
                               f"{getattr(fn, '__name__', fn)}.")
+    return schema.convert_arguments(fn, args, key, strict=strict)
 
 
 def call(fn: Callable[..., Any], args: Mapping[str, Any], provided: Mapping[str, Any]

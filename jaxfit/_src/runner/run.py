@@ -27,12 +27,17 @@ plain files (config.yaml, run.log, history, curves.png, metrics.json).
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import datetime
+import inspect
+import itertools
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any, Callable, Iterator, TextIO
 
 import jax
@@ -98,8 +103,23 @@ def _leaves(spec: Any) -> list[tuple[str, Any]]:
     return [("", spec)]
 
 
-def check(config: RunConfig) -> None:
-    """Every check that needs no data: names, imports and arguments.
+def _argument_error(key: str, error: BaseException, names: Any, owner: str
+                    ) -> ConfigError:
+    """``key.<argument>: ...`` from a constructor's ``"<argument>: expected ..."``
+    (or ``"<owner>: <argument>: ..."``), else ``key: ...``."""
+    message = str(error).removeprefix(f"{owner}: ")
+    name = message.split(":", 1)[0]
+    if name in names:
+        return ConfigError(f"{key}.{message}")
+    return ConfigError(f"{key}: {owner}: {message}")
+
+
+def check(config: RunConfig) -> RunConfig:
+    """Every check that needs no data: names, imports, arguments and their values.
+
+    Returns:
+      The config with the arguments of the callables it names converted by their
+      signatures (``peak_value: 3e-3`` read as a string by PyYAML is a float).
 
     Raises:
       ConfigError: naming the config key.
@@ -107,10 +127,12 @@ def check(config: RunConfig) -> None:
     import jaxfit
 
     builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
-    registry.check_args(builder, config.model.args, "model.args", _MODEL_KEYS)
+    model_args = registry.check_args(builder, config.model.args, "model.args",
+                                     _MODEL_KEYS, strict=builder in zoo.MODELS.values())
     loader = registry.lookup(config.data.name, datasets.DATASETS, "data.name")
-    registry.check_args(loader, config.data.args, "data.args", ("seed",))
-    optim.check(config.optimizer)
+    data_args = registry.check_args(loader, config.data.args, "data.args", ("seed",),
+                                    strict=loader in datasets.DATASETS.values())
+    optimizer = optim.check(config.optimizer)
     for suffix, name in _leaves(config.loss):
         if registry.is_import_path(name):
             registry.import_callable(name, f"loss{suffix}")
@@ -118,7 +140,7 @@ def check(config: RunConfig) -> None:
         try:
             jaxfit.losses.get(name)
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"loss{suffix}: {error}") from None
+            raise schema.keyed(f"loss{suffix}", error, "loss") from None
     probe = jax.ShapeDtypeStruct((1, 2), np.float32)
     metric_specs = config.metrics.items() if isinstance(config.metrics, dict) else [
         ("", config.metrics)]
@@ -128,18 +150,26 @@ def check(config: RunConfig) -> None:
             try:
                 jaxfit.metrics.resolve(name, probe, probe)
             except (ValueError, TypeError) as error:
-                raise ConfigError(f"{key}: {error}") from None
+                raise schema.keyed(key, error, "metrics") from None
+    callbacks = []
     for i, callback in enumerate(config.callbacks):
         cls = _callback_class(callback.name, f"callbacks[{i}].name")
-        registry.check_args(cls, callback.args, f"callbacks[{i}].args")
+        args = registry.check_args(cls, callback.args, f"callbacks[{i}].args",
+                                   strict=not registry.is_import_path(callback.name))
+        callbacks.append(dataclasses.replace(callback, args=args))
+    with tempfile.TemporaryDirectory() as run_dir:  # constructors check the values
+        _callbacks(dataclasses.replace(config, callbacks=callbacks), run_dir,
+                   backup=False)
     for name, check_value in _FIT_CHECKS.items():
         if hasattr(config.fit, name):
             try:
                 check_value(getattr(config.fit, name))
             except (ValueError, TypeError) as error:
-                message = str(error)
-                raise ConfigError(f"fit.{message}" if message.startswith(f"{name}:")
-                                  else f"fit.{name}: {message}") from None
+                raise schema.keyed(f"fit.{name}", error, name) from None
+    return dataclasses.replace(
+        config, model=dataclasses.replace(config.model, args=model_args),
+        data=dataclasses.replace(config.data, args=data_args), optimizer=optimizer,
+        callbacks=callbacks)
 
 
 def load(path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
@@ -152,33 +182,40 @@ def _load(path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] =
           ) -> tuple[RunConfig, Callable[[str], str]]:
     config, _, locate = config_lib.load_located(path, overrides)
     with _located(locate):
-        check(config)
+        config = check(config)
     return config, locate
 
 
 @contextlib.contextmanager
 def _located(locate: Callable[[str], str]) -> Iterator[None]:
-    """Adds the file line (or ``--set``) of its key path to a ``ConfigError``."""
+    """Adds the file line (or ``--set``) of its key path to a ``ConfigError``
+    (once: an error that has it already passes unchanged)."""
     try:
         yield
     except ConfigError as error:
-        raise ConfigError(locate(str(error))) from None
+        if error.located:
+            raise
+        raise ConfigError(locate(str(error)), located=True) from None
 
 
 def validate(path: str | os.PathLike[str],
              overrides: tuple[str, ...] | list[str] = ()) -> tuple[RunConfig, str]:
-    """``jaxfit validate``: ``load``, then the data (the dataset callable is called)
-    against the ``fit`` section; returns the config and ``"arrays"`` or
-    ``"streams"``. Builds no model and creates nothing.
+    """``jaxfit validate``: every check ``run`` makes before training, and only
+    those; returns the config and ``"arrays"`` or ``"streams"``.
+
+    That is ``load``, then the data (the dataset callable is called) against the
+    ``fit`` section, the model built on two samples of it, the trainer, and the
+    trainer's own checks of the ``fit`` arguments with the data and the model
+    traced abstractly (labels against the losses, shapes): no step is compiled
+    and nothing is created.
 
     Raises:
       ConfigError: naming the config key.
     """
     config, locate = _load(path, overrides)
     with _located(locate):
-        data = _data(config)  # only now, after every check that needs no data
-        fit_arguments(config, data)
-    return config, "streams" if _streaming(data) else "arrays"
+        prepared = _prepare(config)
+    return config, "streams" if _streaming(prepared.data) else "arrays"
 
 
 def _streaming(data: Any) -> bool:
@@ -285,41 +322,158 @@ def _data(config: RunConfig) -> datasets.Dataset | datasets.StreamDataset:
         registry.call(loader, config.data.args, {"seed": config.seed}), "data.name")
 
 
-def _build(config: RunConfig) -> tuple[Any, Any, dict[str, Any]]:
-    """The dataset, the trainer and the fit arguments (before any run directory
-    exists)."""
+@dataclasses.dataclass
+class _Prepared:
+    """What a run needs before its run directory exists, every check passed."""
+
+    data: Any
+    trainer: Any
+    arguments: dict[str, Any]
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _model(config: RunConfig, data: Any) -> Any:
+    """The model from ``model.name`` on two samples of the data."""
     import jaxfit
 
-    data = _data(config)
-    arguments = fit_arguments(config, data)
     builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
-    model = registry.call(builder, config.model.args, {
-        "sample_x": data.sample_x, "num_outputs": data.num_outputs,
-        "seed": config.seed})
+    builtin = builder in zoo.MODELS.values()
+    try:
+        model = registry.call(builder, config.model.args, {
+            "sample_x": data.sample_x, "num_outputs": data.num_outputs,
+            "seed": config.seed})
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a built-in's failure is the config's
+        if not builtin and not isinstance(error, (TypeError, ValueError)):
+            raise  # a bug in user code: its own traceback
+        shapes = jax.tree.map(lambda a: tuple(np.shape(a)), data.sample_x)
+        raise ConfigError(
+            f"model.name: expected {config.model.name!r} with model.args "
+            f"{dict(config.model.args)} to build on the data of data.name "
+            f"{config.data.name!r} (sample x of shape {shapes}), got "
+            f"{type(error).__name__}: {_first_line(error)}") from None
     if not isinstance(model, jaxfit.Model):
         raise ConfigError(f"model.name: expected {config.model.name!r} to build a "
                           f"jaxfit.Model (see jaxfit.from_flax), got "
                           f"{type(model).__name__}.")
+    return model
+
+
+# Where an error of the trainer's checks points in the config: its argument name
+# (the text before the first colon) to the config key.
+_TOP_LEVEL = ("loss", "loss_weights", "metrics", "precision", "seed")
+_MODEL_ARGS = ("params", "state", "module", "apply_fn")
+
+
+def _trainer_error(config: RunConfig, error: BaseException) -> ConfigError:
+    """The trainer's own check failing, as a ``ConfigError`` on the key it is
+    about: a ``fit`` argument, ``loss`` / ``metrics`` (labels that do not suit
+    them), ``model.name`` (a model that does not take the data) or ``data.name``."""
+    message = str(error)
+    name = message.split(":", 1)[0].strip()
+    fit_fields = {f.name for f in dataclasses.fields(config.fit)}
+    if name in fit_fields:
+        return schema.keyed(f"fit.{name}", message, name)
+    if name in _TOP_LEVEL:
+        return ConfigError(message)
+    if name in _MODEL_ARGS or "the model cannot be applied" in message:
+        return ConfigError(f"model.name: expected {config.model.name!r} to take the "
+                           f"data of data.name {config.data.name!r}: {message}")
+    leaf = name.rsplit(": ", 1)[-1]
+    if leaf.startswith("y") and config.loss is not None:
+        return ConfigError(f"loss: expected labels that suit it from data.name "
+                           f"{config.data.name!r}: {message}")
+    if leaf.startswith("y") and config.metrics is not None:
+        return ConfigError(f"metrics: expected labels that suit them from data.name "
+                           f"{config.data.name!r}: {message}")
+    return ConfigError(f"data.name: expected data from {config.data.name!r} that "
+                       f"suits the config: {message}")
+
+
+def _preflight(config: RunConfig, data: Any, trainer: Any,
+               arguments: dict[str, Any]) -> Any:
+    """Runs the trainer's own checks of the fit call (and of the final evaluation
+    on arrays) without training: ``fit`` validates everything, traces the model
+    and the loss abstractly and returns its loop unstarted; nothing is compiled.
+    Returns the data (a one-shot training iterator gets its first batch back)."""
+    if _streaming(data):
+        train = data.train
+        if isinstance(train, collections.abc.Iterator):  # read once: put it back
+            first = next(train, None)
+            probe: Any = iter([] if first is None else [first])
+            data = dataclasses.replace(data, train=itertools.chain(
+                [] if first is None else [first], train))
+        else:
+            probe = train
+        bound = _FIT_DATASET.bind(trainer, probe, validation_data=data.validation,
+                                  **arguments)
+        bound.apply_defaults()
+        loop = trainer._fit_dataset_run(dict(bound.arguments))
+    else:
+        bound = _FIT.bind(trainer, data.x_train, data.y_train, **arguments)
+        bound.apply_defaults()
+        loop = trainer._fit_run(dict(bound.arguments))
+        if data.x_test is not None:
+            test, n = trainer._dataset(data.x_test, data.y_test, None, "test ")
+            trainer._array_eval_plan(test, n, config.fit.batch_size, None,
+                                     argname="test ")
+    loop.close()  # never started: nothing ran
+    return data
+
+
+def _prepare(config: RunConfig) -> _Prepared:
+    """The data, the model and the trainer, and every check of the fit call that
+    ``Trainer.fit`` makes before its first step (before any run directory exists;
+    what ``jaxfit validate`` runs)."""
+    import jaxfit
+
+    data = _data(config)
+    arguments = fit_arguments(config, data)
+    model = _model(config, data)
     loss, metrics = DEFAULTS[data.task]
-    trainer = jaxfit.Trainer(
-        model, optimizer=optim.build(config.optimizer),
-        loss=config.loss if config.loss is not None else loss,
-        metrics=config.metrics if config.metrics is not None else metrics,
-        loss_weights=config.loss_weights, seed=config.seed, precision=config.precision)
-    return data, trainer, arguments
+    try:
+        trainer = jaxfit.Trainer(
+            model, optimizer=optim.build(config.optimizer),
+            loss=config.loss if config.loss is not None else loss,
+            metrics=config.metrics if config.metrics is not None else metrics,
+            loss_weights=config.loss_weights, seed=config.seed,
+            precision=config.precision)
+        data = _preflight(config, data, trainer, arguments)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise _trainer_error(config, error) from None
+    return _Prepared(data, trainer, arguments)
 
 
-def _callbacks(config: RunConfig, run_dir: str) -> list[Any]:
+def _in_run_dir(args: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """Relative ``filepath`` / ``filename`` / ``log_dir`` / ``backup_dir`` arguments
+    made relative to the run directory."""
+    args = dict(args)
+    for name in _PATH_ARGS:
+        if isinstance(args.get(name), str) and not os.path.isabs(args[name]):
+            args[name] = os.path.join(run_dir, args[name])
+    return args
+
+
+def _callbacks(config: RunConfig, run_dir: str, backup: bool = True) -> list[Any]:
+    """The config's callbacks (paths in ``run_dir``), and BackupAndRestore."""
     import jaxfit
 
     built = []
     for i, callback in enumerate(config.callbacks):
-        args = dict(callback.args)
-        for name in _PATH_ARGS:
-            if isinstance(args.get(name), str) and not os.path.isabs(args[name]):
-                args[name] = os.path.join(run_dir, args[name])
-        built.append(_callback_class(callback.name, f"callbacks[{i}].name")(**args))
-    if config.backup is not False:
+        cls = _callback_class(callback.name, f"callbacks[{i}].name")
+        try:
+            built.append(cls(**_in_run_dir(callback.args, run_dir)))
+        except (TypeError, ValueError) as error:
+            raise _argument_error(f"callbacks[{i}].args", error, callback.args,
+                                  callback.name) from None
+    if backup and config.backup is not False:
         built.append(jaxfit.callbacks.BackupAndRestore(
             os.path.join(run_dir, "backup"), save_freq=config.backup))
     return built
@@ -360,22 +514,29 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
     elif not isinstance(config, RunConfig):
         config, locate = _load(config, overrides)
     else:
-        check(config)
+        config = check(config)
     with _located(locate):
-        data, trainer, arguments = _build(config)
+        prepared = _prepare(config)
+    data, trainer, arguments = prepared.data, prepared.trainer, prepared.arguments
     lead = _process_index() == 0
     if resume is None:
         run_dir = _shared_path(_make_run_dir(workdir, config.name) if lead else None)
-        if lead:
-            resolved = {**schema.to_dict(config), "environment": _environment()}
-            with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-                config_lib._yaml().safe_dump(resolved, f, sort_keys=False)
+    try:  # a callback of user code refusing its arguments: leave nothing behind
+        with _located(locate):
+            callbacks = _callbacks(config, run_dir)
+    except ConfigError:
+        if resume is None and lead:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    if resume is None and lead:
+        resolved = {**schema.to_dict(config), "environment": _environment()}
+        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            config_lib._yaml().safe_dump(resolved, f, sort_keys=False)
     say = print if lead else _silent
     logging = _logging_to(os.path.join(run_dir, "run.log")) if lead else (
         contextlib.nullcontext())
     with logging:
         say(f"jaxfit run: {config.name} -> {run_dir}")
-        callbacks = _callbacks(config, run_dir)
         if _streaming(data):
             history = trainer.fit_dataset(data.train, validation_data=data.validation,
                                           callbacks=callbacks, **arguments)
@@ -401,6 +562,10 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
                      metadata={"config": schema.to_dict(config)})
         say(f"run directory: {run_dir}")
     return RunResult(run_dir, history, metrics)
+
+
+_FIT = inspect.signature(trainer_lib.Trainer.fit)
+_FIT_DATASET = inspect.signature(trainer_lib.Trainer.fit_dataset)
 
 
 def _unlocated(message: str) -> str:

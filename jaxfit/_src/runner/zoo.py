@@ -5,11 +5,21 @@
 architecture arguments from ``model.args`` plus ``sample_x``, ``num_outputs`` and
 ``seed`` from the runner, and returns a ``jaxfit.Model``. Flax is the optional
 ``flax`` extra (included in ``run``); it is imported when a model is built.
+
+The signatures are the spec of ``model.args``: their annotations (``PositiveInt``,
+``Rate``..., from ``schema``) are checked at validate time with the key path,
+e.g. ``model.args.hidden[1]: expected a positive integer, got 0 (int)``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal
+
+import jax
+import numpy as np
+
+from jaxfit._src.runner.schema import (ConfigError, NonEmptyWidths, PositiveInt, Rate,
+                                       Widths)
 
 MSG_NO_FLAX = ("The built-in models (mlp, cnn, resnet) are Flax modules: pip install "
                "'jaxfit[run]' (or 'jaxfit[flax]').")
@@ -23,6 +33,26 @@ def _linen() -> Any:
     return nn
 
 
+# Flax Linen activations that take one array (``mlp``'s ``activation``).
+Activation = Literal["relu", "relu6", "gelu", "silu", "swish", "sigmoid", "tanh", "elu",
+                     "selu", "celu", "leaky_relu", "softplus", "soft_sign",
+                     "log_sigmoid", "hard_tanh", "hard_sigmoid", "hard_silu",
+                     "hard_swish"]
+
+
+def _images(name: str, sample_x: Any) -> None:
+    """Conv nets take ``(n, height, width, channels)`` arrays."""
+    leaves = jax.tree.leaves(sample_x)
+    shape = np.shape(leaves[0]) if len(leaves) == 1 else None
+    if shape is None or len(shape) != 4:
+        got = (f"x of shape {tuple(shape)}" if shape is not None
+               else f"x with {len(leaves)} arrays")
+        raise ConfigError(
+            f"model.name: expected data of images (n, height, width, channels) for "
+            f"{name!r}, got {got}. For digits set data.args.as_images: true, or use "
+            "the mlp.")
+
+
 def _adapt(module: Any, sample_x: Any, seed: int) -> Any:
     from jaxfit._src.adapters.flax_linen import from_flax
 
@@ -30,8 +60,8 @@ def _adapt(module: Any, sample_x: Any, seed: int) -> Any:
 
 
 def mlp(*, sample_x: Any, num_outputs: int, seed: int = 0,
-        hidden: Sequence[int] = (128,), dropout: float = 0.0,
-        activation: str = "relu") -> Any:
+        hidden: Widths = (128,), dropout: Rate = 0.0,
+        activation: Activation = "relu") -> Any:
     """Dense layers of sizes ``hidden`` (inputs flattened), ``dropout`` after each."""
     nn = _linen()
     act = getattr(nn, activation)
@@ -50,9 +80,10 @@ def mlp(*, sample_x: Any, num_outputs: int, seed: int = 0,
 
 
 def cnn(*, sample_x: Any, num_outputs: int, seed: int = 0,
-        channels: Sequence[int] = (16, 32), dense: int = 64, dropout: float = 0.0
+        channels: Widths = (16, 32), dense: PositiveInt = 64, dropout: Rate = 0.0
         ) -> Any:
     """3x3 conv + ReLU + 2x2 average pool per entry of ``channels``, then dense."""
+    _images("cnn", sample_x)
     nn = _linen()
 
     class CNN(nn.Module):
@@ -72,12 +103,13 @@ def cnn(*, sample_x: Any, num_outputs: int, seed: int = 0,
 
 
 def resnet(*, sample_x: Any, num_outputs: int, seed: int = 0,
-           stage_channels: Sequence[int] = (16, 32, 64), blocks_per_stage: int = 1
-           ) -> Any:
+           stage_channels: NonEmptyWidths = (16, 32, 64),
+           blocks_per_stage: PositiveInt = 1) -> Any:
     """A ResNet-style CNN: a conv stem, then per stage ``blocks_per_stage``
     residual blocks (conv-BN-ReLU-conv-BN + shortcut; stride 2 from the second
     stage), global average pooling and a dense head. Batch-norm statistics are
     model state."""
+    _images("resnet", sample_x)
     nn = _linen()
 
     class Block(nn.Module):
