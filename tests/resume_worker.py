@@ -95,7 +95,7 @@ class Killer(jaxfit.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.spec[0] == "batch":
             epoch, at, done = map(int, self.spec[1:])
-            if self.trainer._position.epoch == epoch and batch == at:
+            if self.trainer.session.position.epoch == epoch and batch == at:
                 self._die_once(epoch, done)
 
 

@@ -172,7 +172,7 @@ def test_a_failed_write_surfaces_and_keeps_earlier_checkpoints(tmp_path, monkeyp
     class FullAfterFirstEpoch(Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:
-                self.trainer._callbacks[-1]._saver.wait()  # epoch 0 is on disk
+                self.trainer.session.callbacks[-1]._saver.wait()  # epoch 0 is on disk
 
                 def full(self, *args, **kwargs):
                     raise OSError(errno.ENOSPC, "No space left on device")

@@ -80,7 +80,7 @@ def test_a_conv_model_on_cpu_runs_one_step_per_call_with_the_same_history():
         trainer.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0,
                     yield_every=yield_every)
         histories.append(trainer.history.history)
-        calls.append(trainer._compiled)
+        calls.append(trainer._compiler._cache)
     assert histories[0] == histories[1]
     if jax.default_backend() == "cpu":
         (compiled,) = calls[0].values()

@@ -106,7 +106,8 @@ class BackupAndRestore(Callback):
         backups = self._backups()
         self._next = backups[-1][0] + 1 if backups else 0
         if backups:  # runs after every other callback's on_train_begin (runs_last)
-            self.trainer._resume = run_state.restore_run(self.trainer, backups[-1][1])
+            self.trainer.session.resume = run_state.restore_run(self.trainer,
+                                                                  backups[-1][1])
 
     def on_epoch_begin(self, epoch, logs=None):
         self._saver.begin_epoch(self.trainer)
@@ -134,5 +135,5 @@ class BackupAndRestore(Callback):
 
     def on_train_end(self, logs=None):
         self._saver.wait()
-        if self.delete_checkpoint and self.trainer._fit_finished:
+        if self.delete_checkpoint and self.trainer.session.finished:
             shutil.rmtree(self.backup_dir, ignore_errors=True)

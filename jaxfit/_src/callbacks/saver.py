@@ -51,13 +51,13 @@ class Saver:
         self._pending: orbax_io.PendingSave | None = None
 
     def begin_epoch(self, trainer: Any) -> None:
-        self._epoch_done = trainer._position.batch  # > 0 when resuming mid-epoch
+        self._epoch_done = trainer.session.position.batch  # > 0 when resuming mid-epoch
 
     def due_at_yield(self, trainer: Any) -> bool:
         """Counts the batches run since the last yield; True when a save is due."""
         if self.save_freq == "epoch":
             return False
-        done = trainer._position.batch
+        done = trainer.session.position.batch
         self.since += done - self._epoch_done
         self._epoch_done = done
         if self.since >= self.save_freq:

@@ -23,7 +23,8 @@ import numpy as np
 
 from jaxfit._src.checkpoint import orbax_io
 from jaxfit._src.core import metrics
-from jaxfit._src.driver import loop, placement
+from jaxfit._src.driver import placement
+from jaxfit._src.driver.session import Position
 
 ARRAYS = "__arrays__"  # JSON placeholder for a callback value stored under extra/
 
@@ -67,7 +68,8 @@ def save(trainer: Any, path: str | os.PathLike[str], *, weights_only: bool = Fal
          metadata: dict[str, Any] | None = None, background: bool = False,
          after: Callable[[str], None] | None = None) -> orbax_io.PendingSave:
     """Writes ``trainer``'s checkpoint to ``path`` (see the module docstring)."""
-    position = trainer._position
+    session = trainer.session
+    position = session.position
     info: dict[str, Any] = {
         "weights_only": bool(weights_only),
         "step": int(placement.fetch(trainer.state.step)),
@@ -77,14 +79,14 @@ def save(trainer: Any, path: str | os.PathLike[str], *, weights_only: bool = Fal
     if weights_only:
         return orbax_io.save(path, {orbax_io.STATE: {"params": trainer.params}}, info,
                              background=background, after=after)
-    plain, arrays = _callback_states(trainer._callbacks)
+    plain, arrays = _callback_states(session.callbacks)
     extra: dict[str, Any] = {}
     if arrays:
         extra["callbacks"] = arrays
     if position.batch > 0 and position.totals is not None:
         extra["totals"] = position.totals
     info["position"] = {"epoch": position.epoch, "batch": position.batch,
-                        "stopped": bool(trainer._running and trainer.stop_training)}
+                        "stopped": session.stopping}
     info["callbacks"] = plain
     items = {orbax_io.STATE: trainer.state}
     if extra:
@@ -102,14 +104,14 @@ def restore_state(trainer: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
     info = orbax_io.read_info(path)
     if info.get("weights_only"):
         restored = orbax_io.restore(path, orbax_io.STATE, {"params": trainer.params})
-        trainer._state = trainer._state.replace(params=restored["params"])
+        trainer.session.state = trainer.state.replace(params=restored["params"])
     else:
-        trainer._state = orbax_io.restore(path, orbax_io.STATE, trainer.state)
+        trainer.session.state = orbax_io.restore(path, orbax_io.STATE, trainer.state)
         trainer.seed = int(info["seed"])
     return info
 
 
-def restore_run(trainer: Any, path: str | os.PathLike[str]) -> loop.Position:
+def restore_run(trainer: Any, path: str | os.PathLike[str]) -> Position:
     """Restores everything a full checkpoint holds; returns where to resume."""
     path = orbax_io.checked_path(path)
     info = orbax_io.read_info(path)
@@ -119,7 +121,7 @@ def restore_run(trainer: Any, path: str | os.PathLike[str]) -> loop.Position:
     extra = (orbax_io.restore_numpy(path, orbax_io.EXTRA)
              if orbax_io.EXTRA in info["contents"] else {})
     restore_state(trainer, path)
-    for key, callback in callback_keys(trainer._callbacks):
+    for key, callback in callback_keys(trainer.session.callbacks):
         state = info["callbacks"].get(key)
         if state is None:
             continue
@@ -131,9 +133,9 @@ def restore_run(trainer: Any, path: str | os.PathLike[str]) -> loop.Position:
     if "totals" in extra:  # restored as dicts of numpy; the loop wants MeanStates
         host = {name: metrics.MeanState(value["total"], value["count"])
                 for name, value in extra["totals"].items()}
-        where = trainer._placement  # replicated, as the compiled step has them
+        where = trainer.session.placement  # replicated, as the compiled step has them
         totals = where.place(host, jax.tree.map(lambda _: where.replicated, host))
-    return loop.Position(int(position["epoch"]), int(position["batch"]), totals,
+    return Position(int(position["epoch"]), int(position["batch"]), totals,
                          bool(position["stopped"]))
 
 

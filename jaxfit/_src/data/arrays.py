@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from jaxfit._src import errors
+from jaxfit._src.data import checks
 
 
 def to_numpy(tree: Any, argname: str) -> Any:
@@ -67,6 +68,54 @@ def num_samples(trees: dict[str, Any]) -> int:
             f"dimension) in every array, got {detail}. Pass arrays of equal length."
         )
     return next(iter(counts.values()))
+
+
+def standardize(x: Any, y: Any, sample_weight: Any, argprefix: str = ""
+                ) -> tuple[dict[str, Any], int]:
+    """``({"x", "y", "sample_weight"}, n)``: numpy (or device) leaves, one float32
+    weight vector per output of ``y`` (ones when none is given).
+
+    ``sample_weight`` is one vector for every output, or one per output
+    structured like ``y``. Shared by arrays and by each batch of a stream.
+    """
+    x = to_numpy(x, argprefix + "x")
+    y = to_numpy(y, argprefix + "y")
+    sample_weight = to_numpy(sample_weight, argprefix + "sample_weight")
+    n = num_samples({argprefix + "x": x, argprefix + "y": y,
+                     argprefix + "sample_weight": sample_weight})
+    num_outputs = len(jax.tree.leaves(y))
+    if sample_weight is None:
+        weights = [np.ones(n, np.float32)] * num_outputs
+    elif len(jax.tree.leaves(sample_weight)) == 1:  # one vector for every output
+        weights = [_weight_vector(sample_weight, n, argprefix)] * num_outputs
+    else:
+        if jax.tree.structure(sample_weight) != jax.tree.structure(y):
+            raise ValueError(errors.expected(
+                argprefix + "sample_weight",
+                "one array of shape (n,), or one per output structured like y",
+                sample_weight))
+        weights = [_weight_vector(w, n, argprefix)
+                   for w in jax.tree.leaves(sample_weight)]
+    return {"x": x, "y": y, "sample_weight": tuple(weights)}, n
+
+
+def _weight_vector(weights: Any, n: int, argprefix: str) -> np.ndarray:
+    array = np.asarray(jax.tree.leaves(weights)[0], np.float32)
+    if array.size != n:
+        raise ValueError(errors.expected(
+            argprefix + "sample_weight", f"one weight per sample, shape ({n},)", array))
+    return array.reshape(n)
+
+
+def with_class_weight(data: dict[str, Any], class_weight: dict[int, float] | None,
+                      where: str = "y") -> dict[str, Any]:
+    """``data`` with every output's weights multiplied by its sample's class
+    weight (every class in ``y`` must have one)."""
+    if class_weight is None:
+        return data
+    checks.check_class_weight(class_weight, data["y"], where)
+    per_class = class_weights(data["y"], class_weight)
+    return {**data, "sample_weight": tuple(w * per_class for w in data["sample_weight"])}
 
 
 def take(tree: Any, index: np.ndarray) -> Any:

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from jaxfit._src import errors
-from jaxfit._src.data import arrays, checks
+from jaxfit._src.data import arrays
 
 MSG_ONE_SHOT = (
     "{argname}: a one-shot iterator (such as a generator object) cannot be iterated "
@@ -105,11 +105,8 @@ class Batcher:
     def __call__(self, raw: Any, index: int) -> tuple[dict[str, Any], int]:
         x, y, sample_weight = parse_batch(raw, index, self.argname)
         prefix = f"{self.argname} batch {index}: "
-        x = arrays.to_numpy(x, prefix + "x")
-        y = arrays.to_numpy(y, prefix + "y")
-        sample_weight = arrays.to_numpy(sample_weight, prefix + "sample_weight")
-        n = arrays.num_samples({prefix + "x": x, prefix + "y": y,
-                                prefix + "sample_weight": sample_weight})
+        data, n = arrays.standardize(x, y, sample_weight, prefix)
+        x, y = data["x"], data["y"]
         signature = jax.tree.map(lambda a: (a.shape[1:], a.dtype.name), (x, y))
         structure = jax.tree.structure((x, y))
         if self.signature is None:
@@ -123,11 +120,8 @@ class Batcher:
                 "and dtypes; only the batch size may vary.")
         if self.check is not None:
             self.check(y, index)
-        weights = _weights(sample_weight, y, n, prefix)
-        if self.class_weight is not None:
-            checks.check_class_weight(self.class_weight, y, prefix + "y")
-            per_class = arrays.class_weights(y, self.class_weight)
-            weights = tuple(w * per_class for w in weights)
+        weights = arrays.with_class_weight(data, self.class_weight,
+                                           prefix + "y")["sample_weight"]
         self.size = max(self.size, -(-n // self.multiple) * self.multiple)
         pad = self.size - n
 
@@ -150,21 +144,6 @@ def _describe(structure: Any, signature: Any) -> str:
     leaves = jax.tree.leaves(signature, is_leaf=lambda v: isinstance(v, tuple)
                              and len(v) == 2 and isinstance(v[1], str))
     return f"{structure} with {leaves}"
-
-
-def _weights(sample_weight: Any, y: Any, n: int, prefix: str) -> tuple[np.ndarray, ...]:
-    num_outputs = len(jax.tree.leaves(y))
-    if sample_weight is None:
-        return (np.ones(n, np.float32),) * num_outputs
-    leaves = [np.asarray(w, np.float32) for w in jax.tree.leaves(sample_weight)]
-    if len(leaves) == 1:
-        leaves = leaves * num_outputs
-    if len(leaves) != num_outputs or any(w.size != n for w in leaves):
-        raise ValueError(errors.expected(
-            prefix + "sample_weight",
-            f"one weight per sample (shape ({n},)), or one such vector per output",
-            sample_weight))
-    return tuple(w.reshape(n) for w in leaves)
 
 
 class _Failure:

@@ -14,87 +14,52 @@ import itertools
 import signal
 import threading
 import warnings
-from typing import Any, Callable, Generator, Iterable, Iterator
+from typing import Any, Generator, Iterable, Iterator
 
 import numpy as np
 
 from jaxfit._src.core import hyperparams
 from jaxfit._src.driver import placement
 from jaxfit._src.driver.callback import CallbackList
+from jaxfit._src.driver.compiler import Compiled
+from jaxfit._src.driver.session import FitSession, Position
 from jaxfit._src.driver.yield_policy import YieldPolicy
-
-MAX_BLOCK = 256  # the most train steps fused into one compiled call
-# ...and the most bytes of batches per call: small batches fuse many steps (the
-# per-call cost of the host gather and device_put is what limits small models),
-# large ones few (they are compute-bound, and yields stay frequent).
-BLOCK_BYTES = 8 << 20
-
-
-@dataclasses.dataclass(frozen=True)
-class Compiled:
-    """The jitted blocks for one structure of ``y``, and the log names."""
-
-    log_names: list[str]
-    train_block: Any  # (state, totals, block) -> (state, totals, batch_logs)
-    eval_block: Any  # (state, totals, block) -> (totals, batch_logs)
-    empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
-    state_shardings: Any = None  # of the state these blocks take (and return)
-    accumulate_steps: int = 1  # > 1: the optimizer is optax.MultiSteps
-    fuse: bool = True  # whether several steps may share one compiled call
-    objective: Any = None  # the resolved losses and metrics (label checks read it)
-    y_pred: Any = None  # the model output's shapes, as traced
-
 
 Blocks = Iterable[tuple[Any, int]]  # (device block, number of real batches in it)
 
 
 @dataclasses.dataclass
 class EvalPlan:
-    blocks: Callable[[], Blocks]
+    """One evaluation pass: a source's eval blocks through the compiled eval step."""
+
+    source: Any  # data.sources.ArraySource | StreamSource
     compiled: Compiled
+    limit: int | None = None  # at most this many batches (validation_steps...)
     # evaluate_dataset(batches=N) / validation_batches on a stream: the batches
     # asked for, for tfjs' ran-out-of-data warning; None: whatever the data gives.
     required_batches: int | None = None
 
 
 @dataclasses.dataclass
-class Position:
-    """Where a run stands, as of ``trainer.state`` (what a checkpoint records).
-
-    Attributes:
-      epoch: the epoch the next step belongs to.
-      batch: the batches of that epoch already run (0 at an epoch's start).
-      totals: that epoch's running loss and metric sums (device ``MeanState``s),
-        ``None`` when ``batch`` is 0.
-      stopped: the run had decided to stop (``stop_training``) at this point.
-    """
-
-    epoch: int = 0
-    batch: int = 0
-    totals: Any = None
-    stopped: bool = False
-
-
-@dataclasses.dataclass
 class FitPlan:
-    # (epoch, first batch) -> that epoch's blocks from that batch on, prefetched;
-    # the first batch is > 0 only when resuming mid-epoch from a checkpoint.
-    epoch_blocks: Callable[[int, int], Blocks]
+    """A fit: which epochs, from which source, how often to yield and validate."""
+
+    source: Any  # data.sources.ArraySource | StreamSource
     epochs: int
     initial_epoch: int
     policy: YieldPolicy
     validation: EvalPlan | None
     validation_freq: Any
     compiled: Compiled
-    # With steps_per_epoch on a stream: batches each epoch must bring, for the
-    # ran-out-of-data warning (tfjs); None when an epoch is whatever the data gives.
-    required_steps: int | None = None
-    cleanup: Callable[[], None] = lambda: None  # stops feeders that span epochs
+    block_size: int = 1  # steps fused per compiled call
     # In-memory data: the next epoch's first blocks are gathered and put on the
     # device while the current epoch's last steps run (before its end-of-epoch
     # sync), so the next epoch starts without waiting for the host.
     prime: bool = False
     primed: dict = dataclasses.field(default_factory=dict)
+
+    def epoch_blocks(self, epoch: int, start: int) -> Blocks:
+        return self.source.epoch_blocks(epoch, start, self.block_size)
 
 
 def host_values(names: list[str], sums: dict[str, Any], j: int | None = None
@@ -198,26 +163,19 @@ def _should_validate(epoch: int, freq: Any) -> bool:
     return (epoch + 1) in freq
 
 
-def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str, float]:
+def evaluate_loop(state: Any, plan: EvalPlan, callbacks: CallbackList
+                  ) -> dict[str, float]:
     """Runs the eval step over ``plan`` and returns the epoch logs (one sync)."""
     callbacks.call("on_test_begin")
     totals = plan.compiled.empty_totals()
-    state = trainer._state
     pending = []
-    with _closing(plan.blocks()) as blocks:
+    with _closing(plan.source.eval_blocks(plan.limit)) as blocks:
         for block, real in blocks:
             totals, logs = plan.compiled.eval_block(state, totals, block)
             pending.append((logs, real))
     if not pending:
         raise ValueError("validation data: expected at least one batch, got none.")
-    ran = sum(real for _, real in pending)
-    if plan.required_batches is not None and ran < plan.required_batches:
-        warnings.warn(  # tfjs' evaluateDataset warning
-            f"Your dataset iterator ran out of data during evaluation after {ran} "
-            f"batches; interrupting evaluation. Make sure that your dataset can "
-            f"generate at least `batches` batches (in this case, "
-            f"{plan.required_batches} batches), e.g. by repeating it.",
-            UserWarning, stacklevel=3)
+    _warn_if_short(sum(real for _, real in pending), plan.required_batches)
     if callbacks.wants("on_test_batch_begin") or callbacks.wants("on_test_batch_end"):
         _deliver(plan.compiled.log_names, pending, 0, callbacks,
                  "on_test_batch_begin", "on_test_batch_end")
@@ -226,104 +184,147 @@ def evaluate_loop(trainer, plan: EvalPlan, callbacks: CallbackList) -> dict[str,
     return logs
 
 
-def fit_loop(trainer, plan: FitPlan, callbacks: CallbackList) -> Generator[None, None, None]:
-    """Trains ``plan.initial_epoch .. plan.epochs - 1``; yields at yield points."""
+def _warn_if_short(ran: int, required: int | None) -> None:
+    if required is not None and ran < required:
+        warnings.warn(  # tfjs' evaluateDataset warning
+            f"Your dataset iterator ran out of data during evaluation after {ran} "
+            f"batches; interrupting evaluation. Make sure that your dataset can "
+            f"generate at least `batches` batches (in this case, {required} "
+            "batches), e.g. by repeating it.", UserWarning, stacklevel=4)
+
+
+def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList
+             ) -> Generator[None, None, None]:
+    """Trains ``plan.initial_epoch .. plan.epochs - 1`` on ``session``; yields at
+    yield points."""
     epoch_logs: dict[str, float] = {}
     guard = _InterruptGuard()
-    trainer._position = Position(plan.initial_epoch)
-    trainer._resume = None
+    session.position, session.resume = Position(plan.initial_epoch), None
+    session.finished = False  # read by on_train_end: a normal end, or an error
     callbacks.call("on_train_begin")
     # A callback (BackupAndRestore) may have restored a checkpoint: start there.
-    start = trainer._resume or Position(plan.initial_epoch)
-    trainer._resume = None
-    trainer._position = start
-    trainer._fit_finished = False  # read by on_train_end: a normal end, or an error
+    start = session.resume or Position(plan.initial_epoch)
+    session.resume, session.position = None, start
     try:
         with guard.installed():
             for epoch in range(start.epoch, plan.epochs):
                 begin = start if epoch == start.epoch else Position(epoch)
                 if begin.stopped and begin.batch == 0:  # it had stopped after an epoch
-                    trainer.stop_training = True
+                    session.stop_training = True
                     break
-                epoch_logs = yield from _run_epoch(trainer, plan, callbacks, guard,
+                epoch_logs = yield from _run_epoch(session, plan, callbacks, guard,
                                                    epoch, begin)
-                if trainer.stop_training:
+                if session.stop_training:
                     break
-        trainer._fit_finished = True
+        session.finished = True
     finally:
         plan.primed.clear()
-        plan.cleanup()
+        plan.source.close()
         callbacks.call("on_train_end", logs=epoch_logs)
 
 
-def _run_epoch(trainer, plan: FitPlan, callbacks: CallbackList, guard: _InterruptGuard,
-               epoch: int, begin: Position) -> Generator[None, None, dict[str, float]]:
-    """One epoch from ``begin.batch`` on: dispatch blocks, deliver batch logs at
-    yield points, validate."""
-    policy, names = plan.policy, plan.compiled.log_names
+def _run_epoch(session: FitSession, plan: FitPlan, callbacks: CallbackList,
+               guard: _InterruptGuard, epoch: int, begin: Position
+               ) -> Generator[None, None, dict[str, float]]:
+    """One epoch from ``begin.batch`` on: train, then close the epoch."""
     callbacks.call("on_epoch_begin", epoch)
+    # Stopped mid-epoch before the checkpoint: only the epoch's end is left to run.
+    session.stop_training = session.stop_training or begin.stopped
+    steps, totals = yield from _train(session, plan, callbacks, guard, epoch, begin)
+    if _ran_out(session, plan, epoch, steps):
+        return {}
+    logs = _epoch_logs(session, plan, totals)
+    if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
+        val_logs = evaluate_loop(session.state, plan.validation, callbacks)
+        logs.update({f"val_{k}": v for k, v in val_logs.items()})
+    session.position = Position(epoch + 1)
+    callbacks.call("on_epoch_end", epoch, logs=logs)
+    # every process stops together, as process 0 decided (EarlyStopping...)
+    session.stop_training = placement.agree(session.stop_training)
+    yield
+    return logs
+
+
+def _train(session: FitSession, plan: FitPlan, callbacks: CallbackList,
+           guard: _InterruptGuard, epoch: int, begin: Position
+           ) -> Generator[None, None, tuple[int, Any]]:
+    """Dispatches the epoch's blocks; at each yield point delivers the batch logs
+    run since the last one. Returns the batches of the epoch run and its totals."""
+    names, hooks = plan.compiled.log_names, ("on_train_batch_begin", "on_train_batch_end")
     totals = begin.totals if begin.totals is not None else plan.compiled.empty_totals()
     pending: list = []
-    batch = begin.batch
-    policy.reset()
-    train_hooks = ("on_train_batch_begin", "on_train_batch_end")
-    steps = begin.batch
-    # Stopped mid-epoch before the checkpoint: only the epoch's end is left to run.
-    trainer.stop_training = trainer.stop_training or begin.stopped
-    primed = plan.primed.pop(epoch, None) if begin.batch == 0 else None
-    if begin.stopped:
-        source: Any = ()
-    else:
-        source = primed if primed is not None else plan.epoch_blocks(epoch, begin.batch)
-    with _closing(source) as blocks:  # joins feeder threads
+    batch = steps = begin.batch
+    plan.policy.reset()
+    with _closing(_epoch_source(plan, epoch, begin)) as blocks:  # joins feeders
         for block, real in blocks:
             steps += real
             with guard.critical():
-                state, totals, logs = plan.compiled.train_block(
-                    trainer._state, totals, block
-                )
-                trainer._state = state
-                trainer._position = Position(epoch, steps, totals)
+                session.state, totals, logs = plan.compiled.train_block(
+                    session.state, totals, block)
+                session.position = Position(epoch, steps, totals)
             pending.append((logs, real))
-            if policy.due():
-                batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
-                callbacks.call("on_yield", epoch, batch - 1, logs=last)
-                trainer.stop_training = placement.agree(trainer.stop_training)
-                policy.reset()
+            if plan.policy.due():
+                batch = _yield_point(session, names, pending, batch, callbacks, epoch,
+                                     hooks)
+                plan.policy.reset()
                 yield
-                if trainer.stop_training:
+                if session.stop_training:
                     break
-    if plan.prime and epoch + 1 < plan.epochs and not trainer.stop_training:
+    _prime(session, plan, epoch)
+    if pending:
+        batch, last = _deliver(names, pending, batch, callbacks, *hooks)
+        callbacks.call("on_yield", epoch, batch - 1, logs=last)
+    return steps, totals
+
+
+def _epoch_source(plan: FitPlan, epoch: int, begin: Position) -> Blocks:
+    """The epoch's blocks from ``begin.batch`` on (primed ones when there are)."""
+    primed = plan.primed.pop(epoch, None) if begin.batch == 0 else None
+    if begin.stopped:
+        return ()
+    return primed if primed is not None else plan.epoch_blocks(epoch, begin.batch)
+
+
+def _yield_point(session: FitSession, names: list[str], pending: list, batch: int,
+                 callbacks: CallbackList, epoch: int, hooks: tuple[str, str]) -> int:
+    """Delivers the pending batch logs, calls on_yield, agrees on stopping."""
+    batch, last = _deliver(names, pending, batch, callbacks, *hooks)
+    callbacks.call("on_yield", epoch, batch - 1, logs=last)
+    session.stop_training = placement.agree(session.stop_training)
+    return batch
+
+
+def _prime(session: FitSession, plan: FitPlan, epoch: int) -> None:
+    """Puts the next epoch's first block on the device before this epoch's sync."""
+    if plan.prime and epoch + 1 < plan.epochs and not session.stop_training:
         following = iter(plan.epoch_blocks(epoch + 1, 0))
         first = next(following, None)
         if first is not None:
             plan.primed[epoch + 1] = itertools.chain([first], following)
-    if pending:
-        batch, last = _deliver(names, pending, batch, callbacks, *train_hooks)
-        callbacks.call("on_yield", epoch, batch - 1, logs=last)
-    required = plan.required_steps
-    if required is not None and steps < required and not trainer.stop_training:
-        warnings.warn(
-            f"Your dataset ran out of data after {steps} of the {required} batches of "
-            f"epoch {epoch}; interrupting training. Make sure that your dataset can "
-            f"generate at least `steps_per_epoch * epochs` batches (in this case, "
-            f"{required * plan.epochs} batches), e.g. by repeating it.",
-            UserWarning, stacklevel=2)
-        trainer.stop_training = True
-        if steps == 0:
-            return {}
-    epoch_logs = host_values(names, placement.fetch(totals))
-    learning_rate = hyperparams.get(trainer._state.opt_state)
+
+
+def _ran_out(session: FitSession, plan: FitPlan, epoch: int, steps: int) -> bool:
+    """tfjs' warning when a stream ran out before ``steps_per_epoch`` batches;
+    True when the epoch ran no batch at all (it then has no logs)."""
+    required = plan.source.required_steps
+    if required is None or steps >= required or session.stop_training:
+        return False
+    warnings.warn(
+        f"Your dataset ran out of data after {steps} of the {required} batches of "
+        f"epoch {epoch}; interrupting training. Make sure that your dataset can "
+        f"generate at least `steps_per_epoch * epochs` batches (in this case, "
+        f"{required * plan.epochs} batches), e.g. by repeating it.",
+        UserWarning, stacklevel=4)
+    session.stop_training = True
+    return steps == 0
+
+
+def _epoch_logs(session: FitSession, plan: FitPlan, totals: Any) -> dict[str, float]:
+    """The epoch's loss and metrics (one sync), the learning rate and loss scale."""
+    logs = host_values(plan.compiled.log_names, placement.fetch(totals))
+    learning_rate = hyperparams.get(session.state.opt_state)
     if learning_rate is not None:  # as Keras' LR callbacks log it
-        epoch_logs["learning_rate"] = float(placement.fetch(learning_rate))
-    if trainer._state.loss_scale is not None:  # mixed_float16: the dynamic scale
-        epoch_logs["loss_scale"] = float(placement.fetch(trainer._state.loss_scale.scale))
-    if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
-        val_logs = evaluate_loop(trainer, plan.validation, callbacks)
-        epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-    trainer._position = Position(epoch + 1)
-    callbacks.call("on_epoch_end", epoch, logs=epoch_logs)
-    # every process stops together, as process 0 decided (EarlyStopping...)
-    trainer.stop_training = placement.agree(trainer.stop_training)
-    yield
-    return epoch_logs
+        logs["learning_rate"] = float(placement.fetch(learning_rate))
+    if session.state.loss_scale is not None:  # mixed_float16: the dynamic scale
+        logs["loss_scale"] = float(placement.fetch(session.state.loss_scale.scale))
+    return logs

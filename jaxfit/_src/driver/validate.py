@@ -5,7 +5,13 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from jaxfit._src import errors
+from jaxfit._src.core import losses
+from jaxfit._src.core import metrics as metrics_lib
 
 
 def positive_int(argname: str, value: Any, *, allow_none: bool = False) -> None:
@@ -73,3 +79,54 @@ def class_weight(value: Any) -> None:
 def epochs(epochs_value: Any, initial_epoch: Any) -> None:
     non_negative_int("epochs", epochs_value)
     non_negative_int("initial_epoch", initial_epoch)
+
+
+def arrays(tree: Any, argname: str, trainable: bool) -> None:
+    """Every leaf an array of numbers; trainable ones (params) floating point.
+
+    Raises at construction, naming the leaf path, instead of an error from inside
+    ``jax.grad`` at the first step.
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        where = argname + jax.tree_util.keystr(path)
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            try:
+                dtype = np.asarray(leaf).dtype
+            except Exception:  # noqa: BLE001 - whatever numpy makes of it
+                dtype = np.dtype(object)
+        if dtype.kind in "OUSV" and not jnp.issubdtype(dtype, jnp.inexact) and not (
+                jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)):
+            raise TypeError(errors.expected(
+                where, "an array of numbers", leaf,
+                "Keep strings and other Python objects out of the params and state "
+                "(close over them in apply_fn)."))
+        if trainable and not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(errors.expected(
+                where, "a floating-point array (params are what the optimizer "
+                "trains)", leaf,
+                "Make it a float array (e.g. jnp.float32), or pass non-trainable "
+                "values (counters, integer tables) as Trainer(..., state=...) to an "
+                "apply_fn that declares `state`."))
+
+
+def optimizer(optimizer: Any) -> None:
+    if optimizer is not None and not (hasattr(optimizer, "init")
+                                      and hasattr(optimizer, "update")):
+        raise TypeError(errors.expected(
+            "optimizer", "an optax.GradientTransformation, e.g. optax.adam(1e-3)",
+            optimizer))
+
+
+def names(loss: Any, metrics: Any, weighted_metrics: Any) -> None:
+    """Unknown loss or metric names fail at construction, before any data is seen."""
+    def leaves(tree):
+        return jax.tree.leaves(tree, is_leaf=lambda v: isinstance(v, str) or callable(v))
+
+    for leaf in leaves(loss):
+        losses.get(leaf, argname="loss")
+    probe = jax.ShapeDtypeStruct((1, 2), jnp.float32)
+    for argname, spec in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
+        for leaf in leaves(spec):
+            metrics_lib.resolve(leaf, probe, probe, argname=argname)
+

@@ -1,0 +1,173 @@
+"""The data seam: in-memory arrays and streams of batches as two *sources*.
+
+The loop never sees where data comes from. A source hands it, for one epoch (from
+a first batch on, when resuming mid-epoch), blocks of batches already on the
+device, each with its mask (padding rows 0) and the number of real batches in it;
+and the same for an evaluation pass. Both standardise x, y and sample_weight with
+``arrays.standardize`` and apply class weights the same way, so fit and
+fit_dataset cannot drift. Keras' ``EpochIterator`` over its data adapters plays
+this role there; here the blocks stay fused and each batch's logs stay its own.
+
+- ``ArraySource``: index plans over host (or device) arrays, shuffled per epoch
+  from the seed, gathered a block at a time and prefetched.
+- ``StreamSource``: an iterable, generator function, grain or tf.data-like source;
+  one iterator per epoch (or one continued across epochs with ``steps_per_epoch``),
+  batches checked, padded and put on the device by a feeder thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+
+from jaxfit._src import errors
+from jaxfit._src.data import arrays, checks, iterables
+
+Put = Callable[[Any, int], Any]  # (host block, global batch size) -> device block
+Rows = Callable[[int], slice]  # global batch size -> this process's rows
+MAX_BLOCK = 256  # the most train steps fused into one compiled call
+# ...and the most bytes of batches per call: small batches fuse many steps (the
+# per-call cost of the host gather and device_put is what limits small models),
+# large ones few (they are compute-bound, and yields stay frequent).
+BLOCK_BYTES = 8 << 20
+
+
+class ArraySource:
+    """In-memory arrays (already standardised) in padded, masked batches."""
+
+    def __init__(self, data: dict[str, Any], n: int, batch_size: int, *, put: Put,
+                 rows: Rows, pad_to: Callable[[int], int], shuffle: bool = False,
+                 seed: Callable[[], int] = lambda: 0, steps_per_epoch: int | None = None,
+                 argname: str = ""):
+        self.data, self.argname = data, argname
+        self._put, self._rows, self._seed = put, rows, seed
+        self.batches = arrays.Batches(n, batch_size, shuffle=shuffle, seed=seed(),
+                                      steps_per_epoch=steps_per_epoch, pad_to=pad_to)
+        self.batch_size = self.batches.batch_size
+        self.steps: int | None = self.batches.steps_per_epoch
+        self.required_steps: int | None = None
+        self.example = (data["x"], data["y"])
+
+    def block_size(self, fuse: bool) -> int:
+        """Steps per compiled call: by bytes (8 MiB of batches, at most 256)."""
+        if not fuse:
+            return 1
+        batch_bytes = self.batches.padded_size * sum(
+            leaf.dtype.itemsize * int(np.prod(leaf.shape[1:]))
+            for leaf in jax.tree.leaves(self.data))
+        most = max(1, min(MAX_BLOCK, BLOCK_BYTES // max(batch_bytes, 1)))
+        return arrays.block_size(self.batches.steps_per_epoch, most)
+
+    def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterator[Any]:
+        self.batches.seed = self._seed()  # a restored checkpoint may bring its own
+        index, mask = self.batches.epoch_indices(epoch)
+        return self._blocks(index[start:], mask[start:], size)
+
+    def eval_blocks(self, limit: int | None) -> Iterator[Any]:
+        index, mask = self.batches.epoch_indices(0)
+        return self._blocks(index[:limit], mask[:limit], 1)
+
+    def _blocks(self, index: np.ndarray, mask: np.ndarray, size: int) -> Iterator[Any]:
+        """This process's rows of each block, gathered on the host and put on the
+        mesh ahead of use."""
+        width = index.shape[1]
+        rows = self._rows(width)
+        host = arrays.blocks(self.data, index[:, rows], mask[:, rows], size)
+        return arrays.prefetch(host, lambda block: self._put(block, width))
+
+    def close(self) -> None:
+        pass
+
+
+class StreamSource:
+    """Batches from a stream, each checked, padded, masked and put on the device
+    by a feeder thread; the first batch is read ahead (to trace the model)."""
+
+    def __init__(self, dataset: Any, argname: str, *, put: Put, multiple: int,
+                 processes: int = 1, class_weight: dict[int, float] | None = None,
+                 steps_per_epoch: int | None = None, initial_epoch: int = 0):
+        self.argname = argname
+        self.stream = iterables.Stream(dataset, argname)
+        self.batcher = iterables.Batcher(argname, class_weight, multiple)
+        self._put, self._processes = put, processes
+        self._steps, self._initial = steps_per_epoch, initial_epoch
+        first_epoch = self.stream.iterator(initial_epoch)
+        first = next(first_epoch, _MISSING)
+        if first is _MISSING:
+            raise ValueError(errors.expected(argname, "at least one batch",
+                                             "no batches"))
+        example, _ = self.batcher(first, 0)
+        self.example = (_unblock(example["x"]), _unblock(example["y"]))
+        self.batch_size = int(example["mask"].sum())
+        self.padded_size = int(example["mask"].shape[1])
+        self._pending = [itertools.chain([first], first_epoch)]  # the first iterator
+        self._feeds: list[Iterator[Any]] = []
+        # callbacks' params["steps"]: steps_per_epoch, else a sized dataset's length
+        # (tfjs: dataset.size), so the progress bar shows a total
+        self.steps = steps_per_epoch if steps_per_epoch is not None else _length(dataset)
+        self.required_steps = steps_per_epoch  # tfjs' ran-out-of-data warning
+
+    def check_labels(self, compiled: Any) -> None:
+        """Checks every batch's labels (in the feeder thread) against the losses."""
+        def check(y: Any, index: int) -> None:
+            checks.check_labels(compiled.objective, y, compiled.y_pred,
+                                f"{self.argname} batch {index}: y")
+        self.batcher.check = check
+
+    def block_size(self, fuse: bool) -> int:
+        del fuse
+        return 1
+
+    def _feeder(self, source: Iterator[Any], start: int) -> iterables.Feeder:
+        return iterables.Feeder(iterables.skip(source, start, self.batcher),
+                                self.batcher, self._put_streamed, start_index=start)
+
+    def _put_streamed(self, block: Any) -> Any:
+        """A streamed block (this process's batch) onto the mesh."""
+        return self._put(block, int(block["mask"].shape[1]) * self._processes)
+
+    def _iterator(self, epoch: int) -> Iterator[Any]:
+        return self._pending.pop() if self._pending else self.stream.iterator(epoch)
+
+    def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterator[Any]:
+        del size
+        steps = self._steps
+        if steps is None:  # an epoch is one pass over a fresh iterator
+            return self._feeder(self._iterator(epoch), start)
+        if not self._feeds:  # one iterator continues across epochs; after a
+            skip = (epoch - self._initial) * steps + start  # resume, skip what ran
+            self._feeds.append(iter(self._feeder(self._iterator(epoch), skip)))
+        return itertools.islice(self._feeds[0], steps - start)
+
+    def eval_blocks(self, limit: int | None) -> Iterator[Any]:
+        return iterables.Feeder(iterables.take(self._iterator(0), limit), self.batcher,
+                                self._put_streamed)
+
+    def close(self) -> None:
+        """Stops a feeder that spans epochs."""
+        for feed in self._feeds:
+            close = getattr(feed, "close", None)
+            if close is not None:
+                close()
+        self._feeds.clear()
+
+
+_MISSING = object()
+
+
+def _unblock(tree: Any) -> Any:
+    """A one-batch block's tree without the block axis."""
+    return jax.tree.map(lambda a: a[0], tree)
+
+
+def _length(dataset: Any) -> int | None:
+    """``len(dataset)`` when the dataset knows it (a list, a grain dataset), else
+    ``None`` (a generator, an infinite or unsized stream)."""
+    try:
+        length = len(dataset)
+    except Exception:  # noqa: BLE001 - unsized, or tf.data's infinite cardinality
+        return None
+    return length if isinstance(length, int) and length > 0 else None

@@ -1,0 +1,104 @@
+"""Checkpoint methods of ``Trainer``: save, restore, load (orbax, imported lazily).
+
+A base class of ``Trainer`` that uses only its public face (``state``, ``seed``,
+``session``), so the checkpoint edge never reaches into the trainer's privates.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+
+class Checkpointing:
+    """``save`` / ``restore`` / ``load``: checkpoint directories on orbax."""
+
+    session: Any
+    def save(self, path: str | os.PathLike[str], *, weights_only: bool = False,
+             metadata: dict[str, Any] | None = None) -> str:
+        """Saves a checkpoint directory at ``path`` (orbax); returns its absolute path.
+
+        A full checkpoint holds the whole ``TrainState`` (params, optimizer state
+        with its learning rate, model state, rng, step), the data-order seed, the
+        run's position (epoch, batches of it already run, that epoch's running
+        sums), the state of the running (or last) fit's callbacks (the History so
+        far, EarlyStopping's counters...), and ``metadata.json`` with the jaxfit,
+        jax, jaxlib and optax versions and your ``metadata``. It is written next to
+        ``path`` and renamed into place, so a crash mid-save leaves any previous
+        checkpoint at ``path`` intact. Called from a callback during ``fit``, it
+        records the exact point reached, which ``BackupAndRestore`` resumes from.
+
+        Args:
+          path: the checkpoint directory; replaced if it exists.
+          weights_only: keep only the params (``restore`` then replaces only the
+            params). Defaults to `False`.
+          metadata: JSON-serialisable data stored in ``metadata.json`` under
+            ``"metadata"`` (the config of a YAML run). Defaults to `None`.
+
+        Returns:
+          The absolute checkpoint path.
+
+        Raises:
+          OSError: the checkpoint could not be written (disk full, permissions);
+            any previous checkpoint at ``path`` is kept.
+        """
+        from jaxfit._src.checkpoint import run_state
+
+        return run_state.save(self, path, weights_only=weights_only,
+                              metadata=metadata).wait()
+
+    def restore(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Replaces ``trainer.state`` (and the data-order seed) with a checkpoint's.
+
+        A weights-only checkpoint replaces only the params. The run's position and
+        callback states are for ``BackupAndRestore``; ``restore`` leaves them.
+        Arrays are placed like the trainer's current state, so a checkpoint written
+        on several devices restores onto one (and the reverse).
+
+        Returns:
+          The checkpoint's ``metadata.json`` as a dict.
+
+        Raises:
+          FileNotFoundError: no checkpoint at ``path``.
+          ValueError: the checkpoint does not match this trainer (another model or
+            optimizer); the message names the first differing path and both shapes,
+            and ``trainer.state`` is unchanged.
+        """
+        from jaxfit._src.checkpoint import run_state
+
+        if self.session.running:
+            raise RuntimeError("restore: the trainer is running a fit; restore "
+                               "between calls, or use callbacks.BackupAndRestore.")
+        return run_state.restore_state(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], apply_fn: Callable[..., Any],
+             **kwargs: Any) -> Any:
+        """Builds a Trainer around a checkpoint's params, then restores it whole.
+
+        ``Trainer.load(path, apply, optimizer=..., loss=...)``: the keyword
+        arguments are those of ``Trainer`` (the optimizer must be the one the
+        checkpoint was trained with, for its state to fit).
+        ``Trainer.load(path, apply)`` without an optimizer loads for inference:
+        the params, model state, step, rng and seed, not the optimizer state;
+        ``predict`` works, and ``compile(optimizer=..., loss=...)`` makes it
+        trainable (with a fresh optimizer state).
+
+        Raises:
+          FileNotFoundError, ValueError: as ``restore``.
+        """
+        from jaxfit._src.checkpoint import run_state
+
+        stored, info = run_state.load_arrays(path)
+        if kwargs.get("optimizer") is not None:
+            trainer = cls(apply_fn, stored["params"], **kwargs)
+            trainer.restore(path)
+            return trainer
+        # for inference: everything but the optimizer state
+        if stored.get("model_state") is not None:
+            kwargs.setdefault("state", stored["model_state"])
+        trainer = cls(apply_fn, stored["params"], **kwargs)
+        if not info.get("weights_only"):
+            trainer.state = trainer.state.replace(step=stored["step"], rng=stored["rng"])
+            trainer.seed = int(info["seed"])
+        return trainer

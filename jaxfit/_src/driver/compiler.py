@@ -1,0 +1,232 @@
+"""Compilation: from the user's functions and the data's shapes to jitted blocks.
+
+``Compiler.prepare`` traces the model and the loss abstractly once per *key* (no
+XLA compile: ``jax.jit`` compiles on the first call), checks the labels against
+the losses and metrics, and builds the jitted train and eval blocks with their
+shardings and donation. The key covers everything the compiled steps depend on:
+the spec (apply, policy, optimizer, loss, metrics, loss weights: a new spec for
+every ``Trainer.compile``), the structure, feature shapes and dtypes of x and y,
+the state's structure and shardings, and ``accumulate_steps``. A second call with
+the same key returns the same ``Compiled`` and compiles nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import optax
+
+from jaxfit._src import errors
+from jaxfit._src.core import precision as precision_lib
+from jaxfit._src.core import step as step_lib
+from jaxfit._src.core.state import TrainState, strong
+from jaxfit._src.data import checks
+from jaxfit._src.driver.placement import Placement
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """The jitted blocks for one key, and what the loop and checks read of them."""
+
+    log_names: list[str]
+    train_block: Any  # (state, totals, block) -> (state, totals, batch_logs)
+    eval_block: Any  # (state, totals, block) -> (totals, batch_logs)
+    empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
+    state_shardings: Any = None  # of the state these blocks take (and return)
+    accumulate_steps: int = 1  # > 1: the optimizer is optax.MultiSteps
+    fuse: bool = True  # whether several steps may share one compiled call
+    objective: Any = None  # the resolved losses and metrics (label checks read it)
+    y_pred: Any = None  # the model output's shapes, as traced
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a cache key
+class Spec:
+    """What the compiled steps are built from, besides the data: one per
+    ``Trainer`` construction or ``compile`` call."""
+
+    apply: Callable[..., Any]  # the normalized apply (core.apply.normalize)
+    policy: precision_lib.Policy
+    placement: Placement
+    optimizer: optax.GradientTransformation | None
+    loss: Any
+    metrics: Any = None
+    weighted_metrics: Any = None
+    loss_weights: Any = None
+
+
+def optimizer_for(spec: Spec, accumulate_steps: int
+                  ) -> optax.GradientTransformation | None:
+    """The optimizer a fit runs: ``optax.MultiSteps`` around it to accumulate
+    (``None`` for a trainer that only evaluates)."""
+    if accumulate_steps == 1 or spec.optimizer is None:
+        return spec.optimizer
+    return optax.MultiSteps(spec.optimizer, every_k_schedule=accumulate_steps)
+
+
+def accumulating(spec: Spec, state: TrainState, accumulate_steps: int) -> TrainState:
+    """``state`` with its optimizer state inside ``optax.MultiSteps``' (fresh
+    accumulators) for a fit with ``accumulate_steps`` > 1."""
+    if accumulate_steps == 1:
+        return state
+    multi = strong(optax.MultiSteps(spec.optimizer, accumulate_steps).init(state.params))
+    return state.replace(opt_state=multi._replace(inner_opt_state=state.opt_state))
+
+
+def accumulated(state: TrainState) -> TrainState:
+    """Back to the plain optimizer state after a fit that accumulated (a partial
+    accumulation is dropped)."""
+    if isinstance(state.opt_state, optax.MultiStepsState):
+        return state.replace(opt_state=state.opt_state.inner_opt_state)
+    return state
+
+
+class Compiler:
+    """Builds and caches ``Compiled`` blocks (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Any, Compiled] = {}
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def prepare(self, spec: Spec, state: TrainState, shardings: Any, x: Any, y: Any,
+                batch_size: int, accumulate_steps: int = 1, argname: str = ""
+                ) -> Compiled:
+        """Checks ``y``'s labels, then returns the blocks for this data's shapes.
+
+        The model and the loss are traced at the user's ``batch_size`` (before
+        padding to the data axis, so errors quote the user's shapes); errors name
+        ``argname`` + ``x`` / ``y`` (``"validation_data."``, ``"dataset batch 0:
+        "``). ``x`` and ``y`` are whole arrays or one batch: their labels are
+        checked on every call, cached or not.
+        """
+        x_spec, y_spec = batch_spec(x, batch_size), batch_spec(y, batch_size)
+        key = (spec, jax.tree.structure(x_spec), _features(x_spec),
+               jax.tree.structure(y_spec), _features(y_spec), accumulate_steps,
+               jax.tree.structure(state), tuple(jax.tree.leaves(shardings)))
+        compiled = self._cache.get(key)
+        if compiled is None:
+            compiled = _build(spec, state, shardings, x_spec, y_spec,
+                              accumulate_steps, argname)
+            self._cache[key] = compiled
+        checks.check_labels(compiled.objective, y, compiled.y_pred, argname + "y")
+        return compiled
+
+
+def _build(spec: Spec, state: TrainState, shardings: Any, x_spec: Any, y_spec: Any,
+           accumulate_steps: int, argname: str) -> Compiled:
+    optimizer = optimizer_for(spec, accumulate_steps)
+    state = jax.eval_shape(lambda s: accumulating(spec, s, accumulate_steps), state)
+    if accumulate_steps > 1:
+        shardings = spec.placement.state_shardings(state, optimizer)
+    forward, y_pred = _trace_forward(spec, state, x_spec, argname)
+    objective = _objective(spec, y_spec, y_pred, argname)
+    train_step = step_lib.make_train_step(spec.apply, objective, optimizer,
+                                          policy=spec.policy)
+    eval_step = step_lib.make_eval_step(spec.apply, objective, policy=spec.policy)
+    # The train step itself is traced once, by jit, on its first call (before any
+    # step runs); tracing it here too would double the model's tracing.
+    # XLA:CPU runs convolutions inside a loop (lax.scan) an order of magnitude
+    # slower than outside one, and conv nets are compute-bound anyway: on CPU
+    # they run one step per compiled call (measured: benchmarks/RESULTS.md).
+    fuse = not (jax.default_backend() == "cpu" and _uses(forward, _CONV))
+    # Shardings are part of the compiled step: state as placed, batches split
+    # along the data axis, totals and logs replicated.
+    rep, data = spec.placement.replicated, spec.placement.batch_sharding(2)
+    train_block = jax.jit(step_lib.make_block(train_step),
+                          in_shardings=(shardings, rep, data),
+                          out_shardings=(shardings, rep, rep), donate_argnums=(0, 1))
+    eval_block_fn = step_lib.make_block(eval_step)
+    eval_block = jax.jit(lambda s, totals, b: eval_block_fn(s, totals, b)[1:],
+                         in_shardings=(shardings, rep, data), out_shardings=(rep, rep),
+                         donate_argnums=(1,))
+    names = objective.log_names
+    empty = jax.jit(lambda: step_lib.empty_logs(names), out_shardings=rep)
+    return Compiled(names, train_block, eval_block, empty, shardings,
+                    accumulate_steps, fuse, objective, y_pred)
+
+
+def _trace_forward(spec: Spec, state: Any, x_spec: Any, argname: str) -> tuple[Any, Any]:
+    """The model's jaxpr and output shapes; a mismatch names ``x``."""
+    compute_apply = precision_lib.make_compute_apply(spec.policy, spec.apply)
+    try:
+        return jax.make_jaxpr(
+            lambda s, xb: compute_apply(s.params, s.model_state, xb, train=False,
+                                        rng=s.rng)[0], return_shape=True,
+        )(state, x_spec)
+    except (TypeError, ValueError) as error:  # shapes of x and params disagree
+        raise ValueError(
+            f"{argname}x: the model cannot be applied to x of {shapes(x_spec)} with "
+            f"params of {shapes(state.params)}: {first_line(error)}. Check x's "
+            "feature shape against the model (and validation_data against the "
+            "training data).") from None
+
+
+def _objective(spec: Spec, y_spec: Any, y_pred: Any, argname: str) -> Any:
+    """The resolved losses and metrics, the labels' shapes checked against them
+    and the per-sample loss shape checked."""
+    objective = step_lib.make_objective(spec.loss, spec.loss_weights, spec.metrics,
+                                        y_spec, y_pred, spec.weighted_metrics)
+    # labels first: what the losses need of y reads better than a shape error
+    checks.check_labels(objective, y_spec, y_pred, argname + "y")
+    try:
+        parts = jax.eval_shape(objective.per_sample, y_spec, y_pred)
+    except (TypeError, ValueError) as error:  # y and the outputs disagree
+        raise ValueError(
+            f"{argname}y: the loss cannot compare y of {shapes(y_spec)} with the "
+            f"model's output of {shapes(y_pred)}: {first_line(error)}. Give y the "
+            "output's shape (or pick the loss that matches your labels).") from None
+    batch_size = jax.tree.leaves(y_spec)[0].shape[0]
+    for name, part in zip(objective.output_names, parts):
+        if tuple(part.shape) != (batch_size,):
+            raise ValueError(errors.expected(
+                "loss", f"a per-sample loss of shape ({batch_size},) for output "
+                f"{name!r}", part, "A loss callable must return one value per sample; "
+                "do not reduce over the batch."))
+    return objective
+
+
+_CONV = "conv_general_dilated"
+
+
+def _uses(jaxpr: Any, primitive: str) -> bool:
+    """Whether ``primitive`` appears in ``jaxpr`` or any jaxpr nested in it."""
+    for eqn in jaxpr.jaxpr.eqns if hasattr(jaxpr, "jaxpr") else jaxpr.eqns:
+        if eqn.primitive.name == primitive:
+            return True
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                if (hasattr(sub, "eqns") or hasattr(sub, "jaxpr")) and _uses(sub,
+                                                                            primitive):
+                    return True
+    return False
+
+
+def _features(tree: Any) -> tuple[Any, ...]:
+    """Each leaf's shape without the batch axis, and dtype (part of a cache key)."""
+    return tuple((leaf.shape[1:], leaf.dtype) for leaf in jax.tree.leaves(tree))
+
+
+def batch_spec(tree: Any, batch_size: int) -> Any:
+    """Shape structs of ``tree``'s leaves with a batch axis of ``batch_size``."""
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype), tree)
+
+
+def shapes(tree: Any) -> str:
+    """``"shape (32, 5) float32"`` for one array, ``"shapes ['a'] (32, 5) float32,
+    ['b'] (32,) int32"`` for a pytree: what error messages quote."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if len(leaves) == 1 and not leaves[0][0]:
+        leaf = leaves[0][1]
+        return f"shape {tuple(leaf.shape)} {leaf.dtype}"
+    return "shapes " + ", ".join(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)} "
+                                 f"{leaf.dtype}" for path, leaf in leaves)
+
+
+def first_line(error: BaseException) -> str:
+    """The cause, for the end of a jaxfit message: its first line, no final dot."""
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(error).__name__

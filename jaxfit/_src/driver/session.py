@@ -1,0 +1,68 @@
+"""The fit session: what one training run advances, and what checkpoints read.
+
+A ``Trainer`` always holds a session: before any ``fit`` an idle one around its
+initial state, then the running (or last) fit's. The loop takes a session and
+advances it (state, position, stop flag); checkpoints and callbacks read and
+request through its public attributes, never through a Trainer's private ones.
+The loop runs on a session without any Trainer (``tests/test_loop.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxfit._src.core.state import TrainState
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a run stands, as of the session's state (what a checkpoint records).
+
+    Attributes:
+      epoch: the epoch the next step belongs to.
+      batch: the batches of that epoch already run (0 at an epoch's start).
+      totals: that epoch's running loss and metric sums (device ``MeanState``s),
+        ``None`` when ``batch`` is 0.
+      stopped: the run had decided to stop (``stop_training``) at this point.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    totals: Any = None
+    stopped: bool = False
+
+
+@dataclasses.dataclass
+class FitSession:
+    """One fit's mutable run state.
+
+    Attributes:
+      state: the ``TrainState`` as of the last dispatched step.
+      placement: where the state lives and how batches are split (``Placement``).
+      seed: the data-order seed (a restored checkpoint may bring its own).
+      callbacks: the installed callbacks (History first), in call order.
+      position: where training stands (see ``Position``).
+      resume: a position to start from, set in ``on_train_begin`` by a callback
+        that restored a checkpoint (``BackupAndRestore``); read once by the loop.
+      running: whether a fit is running on this session.
+      finished: whether the fit ended normally (early stopping included), as
+        opposed to an error or an interrupt.
+      stop_training: ``trainer.stop_training`` while it runs: the fit ends at the
+        next yield point.
+    """
+
+    state: TrainState
+    placement: Any
+    seed: int = 0
+    callbacks: list[Any] = dataclasses.field(default_factory=list)
+    position: Position = dataclasses.field(default_factory=Position)
+    resume: Position | None = None
+    running: bool = False
+    finished: bool = False
+    stop_training: bool = False
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a running fit has decided to stop (a checkpoint records it)."""
+        return self.running and self.stop_training
