@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parses ``argv`` and runs the command; returns the exit code (2: bad config)."""
+    """Parses ``argv`` and runs the command; returns the exit code (2: a bad
+    config, 130: interrupted by Ctrl-C)."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"jaxfit {args.command}: {error}", file=sys.stderr)
         return 2
+    except runner.RunInterrupted:
+        return 130  # Ctrl-C: the run printed where it stopped and how to resume
+    except KeyboardInterrupt:
+        print(f"jaxfit {args.command}: interrupted before training started",
+              file=sys.stderr)
+        return 130
     return 0
 
 

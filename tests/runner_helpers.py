@@ -1,6 +1,7 @@
 """User code for the runner tests, imported by configs as ``runner_helpers:...``."""
 
 import os
+import signal
 
 import jax.numpy as jnp
 import numpy as np
@@ -113,3 +114,29 @@ class Picky(jaxfit.callbacks.Callback):
             raise ValueError(f"threshold: expected a number in (0, 1), got "
                              f"{threshold!r}.")
         self.threshold = threshold
+
+
+class SigintAt(jaxfit.callbacks.Callback):
+    """Sends SIGINT (Ctrl-C) to this process once: after batch ``batch`` of epoch
+    ``epoch`` (0-based, as the hooks count; ``batch=None``: at that epoch's
+    start), unless ``marker`` exists (it is created then), so a resumed run
+    goes on."""
+
+    def __init__(self, epoch, marker, batch=None):
+        super().__init__()
+        self.epoch, self.batch, self.marker = epoch, batch, marker
+        self.current = None
+
+    def _fire(self):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+        if epoch == self.epoch and self.batch is None:
+            self._fire()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.current, batch) == (self.epoch, self.batch):
+            self._fire()

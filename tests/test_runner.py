@@ -188,9 +188,10 @@ callbacks:
     assert _run(capsys, "run", reference, "--workdir", str(tmp_path / "ref"))[0] == 0
     expected = _history(_only_run_dir(tmp_path / "ref"))
 
-    with pytest.raises(KeyboardInterrupt):
-        cli.main(["run", config, "--workdir", str(tmp_path / "runs")])
+    code, _, err = _run(capsys, "run", config, "--workdir", str(tmp_path / "runs"))
     run_dir = _only_run_dir(tmp_path / "runs")
+    assert code == 130 and err == (f"jaxfit run: interrupted after epoch 2/4; resume "
+                                   f"with: jaxfit run --resume {run_dir}\n")
     assert (run_dir / "backup").is_dir() and not (run_dir / "history.json").exists()
     code, out, _ = _run(capsys, "show", str(run_dir))
     assert "not finished" in out and "--resume" in out

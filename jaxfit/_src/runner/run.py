@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import csv
 import dataclasses
 import datetime
-import inspect
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -44,6 +45,7 @@ import jax
 import numpy as np
 
 from jaxfit._src.checkpoint import orbax_io
+from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver import trainer as trainer_lib
 from jaxfit._src.driver import validate as validate_lib
 from jaxfit._src.driver import yield_policy
@@ -395,41 +397,68 @@ def _trainer_error(config: RunConfig, error: BaseException) -> ConfigError:
                        f"suits the config: {message}")
 
 
-def _preflight(config: RunConfig, data: Any, trainer: Any,
-               arguments: dict[str, Any]) -> Any:
-    """Runs the trainer's own checks of the fit call (and of the final evaluation
-    on arrays) without training: ``fit`` validates everything, traces the model
-    and the loss abstractly and returns its loop unstarted; nothing is compiled.
-    Returns the data (a one-shot training iterator gets its first batch back)."""
-    if _streaming(data):
-        train = data.train
-        if isinstance(train, collections.abc.Iterator):  # read once: put it back
-            first = next(train, None)
-            probe: Any = iter([] if first is None else [first])
-            data = dataclasses.replace(data, train=itertools.chain(
-                [] if first is None else [first], train))
+class _Checked(Exception):
+    """Raised by ``_StopBeforeTraining``: the call passed every check."""
+
+
+def _stop_before_training() -> Any:
+    """A callback that ends a ``fit`` / ``evaluate`` call at its first hook: after
+    the call has checked its arguments and traced the model and the loss
+    abstractly, before any step is compiled or run (``trainer.state`` unchanged)."""
+    import jaxfit
+
+    class _StopBeforeTraining(jaxfit.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise _Checked
+
+        def on_test_begin(self, logs=None):
+            raise _Checked
+
+    return _StopBeforeTraining()
+
+
+def _check_fit(data: Any, trainer: Any, arguments: dict[str, Any]) -> Any:
+    """The trainer's own checks of the fit call, without training: the call is
+    made with a callback that stops it at ``on_train_begin``. Returns the data (a
+    one-shot training iterator gets its first batch back)."""
+    arguments = {**arguments, "verbose": 0}
+    try:
+        if _streaming(data):
+            train = data.train
+            if isinstance(train, collections.abc.Iterator):  # read once: put it back
+                first = list(itertools.islice(train, 1))
+                data = dataclasses.replace(data, train=itertools.chain(first, train))
+                train = iter(first)
+            trainer.fit_dataset(train, validation_data=data.validation,
+                                callbacks=[_stop_before_training()], **arguments)
         else:
-            probe = train
-        bound = _FIT_DATASET.bind(trainer, probe, validation_data=data.validation,
-                                  **arguments)
-        bound.apply_defaults()
-        loop = trainer._fit_dataset_run(dict(bound.arguments))
-    else:
-        bound = _FIT.bind(trainer, data.x_train, data.y_train, **arguments)
-        bound.apply_defaults()
-        loop = trainer._fit_run(dict(bound.arguments))
-        if data.x_test is not None:
-            test, n = trainer._dataset(data.x_test, data.y_test, None, "test ")
-            trainer._array_eval_plan(test, n, config.fit.batch_size, None,
-                                     argname="test ")
-    loop.close()  # never started: nothing ran
+            trainer.fit(data.x_train, data.y_train,
+                        callbacks=[_stop_before_training()], **arguments)
+    except _Checked:
+        pass
     return data
 
 
-def _prepare(config: RunConfig) -> _Prepared:
+def _check_test_split(config: RunConfig, data: Any, trainer: Any) -> None:
+    """The final evaluation's checks on the test arrays (a stream's batches are
+    checked as they are read)."""
+    if _streaming(data) or data.x_test is None:
+        return
+    try:
+        trainer.evaluate(data.x_test, data.y_test, batch_size=config.fit.batch_size,
+                         callbacks=[_stop_before_training()])
+    except _Checked:
+        pass
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"data.name: expected a test split from "
+                          f"{config.data.name!r} that the model and the loss take, "
+                          f"got: {error}") from None
+
+
+def _prepare(config: RunConfig, check_fit: bool = True) -> _Prepared:
     """The data, the model and the trainer, and every check of the fit call that
-    ``Trainer.fit`` makes before its first step (before any run directory exists;
-    what ``jaxfit validate`` runs)."""
+    ``Trainer.fit`` makes before its first step (``check_fit``: what ``jaxfit
+    validate`` runs; ``run`` has the real call make them, see ``_train``)."""
     import jaxfit
 
     data = _data(config)
@@ -443,7 +472,9 @@ def _prepare(config: RunConfig) -> _Prepared:
             metrics=config.metrics if config.metrics is not None else metrics,
             loss_weights=config.loss_weights, seed=config.seed,
             precision=config.precision)
-        data = _preflight(config, data, trainer, arguments)
+        if check_fit:
+            data = _check_fit(data, trainer, arguments)
+        _check_test_split(config, data, trainer)
     except (TypeError, ValueError) as error:
         if isinstance(error, ConfigError):
             raise
@@ -498,6 +529,9 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
 
     Raises:
       ConfigError: an invalid config (nothing is created).
+      RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``); it has printed one line,
+        where the run stopped and ``resume with: jaxfit run --resume RUN_DIR``,
+        also into run.log.
     """
     locate: Callable[[str], str] = _unlocated
     if resume is not None:
@@ -515,57 +549,254 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
         config, locate = _load(config, overrides)
     else:
         config = check(config)
-    with _located(locate):
-        prepared = _prepare(config)
-    data, trainer, arguments = prepared.data, prepared.trainer, prepared.arguments
+    with _located(locate):  # the fit call's own checks run in it, below
+        prepared = _prepare(config, check_fit=False)
+    trainer = prepared.trainer
     lead = _process_index() == 0
-    if resume is None:
+    fresh = resume is None
+    if fresh:
+        made_workdir = not os.path.isdir(workdir)
         run_dir = _shared_path(_make_run_dir(workdir, config.name) if lead else None)
-    try:  # a callback of user code refusing its arguments: leave nothing behind
-        with _located(locate):
-            callbacks = _callbacks(config, run_dir)
-    except ConfigError:
-        if resume is None and lead:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    if resume is None and lead:
-        resolved = {**schema.to_dict(config), "environment": _environment()}
-        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-            config_lib._yaml().safe_dump(resolved, f, sort_keys=False)
-    say = print if lead else _silent
-    logging = _logging_to(os.path.join(run_dir, "run.log")) if lead else (
-        contextlib.nullcontext())
-    with logging:
-        say(f"jaxfit run: {config.name} -> {run_dir}")
-        if _streaming(data):
-            history = trainer.fit_dataset(data.train, validation_data=data.validation,
-                                          callbacks=callbacks, **arguments)
-        else:
-            history = trainer.fit(data.x_train, data.y_train, callbacks=callbacks,
-                                  **arguments)
-        metrics: dict[str, Any] = {"final_epoch": {
-            key: values[-1] for key, values in history.history.items()}}
-        if _streaming(data) and data.test is not None:
-            metrics["test"] = trainer.evaluate_dataset(data.test)
-        elif not _streaming(data) and data.x_test is not None:
-            metrics["test"] = trainer.evaluate(data.x_test, data.y_test,
-                                               batch_size=config.fit.batch_size)
-        if "test" in metrics:
-            say("test: " + " - ".join(f"{k}: {v:.4f}"
-                                      for k, v in metrics["test"].items()))
+        built = config
+        header = f"jaxfit run: {config.name} -> {run_dir}"
+    else:  # the resumed epochs' lines come again: drop them from run.log and CSVs
+        start = _resume_point(config, run_dir)
         if lead:
-            _write_json(os.path.join(run_dir, "history.json"), history.to_dict())
-            history.to_csv(os.path.join(run_dir, "history.csv"))
-            _write_json(os.path.join(run_dir, "metrics.json"), metrics)
-            _plot(history, os.path.join(run_dir, "curves.png"))
-        trainer.save(os.path.join(run_dir, "checkpoint"),  # every process: orbax
-                     metadata={"config": schema.to_dict(config)})
-        say(f"run directory: {run_dir}")
+            _trim_for_resume(config, run_dir, start[0])
+        built = _appending_csv(config)
+        header = (f"jaxfit run: resuming {config.name} in {run_dir} "
+                  f"{_position_words(*start, config.fit.epochs, None, 'at')}")
+    say = print if lead else _silent
+    tracker = _Tracker(config.fit.initial_epoch, lambda: say(header))
+    try:
+        with _located(locate):
+            callbacks = _callbacks(built, run_dir)
+        if fresh and lead:
+            resolved = {**schema.to_dict(config), "environment": _environment()}
+            with open(os.path.join(run_dir, "config.yaml"), "w",
+                      encoding="utf-8") as f:
+                config_lib._yaml().safe_dump(resolved, f, sort_keys=False)
+        logging = _logging_to(os.path.join(run_dir, "run.log")) if lead else (
+            contextlib.nullcontext())
+        with logging:
+            try:
+                history, metrics = _train(config, prepared, [tracker, *callbacks],
+                                          run_dir, say, lead)
+            except KeyboardInterrupt:
+                # fit has stopped its background work (feeders, checkpoint writes)
+                # in its `finally` before this runs
+                line = (f"jaxfit run: interrupted {_stopped_at(trainer, tracker)}; "
+                        + (f"resume with: jaxfit run --resume {run_dir}"
+                           if config.backup is not False else
+                           "it ran with backup: false, so it cannot be resumed"))
+                if lead:
+                    print(line, file=sys.stderr, flush=True)
+                raise RunInterrupted(line, run_dir) from None
+    except (TypeError, ValueError) as error:
+        if tracker.started:
+            raise  # training had begun: the run directory stays (--resume)
+        # the fit call's own checks refused the config: leave nothing behind
+        if fresh and lead:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if made_workdir:
+                with contextlib.suppress(OSError):  # only if still empty
+                    os.rmdir(workdir)
+        if isinstance(error, ConfigError):
+            raise
+        with _located(locate):
+            raise _trainer_error(config, error) from None
     return RunResult(run_dir, history, metrics)
 
 
-_FIT = inspect.signature(trainer_lib.Trainer.fit)
-_FIT_DATASET = inspect.signature(trainer_lib.Trainer.fit_dataset)
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) ended a run; the message says where and how to resume.
+
+    Attributes:
+      run_dir: the run directory (``jaxfit run --resume RUN_DIR`` continues it).
+    """
+
+    def __init__(self, message: str, run_dir: str):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+def _train(config: RunConfig, prepared: _Prepared, callbacks: list[Any],
+           run_dir: str, say: Callable[..., None], lead: bool
+           ) -> tuple[Any, dict[str, Any]]:
+    """Fits, evaluates on the test split, and writes the run directory's files."""
+    data, trainer, arguments = prepared.data, prepared.trainer, prepared.arguments
+    if _streaming(data):
+        history = trainer.fit_dataset(data.train, validation_data=data.validation,
+                                      callbacks=callbacks, **arguments)
+    else:
+        history = trainer.fit(data.x_train, data.y_train, callbacks=callbacks,
+                              **arguments)
+    metrics: dict[str, Any] = {"final_epoch": {
+        key: values[-1] for key, values in history.history.items()}}
+    ending, lines = _ending(config, callbacks, history)
+    metrics.update(ending)
+    for line in lines:
+        say(line)
+    if _streaming(data) and data.test is not None:
+        metrics["test"] = trainer.evaluate_dataset(data.test)
+    elif not _streaming(data) and data.x_test is not None:
+        metrics["test"] = trainer.evaluate(data.x_test, data.y_test,
+                                           batch_size=config.fit.batch_size)
+    if "test" in metrics:
+        say("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in metrics["test"].items()))
+    if lead:
+        _write_json(os.path.join(run_dir, "history.json"), history.to_dict())
+        history.to_csv(os.path.join(run_dir, "history.csv"))
+        _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        _plot(history, os.path.join(run_dir, "curves.png"))
+    trainer.save(os.path.join(run_dir, "checkpoint"),  # every process: orbax
+                 metadata={"config": schema.to_dict(config)})
+    say(f"run directory: {run_dir}")
+    return history, metrics
+
+
+def _ending(config: RunConfig, callbacks: list[Any], history: Any
+            ) -> tuple[dict[str, Any], list[str]]:
+    """How training ended, for metrics.json and run.log: the last epoch, whether
+    a callback stopped it early, and which epoch's weights the run ends with (the
+    test evaluation's and checkpoint/'s). Epochs count from 1, as printed."""
+    import jaxfit
+
+    last = history.epoch[-1] + 1 if history.epoch else config.fit.initial_epoch
+    out: dict[str, Any] = {"last_epoch": last, "weights_epoch": last,
+                           "weights": "the last epoch's"}
+    lines = []
+    names = [c.name for c in config.callbacks]
+    built = [c for c in callbacks if not isinstance(c, _Tracker)]
+    for i, callback in enumerate(built[:len(names)]):
+        if not isinstance(callback, jaxfit.callbacks.EarlyStopping):
+            continue
+        who = f"callbacks[{i}] {names[i]}"
+        if callback.stopped_epoch > 0:
+            out["stopped_early"] = {"by": who, "epoch": callback.stopped_epoch + 1,
+                                    "monitor": callback.monitor,
+                                    "patience": callback.patience}
+            lines.append(f"early stopping: {who} ended the run after epoch "
+                         f"{callback.stopped_epoch + 1}/{config.fit.epochs}: "
+                         f"{callback.monitor} did not improve for "
+                         f"{callback.patience} epoch"
+                         f"{'' if callback.patience == 1 else 's'}")
+        if callback.restore_best_weights and callback.best_weights is not None:
+            out["weights_epoch"] = callback.best_epoch + 1
+            out["weights"] = (f"restored by {who} (restore_best_weights): the best "
+                              f"{callback.monitor}, {callback.best:.6g}")
+            lines.append(f"weights: epoch {callback.best_epoch + 1}'s, restored by "
+                         f"{who} (best {callback.monitor}: {callback.best:.4f}); "
+                         "checkpoint/ and the test evaluation use them")
+    if "stopped_early" not in out and last < config.fit.epochs:
+        out["stopped_early"] = {"by": "stop_training", "epoch": last}
+        lines.append(f"stopped: training ended after epoch {last}/{config.fit.epochs} "
+                     "(stop_training)")
+    return out, lines
+
+
+def _position_words(epoch: int, batch: int, epochs: int | None, steps: int | None,
+                    preposition: str = "in") -> str:
+    """Where a run stands, 1-based as the progress lines count: ``in epoch 3/4
+    after batch 2/8``, ``after epoch 2/4``; ``preposition="at"`` for where one
+    starts (``at epoch 3/4``)."""
+    def of(n: int, total: int | None) -> str:
+        return f"{n}/{total}" if total else str(n)
+
+    if preposition == "at":
+        words = f"at epoch {of(epoch + 1, epochs)}"
+        return words + (f", after batch {of(batch, steps)}" if batch else "")
+    if batch == 0:
+        return "before the first batch" if epoch == 0 else (
+            f"after epoch {of(epoch, epochs)}")
+    return f"in epoch {of(epoch + 1, epochs)} after batch {of(batch, steps)}"
+
+
+class _Tracker(callback_lib.Callback):
+    """Whether training has begun (``fit`` passed its checks: ``begin`` is called
+    then), and where it stands as its callbacks see it: ``(epoch, batches
+    done)``."""
+
+    def __init__(self, epoch: int, begin: Callable[[], None]):
+        super().__init__()
+        self.epoch, self.batch = epoch, 0
+        self.started = False
+        self._begin = begin
+
+    def on_train_begin(self, logs=None):
+        self.started = True
+        self._begin()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.batch = epoch, 0
+
+    def on_yield(self, epoch, batch, logs=None):
+        self.epoch, self.batch = epoch, batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch, self.batch = epoch + 1, 0
+
+
+def _stopped_at(trainer: Any, tracker: _Tracker) -> str:
+    """Where an interrupted fit stopped: as of ``trainer.state`` where the trainer
+    tells (the steps dispatched before Ctrl-C finish), else as of the last yield
+    point."""
+    position = getattr(getattr(trainer, "session", None), "position", None) or (
+        getattr(trainer, "_position", None))
+    epoch, batch = (position.epoch, position.batch) if hasattr(
+        position, "batch") else (tracker.epoch, tracker.batch)
+    params = trainer.history.params if trainer.history is not None else {}
+    return _position_words(epoch, batch, params.get("epochs"), params.get("steps"))
+
+
+def _resume_point(config: RunConfig, run_dir: str) -> tuple[int, int]:
+    """``(epoch, batch)`` (0-based) where ``--resume`` continues: the newest
+    complete backup's position, or the start."""
+    import jaxfit
+
+    backups = jaxfit.callbacks.BackupAndRestore(
+        os.path.join(run_dir, "backup"))._backups()
+    if not backups:
+        return config.fit.initial_epoch, 0
+    position = orbax_io.read_info(backups[-1][1]).get("position") or {}
+    return int(position.get("epoch", 0)), int(position.get("batch", 0))
+
+
+_EPOCH_LINE = re.compile(r"^Epoch (\d+)[/:]")
+
+
+def _trim_for_resume(config: RunConfig, run_dir: str, epoch: int) -> None:
+    """Drops what the epochs from ``epoch`` (0-based) on left in run.log (``Epoch
+    N/..`` and ``Epoch N: ..`` lines) and in CSVLogger files: the resumed run
+    writes them again."""
+    path = os.path.join(run_dir, "run.log")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        kept = [line for line in lines if not (
+            (match := _EPOCH_LINE.match(line)) and int(match.group(1)) > epoch)]
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in kept))
+    for callback in config.callbacks:
+        if callback.name != "CSVLogger":
+            continue
+        args = _in_run_dir(callback.args, run_dir)
+        path, separator = args.get("filename"), args.get("separator", ",")
+        if not isinstance(path, str) or not os.path.isfile(path):
+            continue
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter=separator))
+        kept_rows = rows[:1] + [row for row in rows[1:]
+                                if row and row[0].isdigit() and int(row[0]) < epoch]
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f, delimiter=separator).writerows(kept_rows)
+
+
+def _appending_csv(config: RunConfig) -> RunConfig:
+    """A resumed run's CSVLoggers append to what the first part wrote."""
+    return dataclasses.replace(config, callbacks=[
+        dataclasses.replace(c, args={**c.args, "append": True})
+        if c.name == "CSVLogger" else c for c in config.callbacks])
 
 
 def _unlocated(message: str) -> str:
@@ -633,21 +864,48 @@ def show(run_dir: str | os.PathLike[str]) -> str:
         backup = os.path.isdir(os.path.join(run_dir, "backup"))
         lines.append("status: not finished" + (" (resume with jaxfit run --resume "
                                                f"{run_dir})" if backup else ""))
+        stopped = _last_interruption(run_dir)
+        if stopped:
+            lines.append(f"last: {stopped}")
         return "\n".join(lines)
     with open(history_path, encoding="utf-8") as f:
         history = json.load(f)
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
-    lines.append(f"epochs: {len(history['epoch'])}")
+    # Epochs count from 1 here, as in the progress lines and run.log (history.json's
+    # "epoch" list is History.epoch: 0-based, as Keras').
+    epochs = config.get("fit", {}).get("epochs")
+    lines.append(f"epochs: {len(history['epoch'])}" + (
+        f" (the last: {metrics['last_epoch']}/{epochs})" if "last_epoch" in metrics
+        else ""))
+    stopped = metrics.get("stopped_early")
+    if stopped:
+        lines.append(f"stopped early: by {stopped['by']} after epoch "
+                     f"{stopped['epoch']}")
+    if "weights_epoch" in metrics:
+        lines.append(f"weights: epoch {metrics['weights_epoch']}'s "
+                     f"({metrics.get('weights', '')})")
     lines.append("final epoch: " + _format(metrics["final_epoch"]))
     if "val_loss" in history:
-        best = int(np.nanargmin(history["val_loss"]))
-        lines.append(f"best val_loss: {history['val_loss'][best]:.4f} at epoch "
-                     f"{history['epoch'][-len(history['val_loss']):][best]}")
+        values = history["val_loss"]
+        epochs_of = history["epoch"][-len(values):]
+        best = int(np.nanargmin(values))
+        lines.append(f"best val_loss: {values[best]:.4f} at epoch "
+                     f"{epochs_of[best] + 1}")
     if "test" in metrics:
         lines.append("test: " + _format(metrics["test"]))
     lines.append("files: " + ", ".join(sorted(os.listdir(run_dir))))
     return "\n".join(lines)
+
+
+def _last_interruption(run_dir: str) -> str | None:
+    """The last ``jaxfit run: interrupted ...`` line of run.log, if any."""
+    path = os.path.join(run_dir, "run.log")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        found = [line.strip() for line in f if line.startswith("jaxfit run: interrupted")]
+    return found[-1].removeprefix("jaxfit run: ").split(";")[0] if found else None
 
 
 def _format(values: dict[str, float]) -> str:
