@@ -91,9 +91,18 @@ class EarlyStopping(MonitorCallback):
             self.trainer.stop_training = True
 
     def on_train_end(self, logs=None):
-        if self.stopped_epoch > 0 and self.verbose:
-            print(f"Epoch {self.stopped_epoch + 1}: early stopping (best epoch "
-                  f"{self.best_epoch + 1}).")
-        if self.restore_best_weights and self.best_weights is not None:
+        # Epochs in messages count from 1, as the progress lines do.
+        restoring = self.restore_best_weights and self.best_weights is not None
+        if self.verbose and self.stopped_epoch > 0:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping: {self.monitor} "
+                  f"did not improve for {self.patience} epoch"
+                  f"{'' if self.patience == 1 else 's'} (best "
+                  f"{self.best:.4g} at epoch {self.best_epoch + 1})"
+                  + (f"; restoring the weights of epoch {self.best_epoch + 1}."
+                     if restoring else "."))
+        elif self.verbose and restoring:
+            print(f"EarlyStopping: restoring the weights of epoch "
+                  f"{self.best_epoch + 1} (best {self.monitor}: {self.best:.4g}).")
+        if restoring:
             self.trainer.params = self.best_weights
 

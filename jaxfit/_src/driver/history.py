@@ -119,27 +119,61 @@ class History(Callback):
     def plot(self, keys: list[str] | None = None, ax: Any = None) -> Any:
         """Plots each key against the epoch; ``val_`` keys share their key's colour.
 
+        The x axis counts epochs from 1, as the progress lines do (``History.epoch``
+        itself stays 0-based, as Keras'). Rates and scales (``learning_rate``,
+        ``lr``, ``loss_scale``) get their own y axis on the right, so they do not
+        flatten the losses and metrics; alone, they use the main axis.
+
         Args:
           keys: the series to draw, training names (``"loss"``) also drawing their
             ``val_`` twin. Defaults to `None` (all).
-          ax: a matplotlib Axes to draw on. Defaults to `None` (a new figure).
+          ax: a matplotlib Axes to draw on (the second y axis, when one is needed,
+            is its ``twinx()``). Defaults to `None` (a new figure).
 
         Returns:
           The matplotlib Figure.
         """
         import matplotlib.pyplot as plt  # optional extra: jaxfit[plot]
+        from matplotlib.ticker import MaxNLocator
 
         if ax is None:
             figure, ax = plt.subplots()
         else:
             figure = ax.figure
         base = keys or [k for k in self.history if not k.startswith("val_")]
-        for key in base:
-            lines = ax.plot(self.epochs_of(key), self.history[key], label=key)
+        main = [k for k in base if k not in _OWN_AXIS] or list(base)
+        aside = [k for k in base if k not in main]
+        handles = self._draw(ax, main, 0)
+        if aside:
+            other = ax.twinx()
+            handles += self._draw(other, aside, len(main), linestyle=":")
+            other.set_ylabel(", ".join(aside))
+            if all(min(self.history[k]) > 0 for k in aside):
+                values = [v for k in aside for v in self.history[k]]
+                if max(values) > 20 * min(values):  # a decay over decades
+                    other.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        top = other if aside else ax  # the legend above every line
+        top.legend(handles=handles, labels=[h.get_label() for h in handles])
+        return figure
+
+    def _draw(self, ax: Any, keys: list[str], first_colour: int,
+              linestyle: str = "-") -> list[Any]:
+        """Draws ``keys`` (and their ``val_`` twins, dashed) on ``ax``, colours
+        ``C<first_colour>``...; returns the lines."""
+        lines = []
+        for i, key in enumerate(keys):
+            colour = f"C{(first_colour + i) % 10}"
+            lines += ax.plot([e + 1 for e in self.epochs_of(key)], self.history[key],
+                             label=key, color=colour, linestyle=linestyle)
             val = f"val_{key}"
             if val in self.history:
-                ax.plot(self.epochs_of(val), self.history[val], label=val,
-                        linestyle="--", color=lines[0].get_color())
-        ax.set_xlabel("epoch")
-        ax.legend()
-        return figure
+                lines += ax.plot([e + 1 for e in self.epochs_of(val)],
+                                 self.history[val], label=val, linestyle="--",
+                                 color=colour)
+        return lines
+
+
+# Series on another scale than the losses: a second y axis in ``History.plot``.
+_OWN_AXIS = ("learning_rate", "lr", "loss_scale")
