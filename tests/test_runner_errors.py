@@ -140,7 +140,7 @@ def test_a_bad_value_names_its_key_and_line_once_and_creates_nothing(
         for item in overrides:
             argv += ["--set", item]
         code, out, err = _cli(capsys, *argv)
-        assert code == 2, (out, err)
+        assert code == 2 and out == "", (out, err)  # nothing else printed
         (line,) = err.strip().splitlines()  # one line
         assert line.startswith(f"jaxfit {command}: ")
         assert re.search(message, line), line
