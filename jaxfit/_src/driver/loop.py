@@ -19,7 +19,7 @@ from typing import Any, Generator, Iterable, Iterator
 import numpy as np
 
 from jaxfit._src.core import hyperparams
-from jaxfit._src.driver import placement
+from jaxfit._src.driver import compiler, placement
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.compiler import Compiled
 from jaxfit._src.driver.session import FitSession, Position
@@ -191,6 +191,25 @@ def _warn_if_short(ran: int, required: int | None) -> None:
             f"batches; interrupting evaluation. Make sure that your dataset can "
             f"generate at least `batches` batches (in this case, {required} "
             "batches), e.g. by repeating it.", UserWarning, stacklevel=4)
+
+
+def guarded(session: FitSession, plan: FitPlan, callbacks: CallbackList,
+            spec: compiler.Spec) -> Generator[None, None, None]:
+    """``fit_loop`` on a copy of the state placed for the plan's compiled steps
+    (with gradient accumulators when it accumulates); however it ends, the
+    session stops running and keeps the plain optimizer state."""
+    session.running = True
+    try:
+        # A copy (the arrays the user holds are never donated), on the mesh.
+        compiled = plan.compiled
+        session.state = session.placement.place(
+            compiler.accumulating(spec, session.state, compiled.accumulate_steps),
+            compiled.state_shardings)
+        yield from fit_loop(session, plan, callbacks)
+    finally:
+        session.running = False
+        session.state = compiler.accumulated(session.state)
+        plan.source.close()  # also when the loop never started
 
 
 def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList

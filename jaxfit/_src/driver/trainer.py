@@ -14,28 +14,24 @@ from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxfit._src import errors
 from jaxfit._src.core import apply as apply_lib
-from jaxfit._src.core import hyperparams
 from jaxfit._src.core import precision as precision_lib
-from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.model import Model
 from jaxfit._src.core.state import TrainState, strong
 from jaxfit._src.data import arrays
 from jaxfit._src.driver import callback as callback_lib
-from jaxfit._src.driver import compiler, loop, placement, plans, progress, validate
+from jaxfit._src.driver import compiler, loop, placement, plans, predicting, progress
+from jaxfit._src.driver import validate
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs, Verbose, YieldEvery
 from jaxfit._src.driver.checkpointing import Checkpointing
+from jaxfit._src.driver.trainer_base import TrainerBase
 from jaxfit._src.driver.history import History
 from jaxfit._src.driver.session import FitSession
 
-_UNCHANGED: Any = object()  # compile(): an argument left out keeps its value
-
-
-class Trainer(Checkpointing):
+class Trainer(TrainerBase, Checkpointing):
     """Trains a pure JAX model with a Keras / TensorFlow.js ``fit`` API.
 
     The train and eval steps are each compiled once (ragged last batches are
@@ -146,173 +142,7 @@ class Trainer(Checkpointing):
         ), where, seed=int(seed))
         self._place_state(self.session.state)
 
-    def _place_state(self, state: TrainState) -> None:
-        """Places a state of a (possibly) new structure: shardings, then the
-        predict step built for them (the train and eval steps are per fit)."""
-        where = self._spec.placement
-        self._shardings = where.state_shardings(state, self._spec.optimizer)
-        self.session.state = where.place(state, self._shardings)
-        self._predict = jax.jit(step_lib.make_predict_step(self._spec.apply, self.policy),
-                                in_shardings=(self._shardings, where.batch_sharding(1),
-                                              where.batch_sharding(1)),
-                                out_shardings=where.batch_sharding(1))
-
-    # -- compile: the optimizer, loss and metrics ---------------------------------
-    def compile(self, optimizer: Any = _UNCHANGED, loss: Any = _UNCHANGED,
-                metrics: Any = _UNCHANGED, loss_weights: Any = _UNCHANGED,
-                weighted_metrics: Any = _UNCHANGED) -> None:
-        """Changes the optimizer, loss or metrics between calls (Keras' ``compile``).
-
-        The params, model state, step and rng are kept. A new optimizer (another
-        object than the current one) starts from a fresh optimizer state; the
-        same optimizer keeps its state. The train and eval steps are rebuilt at
-        the next ``fit`` / ``evaluate``. Arguments left out keep their current
-        values (unlike Keras, where they reset to the defaults); pass ``None``
-        to remove one. Assigning ``trainer.optimizer``, ``trainer.loss``,
-        ``trainer.metrics``, ``trainer.loss_weights`` or
-        ``trainer.weighted_metrics`` calls this.
-
-        Args:
-          optimizer: an ``optax.GradientTransformation``.
-          loss: as ``Trainer(loss=...)``.
-          metrics: as ``Trainer(metrics=...)``.
-          loss_weights: as ``Trainer(loss_weights=...)``.
-          weighted_metrics: as ``Trainer(weighted_metrics=...)``.
-
-        Raises:
-          TypeError, ValueError: a bad optimizer, unknown loss or metric names;
-            nothing is changed.
-          RuntimeError: called while ``fit`` runs (from a callback).
-
-        Example:
-          >>> import jax.numpy as jnp, optax, jaxfit
-          >>> trainer = jaxfit.Trainer(lambda p, x: x @ p["w"], {"w": jnp.zeros((3, 1))},
-          ...                          optimizer=optax.sgd(0.1), loss="mse")
-          >>> trainer.compile(optimizer=optax.adam(1e-3), metrics=["mae"])
-          >>> trainer.loss, trainer.metrics
-          ('mse', ['mae'])
-        """
-        if self.session.running:
-            raise RuntimeError("compile: the trainer is running a fit; change the "
-                               "optimizer, loss or metrics between calls.")
-        old = self._spec
-        pick = lambda new, current: current if new is _UNCHANGED else new  # noqa: E731
-        spec = compiler.Spec(
-            old.apply, old.policy, old.placement, pick(optimizer, old.optimizer),
-            pick(loss, old.loss), pick(metrics, old.metrics),
-            pick(weighted_metrics, old.weighted_metrics),
-            pick(loss_weights, old.loss_weights))
-        validate.optimizer(spec.optimizer)
-        validate.names(spec.loss, spec.metrics, spec.weighted_metrics)
-        self._spec = spec
-        self._compiler.clear()  # rebuilt, with the new objective, when next used
-        if spec.optimizer is not old.optimizer:
-            self._place_state(self.state.replace(
-                opt_state=None if spec.optimizer is None else strong(
-                    spec.optimizer.init(self.state.params))))
-
-    optimizer = property(lambda self: self._spec.optimizer,
-                         lambda self, value: self.compile(optimizer=value),
-                         doc="The optax optimizer; assigning calls ``compile``.")
-    loss = property(lambda self: self._spec.loss,
-                    lambda self, value: self.compile(loss=value),
-                    doc="The loss; assigning calls ``compile``.")
-    metrics = property(lambda self: self._spec.metrics,
-                       lambda self, value: self.compile(metrics=value),
-                       doc="The metrics; assigning calls ``compile``.")
-    loss_weights = property(lambda self: self._spec.loss_weights,
-                            lambda self, value: self.compile(loss_weights=value),
-                            doc="The per-output loss weights; assigning calls "
-                            "``compile``.")
-    weighted_metrics = property(lambda self: self._spec.weighted_metrics,
-                                lambda self, value: self.compile(weighted_metrics=value),
-                                doc="The weighted metrics; assigning calls ``compile``.")
-
-    def _require(self, call: str, optimizer: bool) -> None:
-        """Fails before anything runs when ``call`` needs what was not given."""
-        missing = [name for name, value in (
-            ("optimizer", self.optimizer if optimizer else True), ("loss", self.loss))
-            if value is None]
-        if missing:
-            raise ValueError(
-                f"{call}: this trainer has no {' and no '.join(missing)} (it was built "
-                "for inference, e.g. by Trainer.load without them). Pass them with "
-                "trainer.compile(" + ", ".join(f"{m}=..." for m in missing) + ") or "
-                "to Trainer(...).")
-
     # -- state ---------------------------------------------------------------
-    @property
-    def state(self) -> TrainState:
-        """The current ``TrainState``; readable and replaceable between calls."""
-        return self.session.state
-
-    @state.setter
-    def state(self, value: TrainState) -> None:
-        if not isinstance(value, TrainState):
-            raise TypeError(errors.expected("state", "a jaxfit.TrainState", value))
-        if value.loss_scale is None and self.policy.loss_scaling:
-            value = value.replace(loss_scale=precision_lib.initial_loss_scale(self.policy))
-        value = strong(value)
-        if jax.tree.structure(value) != jax.tree.structure(self.state):
-            self._place_state(value)
-        else:
-            self.session.state = self._spec.placement.place(value, self._shardings)
-
-    @property
-    def params(self) -> Any:
-        """Shortcut for ``trainer.state.params``; assignable."""
-        return self.state.params
-
-    @params.setter
-    def params(self, value: Any) -> None:
-        value = precision_lib.cast_for_storage(self.policy, strong(value))
-        self.session.state = self.state.replace(
-            params=self._spec.placement.place(value, self._shardings.params))
-
-    @property
-    def seed(self) -> int:
-        """The seed of dropout keys and the shuffling order (a restored checkpoint
-        brings its own)."""
-        return self.session.seed
-
-    @seed.setter
-    def seed(self, value: int) -> None:
-        self.session.seed = int(value)
-
-    @property
-    def stop_training(self) -> bool:
-        """Set it from a callback to end ``fit`` at the next yield point."""
-        return self.session.stop_training
-
-    @stop_training.setter
-    def stop_training(self, value: bool) -> None:
-        self.session.stop_training = bool(value)
-
-    @property
-    def learning_rate(self) -> float | None:
-        """The optimizer's injected learning rate, or ``None`` when it has none.
-
-        Settable between calls, without recompiling, when the optimizer was built
-        with ``optax.inject_hyperparams``, e.g.
-        ``optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)``.
-        """
-        value = hyperparams.get(self.state.opt_state)
-        return None if value is None else float(placement.fetch(value))
-
-    @learning_rate.setter
-    def learning_rate(self, value: float) -> None:
-        current = hyperparams.get(self.state.opt_state)
-        if current is None:
-            raise ValueError(errors.expected(
-                "learning_rate", "an optimizer built with optax.inject_hyperparams, "
-                "e.g. optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)",
-                self.optimizer, "Its learning rate cannot be changed otherwise."))
-        # placed like the current rate, so a running fit's compiled step still fits
-        new = self._spec.placement.place(np.asarray(value, dtype=current.dtype),
-                                         current.sharding)
-        self.session.state = self.state.replace(
-            opt_state=hyperparams.replace(self.state.opt_state, new))
-
     # -- fit ---------------------------------------------------------------------
     def fit(
         self,
@@ -450,11 +280,6 @@ class Trainer(Checkpointing):
                                "not re-entrant.")
         self._require(call, optimizer=True)
 
-    def _prepare(self, x: Any, y: Any, batch_size: int, accumulate_steps: int = 1,
-                 argname: str = "") -> compiler.Compiled:
-        return self._compiler.prepare(self._spec, self.state, self._shardings, x, y,
-                                      batch_size, accumulate_steps, argname)
-
     def _launch(self, plan: loop.FitPlan, args: FitArgs | StreamFitArgs,
                 batch_size: int) -> Iterator[None]:
         """A new session with History (and the progress bar) installed, then the
@@ -470,23 +295,7 @@ class Trainer(Checkpointing):
         self.session = FitSession(self.state, self._spec.placement, self.seed)
         callbacks = callback_lib.CallbackList(installed, self, params)
         self.history, self.session.callbacks = history, callbacks.callbacks
-        return self._guarded(self.session, plan, callbacks)
-
-    def _guarded(self, session: FitSession, plan: loop.FitPlan,
-                 callbacks: callback_lib.CallbackList) -> Iterator[None]:
-        session.running = True
-        try:
-            # A copy (the arrays the user holds are never donated), on the mesh.
-            compiled = plan.compiled
-            session.state = self._spec.placement.place(
-                compiler.accumulating(self._spec, session.state,
-                                      compiled.accumulate_steps),
-                compiled.state_shardings)
-            yield from loop.fit_loop(session, plan, callbacks)
-        finally:
-            session.running = False
-            session.state = compiler.accumulated(session.state)
-            plan.source.close()  # also when the loop never started
+        return loop.guarded(self.session, plan, callbacks, self._spec)
 
     # -- evaluate / predict --------------------------------------------------------
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 32, sample_weight: Any = None,
@@ -537,46 +346,11 @@ class Trainer(Checkpointing):
         Batches are padded to ``batch_size`` so one compilation serves them all.
         """
         validate.positive_int("batch_size", batch_size)
-        data = arrays.to_numpy(x, "x")
-        where = self._spec.placement
-        batches = arrays.Batches(arrays.num_samples({"x": data}), batch_size,
-                                 shuffle=False, seed=0, pad_to=where.padded)
-        self._check_predict(data, batches)
-        callback_list = callback_lib.CallbackList(
-            callback_lib.normalize(callbacks), self,
-            {"verbose": 0, "epochs": 1, "steps": batches.steps_per_epoch})
-        callback_list.call("on_predict_begin")
-        index, mask = batches.epoch_indices(0)
-        rows = where.local_rows(index.shape[1])
-        outputs = []
-        for start in range(index.shape[0]):
-            x_batch, mask_batch = where.put_batch(
-                (arrays.take(data, index[start][rows]), mask[start][rows]), index.shape[1])
-            outputs.append(self._predict(self.state, x_batch, mask_batch))
-        host = placement.gather(outputs)
-        # Padding rows sit at the end of *every* batch once a batch is padded to a
-        # multiple of the data axis (and at the end of the ragged last one): keep
-        # the real rows by the mask, which is in sample order (no shuffle).
-        real = mask.reshape(-1) > 0
-        result = jax.tree.map(lambda *parts: np.concatenate(parts)[real], *host)
-        callback_list.call("on_predict_end")
-        return result
-
-    def _check_predict(self, x: Any, batches: arrays.Batches) -> None:
-        """Traces the predict step once (jit reuses it): a shape mismatch names x."""
-        size = batches.padded_size
-        try:
-            jax.eval_shape(self._predict, self.state, compiler.batch_spec(x, size),
-                           jax.ShapeDtypeStruct((size,), jnp.float32))
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"x: the model cannot be applied to x of "
-                f"{compiler.shapes(compiler.batch_spec(x, batches.batch_size))} with "
-                f"params of {compiler.shapes(self.state.params)}: "
-                f"{compiler.first_line(error)}. Check x's feature shape against the "
-                "model.") from None
-
-
+        return predicting.predict(
+            self._predict, self.state, self._spec.placement, x, batch_size,
+            lambda steps: callback_lib.CallbackList(
+                callback_lib.normalize(callbacks), self,
+                {"verbose": 0, "epochs": 1, "steps": steps}))
 def _unpack_model(apply_fn: Any, params: Any, state: Any) -> tuple[Any, Any, Any]:
     """``(apply_fn, params, state)`` from a ``jaxfit.Model`` or as given."""
     if isinstance(apply_fn, Model):  # from an adapter: (apply, params, state)
