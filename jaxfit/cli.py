@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except runner.RunInterrupted:
         return 130  # Ctrl-C: the run printed where it stopped and how to resume
-    except KeyboardInterrupt:
-        print(f"jaxfit {args.command}: interrupted before training started",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # before a run directory existed
+        print(f"jaxfit {args.command}: interrupted"
+              + (" before training started; nothing was created"
+                 if args.command == "run" else ""), file=sys.stderr)
         return 130
     return 0
 

@@ -1,18 +1,33 @@
 """``run(config, workdir)``: one experiment from a config, into a run directory.
 
-Order of work: load and validate the config (schema, names, arguments), build
-the data and the model, and only then create ``<workdir>/<name>-<timestamp>/``,
-so a bad config leaves nothing behind. The run directory holds:
+Order of work: load and check the config (schema, names, arguments and their
+values: ``check``), build the data, the model (on two samples) and the trainer,
+then create ``<workdir>/<name>-<timestamp>/`` and call ``fit``, which checks its
+arguments against the data and traces the model and the loss abstractly before
+its first step; if those checks refuse the config (or Ctrl-C comes before
+training begins) the fresh run directory is removed: a bad config leaves nothing
+behind. ``validate`` runs the same checks, stopping the ``fit`` call at
+``on_train_begin``. The run directory holds:
 
     config.yaml    the resolved config (after --set) with an ``environment``
                    section: jaxfit / jax / jaxlib / optax versions and devices
     run.log        everything the run printed
     history.json   History (``epoch`` and each key per epoch); history.csv too
     curves.png     the learning curves (History.plot)
-    metrics.json   the final evaluation on the test split, and the last epoch
+    metrics.json   the final evaluation on the test split, the last epoch's logs,
+                   how training ended (``last_epoch``, ``stopped_early``) and
+                   which epoch's weights it ends with (``weights_epoch``); epoch
+                   numbers there count from 1, as printed (History.epoch and
+                   history.json's ``epoch`` list count from 0, as Keras')
     checkpoint/    the final TrainState (trainer.save, the config in metadata)
     backup/        BackupAndRestore while running (removed at a normal end);
                    ``jaxfit run --resume RUN_DIR`` continues a killed run from it
+
+Ctrl-C prints one line (where the run stopped, and ``resume with: jaxfit run
+--resume RUN_DIR``), also into run.log, and raises ``RunInterrupted`` (the CLI
+exits 130). A resumed run continues from the newest backup; the lines the
+epochs after it had written to run.log and to CSVLogger files are dropped first,
+so none appears twice.
 
 A dataset of arrays trains with ``Trainer.fit``, one of streams with
 ``Trainer.fit_dataset`` (see ``datasets``); the ``fit`` section's keys are the
@@ -583,6 +598,8 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
                 history, metrics = _train(config, prepared, [tracker, *callbacks],
                                           run_dir, say, lead)
             except KeyboardInterrupt:
+                if fresh and not tracker.started:
+                    raise  # nothing trained yet: nothing is left (below)
                 # fit has stopped its background work (feeders, checkpoint writes)
                 # in its `finally` before this runs
                 line = (f"jaxfit run: interrupted {_stopped_at(trainer, tracker)}; "
@@ -592,16 +609,19 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
                 if lead:
                     print(line, file=sys.stderr, flush=True)
                 raise RunInterrupted(line, run_dir) from None
-    except (TypeError, ValueError) as error:
+    except RunInterrupted:
+        raise
+    except (TypeError, ValueError, KeyboardInterrupt) as error:
         if tracker.started:
             raise  # training had begun: the run directory stays (--resume)
-        # the fit call's own checks refused the config: leave nothing behind
+        # the fit call's own checks refused the config, or Ctrl-C came before
+        # training began: leave nothing behind
         if fresh and lead:
             shutil.rmtree(run_dir, ignore_errors=True)
             if made_workdir:
                 with contextlib.suppress(OSError):  # only if still empty
                     os.rmdir(workdir)
-        if isinstance(error, ConfigError):
+        if isinstance(error, (ConfigError, KeyboardInterrupt)):
             raise
         with _located(locate):
             raise _trainer_error(config, error) from None
@@ -904,7 +924,8 @@ def _last_interruption(run_dir: str) -> str | None:
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
-        found = [line.strip() for line in f if line.startswith("jaxfit run: interrupted")]
+        found = [line.strip() for line in f
+                 if line.startswith("jaxfit run: interrupted")]
     return found[-1].removeprefix("jaxfit run: ").split(";")[0] if found else None
 
 
