@@ -37,17 +37,25 @@ callbacks:
 """
 
 
+def _write(tmp_path, text):
+    config = tmp_path / "config.yaml"
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def _env():
+    """This environment (the device count too), with runner_helpers importable."""
+    paths = [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
 def _interrupted_run(tmp_path, text):
     """Runs ``text`` with ``python -m jaxfit run`` until its SIGINT; returns the
     completed process and the run directory."""
-    config = tmp_path / "config.yaml"
-    config.write_text(text, encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(TESTS), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run(
-        [sys.executable, "-m", "jaxfit", "run", str(config), "--workdir",
-         str(tmp_path / "runs")], env=env, capture_output=True, text=True,
-        timeout=120, check=False)
+        [sys.executable, "-m", "jaxfit", "run", str(_write(tmp_path, text)),
+         "--workdir", str(tmp_path / "runs")], env=_env(), capture_output=True,
+        text=True, timeout=120, check=False)
     (run_dir,) = (tmp_path / "runs").iterdir()
     return result, run_dir
 
@@ -81,6 +89,10 @@ def test_ctrl_c_says_where_it_stopped_and_resume_completes_the_run(tmp_path, cap
     log = (run_dir / "run.log").read_text(encoding="utf-8")
     assert log.rstrip().endswith(line)
     assert _epoch_lines(run_dir) == ["1", "2"]
+    assert cli.main(["show", str(run_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert f"status: not finished (resume with jaxfit run --resume {run_dir})" in shown
+    assert "last: interrupted in epoch 3/4 after batch 2/4" in shown
 
     code = cli.main(["run", "--resume", str(run_dir)])
     out, err = capsys.readouterr()
@@ -122,3 +134,14 @@ backup: 6
         1, 2, 3, 4]
     _, rows = _reference(tmp_path)
     assert (run_dir / "training.csv").read_text(encoding="utf-8") == rows
+
+
+def test_ctrl_c_before_training_leaves_nothing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxfit", "run", str(_write(tmp_path, CONFIG.replace(
+            "tiny_data", "sigint_data"))), "--workdir", str(tmp_path / "runs")],
+        env=_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 130
+    assert result.stderr == ("jaxfit run: interrupted before training started; "
+                             "nothing was created\n")
+    assert not (tmp_path / "runs").exists()
