@@ -30,9 +30,11 @@ from __future__ import annotations
 import collections.abc
 import copy
 import dataclasses
+import functools
 import inspect
 import math
 import numbers
+import operator
 import re
 import types
 import typing
@@ -478,7 +480,7 @@ def yaml_type(tp: Any) -> Any:
             return None
     if float in kept:
         kept = [member for member in kept if member not in (int, bool)]
-    return Union[tuple(kept)] if kept else None
+    return functools.reduce(operator.or_, kept) if kept else None
 
 
 def _mentions_float(tp: Any) -> bool:
