@@ -75,6 +75,17 @@ def test_csv_logger_writes_each_epoch_and_appends(tmp_path, separator):
                                first.history["loss"] + second.history["loss"], rtol=1e-6)
 
 
+def test_csv_logger_has_no_validation_twin_of_the_learning_rate(tmp_path):
+    path = tmp_path / "log.csv"
+    trainer = jaxfit.Trainer(linear_apply, linear_params(),
+                             optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=0.1),
+                             loss="mse")
+    trainer.fit(X, Y, batch_size=4, epochs=2, validation_split=0.2, verbose=0,
+                validation_freq=2, callbacks=[jaxfit.callbacks.CSVLogger(path)])
+    header = path.read_text().splitlines()[0].split(",")
+    assert header == ["epoch", "loss", "learning_rate", "val_loss"]
+
+
 
 
 @pytest.mark.parametrize("yield_every", ["batch", "auto"])

@@ -11,6 +11,9 @@ import jax
 from jaxfit._src.driver.callback import Callback
 
 
+_TRAINING_ONLY = ("learning_rate", "lr", "loss_scale")
+
+
 class CSVLogger(Callback):
     """Streams epoch logs to a CSV file (readable with ``History.from_csv``).
 
@@ -62,8 +65,10 @@ class CSVLogger(Callback):
         if self._keys is None:
             self._keys = list(logs)
             if self.params.get("do_validation"):  # validation_freq may skip epoch 1
+                # validation has losses and metrics, never a rate or loss scale
                 self._keys += [f"val_{k}" for k in logs
-                               if not k.startswith("val_") and f"val_{k}" not in logs]
+                               if not k.startswith("val_") and f"val_{k}" not in logs
+                               and k not in _TRAINING_ONLY]
             self._writer = csv.writer(self._file, delimiter=self.separator)
             self._writer.writerow(["epoch", *self._keys])
         elif self._writer is None:
