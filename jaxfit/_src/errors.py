@@ -7,6 +7,7 @@ Received: arg=v" form).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 
@@ -28,3 +29,14 @@ def expected(argname: str, what: str, got: Any, fix: str = "") -> str:
         message += f" {fix}"
     return message
 
+
+def positive_int(argname: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(expected(argname, "a positive integer", value))
+
+
+def non_negative_int(argname: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(expected(argname, "an integer >= 0", value))

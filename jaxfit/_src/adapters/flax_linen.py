@@ -16,7 +16,6 @@ import jax.numpy as jnp
 
 from jaxfit._src import errors
 from jaxfit._src.core.model import Model
-from jaxfit._src.driver import validate
 
 MSG_MISSING_FLAX = (
     "jaxfit.from_flax needs flax, which is not installed. Install it with "
@@ -111,7 +110,7 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
                 "For a flax.nnx.Module use jaxfit.from_nnx(module).",
             )
         )
-    validate.non_negative_int("seed", seed)
+    errors.non_negative_int("seed", seed)
     mode_arg = _mode_arg(module)
 
     def mode_kwargs(train: bool) -> dict[str, bool]:

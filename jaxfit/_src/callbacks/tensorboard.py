@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from jaxfit._src import errors
-from jaxfit._src.driver import placement
+from jaxfit._src.core import placement
 from jaxfit._src.driver.callback import Callback
 
 MSG_NO_WRITER = "TensorBoard needs tensorboardX: pip install 'jaxfit[tensorboard]'."

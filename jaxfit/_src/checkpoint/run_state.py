@@ -23,8 +23,8 @@ import numpy as np
 
 from jaxfit._src.checkpoint import orbax_io
 from jaxfit._src.core import metrics
-from jaxfit._src.driver import placement
-from jaxfit._src.driver.session import Position
+from jaxfit._src.core.state import Position
+from jaxfit._src.core import placement
 
 ARRAYS = "__arrays__"  # JSON placeholder for a callback value stored under extra/
 

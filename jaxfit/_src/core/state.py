@@ -38,6 +38,24 @@ class TrainState:
         return dataclasses.replace(self, **changes)
 
 
+@dataclasses.dataclass
+class Position:
+    """Where a training run stands, as of its state (what a checkpoint records).
+
+    Attributes:
+      epoch: the epoch the next step belongs to.
+      batch: the batches of that epoch already run (0 at an epoch's start).
+      totals: that epoch's running loss and metric sums (device ``MeanState``s),
+        ``None`` when ``batch`` is 0.
+      stopped: the run had decided to stop (``stop_training``) at this point.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    totals: Any = None
+    stopped: bool = False
+
+
 def copy_tree(tree: Any) -> Any:
     """Fresh device buffers for every leaf, so donation never consumes the original.
 

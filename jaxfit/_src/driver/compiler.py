@@ -23,7 +23,7 @@ from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.state import TrainState, strong
 from jaxfit._src.data import checks
-from jaxfit._src.driver.placement import Placement
+from jaxfit._src.core.placement import Placement
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typing import Any, Generator, Iterable, Iterator
 import numpy as np
 
 from jaxfit._src.core import hyperparams
-from jaxfit._src.driver import compiler, placement
+from jaxfit._src.core import placement
+from jaxfit._src.driver import compiler
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.compiler import Compiled
 from jaxfit._src.driver.session import FitSession, Position

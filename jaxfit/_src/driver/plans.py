@@ -17,7 +17,7 @@ from jaxfit._src.data import arrays, iterables, sources
 from jaxfit._src.driver import loop, validate, yield_policy
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs
 from jaxfit._src.driver.compiler import Compiled
-from jaxfit._src.driver.placement import Placement
+from jaxfit._src.core.placement import Placement
 
 # (x, y, batch_size, accumulate_steps, argname) -> Compiled
 Prepare = Callable[..., Compiled]

@@ -12,25 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxfit._src.core.state import TrainState
+from jaxfit._src.core.state import Position, TrainState
 
-
-@dataclasses.dataclass
-class Position:
-    """Where a run stands, as of the session's state (what a checkpoint records).
-
-    Attributes:
-      epoch: the epoch the next step belongs to.
-      batch: the batches of that epoch already run (0 at an epoch's start).
-      totals: that epoch's running loss and metric sums (device ``MeanState``s),
-        ``None`` when ``batch`` is 0.
-      stopped: the run had decided to stop (``stop_training``) at this point.
-    """
-
-    epoch: int = 0
-    batch: int = 0
-    totals: Any = None
-    stopped: bool = False
+__all__ = ["FitSession", "Position"]
 
 
 @dataclasses.dataclass

@@ -23,10 +23,11 @@ from jaxfit._src.core.model import Model
 from jaxfit._src.core.state import TrainState, strong
 from jaxfit._src.data import arrays
 from jaxfit._src.driver import callback as callback_lib
-from jaxfit._src.driver import compiler, loop, placement, plans, predicting, progress
+from jaxfit._src.core import placement
+from jaxfit._src.driver import compiler, loop, plans, predicting, progress
 from jaxfit._src.driver import validate
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs, Verbose, YieldEvery
-from jaxfit._src.driver.checkpointing import Checkpointing
+from jaxfit._src.checkpoint.checkpointing import Checkpointing
 from jaxfit._src.driver.trainer_base import TrainerBase
 from jaxfit._src.driver.history import History
 from jaxfit._src.driver.session import FitSession

@@ -17,7 +17,8 @@ from jaxfit._src.core import hyperparams
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.state import TrainState, strong
-from jaxfit._src.driver import compiler, placement, validate
+from jaxfit._src.core import placement
+from jaxfit._src.driver import compiler, validate
 from jaxfit._src.driver.session import FitSession
 
 _UNCHANGED: Any = object()  # compile(): an argument left out keeps its value

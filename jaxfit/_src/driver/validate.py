@@ -1,4 +1,7 @@
-"""Argument checks for the training calls, all run before anything compiles."""
+"""Argument checks for the training calls, all run before anything compiles.
+
+(``positive_int`` and ``non_negative_int`` live in ``errors`` for every layer.)
+"""
 
 from __future__ import annotations
 
@@ -10,20 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfit._src import errors
+from jaxfit._src.errors import non_negative_int, positive_int
 from jaxfit._src.core import losses
 from jaxfit._src.core import metrics as metrics_lib
-
-
-def positive_int(argname: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(errors.expected(argname, "a positive integer", value))
-
-
-def non_negative_int(argname: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(errors.expected(argname, "an integer >= 0", value))
 
 
 def validation_split(value: Any) -> None:

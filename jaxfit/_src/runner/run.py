@@ -59,9 +59,14 @@ from typing import Any, Callable, Iterator, TextIO
 import jax
 import numpy as np
 
+from jaxfit._src import callbacks as callbacks_lib
 from jaxfit._src.checkpoint import orbax_io
+from jaxfit._src.core import losses
+from jaxfit._src.core import metrics as metrics_lib
+from jaxfit._src.core.model import Model
 from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver import trainer as trainer_lib
+from jaxfit._src.driver.trainer import Trainer
 from jaxfit._src.driver import validate as validate_lib
 from jaxfit._src.driver import yield_policy
 from jaxfit._src.runner import config as config_lib
@@ -98,16 +103,15 @@ class RunResult:
 
 
 def _callback_class(name: str, key: str) -> Any:
-    import jaxfit.callbacks
 
     if registry.is_import_path(name):
         return registry.import_callable(name, key)
-    if name not in jaxfit.callbacks.__all__ or name in ("Callback", "MonitorCallback"):
-        choices = [n for n in jaxfit.callbacks.__all__
+    if name not in callbacks_lib.__all__ or name in ("Callback", "MonitorCallback"):
+        choices = [n for n in callbacks_lib.__all__
                    if n not in ("Callback", "MonitorCallback", "History")]
         raise ConfigError(f"{key}: unknown callback {name!r}; expected one of "
                           f"{choices} or 'package.module:callable'.")
-    return getattr(jaxfit.callbacks, name)
+    return getattr(callbacks_lib, name)
 
 
 def _leaves(spec: Any) -> list[tuple[str, Any]]:
@@ -141,7 +145,6 @@ def check(config: RunConfig) -> RunConfig:
     Raises:
       ConfigError: naming the config key.
     """
-    import jaxfit
 
     builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
     model_args = registry.check_args(builder, config.model.args, "model.args",
@@ -155,7 +158,7 @@ def check(config: RunConfig) -> RunConfig:
             registry.import_callable(name, f"loss{suffix}")
             continue
         try:
-            jaxfit.losses.get(name)
+            losses.get(name)
         except (ValueError, TypeError) as error:
             raise schema.keyed(f"loss{suffix}", error, "loss") from None
     probe = jax.ShapeDtypeStruct((1, 2), np.float32)
@@ -165,7 +168,7 @@ def check(config: RunConfig) -> RunConfig:
         for suffix, name in _leaves(names):
             key = f"metrics{'.' + output if output else ''}{suffix}"
             try:
-                jaxfit.metrics.resolve(name, probe, probe)
+                metrics_lib.resolve(name, probe, probe)
             except (ValueError, TypeError) as error:
                 raise schema.keyed(key, error, "metrics") from None
     callbacks = []
@@ -355,7 +358,6 @@ def _first_line(error: BaseException) -> str:
 
 def _model(config: RunConfig, data: Any) -> Any:
     """The model from ``model.name`` on two samples of the data."""
-    import jaxfit
 
     builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
     builtin = builder in zoo.MODELS.values()
@@ -374,7 +376,7 @@ def _model(config: RunConfig, data: Any) -> Any:
             f"{dict(config.model.args)} to build on the data of data.name "
             f"{config.data.name!r} (sample x of shape {shapes}), got "
             f"{type(error).__name__}: {_first_line(error)}") from None
-    if not isinstance(model, jaxfit.Model):
+    if not isinstance(model, Model):
         raise ConfigError(f"model.name: expected {config.model.name!r} to build a "
                           f"jaxfit.Model (see jaxfit.from_flax), got "
                           f"{type(model).__name__}.")
@@ -420,9 +422,8 @@ def _stop_before_training() -> Any:
     """A callback that ends a ``fit`` / ``evaluate`` call at its first hook: after
     the call has checked its arguments and traced the model and the loss
     abstractly, before any step is compiled or run (``trainer.state`` unchanged)."""
-    import jaxfit
 
-    class _StopBeforeTraining(jaxfit.callbacks.Callback):
+    class _StopBeforeTraining(callbacks_lib.Callback):
         def on_train_begin(self, logs=None):
             raise _Checked
 
@@ -474,14 +475,13 @@ def _prepare(config: RunConfig, check_fit: bool = True) -> _Prepared:
     """The data, the model and the trainer, and every check of the fit call that
     ``Trainer.fit`` makes before its first step (``check_fit``: what ``jaxfit
     validate`` runs; ``run`` has the real call make them, see ``_train``)."""
-    import jaxfit
 
     data = _data(config)
     arguments = fit_arguments(config, data)
     model = _model(config, data)
     loss, metrics = DEFAULTS[data.task]
     try:
-        trainer = jaxfit.Trainer(
+        trainer = Trainer(
             model, optimizer=optim.build(config.optimizer),
             loss=config.loss if config.loss is not None else loss,
             metrics=config.metrics if config.metrics is not None else metrics,
@@ -509,7 +509,6 @@ def _in_run_dir(args: dict[str, Any], run_dir: str) -> dict[str, Any]:
 
 def _callbacks(config: RunConfig, run_dir: str, backup: bool = True) -> list[Any]:
     """The config's callbacks (paths in ``run_dir``), and BackupAndRestore."""
-    import jaxfit
 
     built = []
     for i, callback in enumerate(config.callbacks):
@@ -520,7 +519,7 @@ def _callbacks(config: RunConfig, run_dir: str, backup: bool = True) -> list[Any
             raise _argument_error(f"callbacks[{i}].args", error, callback.args,
                                   callback.name) from None
     if backup and config.backup is not False:
-        built.append(jaxfit.callbacks.BackupAndRestore(
+        built.append(callbacks_lib.BackupAndRestore(
             os.path.join(run_dir, "backup"), save_freq=config.backup))
     return built
 
@@ -680,7 +679,6 @@ def _ending(config: RunConfig, callbacks: list[Any], history: Any
     """How training ended, for metrics.json and run.log: the last epoch, whether
     a callback stopped it early, and which epoch's weights the run ends with (the
     test evaluation's and checkpoint/'s). Epochs count from 1, as printed."""
-    import jaxfit
 
     last = history.epoch[-1] + 1 if history.epoch else config.fit.initial_epoch
     out: dict[str, Any] = {"last_epoch": last, "weights_epoch": last,
@@ -689,7 +687,7 @@ def _ending(config: RunConfig, callbacks: list[Any], history: Any
     names = [c.name for c in config.callbacks]
     built = [c for c in callbacks if not isinstance(c, _Tracker)]
     for i, callback in enumerate(built[:len(names)]):
-        if not isinstance(callback, jaxfit.callbacks.EarlyStopping):
+        if not isinstance(callback, callbacks_lib.EarlyStopping):
             continue
         who = f"callbacks[{i}] {names[i]}"
         if callback.stopped_epoch > 0:
@@ -772,9 +770,8 @@ def _stopped_at(trainer: Any, tracker: _Tracker) -> str:
 def _resume_point(config: RunConfig, run_dir: str) -> tuple[int, int]:
     """``(epoch, batch)`` (0-based) where ``--resume`` continues: the newest
     complete backup's position, or the start."""
-    import jaxfit
 
-    backups = jaxfit.callbacks.BackupAndRestore(
+    backups = callbacks_lib.BackupAndRestore(
         os.path.join(run_dir, "backup"))._backups()
     if not backups:
         return config.fit.initial_epoch, 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from jaxfit._src.checkpoint import run_state
+
 
 class Checkpointing:
     """``save`` / ``restore`` / ``load``: checkpoint directories on orbax."""
@@ -42,8 +44,6 @@ class Checkpointing:
           OSError: the checkpoint could not be written (disk full, permissions);
             any previous checkpoint at ``path`` is kept.
         """
-        from jaxfit._src.checkpoint import run_state
-
         return run_state.save(self, path, weights_only=weights_only,
                               metadata=metadata).wait()
 
@@ -64,8 +64,6 @@ class Checkpointing:
             optimizer); the message names the first differing path and both shapes,
             and ``trainer.state`` is unchanged.
         """
-        from jaxfit._src.checkpoint import run_state
-
         if self.session.running:
             raise RuntimeError("restore: the trainer is running a fit; restore "
                                "between calls, or use callbacks.BackupAndRestore.")
@@ -87,8 +85,6 @@ class Checkpointing:
         Raises:
           FileNotFoundError, ValueError: as ``restore``.
         """
-        from jaxfit._src.checkpoint import run_state
-
         stored, info = run_state.load_arrays(path)
         if kwargs.get("optimizer") is not None:
             trainer = cls(apply_fn, stored["params"], **kwargs)
