@@ -1,0 +1,104 @@
+"""Building a run from a checked config: the data, the model, the trainer and the
+callbacks (paths made relative to the run directory)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxfit._src.core.model import Model
+from jaxfit._src.driver.trainer import Trainer
+from jaxfit._src.runner import datasets, optim, registry, zoo
+from jaxfit._src.runner.checks import (
+    _check_fit,
+    _check_test_split,
+    _first_line,
+    _trainer_error,
+    fit_arguments,
+)
+from jaxfit._src.runner.schema import ConfigError, RunConfig
+
+
+
+
+
+
+
+DEFAULTS = {"classification": ("sparse_categorical_crossentropy_from_logits",
+                               ["accuracy"]),
+            "regression": ("mse", ["mae"])}
+
+
+def _data(config: RunConfig) -> datasets.Dataset | datasets.StreamDataset:
+    loader = registry.lookup(config.data.name, datasets.DATASETS, "data.name")
+    return datasets.as_dataset(
+        registry.call(loader, config.data.args, {"seed": config.seed}), "data.name")
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """What a run needs before its run directory exists, every check passed."""
+
+    data: Any
+    trainer: Any
+    arguments: dict[str, Any]
+
+
+def _model(config: RunConfig, data: Any) -> Any:
+    """The model from ``model.name`` on two samples of the data."""
+
+    builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
+    builtin = builder in zoo.MODELS.values()
+    try:
+        model = registry.call(builder, config.model.args, {
+            "sample_x": data.sample_x, "num_outputs": data.num_outputs,
+            "seed": config.seed})
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a built-in's failure is the config's
+        if not builtin and not isinstance(error, (TypeError, ValueError)):
+            raise  # a bug in user code: its own traceback
+        shapes = jax.tree.map(lambda a: tuple(np.shape(a)), data.sample_x)
+        raise ConfigError(
+            f"model.name: expected {config.model.name!r} with model.args "
+            f"{dict(config.model.args)} to build on the data of data.name "
+            f"{config.data.name!r} (sample x of shape {shapes}), got "
+            f"{type(error).__name__}: {_first_line(error)}") from None
+    if not isinstance(model, Model):
+        raise ConfigError(f"model.name: expected {config.model.name!r} to build a "
+                          f"jaxfit.Model (see jaxfit.from_flax), got "
+                          f"{type(model).__name__}.")
+    return model
+
+
+def _prepare(config: RunConfig, check_fit: bool = True) -> _Prepared:
+    """The data, the model and the trainer, and every check of the fit call that
+    ``Trainer.fit`` makes before its first step (``check_fit``: what ``jaxfit
+    validate`` runs; ``run`` has the real call make them, see ``_train``)."""
+
+    data = _data(config)
+    arguments = fit_arguments(config, data)
+    model = _model(config, data)
+    loss, metrics = DEFAULTS[data.task]
+    try:
+        trainer = Trainer(
+            model, optimizer=optim.build(config.optimizer),
+            loss=config.loss if config.loss is not None else loss,
+            metrics=config.metrics if config.metrics is not None else metrics,
+            loss_weights=config.loss_weights, seed=config.seed,
+            precision=config.precision)
+        if check_fit:
+            data = _check_fit(data, trainer, arguments)
+        _check_test_split(config, data, trainer)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise _trainer_error(config, error) from None
+    return _Prepared(data, trainer, arguments)
+
+
+
+
