@@ -41,7 +41,7 @@ import typing
 from typing import Annotated, Any, Literal, Mapping, Sequence, Union
 
 from jaxfit._src.core import precision as precision_lib
-from jaxfit._src.driver import trainer as trainer_lib
+from jaxfit._src.driver import arguments as arguments_lib
 
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -190,9 +190,14 @@ AT_LEAST_ZERO = ("initial_epoch",)
 
 
 def trainer_arguments(method: Any) -> dict[str, tuple[Any, Any]]:
-    """``{name: (type, default)}`` for the keyword-only arguments of a training
-    method (``Trainer.fit``), less ``FIT_EXCLUDED``; types from the annotations."""
+    """``{name: (type, default)}`` of a training call's arguments, less
+    ``FIT_EXCLUDED``; types from the annotations. ``method`` is the call's
+    argument value object (``FitArgs``: its fields) or a training method (its
+    keyword-only parameters)."""
     hints = typing.get_type_hints(method)
+    if dataclasses.is_dataclass(method):
+        return {field.name: (hints.get(field.name, Any), field.default)
+                for field in dataclasses.fields(method) if field.name not in FIT_EXCLUDED}
     return {name: (hints.get(name, Any), parameter.default)
             for name, parameter in inspect.signature(method).parameters.items()
             if parameter.kind is parameter.KEYWORD_ONLY and name not in FIT_EXCLUDED}
@@ -221,8 +226,8 @@ def make_fit_config(fit: Any, fit_dataset: Any) -> type:
     cls = dataclasses.make_dataclass("FitConfig", fields, frozen=True, kw_only=True)
     cls.__module__ = __name__
     cls.__doc__ = (
-        "The ``fit`` section: the keyword arguments of ``Trainer.fit`` and "
-        "``Trainer.fit_dataset`` (read from their signatures), less "
+        "The ``fit`` section: the arguments of ``Trainer.fit`` and "
+        "``Trainer.fit_dataset`` (``FitArgs`` and ``StreamFitArgs``), less "
         f"{sorted(FIT_EXCLUDED)}.")
     return cls
 
@@ -231,8 +236,8 @@ if typing.TYPE_CHECKING:
     class FitConfig:  # the fields are Trainer.fit's arguments, made at import
         def __getattr__(self, name: str) -> Any: ...
 else:
-    FitConfig = make_fit_config(trainer_lib.Trainer.fit,
-                                trainer_lib.Trainer.fit_dataset)
+    # the one argument contract of Trainer.fit / fit_dataset (driver.arguments)
+    FitConfig = make_fit_config(arguments_lib.FitArgs, arguments_lib.StreamFitArgs)
 
 # The precision policies are the core's (``Trainer(precision=...)``).
 Precision = Literal[precision_lib.PRECISIONS]  # type: ignore[valid-type]
