@@ -8,7 +8,7 @@ import pathlib
 
 SRC = pathlib.Path(__file__).resolve().parent.parent / "jaxfit" / "_src"
 # bottom to top; a package imports only from its own layer or those below it
-LAYERS = ["errors", "core", "data", "checkpoint", "driver", "callbacks", "adapters",
+LAYERS = ["errors", "core", "data", "report", "checkpoint", "driver", "callbacks", "adapters",
           "runner", "app"]
 ONLY = {"adapters": {"errors", "core", "adapters"}}  # stricter than the order
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from typing import Any, Literal
 
 from jaxfit._src import errors
 from jaxfit._src.driver.callback import Callback
+from jaxfit._src.report import files, plots
 
 
 class History(Callback):
@@ -80,22 +80,18 @@ class History(Callback):
 
     def to_csv(self, path: str | os.PathLike[str], separator: str = ",") -> None:
         """Writes one row per epoch (columns: epoch, then the log keys)."""
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, ["epoch", *self.history], delimiter=separator)
-            writer.writeheader()
-            writer.writerows(self._rows())
+        files.write_csv(path, ["epoch", *self.history], self._rows(), separator)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike[str], separator: str = ",") -> History:
         """Reads a file written by ``to_csv`` or ``CSVLogger``."""
         history = cls()
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f, delimiter=separator):
-                history.epoch.append(int(row.pop("epoch")))
-                for key, value in row.items():
-                    if value not in ("", None):
-                        history.history.setdefault(key, []).append(float(value))
-                        history._epochs_of.setdefault(key, []).append(history.epoch[-1])
+        for row in files.read_csv(path, separator):
+            history.epoch.append(int(row.pop("epoch")))
+            for key, value in row.items():
+                if value not in ("", None):
+                    history.history.setdefault(key, []).append(float(value))
+                    history._epochs_of.setdefault(key, []).append(history.epoch[-1])
         return history
 
     def best(self, monitor: str = "val_loss",
@@ -133,47 +129,4 @@ class History(Callback):
         Returns:
           The matplotlib Figure.
         """
-        import matplotlib.pyplot as plt  # optional extra: jaxfit[plot]
-        from matplotlib.ticker import MaxNLocator
-
-        if ax is None:
-            figure, ax = plt.subplots()
-        else:
-            figure = ax.figure
-        base = keys or [k for k in self.history if not k.startswith("val_")]
-        main = [k for k in base if k not in _OWN_AXIS] or list(base)
-        aside = [k for k in base if k not in main]
-        handles = self._draw(ax, main, 0)
-        if aside:
-            other = ax.twinx()
-            handles += self._draw(other, aside, len(main), linestyle=":")
-            other.set_ylabel(", ".join(aside))
-            if all(min(self.history[k]) > 0 for k in aside):
-                values = [v for k in aside for v in self.history[k]]
-                if max(values) > 20 * min(values):  # a decay over decades
-                    other.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        top = other if aside else ax  # the legend above every line
-        top.legend(handles=handles, labels=[h.get_label() for h in handles])
-        return figure
-
-    def _draw(self, ax: Any, keys: list[str], first_colour: int,
-              linestyle: str = "-") -> list[Any]:
-        """Draws ``keys`` (and their ``val_`` twins, dashed) on ``ax``, colours
-        ``C<first_colour>``...; returns the lines."""
-        lines = []
-        for i, key in enumerate(keys):
-            colour = f"C{(first_colour + i) % 10}"
-            lines += ax.plot([e + 1 for e in self.epochs_of(key)], self.history[key],
-                             label=key, color=colour, linestyle=linestyle)
-            val = f"val_{key}"
-            if val in self.history:
-                lines += ax.plot([e + 1 for e in self.epochs_of(val)],
-                                 self.history[val], label=val, linestyle="--",
-                                 color=colour)
-        return lines
-
-
-# Series on another scale than the losses: a second y axis in ``History.plot``.
-_OWN_AXIS = ("learning_rate", "lr", "loss_scale")
+        return plots.plot_history(self, keys, ax)

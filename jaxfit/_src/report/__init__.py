@@ -1,0 +1,1 @@
+"""Reporting at the edge: History files and plots (no JAX, no training)."""
