@@ -110,52 +110,18 @@ def check_output(kinds: Iterable[tuple[str, str]], labels: Any, pred_shape: tupl
       where: the argument and leaf for messages, e.g. ``"y"`` or ``"y['cls']"``.
     """
     abstract = isinstance(labels, jax.ShapeDtypeStruct)  # shapes only, no values
-    shape, pred = tuple(labels.shape), tuple(pred_shape)
-    feature, pred_feature = shape[1:], pred[1:]
+    feature, pred = tuple(labels.shape)[1:], tuple(pred_shape)[1:]
     for kind, name in kinds:
         if kind == "sparse":
-            classes = pred[-1] if len(pred) >= 2 else None
-            if classes is None or feature not in (pred_feature[:-1],
-                                                  pred_feature[:-1] + (1,)):
-                hint = (" One-hot labels? Use categorical_crossentropy (or keep the "
-                        "sparse loss and pass integer class indices)."
-                        if feature == pred_feature else "")
-                raise ValueError(
-                    f"{where}: expected integer class indices of shape "
-                    f"{_shape(pred_feature[:-1])} or {_shape(pred_feature[:-1] + (1,))}"
-                    f" for {name} (the model outputs {_shape(pred_feature)}), got "
-                    f"labels of shape {_shape(feature)}.{hint}")
-            if abstract:
-                continue
-            low, high, whole = _summary(labels)
-            if not whole:
-                raise ValueError(
-                    f"{where}: expected integer class indices for {name}, got "
-                    f"non-integer values"
-                    f"{_first_where(labels, lambda a: a != np.round(a))}. Sparse "
-                    "losses take class indices; for probabilities use "
-                    "categorical_crossentropy.")
-            if low < 0 or high >= classes:
-                raise ValueError(
-                    f"{where}: expected class indices in [0, {classes}) for {name} "
-                    f"(the model outputs {classes} classes), got values from "
-                    f"{low:g} to {high:g}"
-                    f"{_first_where(labels, lambda a: (a < 0) | (a >= classes))}.")
+            _sparse_shape(feature, pred, name, where)
+            if not abstract:
+                _sparse_values(labels, pred[-1], name, where)
         elif kind == "categorical":
-            if feature != pred_feature:
-                hint = (" Integer class indices? Use sparse_categorical_crossentropy "
-                        "(or one-hot encode y)."
-                        if feature in (pred_feature[:-1], pred_feature[:-1] + (1,))
-                        and pred_feature else "")
-                raise ValueError(
-                    f"{where}: expected one row of {pred[-1] if pred_feature else 1} "
-                    f"per sample, shape {_shape(pred_feature)}, for {name} (the "
-                    f"model's output shape), got labels of shape {_shape(feature)}."
-                    f"{hint}")
-        elif not _aligned(feature, pred_feature):  # binary and elementwise
+            _categorical_shape(feature, pred, name, where)
+        elif not _aligned(feature, pred):  # binary and elementwise
             raise ValueError(
                 f"{where}: expected labels shaped like the model's output "
-                f"{_shape(pred_feature)} for {name}, got shape {_shape(feature)}.")
+                f"{_shape(pred)} for {name}, got shape {_shape(feature)}.")
         if kind == "binary" and not abstract:
             low, high, _ = _summary(labels)
             if low < 0 or high > 1:
@@ -163,6 +129,45 @@ def check_output(kinds: Iterable[tuple[str, str]], labels: Any, pred_shape: tupl
                     f"{where}: expected 0/1 labels or probabilities in [0, 1] for "
                     f"{name}, got values from {low:g} to {high:g}"
                     f"{_first_where(labels, lambda a: (a < 0) | (a > 1))}.")
+
+
+def _sparse_shape(feature: tuple, pred: tuple, name: str, where: str) -> None:
+    """Class indices: the output's shape without its class axis (or with a 1)."""
+    if pred and feature in (pred[:-1], pred[:-1] + (1,)):
+        return
+    hint = (" One-hot labels? Use categorical_crossentropy (or keep the sparse loss "
+            "and pass integer class indices)." if feature == pred else "")
+    raise ValueError(
+        f"{where}: expected integer class indices of shape {_shape(pred[:-1])} or "
+        f"{_shape(pred[:-1] + (1,))} for {name} (the model outputs {_shape(pred)}), "
+        f"got labels of shape {_shape(feature)}.{hint}")
+
+
+def _sparse_values(labels: Any, classes: int, name: str, where: str) -> None:
+    """Class indices: whole numbers in ``[0, classes)``."""
+    low, high, whole = _summary(labels)
+    if not whole:
+        raise ValueError(
+            f"{where}: expected integer class indices for {name}, got non-integer "
+            f"values{_first_where(labels, lambda a: a != np.round(a))}. Sparse losses "
+            "take class indices; for probabilities use categorical_crossentropy.")
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"{where}: expected class indices in [0, {classes}) for {name} (the model "
+            f"outputs {classes} classes), got values from {low:g} to {high:g}"
+            f"{_first_where(labels, lambda a: (a < 0) | (a >= classes))}.")
+
+
+def _categorical_shape(feature: tuple, pred: tuple, name: str, where: str) -> None:
+    """One row of C per sample: the output's shape."""
+    if feature == pred:
+        return
+    hint = (" Integer class indices? Use sparse_categorical_crossentropy (or one-hot "
+            "encode y)." if pred and feature in (pred[:-1], pred[:-1] + (1,)) else "")
+    raise ValueError(
+        f"{where}: expected one row of {pred[-1] if pred else 1} per sample, shape "
+        f"{_shape(pred)}, for {name} (the model's output shape), got labels of shape "
+        f"{_shape(feature)}.{hint}")
 
 
 def check_labels(objective: Any, y: Any, y_pred: Any, argname: str) -> None:
