@@ -140,45 +140,18 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
         where the run stopped and ``resume with: jaxfit run --resume RUN_DIR``,
         also into run.log.
     """
-    locate: Callable[[str], str] = _unlocated
-    if resume is not None:
-        run_dir = os.path.abspath(resume)
-        if overrides:
-            raise ConfigError("--set: cannot change the config of a resumed run.")
-        config, locate = _load(os.path.join(run_dir, "config.yaml"))
-        if os.path.exists(os.path.join(run_dir, "history.json")):
-            raise ConfigError(f"--resume: {run_dir!r} finished already (it has "
-                              "history.json); start a new run instead.")
-        if config.backup is False:
-            raise ConfigError(f"--resume: {run_dir!r} ran with backup: false; there is "
-                              "nothing to resume from.")
-    elif not isinstance(config, RunConfig):
-        config, locate = _load(config, overrides)
-    else:
-        config = check(config)
+    config, locate, resumed = _resolve(config, overrides, resume)
     with _located(locate):  # the fit call's own checks run in it, below
         prepared = _prepare(config, check_fit=False)
-    trainer = prepared.trainer
     lead = _process_index() == 0
-    fresh = resume is None
-    if fresh:
-        made_workdir = not os.path.isdir(workdir)
-        run_dir = _shared_path(_make_run_dir(workdir, config.name) if lead else None)
-        built = config
-        header = f"jaxfit run: {config.name} -> {run_dir}"
-    else:  # the resumed epochs' lines come again: drop them from run.log and CSVs
-        start = _resume_point(config, run_dir)
-        if lead:
-            _trim_for_resume(config, run_dir, start[0])
-        built = _appending_csv(config)
-        header = (f"jaxfit run: resuming {config.name} in {run_dir} "
-                  f"{_position_words(*start, config.fit.epochs, None, 'at')}")
+    made_workdir = resumed is None and not os.path.isdir(workdir)
+    run_dir, built, header = _open_run_dir(config, workdir, resumed, lead)
     say = print if lead else _silent
     tracker = _Tracker(config.fit.initial_epoch, lambda: say(header))
     try:
         with _located(locate):
             callbacks = _callbacks(built, run_dir)
-        if fresh and lead:
+        if resumed is None and lead:
             resolved = {**schema.to_dict(config), "environment": _environment()}
             with open(os.path.join(run_dir, "config.yaml"), "w",
                       encoding="utf-8") as f:
@@ -190,17 +163,10 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
                 history, metrics = _train(config, prepared, [tracker, *callbacks],
                                           run_dir, say, lead)
             except KeyboardInterrupt:
-                if fresh and not tracker.started:
+                if resumed is None and not tracker.started:
                     raise  # nothing trained yet: nothing is left (below)
-                # fit has stopped its background work (feeders, checkpoint writes)
-                # in its `finally` before this runs
-                line = (f"jaxfit run: interrupted {_stopped_at(trainer, tracker)}; "
-                        + (f"resume with: jaxfit run --resume {run_dir}"
-                           if config.backup is not False else
-                           "it ran with backup: false, so it cannot be resumed"))
-                if lead:
-                    print(line, file=sys.stderr, flush=True)
-                raise RunInterrupted(line, run_dir) from None
+                raise _interrupted(config, prepared.trainer, tracker, run_dir,
+                                   lead) from None
     except RunInterrupted:
         raise
     except (TypeError, ValueError, KeyboardInterrupt) as error:
@@ -208,16 +174,73 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
             raise  # training had begun: the run directory stays (--resume)
         # the fit call's own checks refused the config, or Ctrl-C came before
         # training began: leave nothing behind
-        if fresh and lead:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            if made_workdir:
-                with contextlib.suppress(OSError):  # only if still empty
-                    os.rmdir(workdir)
+        if resumed is None and lead:
+            _discard(run_dir, workdir if made_workdir else None)
         if isinstance(error, (ConfigError, KeyboardInterrupt)):
             raise
         with _located(locate):
             raise _trainer_error(config, error) from None
     return RunResult(run_dir, history, metrics)
+
+
+def _resolve(config: Any, overrides: Any, resume: str | None
+             ) -> tuple[RunConfig, Callable[[str], str], str | None]:
+    """The checked config, how to locate its keys in the YAML file, and the run
+    directory being resumed (``None`` for a new run)."""
+    if resume is None:
+        if isinstance(config, RunConfig):
+            return check(config), _unlocated, None
+        config, locate = _load(config, overrides)
+        return config, locate, None
+    run_dir = os.path.abspath(resume)
+    if overrides:
+        raise ConfigError("--set: cannot change the config of a resumed run.")
+    config, locate = _load(os.path.join(run_dir, "config.yaml"))
+    if os.path.exists(os.path.join(run_dir, "history.json")):
+        raise ConfigError(f"--resume: {run_dir!r} finished already (it has "
+                          "history.json); start a new run instead.")
+    if config.backup is False:
+        raise ConfigError(f"--resume: {run_dir!r} ran with backup: false; there is "
+                          "nothing to resume from.")
+    return config, locate, run_dir
+
+
+def _open_run_dir(config: RunConfig, workdir: str, resumed: str | None, lead: bool
+                  ) -> tuple[str, RunConfig, str]:
+    """``(run_dir, config to build callbacks from, header line)``: a new directory
+    (process 0 makes it, the others are told its path), or the resumed one with
+    the lines and CSV rows after its backup dropped (they come again)."""
+    if resumed is None:
+        run_dir = _shared_path(_make_run_dir(workdir, config.name) if lead else None)
+        return run_dir, config, f"jaxfit run: {config.name} -> {run_dir}"
+    start = _resume_point(config, resumed)
+    if lead:
+        _trim_for_resume(config, resumed, start[0])
+    return resumed, _appending_csv(config), (
+        f"jaxfit run: resuming {config.name} in {resumed} "
+        f"{_position_words(*start, config.fit.epochs, None, 'at')}")
+
+
+def _interrupted(config: RunConfig, trainer: Any, tracker: Any, run_dir: str,
+                 lead: bool) -> RunInterrupted:
+    """Ctrl-C during training: one line (where, and how to resume) on stderr.
+    fit has stopped its background work (feeders, checkpoint writes) in its
+    ``finally`` before this runs."""
+    line = (f"jaxfit run: interrupted {_stopped_at(trainer, tracker)}; "
+            + (f"resume with: jaxfit run --resume {run_dir}"
+               if config.backup is not False else
+               "it ran with backup: false, so it cannot be resumed"))
+    if lead:
+        print(line, file=sys.stderr, flush=True)
+    return RunInterrupted(line, run_dir)
+
+
+def _discard(run_dir: str, made_workdir: str | None) -> None:
+    """Removes a run directory that never trained (and a workdir made for it)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if made_workdir is not None:
+        with contextlib.suppress(OSError):  # only if still empty
+            os.rmdir(made_workdir)
 
 
 class RunInterrupted(KeyboardInterrupt):
