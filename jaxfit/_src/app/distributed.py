@@ -1,12 +1,5 @@
-"""Multi-process training on JAX's own runtime (TPU pods, multi-node GPU, SLURM).
-
-Call ``jaxfit.distributed.initialize()`` once per process, before any other JAX
-call; then build the ``Trainer`` as usual: ``mesh="auto"`` spans every device of
-every process. Each process calls ``fit`` with the same arrays and feeds only its
-own rows of each global batch; only process 0 prints progress and writes logs;
-``stop_training`` is decided on process 0 and broadcast, so every process stops
-at the same point.
-"""
+"""The body of ``jaxfit.distributed`` (its docstring says what it is for):
+``initialize`` wraps ``jax.distributed.initialize``; ``is_primary``."""
 
 from __future__ import annotations
 
