@@ -1,18 +1,40 @@
-"""jaxfit: Keras / TensorFlow.js ``fit()`` for pure JAX functions, compiled once."""
+"""jaxfit: Keras / TensorFlow.js ``fit()`` for pure JAX functions, compiled once.
+
+``jaxfit.Trainer(apply, params, optimizer=..., loss=...)`` trains a pure JAX
+function with ``fit`` / ``fit_dataset`` / ``evaluate`` / ``predict`` (Keras 3
+semantics, TensorFlow.js' batch callbacks and yield points); ``jaxfit.run`` runs
+a YAML experiment. The public modules are ``jaxfit.callbacks``, ``jaxfit.losses``,
+``jaxfit.metrics``, ``jaxfit.data`` and ``jaxfit.distributed``.
+
+Errors: a bad argument raises before anything runs, with a message naming the
+argument, what was expected and what was received. The traceback of an error that
+is the user's (a bad argument, or an exception raised by your callback, apply
+function or data) shows your frames only: jaxfit's own frames are removed, as
+Keras and JAX do. Set the environment variable ``JAXFIT_TRACEBACK_FILTERING=off``
+to see them.
+"""
 
 from jaxfit import callbacks as callbacks
 from jaxfit import data as data
 from jaxfit import distributed as distributed
 from jaxfit import losses as losses
 from jaxfit import metrics as metrics
-from jaxfit._src.adapters.equinox import from_equinox as from_equinox
-from jaxfit._src.adapters.flax_linen import from_flax as from_flax
-from jaxfit._src.adapters.nnx import from_nnx as from_nnx
+from jaxfit._src import errors as _errors
+from jaxfit._src.adapters.equinox import from_equinox as _from_equinox
+from jaxfit._src.adapters.flax_linen import from_flax as _from_flax
+from jaxfit._src.adapters.nnx import from_nnx as _from_nnx
 from jaxfit._src.core.model import Model as Model
 from jaxfit._src.core.state import TrainState as TrainState
 from jaxfit._src.driver.history import History as History
 from jaxfit._src.driver.trainer import Trainer as Trainer
-from jaxfit._src.runner.run import run as run
+from jaxfit._src.runner.run import run as _run
+
+# Public calls whose user errors come back without jaxfit's frames (the Trainer's
+# methods and the callbacks' constructors are decorated where they are defined).
+from_equinox = _errors.filter_traceback(_from_equinox)
+from_flax = _errors.filter_traceback(_from_flax)
+from_nnx = _errors.filter_traceback(_from_nnx)
+run = _errors.filter_traceback(_run)
 
 __version__ = "0.1.0"
 

@@ -70,6 +70,7 @@ class BackupAndRestore(Callback):
 
     runs_last = True
 
+    @errors.filter_traceback
     def __init__(self, backup_dir: str | os.PathLike[str],
                  save_freq: Literal["epoch"] | int = "epoch",
                  delete_checkpoint: bool = True, write_in_background: bool = False):

@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 
+from jaxfit._src import errors
 from jaxfit._src.driver.callback import Callback
 
 
@@ -33,6 +34,7 @@ class CSVLogger(Callback):
       >>> logger = jaxfit.callbacks.CSVLogger("training.csv")
     """
 
+    @errors.filter_traceback
     def __init__(self, filename: str | os.PathLike[str], separator: str = ",",
                  append: bool = False):
         super().__init__()

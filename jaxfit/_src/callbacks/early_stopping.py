@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
+from jaxfit._src import errors
 from jaxfit._src.callbacks.monitor import MonitorCallback
 from jaxfit._src.core.state import copy_tree
 
@@ -30,6 +31,7 @@ class EarlyStopping(MonitorCallback):
       >>> stop = jaxfit.callbacks.EarlyStopping(monitor="loss", patience=2)
     """
 
+    @errors.filter_traceback
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0,
                  patience: int = 0, verbose: int = 0,
                  mode: Literal["auto", "min", "max"] = "auto",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from jaxfit._src import errors
 from jaxfit._src.driver import callback as callback_lib
 
 
@@ -23,6 +24,7 @@ class LambdaCallback(callback_lib.Callback):
       >>> cb = jaxfit.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(e))
     """
 
+    @errors.filter_traceback
     def __init__(self, on_epoch_begin: Callable[..., Any] | None = None,
                  on_epoch_end: Callable[..., Any] | None = None,
                  on_train_begin: Callable[..., Any] | None = None,

@@ -20,7 +20,7 @@ from jaxfit._src.driver.callback import Callback
 MSG_NO_LR = (
     "{name}: the optimizer's learning rate cannot be controlled: expected an "
     "optimizer built with optax.inject_hyperparams, e.g. "
-    "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3), got {optimizer!r}."
+    "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3), got {optimizer}."
 )
 
 
@@ -28,7 +28,8 @@ def _require_lr(callback: Callback) -> float:
     value = callback.trainer.learning_rate
     if value is None:
         raise ValueError(MSG_NO_LR.format(name=type(callback).__name__,
-                                          optimizer=callback.trainer.optimizer))
+                                          optimizer=errors.describe(
+                                              callback.trainer.optimizer)))
     return value
 
 
@@ -47,6 +48,7 @@ class LearningRateScheduler(Callback):
       >>> cb = jaxfit.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9)
     """
 
+    @errors.filter_traceback
     def __init__(self, schedule: Callable[..., float], verbose: int = 0):
         super().__init__()
         if not callable(schedule):
@@ -96,6 +98,7 @@ class ReduceLROnPlateau(MonitorCallback):
       >>> cb = jaxfit.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5)
     """
 
+    @errors.filter_traceback
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1,
                  patience: int = 10, verbose: int = 0,
                  mode: Literal["auto", "min", "max"] = "auto", min_delta: float = 1e-4,

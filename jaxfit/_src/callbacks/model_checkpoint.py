@@ -70,6 +70,7 @@ class ModelCheckpoint(MonitorCallback):
 
     runs_last = True
 
+    @errors.filter_traceback
     def __init__(self, filepath: str | os.PathLike[str], monitor: str = "val_loss",
                  verbose: int = 0, save_best_only: bool = False,
                  save_weights_only: bool = False,

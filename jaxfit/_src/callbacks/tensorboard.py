@@ -37,6 +37,7 @@ class TensorBoard(Callback):
       >>> tb = jaxfit.callbacks.TensorBoard(tempfile.mkdtemp(), update_freq="batch")
     """
 
+    @errors.filter_traceback
     def __init__(self, log_dir: str | os.PathLike[str] = "logs", histogram_freq: int = 0,
                  update_freq: Literal["epoch", "batch"] | int = "epoch"):
         super().__init__()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from jaxfit._src import errors
 from jaxfit._src.core.state import copy_tree
 from jaxfit._src.driver.callback import Callback
 
@@ -26,6 +27,7 @@ class TerminateOnNaN(Callback):
       stopped_batch: ``(epoch, batch)`` where the non-finite loss was seen.
     """
 
+    @errors.filter_traceback
     def __init__(self, restore_last_finite: bool = False):
         super().__init__()
         self.restore_last_finite = restore_last_finite

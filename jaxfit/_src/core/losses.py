@@ -306,6 +306,7 @@ def names() -> list[str]:
     return sorted(_LOSSES)
 
 
+@errors.filter_traceback
 def get(identifier: Any, *, argname: str = "loss") -> LossFn:
     """Returns the loss function for a name (case-insensitive) or a callable.
 

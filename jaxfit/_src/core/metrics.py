@@ -241,6 +241,7 @@ def _kind(y_true: Any, y_pred: Any) -> str:
     return "categorical"
 
 
+@errors.filter_traceback
 def resolve(
     identifier: Any, y_true: Any, y_pred: Any, *, argname: str = "metrics"
 ) -> MetricFn:

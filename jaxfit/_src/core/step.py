@@ -143,7 +143,7 @@ def make_objective(
             errors.expected(
                 "apply_fn",
                 f"model outputs structured like y ({y_def})",
-                f"outputs structured as {pred_def}",
+                errors.Description(f"outputs structured as {pred_def}"),
             )
         )
     names = output_names(y)

@@ -46,8 +46,7 @@ def parse_batch(batch: Any, index: int, argname: str) -> tuple[Any, Any, Any]:
         if extra:
             raise ValueError(errors.expected(
                 f"{argname} batch {index}",
-                "a dict with keys 'xs', 'ys' and optionally 'sample_weight'",
-                f"keys {sorted(batch)}"))
+                "a dict with keys 'xs', 'ys' and optionally 'sample_weight'", batch))
         return batch["xs"], batch["ys"], batch.get("sample_weight")
     if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
         return batch[0], batch[1], batch[2] if len(batch) == 3 else None
@@ -141,9 +140,12 @@ class Batcher:
 
 
 def _describe(structure: Any, signature: Any) -> str:
+    """A batch's ``(x, y)`` by ``errors.describe``: each leaf's feature shape and
+    dtype (without the batch axis), in the batch's structure."""
     leaves = jax.tree.leaves(signature, is_leaf=lambda v: isinstance(v, tuple)
                              and len(v) == 2 and isinstance(v[1], str))
-    return f"{structure} with {leaves}"
+    return errors.describe(jax.tree.unflatten(structure, [
+        errors.Description(errors.array_spec(shape, dtype)) for shape, dtype in leaves]))
 
 
 class _Failure:

@@ -98,7 +98,7 @@ class StreamSource:
         first = next(first_epoch, _MISSING)
         if first is _MISSING:
             raise ValueError(errors.expected(argname, "at least one batch",
-                                             "no batches"))
+                                             errors.Description("no batches")))
         example, _ = self.batcher(first, 0)
         self.example = (_unblock(example["x"]), _unblock(example["y"]))
         self.batch_size = int(example["mask"].sum())

@@ -1,10 +1,14 @@
-"""The callback base class, the dispatcher, and dict-of-hooks normalisation."""
+"""The callback contract: the ``Callback`` base class, when each hook runs and what
+its ``logs`` hold, the dispatcher (``CallbackList``), and the dict-of-hooks form
+(TensorFlow.js' ``CustomCallbackArgs``) normalised into callbacks."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from jaxfit._src import errors
+
+Logs = Optional[dict[str, Any]]  # a hook's logs: a fresh dict of floats
 
 HOOKS = (
     "on_train_begin", "on_train_end",
@@ -24,23 +28,81 @@ def _default(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Callback:
-    """Base class for callbacks; override the hooks you need.
+    """Base class for callbacks: override the hooks you need.
 
-    Hooks are no-ops by default, and the dispatcher skips hooks nobody overrides,
-    so a callback that only defines ``on_epoch_end`` costs nothing per batch.
-    ``on_batch_begin`` / ``on_batch_end`` are aliases of the train-batch hooks.
-    Batch hooks are called at yield points, for each batch run since the last
-    one, in order, with that batch's own logs (TensorFlow.js semantics).
+    A callback is passed to ``fit`` / ``fit_dataset`` (and ``evaluate``,
+    ``predict``) in ``callbacks=[...]``; it sees the running trainer as
+    ``self.trainer`` (set ``self.trainer.stop_training = True`` to end ``fit``).
+    Hooks are no-ops by default, and the dispatcher skips hooks nobody
+    overrides, so a callback that only defines ``on_epoch_end`` costs nothing
+    per batch. ``on_batch_begin`` / ``on_batch_end`` are aliases of the
+    train-batch hooks (Keras).
 
-    A callback whose counters matter for resuming a run (EarlyStopping's wait and
-    best, say) overrides ``get_state`` and ``set_state``: checkpoints written
-    during ``fit`` (``ModelCheckpoint``, ``BackupAndRestore``, ``trainer.save``)
-    store that state, and ``BackupAndRestore`` puts it back, so a resumed run
-    continues as if it had never stopped.
+    **When the hooks run.** Between yield points (see ``yield_every``) the driver
+    dispatches steps without waiting for the device, and may fuse several steps
+    into one compiled call, so no Python code runs per batch there. At each
+    yield point it fetches the logs of every batch run since the previous one
+    (one transfer), calls ``on_train_batch_begin`` and ``on_train_batch_end``
+    for each of those batches in order, each with that batch's own logs, then
+    calls ``on_yield`` once. This is TensorFlow.js' semantics (each batch's own
+    values), not Keras' running means over the epoch; with
+    ``yield_every="batch"`` the batch hooks run right after each batch, as in
+    Keras. A batch's begin hook therefore runs after that batch has run:
+    changing the trainer there affects later batches only. The order within a
+    ``fit``::
+
+        on_train_begin
+          on_epoch_begin(epoch)
+            at each yield point, for each batch run since the last one:
+              on_train_batch_begin(batch), on_train_batch_end(batch)
+            on_yield(epoch, batch)       (also after the epoch's last batch)
+            on_test_begin, on_test_batch_begin/end..., on_test_end  (validation)
+          on_epoch_end(epoch)
+        on_train_end                     (always, also after an error or Ctrl-C)
+
+    ``epoch`` and ``batch`` are 0-based; ``batch`` counts within the epoch.
+    ``stop_training`` is honoured at the next yield point or epoch end. In a
+    multi-process run every process calls the hooks; process 0's
+    ``stop_training`` decides for all.
+
+    **What ``logs`` holds.** A fresh ``dict`` of Python floats for each call
+    (changing it affects nobody else); ``{}`` for the begin hooks and for
+    ``on_predict_*``. Batch and epoch logs have the keys ``"loss"``, then
+    ``"<output>_loss"`` for each output of a multi-output model, then the
+    metrics under the names given (``"accuracy"``, ``"mae"``...). Epoch logs
+    (``on_epoch_end``) are means over the epoch's samples, not of batch means
+    (the loss and ``weighted_metrics`` weighted by the sample and class weights,
+    the other metrics plain, as Keras), plus ``"val_<key>"`` for each key when validation ran that epoch,
+    ``"learning_rate"`` when the optimizer has an injected one
+    (``optax.inject_hyperparams``), and ``"loss_scale"`` under
+    ``precision="mixed_float16"``. ``on_test_end`` gets the evaluation's means
+    without the ``val_`` prefix; ``on_train_end`` the last epoch's logs.
+
+    **Resuming.** A callback whose counters matter for resuming a run
+    (EarlyStopping's wait and best, say) overrides ``get_state`` and
+    ``set_state``: checkpoints written during ``fit`` (``ModelCheckpoint``,
+    ``BackupAndRestore``, ``trainer.save``) store that state, and
+    ``BackupAndRestore`` puts it back, so a resumed run continues as if it had
+    never stopped.
 
     Attributes:
-      trainer: the ``Trainer`` running the callback (set by ``fit``).
-      params: ``{"epochs", "steps", "verbose"}`` for the current run.
+      trainer: the ``Trainer`` running the callback (set by ``fit``,
+        ``evaluate`` and ``predict`` before the first hook).
+      params: the run's parameters: ``{"verbose", "epochs", "steps",
+        "batch_size", "do_validation"}`` in ``fit`` (``steps`` is ``None`` for a
+        stream of unknown length), ``{"verbose", "epochs"}`` in ``evaluate``,
+        plus ``"steps"`` in ``predict``.
+      runs_last: a class attribute; callbacks with ``runs_last = True``
+        (the checkpointing ones) run after all others at each hook, so what they
+        save includes every other callback's update. Defaults to `False`.
+
+    Example:
+      >>> import jaxfit
+      >>> class PrintLoss(jaxfit.callbacks.Callback):
+      ...     def on_epoch_end(self, epoch, logs=None):
+      ...         print(f"epoch {epoch}: loss {logs['loss']:.3f}")
+      >>> PrintLoss().on_epoch_end(0, {"loss": 0.25})
+      epoch 0: loss 0.250
     """
 
     # Checkpointing callbacks run after all others at each hook, so what they save
@@ -54,51 +116,203 @@ class Callback:
     def get_state(self) -> dict[str, Any] | None:
         """What a checkpoint should keep of this callback, or ``None`` (nothing).
 
-        Values are JSON-serialisable (numbers, strings, lists, dicts, ``None``) or
-        pytrees of arrays (stored with orbax).
+        Called when a checkpoint is written during ``fit``. A callback's state
+        is stored under its class name (``Name#1`` for a second one of the same
+        class), so a resumed run passes the same callbacks.
+
+        Returns:
+          A dict whose values are JSON-serialisable (numbers, strings, lists,
+          dicts, ``None``) or pytrees of arrays (stored with orbax); or ``None``.
         """
         return None
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restores what ``get_state`` returned (called after ``on_train_begin``)."""
+        """Restores what ``get_state`` returned.
+
+        ``BackupAndRestore`` calls it after ``on_train_begin`` when it resumes a
+        run, so the values set here win over those ``on_train_begin`` reset.
+
+        Args:
+          state: the dict ``get_state`` returned when the checkpoint was written.
+        """
         del state
 
     def set_trainer(self, trainer: Any) -> None:
+        """Gives the callback the running ``Trainer`` (as ``self.trainer``).
+
+        Called by ``fit``, ``evaluate`` and ``predict`` before the first hook.
+        Override it (calling ``super().set_trainer(trainer)``) to prepare
+        something that needs the trainer.
+
+        Args:
+          trainer: the ``jaxfit.Trainer`` running the call.
+        """
         self.trainer = trainer
 
     def set_params(self, params: dict[str, Any]) -> None:
+        """Gives the callback the run's parameters (as ``self.params``).
+
+        Called right after ``set_trainer``.
+
+        Args:
+          params: see the class attribute ``params``.
+        """
         self.params = params
 
     @_default
-    def on_train_begin(self, logs=None): ...
+    def on_train_begin(self, logs: Logs = None) -> None:
+        """Called once when ``fit`` starts, before the first epoch.
+
+        Args:
+          logs: ``{}``.
+        """
+
     @_default
-    def on_train_end(self, logs=None): ...
+    def on_train_end(self, logs: Logs = None) -> None:
+        """Called once when ``fit`` ends, however it ends.
+
+        It also runs when training stops early (``stop_training``), when the
+        data runs out, and when an error or Ctrl-C ends ``fit`` (the error is
+        raised after it).
+
+        Args:
+          logs: the last epoch's logs (see ``on_epoch_end``), or ``{}`` if no
+            epoch completed.
+        """
+
     @_default
-    def on_epoch_begin(self, epoch, logs=None): ...
+    def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
+        """Called at the start of each epoch, before its first batch is dispatched.
+
+        Args:
+          epoch: the epoch's index (from ``initial_epoch``).
+          logs: ``{}``.
+        """
+
     @_default
-    def on_epoch_end(self, epoch, logs=None): ...
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
+        """Called at the end of each epoch, after validation (a sync point).
+
+        Args:
+          epoch: the epoch's index.
+          logs: the epoch's means over its samples of ``"loss"``, the per-output
+            losses and the metrics; ``"val_<key>"`` for each when validation ran
+            this epoch; ``"learning_rate"`` and ``"loss_scale"`` where they
+            exist (see the class docstring).
+        """
+
     @_default
-    def on_train_batch_begin(self, batch, logs=None): ...
+    def on_train_batch_begin(self, batch: int, logs: Logs = None) -> None:
+        """Called for each training batch, at the yield point after it ran.
+
+        Under fused steps the batch has already run when this is called, just
+        before ``on_train_batch_end`` for the same batch; with
+        ``yield_every="batch"`` the calls follow each batch (see the class
+        docstring). Alias: ``on_batch_begin``.
+
+        Args:
+          batch: the batch's index within the epoch.
+          logs: ``{}``.
+        """
+
     @_default
-    def on_train_batch_end(self, batch, logs=None): ...
+    def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
+        """Called for each training batch, at the yield point after it ran.
+
+        All the batches run since the previous yield point are delivered in
+        order, each with its own logs (TensorFlow.js semantics, not Keras'
+        running means). Alias: ``on_batch_end``.
+
+        Args:
+          batch: the batch's index within the epoch.
+          logs: that batch's own ``"loss"``, per-output losses and metrics (means
+            over the batch's samples).
+        """
+
     @_default
-    def on_test_begin(self, logs=None): ...
+    def on_test_begin(self, logs: Logs = None) -> None:
+        """Called when an evaluation starts: ``evaluate``, ``evaluate_dataset``,
+        or validation inside ``fit`` (then before that epoch's ``on_epoch_end``).
+
+        Args:
+          logs: ``{}``.
+        """
+
     @_default
-    def on_test_end(self, logs=None): ...
+    def on_test_end(self, logs: Logs = None) -> None:
+        """Called when an evaluation ends.
+
+        Args:
+          logs: the evaluation's means over its samples of ``"loss"`` and the
+            metrics, without the ``val_`` prefix (``fit`` adds it for the epoch
+            logs).
+        """
+
     @_default
-    def on_test_batch_begin(self, batch, logs=None): ...
+    def on_test_batch_begin(self, batch: int, logs: Logs = None) -> None:
+        """Called for each evaluation batch, after the whole evaluation ran.
+
+        The evaluation never syncs per batch: the batch hooks are delivered in
+        order, at the end, just before ``on_test_end``.
+
+        Args:
+          batch: the batch's index.
+          logs: ``{}``.
+        """
+
     @_default
-    def on_test_batch_end(self, batch, logs=None): ...
+    def on_test_batch_end(self, batch: int, logs: Logs = None) -> None:
+        """Called for each evaluation batch, after the whole evaluation ran.
+
+        Args:
+          batch: the batch's index.
+          logs: that batch's own ``"loss"`` and metrics.
+        """
+
     @_default
-    def on_predict_begin(self, logs=None): ...
+    def on_predict_begin(self, logs: Logs = None) -> None:
+        """Called when ``predict`` starts, after its arguments are checked.
+
+        ``predict`` has no batch hooks: it never syncs per batch.
+
+        Args:
+          logs: ``{}``.
+        """
+
     @_default
-    def on_predict_end(self, logs=None): ...
+    def on_predict_end(self, logs: Logs = None) -> None:
+        """Called when ``predict`` has gathered every output.
+
+        Args:
+          logs: ``{}``.
+        """
+
     @_default
-    def on_yield(self, epoch, batch, logs=None): ...
+    def on_yield(self, epoch: int, batch: int, logs: Logs = None) -> None:
+        """Called once at each yield point of ``fit``, after the batch hooks.
+
+        Yield points come as ``yield_every`` says (``"auto"``: every 125 ms, as
+        TensorFlow.js), and once after each epoch's last batch, before
+        validation and ``on_epoch_end``. This is the place for periodic work
+        that needs the state but not every batch (a progress display, a
+        checkpoint every N batches): ``self.trainer.state`` is current here.
+        In ``fit_async`` the event loop runs right after it.
+
+        Args:
+          epoch: the epoch's index.
+          batch: the index (within the epoch) of the last batch run.
+          logs: the last batch's own logs, as ``on_train_batch_end`` got them.
+        """
+
     @_default
-    def on_batch_begin(self, batch, logs=None): ...
+    def on_batch_begin(self, batch: int, logs: Logs = None) -> None:
+        """Alias of ``on_train_batch_begin`` (Keras); used when that is not
+        overridden."""
+
     @_default
-    def on_batch_end(self, batch, logs=None): ...
+    def on_batch_end(self, batch: int, logs: Logs = None) -> None:
+        """Alias of ``on_train_batch_end`` (Keras); used when that is not
+        overridden."""
 
 
 def _overrides(callback: Callback, hook: str) -> Callable[..., Any] | None:
@@ -128,7 +342,19 @@ def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def normalize(callbacks: Any) -> list[Callback]:
-    """Accepts ``None``, a Callback, a dict of hooks, or a list of those."""
+    """The ``callbacks`` argument as a list of ``Callback``.
+
+    Args:
+      callbacks: ``None``, a ``Callback``, a dict of hook functions
+        (``{"on_epoch_end": fn}``), or a list of those.
+
+    Returns:
+      The callbacks, each dict made into one callback.
+
+    Raises:
+      TypeError: not one of those forms, or a hook that is not callable.
+      ValueError: a dict key that is not a hook name.
+    """
     if callbacks is None:
         return []
     if isinstance(callbacks, (Callback, Mapping)):
@@ -179,8 +405,11 @@ class CallbackList:
                     self._table[hook].append(method)
 
     def wants(self, hook: str) -> bool:
+        """Whether any callback overrides ``hook`` (the loop skips work otherwise)."""
         return bool(self._table[hook])
 
     def call(self, hook: str, *args: Any, logs: Mapping[str, Any] | None = None) -> None:
+        """Calls ``hook(*args, logs)`` on each callback overriding it, in order,
+        each with its own copy of ``logs``."""
         for method in self._table[hook]:
             method(*args, dict(logs or {}))

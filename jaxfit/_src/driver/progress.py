@@ -11,7 +11,8 @@ from jaxfit._src.driver.callback import Callback
 
 
 def resolve_verbose(verbose: Any, stream: TextIO | None = None) -> int:
-    """``"auto"`` is 1 in a terminal or a notebook, 2 when output is not a TTY."""
+    """``fit``'s ``verbose`` as 0, 1 or 2: ``"auto"`` is 1 in a terminal or a
+    notebook, 2 when the output is not a TTY (a log file, CI), as Keras."""
     if verbose != "auto":
         return int(verbose)
     stream = stream or sys.stdout
@@ -42,11 +43,23 @@ class ProgressBar(Callback):
       stream: where to write. Defaults to `None` (``sys.stdout``).
       now: the clock, for tests. Defaults to `time.perf_counter`.
 
+    ``fit(verbose=1 or 2)`` installs one; pass your own in ``callbacks`` (with
+    ``verbose=0``) to choose the stream or the clock.
+
+    Raises:
+      ValueError: ``verbose`` is not 1 or 2.
+
     Example:
-      >>> import jaxfit
-      >>> bar = jaxfit.callbacks.ProgressBar(verbose=2)
+      >>> import io, jaxfit
+      >>> out = io.StringIO()
+      >>> bar = jaxfit.callbacks.ProgressBar(verbose=2, stream=out, now=lambda: 0.0)
+      >>> bar.set_params({"epochs": 3, "steps": 4})
+      >>> bar.on_epoch_begin(0); bar.on_epoch_end(0, {"loss": 0.5})
+      >>> print(out.getvalue(), end="")
+      Epoch 1/3 - 0.00s 0ms/step - loss: 0.5000
     """
 
+    @errors.filter_traceback
     def __init__(self, verbose: int = 1, stream: TextIO | None = None,
                  now: Callable[[], float] = time.perf_counter):
         super().__init__()

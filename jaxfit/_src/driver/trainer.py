@@ -101,6 +101,7 @@ class Trainer(TrainerBase, Checkpointing):
       [0, 1]
     """
 
+    @errors.filter_traceback
     def __init__(
         self,
         apply_fn: Callable[..., Any] | Model,
@@ -143,8 +144,13 @@ class Trainer(TrainerBase, Checkpointing):
         ), where, seed=int(seed))
         self._place_state(self.session.state)
 
-    # -- state ---------------------------------------------------------------
+    # Checkpointing's calls, with jaxfit's frames hidden from user errors too.
+    save = errors.filter_traceback(Checkpointing.save)
+    restore = errors.filter_traceback(Checkpointing.restore)
+    load = classmethod(errors.filter_traceback(Checkpointing.load.__func__))
+
     # -- fit ---------------------------------------------------------------------
+    @errors.filter_traceback
     def fit(
         self,
         x: Any,
@@ -197,6 +203,7 @@ class Trainer(TrainerBase, Checkpointing):
             pass
         return self.history  # type: ignore[return-value]
 
+    @errors.filter_traceback
     async def fit_async(self, x: Any, y: Any, **kwargs: Any) -> History:
         """``fit`` that awaits the event loop at every yield point (notebooks).
 
@@ -207,6 +214,7 @@ class Trainer(TrainerBase, Checkpointing):
             await asyncio.sleep(0)
         return self.history  # type: ignore[return-value]
 
+    @errors.filter_traceback
     def iterate_fit(self, x: Any, y: Any, args: FitArgs) -> Iterator[None]:
         """The generator behind ``fit`` and ``fit_async``: everything is checked,
         traced and prepared before it returns; each ``next`` trains to the next
@@ -216,6 +224,7 @@ class Trainer(TrainerBase, Checkpointing):
                               x, y, args)
         return self._launch(plan, args, plan.source.batch_size)
 
+    @errors.filter_traceback
     def fit_dataset(
         self,
         dataset: Any,
@@ -262,6 +271,7 @@ class Trainer(TrainerBase, Checkpointing):
             pass
         return self.history  # type: ignore[return-value]
 
+    @errors.filter_traceback
     async def fit_dataset_async(self, dataset: Any, **kwargs: Any) -> History:
         """``fit_dataset`` that awaits the event loop at every yield point (takes
         the same keyword arguments, checked as ``StreamFitArgs``)."""
@@ -269,6 +279,7 @@ class Trainer(TrainerBase, Checkpointing):
             await asyncio.sleep(0)
         return self.history  # type: ignore[return-value]
 
+    @errors.filter_traceback
     def iterate_fit_dataset(self, dataset: Any, args: StreamFitArgs) -> Iterator[None]:
         """The generator behind ``fit_dataset`` (see ``iterate_fit``)."""
         self._start("fit_dataset")
@@ -299,6 +310,7 @@ class Trainer(TrainerBase, Checkpointing):
         return loop.guarded(self.session, plan, callbacks, self._spec)
 
     # -- evaluate / predict --------------------------------------------------------
+    @errors.filter_traceback
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 32, sample_weight: Any = None,
                  steps: int | None = None, callbacks: Any = None) -> dict[str, float]:
         """Returns ``{"loss": ..., <metric>: ...}`` over the data (Keras reductions).
@@ -314,6 +326,7 @@ class Trainer(TrainerBase, Checkpointing):
                                      batch_size, steps)
         return self._evaluate(plan, callbacks)
 
+    @errors.filter_traceback
     def evaluate_dataset(self, dataset: Any, *, batches: int | None = None,
                          callbacks: Any = None) -> dict[str, float]:
         """Evaluates over a stream of batches (tfjs ``evaluateDataset``).
@@ -341,6 +354,7 @@ class Trainer(TrainerBase, Checkpointing):
         finally:
             plan.source.close()
 
+    @errors.filter_traceback
     def predict(self, x: Any, *, batch_size: int = 32, callbacks: Any = None) -> Any:
         """Returns the model's outputs (``train=False``) as numpy arrays, in order.
 

@@ -38,6 +38,7 @@ class TrainerBase:
         return self.session.state
 
     @state.setter
+    @errors.filter_traceback
     def state(self, value: TrainState) -> None:
         if not isinstance(value, TrainState):
             raise TypeError(errors.expected("state", "a jaxfit.TrainState", value))
@@ -55,6 +56,7 @@ class TrainerBase:
         return self.state.params
 
     @params.setter
+    @errors.filter_traceback
     def params(self, value: Any) -> None:
         value = precision_lib.cast_for_storage(self.policy, strong(value))
         self.session.state = self.state.replace(
@@ -67,6 +69,7 @@ class TrainerBase:
         return self.session.seed
 
     @seed.setter
+    @errors.filter_traceback
     def seed(self, value: int) -> None:
         self.session.seed = int(value)
 
@@ -91,6 +94,7 @@ class TrainerBase:
         return None if value is None else float(placement.fetch(value))
 
     @learning_rate.setter
+    @errors.filter_traceback
     def learning_rate(self, value: float) -> None:
         current = hyperparams.get(self.state.opt_state)
         if current is None:
@@ -116,6 +120,7 @@ class TrainerBase:
                                 out_shardings=where.batch_sharding(1))
 
     # -- compile: the optimizer, loss and metrics ---------------------------------
+    @errors.filter_traceback
     def compile(self, optimizer: Any = _UNCHANGED, loss: Any = _UNCHANGED,
                 metrics: Any = _UNCHANGED, loss_weights: Any = _UNCHANGED,
                 weighted_metrics: Any = _UNCHANGED) -> None:
@@ -169,22 +174,27 @@ class TrainerBase:
                 opt_state=None if spec.optimizer is None else strong(
                     spec.optimizer.init(self.state.params))))
 
-    optimizer = property(lambda self: self._spec.optimizer,
-                         lambda self, value: self.compile(optimizer=value),
-                         doc="The optax optimizer; assigning calls ``compile``.")
-    loss = property(lambda self: self._spec.loss,
-                    lambda self, value: self.compile(loss=value),
-                    doc="The loss; assigning calls ``compile``.")
-    metrics = property(lambda self: self._spec.metrics,
-                       lambda self, value: self.compile(metrics=value),
-                       doc="The metrics; assigning calls ``compile``.")
-    loss_weights = property(lambda self: self._spec.loss_weights,
-                            lambda self, value: self.compile(loss_weights=value),
-                            doc="The per-output loss weights; assigning calls "
-                            "``compile``.")
-    weighted_metrics = property(lambda self: self._spec.weighted_metrics,
-                                lambda self, value: self.compile(weighted_metrics=value),
-                                doc="The weighted metrics; assigning calls ``compile``.")
+    optimizer = property(
+        lambda self: self._spec.optimizer,
+        errors.filter_traceback(lambda self, value: self.compile(optimizer=value)),
+        doc="The optax optimizer; assigning calls ``compile``.")
+    loss = property(
+        lambda self: self._spec.loss,
+        errors.filter_traceback(lambda self, value: self.compile(loss=value)),
+        doc="The loss; assigning calls ``compile``.")
+    metrics = property(
+        lambda self: self._spec.metrics,
+        errors.filter_traceback(lambda self, value: self.compile(metrics=value)),
+        doc="The metrics; assigning calls ``compile``.")
+    loss_weights = property(
+        lambda self: self._spec.loss_weights,
+        errors.filter_traceback(lambda self, value: self.compile(loss_weights=value)),
+        doc="The per-output loss weights; assigning calls ``compile``.")
+    weighted_metrics = property(
+        lambda self: self._spec.weighted_metrics,
+        errors.filter_traceback(
+            lambda self, value: self.compile(weighted_metrics=value)),
+        doc="The weighted metrics; assigning calls ``compile``.")
 
     def _require(self, call: str, optimizer: bool) -> None:
         """Fails before anything runs when ``call`` needs what was not given."""
