@@ -169,68 +169,80 @@ class _Mismatch(Exception):
 
 
 def _convert(value: Any, tp: Any, path: str, minimum: int | None = None) -> Any:
+    """``value`` checked against the type ``tp`` (and converted: YAML's "1e-3" to a
+    float, sections to their dataclasses); a mismatch names ``path``."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if origin is Annotated:
-        base, *marks = typing.get_args(tp)
-        converted = _convert(value, base, path, minimum)
-        for mark in marks:
-            if (isinstance(mark, Bounds) and not mark.contains(converted)) or (
-                    isinstance(mark, MinLength) and len(converted) < mark.minimum):
-                raise _Mismatch(path, f"expected {_expected(tp)}, got "
-                                      f"{_describe(value)}")
-        return converted
+        return _annotated(value, tp, path, minimum)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise _Mismatch(path, f"expected {_expected(tp)}, got {_describe(value)}")
         return _build(tp, value, path)
     if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        deepest: _Mismatch | None = None
-        for option in options:
-            try:
-                return _convert(value, option, path, minimum)
-            except _Mismatch as mismatch:  # a nested section's own error wins
-                if mismatch.path != path and deepest is None:
-                    deepest = mismatch
-        if deepest is not None and isinstance(value, Mapping):
-            raise deepest
-        raise _Mismatch(path, f"expected {_expected(tp, minimum)}, got "
-                              f"{_describe(value)}")
+        return _union(value, tp, path, minimum)
+    if origin in (list, collections.abc.Sequence) and isinstance(value, (list, tuple)):
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{path}[{i}]", minimum) for i, v in enumerate(value)]
+    if origin is dict and isinstance(value, Mapping):
+        key_tp, value_tp = typing.get_args(tp)
+        return {_convert(k, key_tp, f"{path}.{k}"): _convert(v, value_tp, f"{path}.{k}")
+                for k, v in value.items()}
+    converted = _scalar(value, tp, origin, minimum)
+    if converted is not _NO:
+        return converted
+    raise _Mismatch(path, f"expected {_expected(tp, minimum)}, got {_describe(value)}")
+
+
+_NO = object()  # _scalar: the value is not of the type
+
+
+def _scalar(value: Any, tp: Any, origin: Any, minimum: int | None) -> Any:
+    """``value`` as the scalar type ``tp`` (a literal, None, bool, int, float,
+    str), or ``_NO``."""
     if origin is Literal:
-        for option in typing.get_args(tp):
-            if value == option and type(value) is type(option):
-                return value
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool) and (
-                minimum is None or value >= minimum):
-            return value
-    elif tp is float:
+        matches = any(value == option and type(value) is type(option)
+                      for option in typing.get_args(tp))
+        return value if matches else _NO
+    if tp is type(None):
+        return None if value is None else _NO
+    if tp is bool or tp is str:
+        return value if isinstance(value, tp) else _NO
+    if tp is int:
+        plain = isinstance(value, int) and not isinstance(value, bool)
+        return value if plain and (minimum is None or value >= minimum) else _NO
+    if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str) and _FLOAT.match(value.strip()):  # PyYAML: "1e-3"
             return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin in (list, collections.abc.Sequence):
-        if isinstance(value, (list, tuple)):
-            (item,) = typing.get_args(tp)
-            return [_convert(v, item, f"{path}[{i}]", minimum)
-                    for i, v in enumerate(value)]
-    elif origin is dict:
-        if isinstance(value, Mapping):
-            key_tp, value_tp = typing.get_args(tp)
-            return {_convert(k, key_tp, f"{path}.{k}"): _convert(v, value_tp,
-                                                                 f"{path}.{k}")
-                    for k, v in value.items()}
+    return _NO
+
+
+def _annotated(value: Any, tp: Any, path: str, minimum: int | None) -> Any:
+    """An ``Annotated`` type: the base type, then its ``Bounds`` / ``MinLength``."""
+    base, *marks = typing.get_args(tp)
+    converted = _convert(value, base, path, minimum)
+    for mark in marks:
+        if (isinstance(mark, Bounds) and not mark.contains(converted)) or (
+                isinstance(mark, MinLength) and len(converted) < mark.minimum):
+            raise _Mismatch(path, f"expected {_expected(tp)}, got {_describe(value)}")
+    return converted
+
+
+def _union(value: Any, tp: Any, path: str, minimum: int | None) -> Any:
+    """The first option of a union that takes ``value``; a nested section's own
+    error wins over "expected one of"."""
+    deepest: _Mismatch | None = None
+    for option in typing.get_args(tp):
+        try:
+            return _convert(value, option, path, minimum)
+        except _Mismatch as mismatch:
+            if mismatch.path != path and deepest is None:
+                deepest = mismatch
+    if deepest is not None and isinstance(value, Mapping):
+        raise deepest
     raise _Mismatch(path, f"expected {_expected(tp, minimum)}, got {_describe(value)}")
 
 
