@@ -243,21 +243,30 @@ def show(run_dir: str | os.PathLike[str]) -> str:
              f"created: {environment.get('created', '?')} on "
              f"{environment.get('backend', '?')}, jax "
              f"{environment.get('versions', {}).get('jax', '?')}"]
-    history_path = os.path.join(run_dir, "history.json")
-    if not os.path.isfile(history_path):
-        backup = os.path.isdir(os.path.join(run_dir, "backup"))
-        lines.append("status: not finished" + (" (resume with jaxfit run --resume "
-                                               f"{run_dir})" if backup else ""))
-        stopped = _last_interruption(run_dir)
-        if stopped:
-            lines.append(f"last: {stopped}")
-        return "\n".join(lines)
-    with open(history_path, encoding="utf-8") as f:
+    finished = os.path.isfile(os.path.join(run_dir, "history.json"))
+    lines += _outcome(run_dir, config) if finished else _unfinished(run_dir)
+    return "\n".join(lines)
+
+
+def _unfinished(run_dir: str) -> list[str]:
+    """``jaxfit show`` of a run without history.json: how to resume it, and
+    where it was interrupted."""
+    backup = os.path.isdir(os.path.join(run_dir, "backup"))
+    lines = ["status: not finished" + (f" (resume with jaxfit run --resume {run_dir})"
+                                       if backup else "")]
+    stopped = _last_interruption(run_dir)
+    return lines + ([f"last: {stopped}"] if stopped else [])
+
+
+def _outcome(run_dir: str, config: dict[str, Any]) -> list[str]:
+    """``jaxfit show`` of a finished run: epochs, how it stopped, its weights and
+    metrics. Epochs count from 1 here, as in the progress lines and run.log
+    (history.json's "epoch" list is History.epoch: 0-based, as Keras')."""
+    with open(os.path.join(run_dir, "history.json"), encoding="utf-8") as f:
         history = json.load(f)
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
-    # Epochs count from 1 here, as in the progress lines and run.log (history.json's
-    # "epoch" list is History.epoch: 0-based, as Keras').
+    lines: list[str] = []
     epochs = config.get("fit", {}).get("epochs")
     lines.append(f"epochs: {len(history['epoch'])}" + (
         f" (the last: {metrics['last_epoch']}/{epochs})" if "last_epoch" in metrics
@@ -279,7 +288,7 @@ def show(run_dir: str | os.PathLike[str]) -> str:
     if "test" in metrics:
         lines.append("test: " + _format(metrics["test"]))
     lines.append("files: " + ", ".join(sorted(os.listdir(run_dir))))
-    return "\n".join(lines)
+    return lines
 
 
 def _last_interruption(run_dir: str) -> str | None:
