@@ -158,8 +158,9 @@ def test_a_jaxfit_bug_keeps_its_whole_traceback(filtering_on, monkeypatch):
     from jaxfit._src.driver import plans
 
     namespace = {}
-    exec(compile("def fit_plan(*args, **kwargs):\n    raise AssertionError('a bug')\n",
-                 plans.__file__, "exec"), namespace)  # code "inside" jaxfit
+    source = "def fit_plan(*args, **kwargs):\n    raise AssertionError('a bug')\n"
+    code = compile(source, plans.__file__, "exec")  # code "inside" jaxfit
+    exec(code, namespace)  # noqa: S102
     monkeypatch.setattr(plans, "fit_plan", namespace["fit_plan"])
     with pytest.raises(AssertionError, match="a bug") as info:
         _trainer().fit(X, Y, verbose=0)

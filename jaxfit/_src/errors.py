@@ -21,7 +21,8 @@ import numbers
 import os
 import re
 import types
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 _MAX_REPR = 80  # a received value's repr is clipped to this many characters
 _MAX_CONTAINER = 200  # a container of arrays is described up to this length
@@ -104,7 +105,7 @@ def _scalar(value: Any) -> Any:
         return None
     try:
         item = value.item()
-    except Exception:  # an abstract value (a tracer, a ShapeDtypeStruct)
+    except Exception:  # noqa: BLE001 (abstract: a tracer, a ShapeDtypeStruct)
         return None
     return item if isinstance(item, (numbers.Number, bool)) else None
 
@@ -246,7 +247,7 @@ def filter_traceback(fn: _F) -> _F:
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            __tracebackhide__ = True  # noqa: F841 (pytest hides this frame)
+            __tracebackhide__ = True  # pytest hides this frame
             try:
                 return await fn(*args, **kwargs)
             except Exception as error:
@@ -257,7 +258,7 @@ def filter_traceback(fn: _F) -> _F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # noqa: F841 (pytest hides this frame)
+        __tracebackhide__ = True  # pytest hides this frame
         try:
             return fn(*args, **kwargs)
         except Exception as error:

@@ -4,11 +4,12 @@ its ``logs`` hold, the dispatcher (``CallbackList``), and the dict-of-hooks form
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from jaxfit._src import errors
 
-Logs = Optional[dict[str, Any]]  # a hook's logs: a fresh dict of floats
+Logs = dict[str, Any] | None  # a hook's logs: a fresh dict of floats
 
 HOOKS = (
     "on_train_begin", "on_train_end",

@@ -39,6 +39,12 @@ class Trainer(TrainerBase, Checkpointing):
     padded and masked), the state is donated, and the driver syncs with the
     device only at yield points.
 
+    Errors that are the user's (a bad argument, or an exception raised by a
+    callback, ``apply_fn`` or the data) leave every public call of the trainer
+    with jaxfit's own frames removed from the traceback, so it shows the user's
+    code only (as Keras and JAX filter theirs). Set the environment variable
+    ``JAXFIT_TRACEBACK_FILTERING=off`` to see every frame.
+
     Args:
       apply_fn: ``apply(params, x, *, train=..., rng=..., state=..., mask=...)``
         returning the predictions (a pytree like ``y``), or ``(y_pred,
@@ -313,7 +319,22 @@ class Trainer(TrainerBase, Checkpointing):
     @errors.filter_traceback
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 32, sample_weight: Any = None,
                  steps: int | None = None, callbacks: Any = None) -> dict[str, float]:
-        """Returns ``{"loss": ..., <metric>: ...}`` over the data (Keras reductions).
+        """Evaluates the model (``train=False``) on in-memory arrays (Keras).
+
+        Args:
+          x, y: arrays or pytrees of arrays with a common leading sample axis.
+          batch_size: samples per batch (the last one padded and masked).
+            Defaults to `32`.
+          sample_weight: per-sample weights of the loss (and the
+            ``weighted_metrics``), an array of shape ``(n,)`` or one per output.
+            Defaults to `None`.
+          steps: at most this many batches. Defaults to `None` (all).
+          callbacks: receive the ``on_test_*`` hooks (see ``Callback``).
+            Defaults to `None`.
+
+        Returns:
+          ``{"loss": ..., <metric>: ...}``: means over the samples (the loss
+          weighted by ``sample_weight``, as Keras), Python floats.
 
         Raises:
           ValueError, TypeError: bad arguments, before anything runs.
@@ -359,6 +380,20 @@ class Trainer(TrainerBase, Checkpointing):
         """Returns the model's outputs (``train=False``) as numpy arrays, in order.
 
         Batches are padded to ``batch_size`` so one compilation serves them all.
+
+        Args:
+          x: an array or pytree of arrays with a leading sample axis.
+          batch_size: samples per batch. Defaults to `32`.
+          callbacks: receive ``on_predict_begin`` / ``on_predict_end``.
+            Defaults to `None`.
+
+        Returns:
+          The outputs for every sample of ``x``: a pytree like the model's output,
+          of numpy arrays.
+
+        Raises:
+          ValueError, TypeError: bad arguments, or an ``x`` the model cannot take
+            (its shapes named), before anything runs.
         """
         validate.positive_int("batch_size", batch_size)
         return predicting.predict(
