@@ -202,7 +202,7 @@ _USER_ERRORS = (ValueError, TypeError, RuntimeError, OSError, ImportError)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def traceback_filtering() -> bool:
+def is_traceback_filtering_enabled() -> bool:
     """Whether jaxfit hides its frames from user errors (the default).
 
     ``JAXFIT_TRACEBACK_FILTERING=off`` (or ``0``, ``false``, ``no``) turns the
@@ -272,7 +272,7 @@ def _filter(error: BaseException) -> None:
     """Replaces ``error.__traceback__`` by its frames outside jaxfit, when the
     error is the user's and filtering is on."""
     tb = error.__traceback__
-    if tb is None or not traceback_filtering():
+    if tb is None or not is_traceback_filtering_enabled():
         return
     frames = []
     while tb is not None:
