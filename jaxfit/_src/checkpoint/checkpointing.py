@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from jaxfit._src import errors
 from jaxfit._src.checkpoint import run_state
 
 
@@ -16,6 +17,7 @@ class Checkpointing:
     """``save`` / ``restore`` / ``load``: checkpoint directories on orbax."""
 
     session: Any
+    @errors.filter_traceback
     def save(self, path: str | os.PathLike[str], *, weights_only: bool = False,
              metadata: dict[str, Any] | None = None) -> str:
         """Saves a checkpoint directory at ``path`` (orbax); returns its absolute path.
@@ -47,6 +49,7 @@ class Checkpointing:
         return run_state.save(self, path, weights_only=weights_only,
                               metadata=metadata).wait()
 
+    @errors.filter_traceback
     def restore(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Replaces ``trainer.state`` (and the data-order seed) with a checkpoint's.
 
@@ -70,6 +73,7 @@ class Checkpointing:
         return run_state.restore_state(self, path)
 
     @classmethod
+    @errors.filter_traceback
     def load(cls, path: str | os.PathLike[str], apply_fn: Callable[..., Any],
              **kwargs: Any) -> Any:
         """Builds a Trainer around a checkpoint's params, then restores it whole.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from jaxfit._src import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class Model:
@@ -32,3 +34,19 @@ class Model:
     apply_fn: Callable[..., Any]
     params: Any
     state: Any = None
+
+
+def unpack(apply_fn: Any, params: Any, state: Any) -> tuple[Any, Any, Any]:
+    """``(apply_fn, params, state)`` from a ``jaxfit.Model`` or as given."""
+    if isinstance(apply_fn, Model):  # from an adapter: (apply, params, state)
+        for name, value in (("params", params), ("state", state)):
+            if value is not None:
+                raise TypeError(errors.expected(
+                    name, f"None when apply_fn is a jaxfit.Model (it holds the {name})",
+                    value))
+        return apply_fn.apply_fn, apply_fn.params, apply_fn.state
+    if params is None:
+        raise TypeError(errors.expected(
+            "params", "the model's parameters (a pytree of arrays), or a "
+            "jaxfit.Model as the first argument", params))
+    return apply_fn, params, state

@@ -16,12 +16,16 @@ import threading
 import warnings
 from typing import Any, Generator, Iterable, Iterator
 
+import jax
 import numpy as np
 
 from jaxfit._src.core import hyperparams
 from jaxfit._src.core import placement
 from jaxfit._src.driver import compiler
+from jaxfit._src.driver import callback as callback_lib
+from jaxfit._src.driver import progress
 from jaxfit._src.driver.callback import CallbackList
+from jaxfit._src.driver.history import History
 from jaxfit._src.driver.compiler import Compiled
 from jaxfit._src.driver.session import FitSession, Position
 from jaxfit._src.driver.yield_policy import YieldPolicy
@@ -192,6 +196,25 @@ def _warn_if_short(ran: int, required: int | None) -> None:
             f"batches; interrupting evaluation. Make sure that your dataset can "
             f"generate at least `batches` batches (in this case, {required} "
             "batches), e.g. by repeating it.", UserWarning, stacklevel=4)
+
+
+def launch(trainer: Any, plan: FitPlan, args: Any, batch_size: int
+           ) -> Generator[None, None, None]:
+    """A new session on ``trainer`` with History (and the progress bar) installed,
+    then the guarded loop; nothing has run yet."""
+    # only process 0 prints
+    verbose = progress.resolve_verbose(args.verbose) if jax.process_index() == 0 else 0
+    history = History()
+    installed = [history] + callback_lib.normalize(args.callbacks)
+    if verbose:
+        installed.append(progress.ProgressBar(verbose))
+    params = {"verbose": verbose, "epochs": plan.epochs, "steps": plan.source.steps,
+              "batch_size": batch_size, "do_validation": plan.validation is not None}
+    trainer.session = session = FitSession(trainer.state, trainer.session.placement,
+                                           trainer.seed)
+    callbacks = callback_lib.CallbackList(installed, trainer, params)
+    trainer.history, session.callbacks = history, callbacks.callbacks
+    return guarded(session, plan, callbacks, trainer.compile_spec)
 
 
 def guarded(session: FitSession, plan: FitPlan, callbacks: CallbackList,

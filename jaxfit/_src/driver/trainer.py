@@ -10,6 +10,7 @@ delivering each batch's logs to the callbacks at yield points.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any, Callable, Iterator
 
 import jax
@@ -19,13 +20,15 @@ import optax
 from jaxfit._src import errors
 from jaxfit._src.core import apply as apply_lib
 from jaxfit._src.core import precision as precision_lib
+from jaxfit._src.core import model as model_lib
 from jaxfit._src.core.model import Model
 from jaxfit._src.core.state import TrainState, strong
 from jaxfit._src.data import arrays
 from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.core import placement
-from jaxfit._src.driver import compiler, loop, plans, predicting, progress
+from jaxfit._src.driver import compiler, loop, plans, predicting
 from jaxfit._src.driver import validate
+from jaxfit._src.driver import arguments
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs, Verbose, YieldEvery
 from jaxfit._src.checkpoint.checkpointing import Checkpointing
 from jaxfit._src.driver.trainer_base import TrainerBase
@@ -125,7 +128,7 @@ class Trainer(TrainerBase, Checkpointing):
         param_sharding: Any = None,
         precision: str = "float32",
     ):
-        apply_fn, params, state = _unpack_model(apply_fn, params, state)
+        apply_fn, params, state = model_lib.unpack(apply_fn, params, state)
         apply, _ = apply_lib.normalize(apply_fn)
         validate.arrays(params, "params", trainable=True)
         validate.arrays(state, "state", trainable=False)
@@ -149,11 +152,6 @@ class Trainer(TrainerBase, Checkpointing):
             loss_scale=precision_lib.initial_loss_scale(self.policy),
         ), where, seed=int(seed))
         self._place_state(self.session.state)
-
-    # Checkpointing's calls, with jaxfit's frames hidden from user errors too.
-    save = errors.filter_traceback(Checkpointing.save)
-    restore = errors.filter_traceback(Checkpointing.restore)
-    load = classmethod(errors.filter_traceback(Checkpointing.load.__func__))
 
     # -- fit ---------------------------------------------------------------------
     @errors.filter_traceback
@@ -204,7 +202,7 @@ class Trainer(TrainerBase, Checkpointing):
           ValueError, TypeError: bad arguments, raised before any step runs.
           RuntimeError: when called from inside a running ``fit``.
         """
-        args = _bind(FitArgs, locals())
+        args = arguments.bind(FitArgs, locals())
         for _ in self.iterate_fit(x, y, args):
             pass
         return self.history  # type: ignore[return-value]
@@ -228,7 +226,7 @@ class Trainer(TrainerBase, Checkpointing):
         self._start("fit")
         plan = plans.fit_plan(self._prepare, self._spec.placement, lambda: self.seed,
                               x, y, args)
-        return self._launch(plan, args, plan.source.batch_size)
+        return loop.launch(self, plan, args, plan.source.batch_size)
 
     @errors.filter_traceback
     def fit_dataset(
@@ -273,7 +271,7 @@ class Trainer(TrainerBase, Checkpointing):
           ValueError, TypeError: bad arguments or a malformed first batch, before
             any step; a later malformed batch names its index.
         """
-        for _ in self.iterate_fit_dataset(dataset, _bind(StreamFitArgs, locals())):
+        for _ in self.iterate_fit_dataset(dataset, arguments.bind(StreamFitArgs, locals())):
             pass
         return self.history  # type: ignore[return-value]
 
@@ -290,30 +288,13 @@ class Trainer(TrainerBase, Checkpointing):
         """The generator behind ``fit_dataset`` (see ``iterate_fit``)."""
         self._start("fit_dataset")
         plan = plans.stream_fit_plan(self._prepare, self._spec.placement, dataset, args)
-        return self._launch(plan, args, plan.source.padded_size)
+        return loop.launch(self, plan, args, plan.source.padded_size)
 
     def _start(self, call: str) -> None:
         if self.session.running:
             raise RuntimeError(f"{call}: the trainer is already running a fit; it is "
                                "not re-entrant.")
         self._require(call, optimizer=True)
-
-    def _launch(self, plan: loop.FitPlan, args: FitArgs | StreamFitArgs,
-                batch_size: int) -> Iterator[None]:
-        """A new session with History (and the progress bar) installed, then the
-        guarded loop; nothing has run yet."""
-        # only process 0 prints
-        verbose = progress.resolve_verbose(args.verbose) if jax.process_index() == 0 else 0
-        history = History()
-        installed = [history] + callback_lib.normalize(args.callbacks)
-        if verbose:
-            installed.append(progress.ProgressBar(verbose))
-        params = {"verbose": verbose, "epochs": plan.epochs, "steps": plan.source.steps,
-                  "batch_size": batch_size, "do_validation": plan.validation is not None}
-        self.session = FitSession(self.state, self._spec.placement, self.seed)
-        callbacks = callback_lib.CallbackList(installed, self, params)
-        self.history, self.session.callbacks = history, callbacks.callbacks
-        return loop.guarded(self.session, plan, callbacks, self._spec)
 
     # -- evaluate / predict --------------------------------------------------------
     @errors.filter_traceback
@@ -401,22 +382,9 @@ class Trainer(TrainerBase, Checkpointing):
             lambda steps: callback_lib.CallbackList(
                 callback_lib.normalize(callbacks), self,
                 {"verbose": 0, "epochs": 1, "steps": steps}))
-def _unpack_model(apply_fn: Any, params: Any, state: Any) -> tuple[Any, Any, Any]:
-    """``(apply_fn, params, state)`` from a ``jaxfit.Model`` or as given."""
-    if isinstance(apply_fn, Model):  # from an adapter: (apply, params, state)
-        for name, value in (("params", params), ("state", state)):
-            if value is not None:
-                raise TypeError(errors.expected(
-                    name, f"None when apply_fn is a jaxfit.Model (it holds the {name})",
-                    value))
-        return apply_fn.apply_fn, apply_fn.params, apply_fn.state
-    if params is None:
-        raise TypeError(errors.expected(
-            "params", "the model's parameters (a pytree of arrays), or a "
-            "jaxfit.Model as the first argument", params))
-    return apply_fn, params, state
 
 
-def _bind(kind: type, scope: dict[str, Any]) -> Any:
-    """A ``FitArgs`` / ``StreamFitArgs`` from a call's parameters (its fields)."""
-    return kind(**{name: scope[name] for name in kind.__dataclass_fields__})
+# The async twins take fit's and fit_dataset's keyword arguments (checked as FitArgs
+# and StreamFitArgs); their signatures say so to introspection (notebooks' help).
+Trainer.fit_async.__signature__ = inspect.signature(Trainer.fit)  # type: ignore
+Trainer.fit_dataset_async.__signature__ = inspect.signature(Trainer.fit_dataset)  # type: ignore

@@ -33,6 +33,12 @@ class TrainerBase:
     _compiler: compiler.Compiler
 
     @property
+    def compile_spec(self) -> compiler.Spec:
+        """What the compiled steps are built from (apply, policy, placement,
+        optimizer, loss, metrics): a new value at each ``compile``."""
+        return self._spec
+
+    @property
     def state(self) -> TrainState:
         """The current ``TrainState``; readable and replaceable between calls."""
         return self.session.state
