@@ -111,51 +111,23 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
             )
         )
     errors.non_negative_int("seed", seed)
-    mode_arg = _mode_arg(module)
-
-    def mode_kwargs(train: bool) -> dict[str, bool]:
-        if mode_arg is None:
-            return {}
-        return {mode_arg: train if _MODE_ARGS[mode_arg] else not train}
-
-    # jaxfit's (batch,) row mask goes to a user module that declares `mask`; Flax's
-    # own layers (nn.BatchNorm(mask=...)) mean another shape by it
-    takes_mask = ("mask" in _call_parameters(module)
-                  and not type(module).__module__.startswith("flax."))
-
-    def mask_kwargs(x: Any, mask: Any) -> dict[str, Any]:
-        if not takes_mask:
-            return {}
-        if mask is None:  # every row is real
-            mask = jnp.ones(jax.tree.leaves(x)[0].shape[:1], jnp.float32)
-        return {"mask": mask}
-
+    call = _CallArgs(module)
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(int(seed)))
     # one compiled init rather than an eager dispatch (and compile) per op
-    init = jax.jit(lambda rngs, x: module.init(rngs, x, **mode_kwargs(False),
-                                               **mask_kwargs(x, None)))
+    init = jax.jit(lambda rngs, x: module.init(rngs, x, **call(x, False, None)))
     variables = init({"params": params_rng, "dropout": dropout_rng}, sample_x)
     if "params" not in variables:
-        raise ValueError(
-            errors.expected(
-                "module",
-                "a module with parameters (a 'params' collection after init)",
-                module,
-            )
-        )
+        raise ValueError(errors.expected(
+            "module", "a module with parameters (a 'params' collection after init)",
+            module))
     params = variables["params"]
     state = {name: value for name, value in variables.items() if name != "params"}
     collections = sorted(state)
 
     def apply(params, x, *, train: bool, rng: Any, state: Any, mask: Any = None):
-        out = module.apply(
-            {"params": params, **state},
-            x,
-            rngs={"dropout": rng},
-            mutable=collections if collections else False,
-            **mode_kwargs(train),
-            **mask_kwargs(x, mask),
-        )
+        out = module.apply({"params": params, **state}, x, rngs={"dropout": rng},
+                           mutable=collections if collections else False,
+                           **call(x, train, mask))
         if not collections:
             return out, state
         y_pred, updated = out
@@ -164,3 +136,25 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
         return y_pred, {name: updated.get(name, state[name]) for name in collections}
 
     return Model(apply, params, state)
+
+
+class _CallArgs:
+    """The keyword arguments a module's ``__call__`` gets: its train/eval flag (by
+    its name) and jaxfit's row mask, when it declares them."""
+
+    def __init__(self, module: Any):
+        self.mode_arg = _mode_arg(module)
+        # jaxfit's (batch,) row mask goes to a user module that declares `mask`;
+        # Flax's own layers (nn.BatchNorm(mask=...)) mean another shape by it
+        self.takes_mask = ("mask" in _call_parameters(module)
+                           and not type(module).__module__.startswith("flax."))
+
+    def __call__(self, x: Any, train: bool, mask: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self.mode_arg is not None:
+            kwargs[self.mode_arg] = train if _MODE_ARGS[self.mode_arg] else not train
+        if self.takes_mask:
+            if mask is None:  # every row is real
+                mask = jnp.ones(jax.tree.leaves(x)[0].shape[:1], jnp.float32)
+            kwargs["mask"] = mask
+        return kwargs
