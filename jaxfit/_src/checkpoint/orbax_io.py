@@ -32,6 +32,7 @@ buffers right after; only the file writes run in the background.
 from __future__ import annotations
 
 import itertools
+import functools
 import json
 import os
 import shutil
@@ -199,34 +200,41 @@ def save(path: str | os.PathLike[str], items: dict[str, Any], info: dict[str, An
         raise
     info = {"format": FORMAT, "contents": sorted(items), "versions": versions(), **info}
 
-    def finish() -> None:
-        try:
-            for checkpointer in checkpointers:
-                checkpointer.wait_until_finished()
-                checkpointer.close()
-            sync.barrier("written")  # every process's shards are on disk
-            if primary:
-                with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
-                    json.dump(info, f, indent=2)
-                if os.path.exists(path):
-                    os.replace(path, retired)
-                os.replace(staging, path)
-                shutil.rmtree(retired, ignore_errors=True)
-        except Exception as error:
-            if primary:
-                shutil.rmtree(staging, ignore_errors=True)
-                recover(path)
-            raise _write_error(path, error) from error
-        if primary and after is not None:
-            after(path)
-        try:
-            sync.barrier("in_place")  # no process returns before the rename is done
-        except Exception as error:
-            raise OSError(f"could not confirm that the checkpoint {path!r} is in "
-                          f"place: process 0 did not finish writing it ({error}). "
-                          "Check process 0's error.") from error
-
+    finish = functools.partial(_finish, path, checkpointers, sync, info, after)
     return PendingSave(path, finish, background)
+
+
+def _finish(path: str, checkpointers: list[Any], sync: Any, info: dict[str, Any],
+            after: Callable[[str], None] | None) -> None:
+    """The second half of ``save``: wait for every shard, write metadata.json and
+    rename the staging directory into place (process 0), then the last barrier."""
+    staging, retired = _siblings(path)
+    primary = jax.process_index() == 0
+    try:
+        for checkpointer in checkpointers:
+            checkpointer.wait_until_finished()
+            checkpointer.close()
+        sync.barrier("written")  # every process's shards are on disk
+        if primary:
+            with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
+                json.dump(info, f, indent=2)
+            if os.path.exists(path):
+                os.replace(path, retired)
+            os.replace(staging, path)
+            shutil.rmtree(retired, ignore_errors=True)
+    except Exception as error:
+        if primary:
+            shutil.rmtree(staging, ignore_errors=True)
+            recover(path)
+        raise _write_error(path, error) from error
+    if primary and after is not None:
+        after(path)
+    try:
+        sync.barrier("in_place")  # no process returns before the rename is done
+    except Exception as error:
+        raise OSError(f"could not confirm that the checkpoint {path!r} is in "
+                      f"place: process 0 did not finish writing it ({error}). "
+                      "Check process 0's error.") from error
 
 
 def checked_path(path: str | os.PathLike[str], argname: str = "path") -> str:
