@@ -145,21 +145,22 @@ class Placement:
 
     def put_block(self, block: Any, global_batch: int) -> Any:
         """A host block ``[K, rows, ...]`` (this process's rows) onto the mesh."""
-        sharding = self.batch_sharding(2)
-        if not self.multiprocess:
-            return jax.device_put(block, sharding)
-        return jax.tree.map(
-            lambda a: jax.make_array_from_process_local_data(
-                sharding, a, (a.shape[0], global_batch, *a.shape[2:])), block)
+        return self._put(block, global_batch, leading=1)
 
     def put_batch(self, batch: Any, global_batch: int) -> Any:
         """A host batch ``[rows, ...]`` (this process's rows) onto the mesh."""
-        sharding = self.batch_sharding(1)
+        return self._put(batch, global_batch, leading=0)
+
+    def _put(self, tree: Any, global_batch: int, leading: int) -> Any:
+        """Split along the batch axis, after ``leading`` axes; each process's
+        rows make the global batch of ``global_batch`` rows."""
+        sharding = self.batch_sharding(leading + 1)
         if not self.multiprocess:
-            return jax.device_put(batch, sharding)
+            return jax.device_put(tree, sharding)
         return jax.tree.map(
             lambda a: jax.make_array_from_process_local_data(
-                sharding, a, (global_batch, *a.shape[1:])), batch)
+                sharding, a, (*a.shape[:leading], global_batch, *a.shape[leading + 1:])),
+            tree)
 
 
 def fetch(tree: Any) -> Any:

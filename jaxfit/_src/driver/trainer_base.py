@@ -24,6 +24,17 @@ from jaxfit._src.driver.session import FitSession
 _UNCHANGED: Any = object()  # compile(): an argument left out keeps its value
 
 
+def _compiled(name: str, what: str) -> property:
+    """A ``compile`` argument as a property: read from the spec; assigning it
+    calls ``compile(<name>=value)``."""
+    def set_value(self: Any, value: Any) -> None:
+        self.compile(**{name: value})
+
+    return property(lambda self: getattr(self._spec, name),
+                    errors.filter_traceback(set_value),
+                    doc=f"{what}; assigning calls ``compile({name}=...)``.")
+
+
 class TrainerBase:
     """The state, ``compile`` and what the compiled steps are built from."""
 
@@ -180,27 +191,11 @@ class TrainerBase:
                 opt_state=None if spec.optimizer is None else strong(
                     spec.optimizer.init(self.state.params))))
 
-    optimizer = property(
-        lambda self: self._spec.optimizer,
-        errors.filter_traceback(lambda self, value: self.compile(optimizer=value)),
-        doc="The optax optimizer; assigning calls ``compile``.")
-    loss = property(
-        lambda self: self._spec.loss,
-        errors.filter_traceback(lambda self, value: self.compile(loss=value)),
-        doc="The loss; assigning calls ``compile``.")
-    metrics = property(
-        lambda self: self._spec.metrics,
-        errors.filter_traceback(lambda self, value: self.compile(metrics=value)),
-        doc="The metrics; assigning calls ``compile``.")
-    loss_weights = property(
-        lambda self: self._spec.loss_weights,
-        errors.filter_traceback(lambda self, value: self.compile(loss_weights=value)),
-        doc="The per-output loss weights; assigning calls ``compile``.")
-    weighted_metrics = property(
-        lambda self: self._spec.weighted_metrics,
-        errors.filter_traceback(
-            lambda self, value: self.compile(weighted_metrics=value)),
-        doc="The weighted metrics; assigning calls ``compile``.")
+    optimizer = _compiled("optimizer", "The optax optimizer")
+    loss = _compiled("loss", "The loss")
+    metrics = _compiled("metrics", "The metrics")
+    loss_weights = _compiled("loss_weights", "The per-output loss weights")
+    weighted_metrics = _compiled("weighted_metrics", "The weighted metrics")
 
     def _require(self, call: str, optimizer: bool) -> None:
         """Fails before anything runs when ``call`` needs what was not given."""
