@@ -316,24 +316,26 @@ def get(identifier: Any, *, argname: str = "loss") -> LossFn:
       argname: the argument name used in error messages. Defaults to ``"loss"``.
 
     Returns:
-      The per-sample loss function.
-
-    Raises:
-      ValueError: for an unknown name.
-      TypeError: for anything that is neither a string nor a callable.
+      The per-sample loss function; a ``ValueError`` for an unknown name and a
+      ``TypeError`` for anything else, naming ``argname`` and the known names.
     """
-    what = (
-        f"a loss name (one of {', '.join(repr(n) for n in names())}) or a callable "
-        "(y_true, y_pred) -> per-sample loss"
-    )
-    if isinstance(identifier, str):
-        fn = _LOSSES.get(identifier.lower())
-        if fn is None:
-            raise ValueError(errors.expected(argname, what, identifier))
+    fn = _LOSSES.get(identifier.lower()) if isinstance(identifier, str) else None
+    return registered(fn, identifier, argname, "a loss name", names(),
+                      "per-sample loss")
+
+
+def registered(fn: Any, identifier: Any, argname: str, kind: str, known: list[str],
+               returns: str) -> Any:
+    """``fn`` (what a registered name resolved to), else a callable ``identifier``
+    as is, else the error naming the known names (shared with metrics)."""
+    if fn is not None:
         return fn
-    if callable(identifier):
+    if callable(identifier) and not isinstance(identifier, str):
         return identifier
-    raise TypeError(errors.expected(argname, what, identifier))
+    what = (f"{kind} (one of {', '.join(repr(n) for n in known)}) or a callable "
+            f"(y_true, y_pred) -> {returns}")
+    error = ValueError if isinstance(identifier, str) else TypeError
+    raise error(errors.expected(argname, what, identifier))
 
 
 def name_of(identifier: Any) -> str:

@@ -257,30 +257,20 @@ def resolve(
       argname: the argument name for error messages. Defaults to ``"metrics"``.
 
     Returns:
-      The per-sample metric function.
-
-    Raises:
-      ValueError: for an unknown name.
-      TypeError: for anything that is neither a string nor a callable.
+      The per-sample metric function; a ``ValueError`` for an unknown name and a
+      ``TypeError`` for anything else, naming ``argname`` and the known names.
     """
-    what = (
-        f"a metric name (one of {', '.join(repr(n) for n in names())}) or a callable "
-        "(y_true, y_pred) -> per-sample values"
-    )
-    if not isinstance(identifier, str):
-        if callable(identifier):
-            return identifier
-        raise TypeError(errors.expected(argname, what, identifier))
-    name = identifier.lower()
-    if name in ("accuracy", "acc"):
-        return _ACCURACY[_kind(y_true, y_pred)]
-    if name in ("crossentropy", "ce"):
-        return losses.get(_CROSSENTROPY[_kind(y_true, y_pred)])
-    if name in _METRICS:
-        return _METRICS[name]
-    if name in losses.names():
-        return losses.get(name)
-    raise ValueError(errors.expected(argname, what, identifier))
+    fn = None
+    if isinstance(identifier, str):
+        name = identifier.lower()
+        if name in ("accuracy", "acc"):
+            fn = _ACCURACY[_kind(y_true, y_pred)]
+        elif name in ("crossentropy", "ce"):
+            fn = losses.get(_CROSSENTROPY[_kind(y_true, y_pred)])
+        elif name in _METRICS or name in losses.names():
+            fn = _METRICS.get(name) or losses.get(name)
+    return losses.registered(fn, identifier, argname, "a metric name", names(),
+                             "per-sample values")
 
 
 def name_of(identifier: Any) -> str:
