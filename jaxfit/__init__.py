@@ -25,6 +25,8 @@ from jaxfit._src.adapters.flax_linen import from_flax as _from_flax
 from jaxfit._src.adapters.nnx import from_nnx as _from_nnx
 from jaxfit._src.core.model import Model as Model
 from jaxfit._src.core.state import TrainState as TrainState
+from jaxfit._src.driver.arguments import FitArgs as FitArgs
+from jaxfit._src.driver.arguments import StreamFitArgs as StreamFitArgs
 from jaxfit._src.driver.history import History as History
 from jaxfit._src.driver.trainer import Trainer as Trainer
 from jaxfit._src.runner.run import run as _run
@@ -39,6 +41,7 @@ run = _errors.filter_traceback(_run)
 __version__ = "0.1.0"
 
 __all__ = [
+    "FitArgs",
     "History",
     "Model",
     "TrainState",
@@ -52,4 +55,5 @@ __all__ = [
     "losses",
     "metrics",
     "run",
+    "StreamFitArgs",
 ]

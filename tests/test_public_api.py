@@ -8,7 +8,8 @@ import pytest
 import jaxfit
 
 PUBLIC = {
-    "jaxfit": ["History", "Model", "TrainState", "Trainer", "callbacks", "data",
+    "jaxfit": ["FitArgs", "History", "Model", "StreamFitArgs", "TrainState", "Trainer",
+               "callbacks", "data",
                "distributed",
                "from_equinox", "from_flax", "from_nnx", "losses", "metrics", "run"],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],

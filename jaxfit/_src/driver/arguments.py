@@ -50,9 +50,6 @@ class FitArgs:
         validate.validation_freq(self.validation_freq)
         validate.positive_int("accumulate_steps", self.accumulate_steps)
 
-    @property
-    def validating(self) -> bool:
-        return self.validation_data is not None or self.validation_split > 0
 
 
 @dataclasses.dataclass(frozen=True)
