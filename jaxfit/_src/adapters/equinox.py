@@ -16,28 +16,14 @@ from typing import Any
 import jax
 
 from jaxfit._src import errors
+from jaxfit._src.adapters import common
 from jaxfit._src.core.model import Model
 
-MSG_MISSING_EQUINOX = (
-    "jaxfit.from_equinox needs equinox, which is not installed. Install it with "
-    "`pip install 'jaxfit[equinox]'` (or `pip install equinox`)."
-)
-
-
-def _import_equinox() -> Any:
-    try:
-        import equinox
-    except ImportError as error:
-        raise ImportError(MSG_MISSING_EQUINOX) from error
-    return equinox
 
 
 def _takes_key(module: Any) -> bool:
     """Whether ``module.__call__`` accepts a ``key`` keyword (for dropout)."""
-    try:
-        parameters = inspect.signature(module.__call__).parameters
-    except (TypeError, ValueError):
-        return False
+    parameters = common.call_parameters(module)
     return "key" in parameters or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
     )
@@ -97,9 +83,8 @@ def from_equinox(
       >>> jax.vmap(trained)(x).shape
       (8, 1)
     """
-    eqx = _import_equinox()
-    if not isinstance(module, eqx.Module):
-        raise TypeError(errors.expected("module", "an equinox.Module", module))
+    eqx = common.need("equinox", "from_equinox", "equinox")
+    common.expect_module(module, eqx.Module, "an equinox.Module")
     if state is not None and not isinstance(state, eqx.nn.State):
         raise TypeError(
             errors.expected(

@@ -8,19 +8,15 @@ unchanged in evaluation and prediction.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jaxfit._src import errors
+from jaxfit._src.adapters import common
 from jaxfit._src.core.model import Model
 
-MSG_MISSING_FLAX = (
-    "jaxfit.from_flax needs flax, which is not installed. Install it with "
-    "`pip install 'jaxfit[flax]'` (or `pip install flax`)."
-)
 
 # __call__ parameter name -> whether it receives `train` (True) or `not train`.
 _MODE_ARGS = {
@@ -31,25 +27,9 @@ _MODE_ARGS = {
 }
 
 
-def _import_linen() -> Any:
-    try:
-        import flax  # noqa: F401
-        from flax import linen
-    except ImportError as error:
-        raise ImportError(MSG_MISSING_FLAX) from error
-    return linen
-
-
-def _call_parameters(module: Any) -> Any:
-    try:
-        return inspect.signature(module.__call__).parameters
-    except (TypeError, ValueError):
-        return {}
-
-
 def _mode_arg(module: Any) -> str | None:
     """The ``__call__`` parameter that switches train/eval mode, if any."""
-    parameters = _call_parameters(module)
+    parameters = common.call_parameters(module)
     return next((name for name in _MODE_ARGS if name in parameters), None)
 
 
@@ -100,16 +80,9 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
       >>> trainer.fit(x, y, epochs=2, batch_size=4, verbose=0).epoch
       [0, 1]
     """
-    linen = _import_linen()
-    if not isinstance(module, linen.Module):
-        raise TypeError(
-            errors.expected(
-                "module",
-                "a flax.linen.Module",
-                module,
-                "For a flax.nnx.Module use jaxfit.from_nnx(module).",
-            )
-        )
+    linen = common.need("flax.linen", "from_flax", "flax")
+    common.expect_module(module, linen.Module, "a flax.linen.Module",
+                         "For a flax.nnx.Module use jaxfit.from_nnx(module).")
     errors.non_negative_int("seed", seed)
     call = _CallArgs(module)
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(int(seed)))
@@ -146,7 +119,7 @@ class _CallArgs:
         self.mode_arg = _mode_arg(module)
         # jaxfit's (batch,) row mask goes to a user module that declares `mask`;
         # Flax's own layers (nn.BatchNorm(mask=...)) mean another shape by it
-        self.takes_mask = ("mask" in _call_parameters(module)
+        self.takes_mask = ("mask" in common.call_parameters(module)
                            and not type(module).__module__.startswith("flax."))
 
     def __call__(self, x: Any, train: bool, mask: Any) -> dict[str, Any]:

@@ -13,22 +13,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxfit._src import errors
+from jaxfit._src.adapters import common
 from jaxfit._src.core.model import Model
 
-MSG_MISSING_FLAX = (
-    "jaxfit.from_nnx needs flax, which is not installed. Install it with "
-    "`pip install 'jaxfit[flax]'` (or `pip install flax`)."
-)
-
-
-def _import_nnx() -> Any:
-    try:
-        import flax  # noqa: F401
-        from flax import nnx
-    except ImportError as error:
-        raise ImportError(MSG_MISSING_FLAX) from error
-    return nnx
 
 
 def _fresh_rng_state(template: Any, rng: Any) -> Any:
@@ -97,16 +84,10 @@ def from_nnx(module: Any) -> Model:
       >>> trainer.fit(x, y, epochs=2, batch_size=4, verbose=0).epoch
       [0, 1]
     """
-    nnx = _import_nnx()
-    if not isinstance(module, nnx.Module):
-        raise TypeError(
-            errors.expected(
-                "module",
-                "a flax.nnx.Module, constructed with its nnx.Rngs",
-                module,
-                "For a flax.linen.Module use jaxfit.from_flax(module, sample_x).",
-            )
-        )
+    nnx = common.need("flax.nnx", "from_nnx", "flax")
+    common.expect_module(
+        module, nnx.Module, "a flax.nnx.Module, constructed with its nnx.Rngs",
+        "For a flax.linen.Module use jaxfit.from_flax(module, sample_x).")
     graphdef, params, rng_state, state = nnx.split(module, nnx.Param, nnx.RngState, ...)
     params = nnx.to_pure_dict(params)
     state = nnx.to_pure_dict(state)
