@@ -95,7 +95,10 @@ class ReduceLROnPlateau(MonitorCallback):
 
     Example:
       >>> import jaxfit
-      >>> cb = jaxfit.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5)
+      >>> reduce = jaxfit.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5,
+      ...                                             patience=3)
+      >>> reduce.factor, reduce.patience
+      (0.5, 3)
     """
 
     @errors.filter_traceback

@@ -73,11 +73,9 @@ class TrainerBase:
         return self.state.params
 
     @params.setter
-    @errors.filter_traceback
     def params(self, value: Any) -> None:
-        value = precision_lib.cast_for_storage(self.policy, strong(value))
-        self.session.state = self.state.replace(
-            params=self._spec.placement.place(value, self._shardings.params))
+        self.state = self.state.replace(  # placed, and checked, as a state is
+            params=precision_lib.cast_for_storage(self.policy, strong(value)))
 
     @property
     def seed(self) -> int:
