@@ -77,6 +77,14 @@ def test_from_arrays_builds_a_grain_pipeline_like_fit():
     assert not np.array_equal(orders[0], orders[1])  # a fresh order each epoch
 
 
+def test_from_arrays_shuffles_as_fit_does_with_the_same_seed():
+    pytest.importorskip("grain", reason="grain is the optional data extra")
+    expected = _trainer(seed=3).fit(X, Y, batch_size=4, epochs=3, verbose=0)
+    dataset = jaxfit.data.from_arrays(X, Y, batch_size=4, shuffle=True, seed=3)
+    got = _trainer(seed=3).fit_dataset(dataset, epochs=3, verbose=0)
+    np.testing.assert_allclose(got.history["loss"], expected.history["loss"], rtol=1e-6)
+
+
 def test_sample_weights_and_class_weights_in_streams():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 3)).astype(np.float32)

@@ -16,49 +16,53 @@ MSG_NO_GRAIN = (
 )
 
 
-class _Samples:
-    """A random-access grain source over the rows of ``{"xs", "ys"[, ...]}``."""
+class _Batches:
+    """A random-access grain source of whole batches: batch ``i`` is one
+    fancy-indexing gather per leaf (no per-sample ``__getitem__``)."""
 
-    def __init__(self, tree: dict[str, Any], n: int):
-        self._tree, self._n = tree, n
+    def __init__(self, tree: dict[str, Any], order: np.ndarray, batch_size: int):
+        self._tree, self._order, self._batch_size = tree, order, batch_size
 
     def __len__(self) -> int:
-        return self._n
+        return math.ceil(len(self._order) / self._batch_size)
 
     def __getitem__(self, index: int) -> Any:
-        return jax.tree.map(lambda leaf: leaf[index], self._tree)
+        rows = self._order[index * self._batch_size:(index + 1) * self._batch_size]
+        return jax.tree.map(lambda leaf: leaf[rows], self._tree)
 
 
 class ArrayDataset:
     """Batches of in-memory arrays through grain, reshuffled at each iteration.
 
-    Each ``iter()`` (each epoch of ``fit_dataset``) builds
-    ``grain.MapDataset.source(...).shuffle(seed=...).batch(batch_size)`` with a
-    fresh shuffle seed derived from ``(seed, epoch)``, so every epoch sees a new
-    order, as ``fit(shuffle=True)`` does (the orders themselves are grain's).
+    Each ``iter()`` (each epoch of ``fit_dataset``) builds a grain ``MapDataset``
+    whose items are whole batches, each gathered in one vectorised indexing call
+    per leaf. With ``shuffle`` the order of epoch ``e`` is the permutation
+    ``fit(shuffle=True)`` draws for its pass ``e`` from the same seed, so
+    ``fit_dataset(from_arrays(x, y, seed=s))`` trains exactly as
+    ``Trainer(..., seed=s).fit(x, y)``.
 
     Attributes:
       epoch: how many times the dataset has been iterated.
     """
 
-    def __init__(self, source: _Samples, batch_size: int, shuffle: bool, seed: int):
-        self._source = source
+    def __init__(self, tree: dict[str, Any], n: int, batch_size: int, shuffle: bool,
+                 seed: int):
+        self._tree, self._n = tree, n
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
 
     def __len__(self) -> int:
-        return math.ceil(len(self._source) / self.batch_size)
+        return math.ceil(self._n / self.batch_size)
 
     def grain_dataset(self, epoch: int) -> Any:
         """The grain ``MapDataset`` of batches for ``epoch``."""
         import grain  # optional extra
 
-        dataset = grain.MapDataset.source(self._source)
-        if self.shuffle:
-            dataset = dataset.shuffle(seed=self.seed * 1_000_003 + epoch)
-        return dataset.batch(self.batch_size)
+        order = (np.random.default_rng([self.seed, epoch]).permutation(self._n)
+                 if self.shuffle else np.arange(self._n))
+        return grain.MapDataset.source(_Batches(self._tree, order, self.batch_size))
 
     def __iter__(self) -> Iterator[Any]:
         dataset = self.grain_dataset(self.epoch)
@@ -94,4 +98,4 @@ def from_arrays(x: Any, y: Any, batch_size: int = 32, shuffle: bool = True,
         tree["sample_weight"] = np.asarray(sample_weight, np.float32)
     n = arrays.num_samples({"x": tree["xs"], "y": tree["ys"],
                             "sample_weight": tree.get("sample_weight")})
-    return ArrayDataset(_Samples(tree, n), batch_size, bool(shuffle), int(seed))
+    return ArrayDataset(tree, n, batch_size, bool(shuffle), int(seed))
