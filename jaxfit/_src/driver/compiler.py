@@ -220,10 +220,10 @@ def shapes(tree: Any) -> str:
     ['b'] (32,) int32"`` for a pytree: what error messages quote."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     if len(leaves) == 1 and not leaves[0][0]:
-        leaf = leaves[0][1]
-        return f"shape {tuple(leaf.shape)} {leaf.dtype}"
-    return "shapes " + ", ".join(f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)} "
-                                 f"{leaf.dtype}" for path, leaf in leaves)
+        return "shape " + errors.array_spec(leaves[0][1].shape, leaves[0][1].dtype)
+    return "shapes " + ", ".join(
+        f"{jax.tree_util.keystr(path)} {errors.array_spec(leaf.shape, leaf.dtype)}"
+        for path, leaf in leaves)
 
 
 def first_line(error: BaseException) -> str:

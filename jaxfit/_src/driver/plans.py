@@ -13,7 +13,7 @@ from typing import Any, Callable
 import jax
 
 from jaxfit._src import errors
-from jaxfit._src.data import arrays, iterables, sources
+from jaxfit._src.data import arrays, checks, iterables, sources
 from jaxfit._src.driver import loop, validate, yield_policy
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs
 from jaxfit._src.driver.compiler import Compiled
@@ -41,8 +41,8 @@ def fit_plan(prepare: Prepare, where: Placement, seed: Callable[[], int], x: Any
     """``fit`` on arrays: the validation split (before class weights, which
     weight training batches only), the source, the compiled steps."""
     data, n = arrays.standardize(x, y, args.sample_weight)
-    if args.class_weight is not None:  # the whole y, before any split
-        arrays.with_class_weight(data, args.class_weight)
+    if args.class_weight is not None:  # every class of the whole y, before any split
+        checks.check_class_weight(args.class_weight, data["y"])
     validation = None
     if args.validation_data is not None:
         vx, vy, *vw = args.validation_data
