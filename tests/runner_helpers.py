@@ -8,6 +8,23 @@ import numpy as np
 
 import jaxfit
 
+TINY = """\
+name: tiny
+model:
+  name: runner_helpers:linear_model
+data:
+  name: runner_helpers:tiny_data
+optimizer:
+  name: sgd
+  learning_rate: 0.1
+"""
+
+
+def tiny_config(fit: str, rest: str = "") -> str:
+    """The tiny linear experiment's YAML (the runner tests' base config): its ``fit``
+    section's lines, then any further sections."""
+    return TINY + "fit:\n" + fit + rest
+
 
 def tiny_data(num_samples=64, seed=0):
     """A user dataset callable: returns the mapping the runner accepts."""

@@ -5,6 +5,7 @@ import os
 import pathlib
 
 import pytest
+from runner_helpers import tiny_config
 
 from jaxfit import cli
 
@@ -76,19 +77,7 @@ def _write(tmp_path, text, name="config.yaml"):
     return str(path)
 
 
-BASE = """\
-name: tiny
-model:
-  name: runner_helpers:linear_model
-data:
-  name: runner_helpers:tiny_data
-optimizer:
-  name: sgd
-  learning_rate: 0.1
-fit:
-  epochs: 2
-  batch_size: 16
-"""
+BASE = tiny_config("  epochs: 2\n  batch_size: 16\n")
 
 # (config text replacing a line of BASE, or overrides; the expected message)
 BAD = [

@@ -11,24 +11,12 @@ import pathlib
 import re
 
 import pytest
+from runner_helpers import tiny_config
 
 import jaxfit
 from jaxfit import cli
 
-CONFIG = """\
-name: tiny
-model:
-  name: runner_helpers:linear_model
-data:
-  name: runner_helpers:tiny_data
-optimizer:
-  name: sgd
-  learning_rate: 0.1
-fit:
-  epochs: 6
-  batch_size: 16
-  validation_split: 0.25
-"""
+CONFIG = tiny_config("  epochs: 6\n  batch_size: 16\n  validation_split: 0.25\n")
 
 # min_delta 10: nothing after the first epoch counts as better, so with patience 1
 # the second epoch stops the run, and the first epoch's weights come back.

@@ -8,24 +8,12 @@ import re
 
 import pytest
 import yaml
+from runner_helpers import tiny_config
 
 import jaxfit
 from jaxfit import cli
 
-BASE = """\
-name: tiny
-model:
-  name: runner_helpers:linear_model
-data:
-  name: runner_helpers:tiny_data
-optimizer:
-  name: sgd
-  learning_rate: 0.1
-fit:
-  epochs: 1
-  batch_size: 16
-backup: false
-"""
+BASE = tiny_config("  epochs: 1\n  batch_size: 16\n", "backup: false\n")
 
 MLP = BASE.replace("""\
   name: runner_helpers:linear_model

@@ -11,6 +11,7 @@ import typing
 import numpy as np
 import pytest
 import runner_helpers
+from runner_helpers import tiny_config
 
 import jaxfit
 from jaxfit import cli
@@ -18,18 +19,7 @@ from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.runner import run as run_lib
 from jaxfit._src.runner import schema
 
-BASE = """\
-name: tiny
-model:
-  name: runner_helpers:linear_model
-data:
-  name: runner_helpers:tiny_data
-optimizer:
-  name: sgd
-  learning_rate: 0.1
-fit:
-  epochs: 2
-"""
+BASE = tiny_config("  epochs: 2\n")
 
 STREAMS = BASE.replace("runner_helpers:tiny_data", "runner_helpers:tiny_streams")
 

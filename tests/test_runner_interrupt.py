@@ -13,28 +13,16 @@ import re
 import subprocess
 import sys
 
+from runner_helpers import tiny_config
+
 import jaxfit
 from jaxfit import cli
 
 TESTS = pathlib.Path(__file__).resolve().parent
 
-CONFIG = """\
-name: tiny
-model:
-  name: runner_helpers:linear_model
-data:
-  name: runner_helpers:tiny_data
-optimizer:
-  name: sgd
-  learning_rate: 0.1
-fit:
-  epochs: 4
-  batch_size: 16
-  yield_every: batch
-callbacks:
-  - name: CSVLogger
-    args: {filename: training.csv}
-"""
+CONFIG = tiny_config(
+    "  epochs: 4\n  batch_size: 16\n  yield_every: batch\n",
+    "callbacks:\n  - name: CSVLogger\n    args: {filename: training.csv}\n")
 
 
 def _write(tmp_path, text):
