@@ -26,6 +26,22 @@ def tiny_config(fit: str, rest: str = "") -> str:
     return TINY + "fit:\n" + fit + rest
 
 
+def write_config(tmp_path, text, name="config.yaml"):
+    """Writes a YAML config into ``tmp_path``; returns its path as a string."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def run_cli(capsys, *argv):
+    """``jaxfit ARGV...`` in this process: ``(exit code, stdout, stderr)``."""
+    from jaxfit import cli
+
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def tiny_data(num_samples=64, seed=0):
     """A user dataset callable: returns the mapping the runner accepts."""
     rng = np.random.default_rng(seed)

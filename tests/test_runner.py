@@ -5,9 +5,9 @@ import os
 import pathlib
 
 import pytest
+from runner_helpers import run_cli as _run
 from runner_helpers import tiny_config
-
-from jaxfit import cli
+from runner_helpers import write_config as _write
 
 pytest.importorskip("flax", reason="the built-in models are Flax modules")
 pytest.importorskip("sklearn", reason="the digits dataset ships with scikit-learn")
@@ -15,12 +15,6 @@ pytest.importorskip("sklearn", reason="the digits dataset ships with scikit-lear
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 RUN_FILES = {"checkpoint", "config.yaml", "curves.png", "history.csv", "history.json",
              "metrics.json", "run.log"}
-
-
-def _run(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _only_run_dir(workdir):
@@ -69,12 +63,6 @@ def test_shipped_configs_run_end_to_end(tmp_path, capsys, name, overrides, extra
     assert resolved["environment"]["devices"]
     code, out, _ = _run(capsys, "show", str(run_dir))
     assert code == 0 and "test: loss" in out and f"epochs: {epochs}" in out
-
-
-def _write(tmp_path, text, name="config.yaml"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return str(path)
 
 
 BASE = tiny_config("  epochs: 2\n  batch_size: 16\n")

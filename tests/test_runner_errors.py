@@ -8,10 +8,11 @@ import re
 
 import pytest
 import yaml
+from runner_helpers import run_cli as _cli
 from runner_helpers import tiny_config
+from runner_helpers import write_config as _write
 
 import jaxfit
-from jaxfit import cli
 
 BASE = tiny_config("  epochs: 1\n  batch_size: 16\n", "backup: false\n")
 
@@ -23,18 +24,6 @@ MLP = BASE.replace("""\
     hidden: [8, 4]
     dropout: 0.1
 """)  # model.args.hidden (and hidden[i]) is line 5, dropout line 6
-
-
-def _write(tmp_path, text, name="config.yaml"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return str(path)
-
-
-def _cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # (config text, --set overrides, the message (a regex), where it points: a line of

@@ -11,10 +11,11 @@ import typing
 import numpy as np
 import pytest
 import runner_helpers
+from runner_helpers import run_cli as _cli
 from runner_helpers import tiny_config
+from runner_helpers import write_config as _write
 
 import jaxfit
-from jaxfit import cli
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.runner import run as run_lib
 from jaxfit._src.runner import schema
@@ -22,18 +23,6 @@ from jaxfit._src.runner import schema
 BASE = tiny_config("  epochs: 2\n")
 
 STREAMS = BASE.replace("runner_helpers:tiny_data", "runner_helpers:tiny_streams")
-
-
-def _write(tmp_path, text, name="config.yaml"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return str(path)
-
-
-def _cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _keyword_arguments(method):
