@@ -82,11 +82,6 @@ def _common(args: FitArgs | StreamFitArgs) -> None:
     yield_policy.parse(args.yield_every, args.now)  # raises for a bad value
 
 
-def fields(kind: type) -> list[dataclasses.Field]:
-    """The fields of ``FitArgs`` or ``StreamFitArgs`` (for the runner)."""
-    return list(dataclasses.fields(kind))
-
-
 def bind(kind: type, scope: dict[str, Any]) -> Any:
     """A ``FitArgs`` / ``StreamFitArgs`` from a call's parameters (its fields)."""
     return kind(**{name: scope[name] for name in kind.__dataclass_fields__})
