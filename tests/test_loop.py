@@ -36,9 +36,9 @@ class _Source:
             part = slice(first, first + 2)
             yield ({"x": self.x[part], "y": self.y[part],
                     "sample_weight": (self.mask[part],), "mask": self.mask[part]},
-                   2)
+                   2, False)  # (block, real batches, partial)
 
-    def eval_blocks(self, limit):
+    def eval_blocks(self, limit, size):
         return self.epoch_blocks(0, 0, 2)
 
     def close(self):

@@ -296,28 +296,41 @@ def make_eval_step(
     return eval_step
 
 
-def make_block(step: Callable[..., Any]):
+def make_block(step: Callable[..., Any], partial: bool = False):
     """Fuses ``step`` over a block of batches with ``lax.scan``.
 
     Returns ``block(state, totals, block_batch) -> (state, totals, batch_logs)``
     where ``totals`` is the running epoch sum (merged on device) and
     ``batch_logs`` holds each batch's own sums, stacked along the block axis.
+    With ``partial``, a slot whose batch is all padding (mask 0) is skipped
+    (``lax.cond``: no compute; its logs are zeros): a stream's block that ended
+    early runs only its real batches.
     """
+
+    def run(state, totals, batch):
+        state, logs = step(state, batch)
+        totals = jax.tree.map(metrics.merge, totals, logs, is_leaf=_is_mean)
+        return state, totals, logs
+
+    def body(carry, batch):
+        state, totals = carry
+        if partial:
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 jax.eval_shape(step, state, batch)[1])
+            state, totals, logs = jax.lax.cond(
+                jnp.sum(batch["mask"]) > 0, run,
+                lambda state, totals, _: (state, totals, zeros), state, totals, batch)
+        else:
+            state, totals, logs = run(state, totals, batch)
+        return (state, totals), logs
 
     def block(state, totals, batches):
         if jax.tree.leaves(batches)[0].shape[0] == 1:  # one step: no loop at all
             # (XLA:CPU runs convolutions inside a while loop, even a one-trip
             # loop, an order of magnitude slower than outside one.)
-            state, logs = step(state, jax.tree.map(lambda a: a[0], batches))
-            totals = jax.tree.map(metrics.merge, totals, logs, is_leaf=_is_mean)
+            state, totals, logs = run(state, totals,
+                                      jax.tree.map(lambda a: a[0], batches))
             return state, totals, jax.tree.map(lambda a: a[None], logs)
-
-        def body(carry, batch):
-            state, totals = carry
-            state, logs = step(state, batch)
-            totals = jax.tree.map(metrics.merge, totals, logs, is_leaf=_is_mean)
-            return (state, totals), logs
-
         (state, totals), logs = jax.lax.scan(body, (state, totals), batches)
         return state, totals, logs
 

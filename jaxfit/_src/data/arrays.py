@@ -228,10 +228,12 @@ def blocks(data: dict[str, Any], index: np.ndarray, mask: np.ndarray,
 
 def prefetch(iterator: Iterator[tuple[Any, int]], put: Callable[[Any], Any],
              size: int = 2):
-    """Moves items to the device ``size`` ahead of use with ``put`` (async)."""
+    """Moves items to the device ``size`` ahead of use with ``put`` (async);
+    yields ``(device block, real batches, False)`` (never a partial block: the
+    padding batches of a last block are computed and masked)."""
     queue: collections.deque = collections.deque()
     for block, real in iterator:
-        queue.append((put(block), real))
+        queue.append((put(block), real, False))
         if len(queue) >= size:
             yield queue.popleft()
     while queue:

@@ -7,14 +7,15 @@ dataset duck-typed through ``as_numpy_iterator()``). Each batch is
 are allowed inside.
 
 Shapes: every batch is padded (and masked) to the **largest batch size seen so
-far** in the stream, so a stream of equal batches with a short last one compiles
-one shape; a batch larger than all before it compiles one more. A batch whose
-structure, feature shapes or dtypes differ from the first batch's is rejected with
-its index before it reaches jit.
+far** in the stream, so a stream of equal batches with a short last one has one
+shape (its *bucket*); a batch larger than all before it opens another. A batch
+whose structure, feature shapes or dtypes differ from the first batch's is
+rejected with its index before it reaches jit.
 
-A background thread (``Feeder``) prepares batches and moves them to the device
-``depth`` ahead of use; its exceptions are re-raised in the caller with the batch
-index, and it is always joined.
+A background thread (``Feeder``) prepares batches, groups consecutive ones of a
+bucket into fused blocks (see ``Feeder`` for when a block ends early) and moves
+them to the device ``depth`` blocks ahead of use; its exceptions are re-raised in
+the caller with the batch index, and it is always joined.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import collections.abc
 import itertools
 import queue
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import numpy as np
 
 from jaxfit._src import errors
-from jaxfit._src.data import arrays
+from jaxfit._src.data import arrays, checks
 
 MSG_ONE_SHOT = (
     "{argname}: a one-shot iterator (such as a generator object) cannot be iterated "
@@ -83,11 +85,32 @@ class Stream:
         return iter(self._factory())
 
 
-class Batcher:
-    """Turns raw batches into padded, masked host blocks of one batch each.
+# A block being filled is sent off after this long even if not full, so a slow
+# producer never keeps the device waiting for batches it already has.
+FILL_MS = 20.0
 
-    Checks each batch against the first one's structure, feature shapes and dtypes,
-    applies ``class_weight``, and pads to the largest batch size seen so far.
+
+class Batch:
+    """One prepared (checked, converted, unpadded) batch of a stream."""
+
+    __slots__ = ("leaves", "weights", "n", "index", "size")
+
+    def __init__(self, leaves: list[Any], weights: tuple[np.ndarray, ...], n: int,
+                 index: int, size: int):
+        self.leaves, self.weights, self.n, self.index = leaves, weights, n, index
+        self.size = size  # the padded batch size (its shape bucket)
+
+
+class Batcher:
+    """Turns raw batches into prepared ``Batch``es, and groups of them into padded,
+    masked host blocks.
+
+    The first batch fixes the structure, feature shapes and dtypes; a later batch
+    that matches them (numpy leaves, ``(x, y[, w])`` or ``{"xs", "ys"}``) takes a
+    fast path of a few attribute checks; any other goes through
+    ``arrays.standardize`` and the signature check, which converts it or raises
+    naming its index. Every batch is padded to the largest batch size seen so far
+    (a multiple of ``multiple``): that size is its shape bucket.
     """
 
     def __init__(self, argname: str, class_weight: dict[int, float] | None,
@@ -97,11 +120,64 @@ class Batcher:
         self.multiple = multiple  # pad to a multiple of the devices feeding on it
         self.signature: Any = None
         self.size = 0
-        # (y, batch index) -> None, raising for labels the losses cannot take;
-        # set once the model's output shapes are known
-        self.check: Callable[[Any, int], None] | None = None
+        self._treedef: Any = None  # of (x, y), from the first batch
+        self._specs: list[tuple[tuple[int, ...], np.dtype]] = []
+        self._outputs = 0
+        self._ones: dict[int, tuple[np.ndarray, ...]] = {}
+        # (y, where) -> None, raising for labels the losses cannot take; set once
+        # the model's output shapes are known
+        self.check: Callable[[Any, str], None] | None = None
 
-    def __call__(self, raw: Any, index: int) -> tuple[dict[str, Any], int]:
+    def __call__(self, raw: Any, index: int) -> Batch:
+        prepared = self._quick(raw)
+        if prepared is None:
+            prepared = self._standard(raw, index)
+        leaves, weights, n = prepared
+        self.size = max(self.size, -(-n // self.multiple) * self.multiple)
+        return Batch(leaves, weights, n, index, self.size)
+
+    def _quick(self, raw: Any) -> tuple[list[Any], tuple[np.ndarray, ...], int] | None:
+        """A batch shaped like the first one, without the general conversion."""
+        if self._treedef is None:
+            return None
+        weight = None
+        if type(raw) is tuple and len(raw) in (2, 3):
+            x, y = raw[0], raw[1]
+            weight = raw[2] if len(raw) == 3 else None
+        elif type(raw) is dict and len(raw) == 2 and "xs" in raw and "ys" in raw:
+            x, y = raw["xs"], raw["ys"]
+        else:
+            return None
+        leaves, treedef = jax.tree_util.tree_flatten((x, y))
+        if treedef != self._treedef:
+            return None
+        n = -1
+        for i, (leaf, (shape, dtype)) in enumerate(zip(leaves, self._specs)):
+            if type(leaf) is not np.ndarray or leaf.shape[1:] != shape:
+                return None
+            if leaf.dtype != dtype:
+                if not ((leaf.dtype == np.float64 and dtype == np.float32)
+                        or (leaf.dtype == np.int64 and dtype == np.int32)):
+                    return None
+                leaves[i] = leaf.astype(dtype)
+            if n < 0:
+                n = leaf.shape[0]
+            elif leaf.shape[0] != n:
+                return None
+        if n <= 0:
+            return None
+        if weight is None:
+            weights = self._ones.get(n)
+            if weights is None:
+                weights = self._ones[n] = (np.ones(n, np.float32),) * self._outputs
+        elif type(weight) is np.ndarray and weight.shape == (n,):
+            weights = (weight.astype(np.float32, copy=False),) * self._outputs
+        else:
+            return None
+        return leaves, weights, n
+
+    def _standard(self, raw: Any, index: int
+                  ) -> tuple[list[Any], tuple[np.ndarray, ...], int]:
         x, y, sample_weight = parse_batch(raw, index, self.argname)
         prefix = f"{self.argname} batch {index}: "
         data, n = arrays.standardize(x, y, sample_weight, prefix)
@@ -110,6 +186,9 @@ class Batcher:
         structure = jax.tree.structure((x, y))
         if self.signature is None:
             self.signature = (structure, signature)
+            leaves, self._treedef = jax.tree_util.tree_flatten((x, y))
+            self._specs = [(a.shape[1:], a.dtype) for a in leaves]
+            self._outputs = len(jax.tree.leaves(y))
         elif (structure, signature) != self.signature:
             raise ValueError(
                 f"{self.argname}: batch {index} has structure/shapes "
@@ -117,26 +196,72 @@ class Batcher:
                 f"{_describe(*self.signature)} (feature shapes and dtypes, without the "
                 "batch axis). Every batch must have the same structure, feature shapes "
                 "and dtypes; only the batch size may vary.")
+        leaves = [np.asarray(a) for a in jax.tree.leaves((x, y))]
+        return leaves, tuple(data["sample_weight"]), n
+
+    def check_group(self, group: list[Batch]) -> None:
+        """Labels and class weights of a group of batches, checked at once; an
+        error names the first batch that has the problem."""
+        if self.check is None and self.class_weight is None:
+            return
+        try:
+            self._check(group, "")
+        except ValueError:
+            for batch in group:  # find the batch to name (and its own message)
+                self._check([batch], f"{self.argname} batch {batch.index}: ")
+            raise
+
+    def _check(self, group: list[Batch], prefix: str) -> None:
+        y = self._y(group)
         if self.check is not None:
-            self.check(y, index)
-        weights = arrays.with_class_weight(data, self.class_weight,
-                                           prefix + "y")["sample_weight"]
-        self.size = max(self.size, -(-n // self.multiple) * self.multiple)
-        pad = self.size - n
+            self.check(y, prefix + "y")
+        if self.class_weight is not None:
+            checks.check_class_weight(self.class_weight, y, prefix + "y")
 
-        def padded(a):
-            if not pad:
-                return a[None]
-            return np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])[None]
+    def _y(self, group: list[Batch]) -> Any:
+        """The labels of the group's batches, concatenated (no padding rows)."""
+        leaves = [np.concatenate([b.leaves[i] for b in group])
+                  if len(group) > 1 else group[0].leaves[i]
+                  for i in range(len(self._specs))]
+        return jax.tree.unflatten(self._treedef, leaves)[1]
 
-        mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-        block = {
-            "x": jax.tree.map(padded, x),
-            "y": jax.tree.map(padded, y),
-            "sample_weight": tuple(padded(w) for w in weights),
-            "mask": mask[None],
-        }
-        return block, 1
+    def block(self, group: list[Batch], slots: int = 0) -> dict[str, Any]:
+        """The group's batches stacked into one padded, masked host block of
+        ``slots`` batches (at least the group's; the extra ones all padding)."""
+        size, slots = group[0].size, max(slots, len(group))
+        leaves = [_stack([b.leaves[i] for b in group], slots, size)
+                  for i in range(len(self._specs))]
+        x, y = jax.tree.unflatten(self._treedef, leaves)
+        full = slots == len(group) and all(batch.n == size for batch in group)
+        if full and all(b.weights is self._ones.get(size) for b in group):
+            ones = np.ones((slots, size), np.float32)  # no sample weights given
+            weights: tuple[np.ndarray, ...] = (ones,) * self._outputs
+        else:
+            weights = tuple(_stack([b.weights[o] for b in group], slots, size)
+                            for o in range(self._outputs))
+        if self.class_weight is not None:
+            per_class = _stack([arrays.class_weights(
+                jax.tree.unflatten(self._treedef, b.leaves)[1], self.class_weight)
+                for b in group], slots, size)
+            weights = tuple(w * per_class for w in weights)
+        if full:
+            mask = np.ones((slots, size), np.float32)
+        else:
+            mask = np.zeros((slots, size), np.float32)
+            for i, batch in enumerate(group):
+                mask[i, :batch.n] = 1.0
+        return {"x": x, "y": y, "sample_weight": weights, "mask": mask}
+
+
+def _stack(arrays_: list[np.ndarray], slots: int, size: int) -> np.ndarray:
+    """``[n_i, ...]`` arrays as one ``[slots, size, ...]`` array, zero-padded."""
+    if len(arrays_) == slots and all(a.shape[0] == size for a in arrays_):
+        return np.stack(arrays_)
+    first = arrays_[0]
+    out = np.zeros((slots, size, *first.shape[1:]), first.dtype)
+    for i, a in enumerate(arrays_):
+        out[i, :a.shape[0]] = a
+    return out
 
 
 def _describe(structure: Any, signature: Any) -> str:
@@ -153,23 +278,39 @@ class _Failure:
         self.error, self.index = error, index
 
 
+class _AtBatch(Exception):
+    """An error of batch ``index``, found after the batches before it were sent."""
+
+    def __init__(self, error: BaseException, index: int):
+        super().__init__(str(error))
+        self.error, self.index = error, index
+
+
 _END = object()
 
 
 class Feeder:
-    """Prepares items on a background thread and puts them on the device ahead.
+    """Reads raw batches on a background thread, groups them into fused blocks and
+    puts the blocks on the device ahead of use.
 
-    Iterating yields ``prepare(item, index)`` results, ``put`` applied,
-    keeping ``depth`` of them in flight. ``close()`` stops and joins the thread; it is
-    called when iteration ends, fails, or the consumer stops early.
+    A block holds ``size`` consecutive batches of one shape bucket. It is sent off
+    early, as a *partial* block (``size`` slots, the empty ones skipped by the
+    compiled step), when a batch opens a new bucket, the stream ends, an epoch
+    ends (every ``period`` batches, counted from the stream's start), an error
+    comes (the batches before it are sent first), or it has been filling for
+    ``fill_s`` seconds. Iterating yields ``(device block, number of batches,
+    partial)``, keeping ``depth`` blocks in flight; producer errors are re-raised
+    in the consumer naming the batch. ``close()`` stops and joins the thread; it
+    runs when iteration ends, fails, or the consumer stops early.
     """
 
-    def __init__(self, items: Iterator[Any], prepare: Callable[[Any, int], Any],
-                 put: Callable[[Any], Any] = jax.device_put, depth: int = 2,
-                 start_index: int = 0):
-        self._items = items
-        self._prepare = prepare
-        self._put_device = put
+    def __init__(self, items: Iterator[Any], batcher: Batcher,
+                 put: Callable[[Any], Any] = jax.device_put, *, size: int = 1,
+                 fill_s: float | None = None, period: int | None = None,
+                 depth: int = 2, start_index: int = 0):
+        self._items, self._batcher, self._put_device = items, batcher, put
+        self._most = size
+        self._fill_s, self._period = fill_s, period
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._index = start_index
@@ -186,18 +327,59 @@ class Feeder:
                 continue
         return False
 
-    def _run(self) -> None:
-        index = self._index
+    def _send(self, group: list[Batch]) -> bool:
+        """Checks the group and sends it as blocks; False when stopped. A check
+        error sends the batches before the failing one, then raises ``_AtBatch``."""
         try:
-            for item in self._items:
+            self._batcher.check_group(group)
+        except ValueError as error:
+            bad = next(i for i, b in enumerate(group) if _fails(self._batcher, b))
+            if bad and not self._send(group[:bad]):
+                return False
+            raise _AtBatch(error, group[bad].index) from None
+        block = self._batcher.block(group, self._most)
+        sent = self._put((self._put_device(block), len(group), len(group) < self._most))
+        time.sleep(0)  # hands the GIL to the loop now, not after the switch interval
+        return sent
+
+    def _due(self, group: list[Batch], opened: float, index: int) -> bool:
+        if len(group) >= self._most:
+            return True
+        if self._period is not None and (index + 1) % self._period == 0:
+            return True  # an epoch of a stream continued across epochs ends here
+        return self._fill_s is not None and time.perf_counter() - opened >= self._fill_s
+
+    def _run(self) -> None:
+        index, group, opened = self._index, [], 0.0
+        try:
+            for raw in self._items:
                 if self._stop.is_set():
                     return
-                block, real = self._prepare(item, index)
-                if not self._put((self._put_device(block), real)):
-                    return
+                batch = self._batcher(raw, index)
+                if group and batch.size != group[0].size:  # a new shape bucket
+                    if not self._send(group):
+                        return
+                    group = []
+                if not group:
+                    opened = time.perf_counter()
+                group.append(batch)
+                if self._due(group, opened, index):
+                    if not self._send(group):
+                        return
+                    group = []
                 index += 1
+            if group and not self._send(group):
+                return
             self._put(_END)
+        except _AtBatch as failure:
+            self._put(_Failure(failure.error, failure.index))
         except BaseException as error:  # re-raised in the consumer
+            try:  # the batches read before the failure still train
+                if group and not self._send(group):
+                    return
+            except _AtBatch as failure:
+                self._put(_Failure(failure.error, failure.index))
+                return
             self._put(_Failure(error, index))
 
     def __iter__(self) -> Iterator[Any]:
@@ -224,6 +406,14 @@ class Feeder:
             except queue.Empty:
                 pass
             self._thread.join(timeout=0.05)
+
+
+def _fails(batcher: Batcher, batch: Batch) -> bool:
+    try:
+        batcher.check_group([batch])
+    except ValueError:
+        return True
+    return False
 
 
 def take(iterator: Iterator[Any], count: int | None) -> Iterator[Any]:

@@ -33,6 +33,7 @@ MAX_BLOCK = 256  # the most train steps fused into one compiled call
 # per-call cost of the host gather and device_put is what limits small models),
 # large ones few (they are compute-bound, and yields stay frequent).
 BLOCK_BYTES = 8 << 20
+STREAM_BLOCK_BYTES = 2 << 20
 
 
 class ArraySource:
@@ -66,9 +67,10 @@ class ArraySource:
         index, mask = self.batches.epoch_indices(epoch)
         return self._blocks(index[start:], mask[start:], size)
 
-    def eval_blocks(self, limit: int | None) -> Iterator[Any]:
+    def eval_blocks(self, limit: int | None, size: int = 1) -> Iterator[Any]:
         index, mask = self.batches.epoch_indices(0)
-        return self._blocks(index[:limit], mask[:limit], 1)
+        index, mask = index[:limit], mask[:limit]
+        return self._blocks(index, mask, arrays.block_size(len(index), size))
 
     def _blocks(self, index: np.ndarray, mask: np.ndarray, size: int) -> Iterator[Any]:
         """This process's rows of each block, gathered on the host and put on the
@@ -83,26 +85,36 @@ class ArraySource:
 
 
 class StreamSource:
-    """Batches from a stream, each checked, padded, masked and put on the device
-    by a feeder thread; the first batch is read ahead (to trace the model)."""
+    """Batches from a stream, checked, grouped into fused blocks of one padded
+    shape, padded, masked and put on the device by a feeder thread (see
+    ``iterables.Feeder``); the first batch is read ahead (to trace the model).
+
+    ``fill_ms``: the yield interval; a block being filled is sent off after it or
+    ``iterables.FILL_MS``, whichever is shorter. Several processes group by counts
+    only, so that they run the same compiled blocks.
+    """
 
     def __init__(self, dataset: Any, argname: str, *, put: Put, multiple: int,
                  processes: int = 1, class_weight: dict[int, float] | None = None,
-                 steps_per_epoch: int | None = None, initial_epoch: int = 0):
+                 steps_per_epoch: int | None = None, initial_epoch: int = 0,
+                 fill_ms: float | None = iterables.FILL_MS):
         self.argname = argname
         self.stream = iterables.Stream(dataset, argname)
         self.batcher = iterables.Batcher(argname, class_weight, multiple)
         self._put, self._processes = put, processes
         self._steps, self._initial = steps_per_epoch, initial_epoch
+        fill = iterables.FILL_MS if fill_ms is None else min(fill_ms, iterables.FILL_MS)
+        self._fill_s = None if processes > 1 else fill / 1000.0
         first_epoch = self.stream.iterator(initial_epoch)
         first = next(first_epoch, _MISSING)
         if first is _MISSING:
             raise ValueError(errors.expected(argname, "at least one batch",
                                              errors.Description("no batches")))
-        example, _ = self.batcher(first, 0)
+        example = self.batcher.block([self.batcher(first, 0)])
         self.example = (_unblock(example["x"]), _unblock(example["y"]))
         self.batch_size = int(example["mask"].sum())
         self.padded_size = int(example["mask"].shape[1])
+        self._batch_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(example))
         self._pending = [itertools.chain([first], first_epoch)]  # the first iterator
         self._feeds: list[Iterator[Any]] = []
         # callbacks' params["steps"]: steps_per_epoch, else a sized dataset's length
@@ -112,39 +124,46 @@ class StreamSource:
 
     def check_labels(self, compiled: Any) -> None:
         """Checks every batch's labels (in the feeder thread) against the losses."""
-        def check(y: Any, index: int) -> None:
-            checks.check_labels(compiled.objective, y, compiled.y_pred,
-                                f"{self.argname} batch {index}: y")
+        def check(y: Any, where: str) -> None:
+            checks.check_labels(compiled.objective, y, compiled.y_pred, where)
         self.batcher.check = check
 
     def block_size(self, fuse: bool) -> int:
-        del fuse
-        return 1
+        """Steps per block: by bytes of the first batch (``STREAM_BLOCK_BYTES``,
+        at most 256). Smaller than arrays' budget: a partial block moves all its
+        slots to the device, the empty ones too."""
+        if not fuse:
+            return 1
+        return max(1, min(MAX_BLOCK, STREAM_BLOCK_BYTES // max(self._batch_bytes, 1)))
 
-    def _feeder(self, source: Iterator[Any], start: int) -> iterables.Feeder:
+    def _feeder(self, source: Iterator[Any], start: int, size: int,
+                period: int | None = None) -> iterables.Feeder:
         return iterables.Feeder(iterables.skip(source, start, self.batcher),
-                                self.batcher, self._put_streamed, start_index=start)
+                                self.batcher, self._put_streamed,
+                                size=size, fill_s=self._fill_s,
+                                period=period, start_index=start)
 
     def _put_streamed(self, block: Any) -> Any:
-        """A streamed block (this process's batch) onto the mesh."""
+        """A streamed block (this process's batches) onto the mesh."""
         return self._put(block, int(block["mask"].shape[1]) * self._processes)
 
     def _iterator(self, epoch: int) -> Iterator[Any]:
         return self._pending.pop() if self._pending else self.stream.iterator(epoch)
 
     def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterator[Any]:
-        del size
         steps = self._steps
         if steps is None:  # an epoch is one pass over a fresh iterator
-            return self._feeder(self._iterator(epoch), start)
+            return self._feeder(self._iterator(epoch), start, size)
         if not self._feeds:  # one iterator continues across epochs; after a
             skip = (epoch - self._initial) * steps + start  # resume, skip what ran
-            self._feeds.append(iter(self._feeder(self._iterator(epoch), skip)))
-        return itertools.islice(self._feeds[0], steps - start)
+            self._feeds.append(iter(self._feeder(self._iterator(epoch), skip, size,
+                                                 period=steps)))
+        return _counted(self._feeds[0], steps - start)
 
-    def eval_blocks(self, limit: int | None) -> Iterator[Any]:
+    def eval_blocks(self, limit: int | None, size: int = 1) -> Iterator[Any]:
         return iterables.Feeder(iterables.take(self._iterator(0), limit), self.batcher,
-                                self._put_streamed)
+                                self._put_streamed, size=size,
+                                fill_s=self._fill_s)
 
     def close(self) -> None:
         """Stops a feeder that spans epochs."""
@@ -153,6 +172,18 @@ class StreamSource:
             if close is not None:
                 close()
         self._feeds.clear()
+
+
+def _counted(feed: Iterator[Any], count: int) -> Iterator[Any]:
+    """Blocks of ``feed`` until they hold ``count`` batches (the feeder cuts its
+    blocks at epoch ends, so the count is met exactly)."""
+    taken = 0
+    while taken < count:
+        item = next(feed, None)
+        if item is None:
+            return
+        taken += item[1]
+        yield item
 
 
 _MISSING = object()

@@ -34,6 +34,9 @@ class Compiled:
     train_block: Any  # (state, totals, block) -> (state, totals, batch_logs)
     eval_block: Any  # (state, totals, block) -> (totals, batch_logs)
     empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
+    # the same for a stream's block that ended early: its empty slots skipped
+    train_partial: Any = None
+    eval_partial: Any = None
     state_shardings: Any = None  # of the state these blocks take (and return)
     accumulate_steps: int = 1  # > 1: the optimizer is optax.MultiSteps
     fuse: bool = True  # whether several steps may share one compiled call
@@ -135,17 +138,23 @@ def _build(spec: Spec, state: TrainState, shardings: Any, x_spec: Any, y_spec: A
     # Shardings are part of the compiled step: state as placed, batches split
     # along the data axis, totals and logs replicated.
     rep, data = spec.placement.replicated, spec.placement.batch_sharding(2)
-    train_block = jax.jit(step_lib.make_block(train_step),
-                          in_shardings=(shardings, rep, data),
-                          out_shardings=(shardings, rep, rep), donate_argnums=(0, 1))
-    eval_block_fn = step_lib.make_block(eval_step)
-    eval_block = jax.jit(lambda s, totals, b: eval_block_fn(s, totals, b)[1:],
-                         in_shardings=(shardings, rep, data), out_shardings=(rep, rep),
-                         donate_argnums=(1,))
+
+    def train(partial: bool) -> Any:
+        return jax.jit(step_lib.make_block(train_step, partial),
+                       in_shardings=(shardings, rep, data),
+                       out_shardings=(shardings, rep, rep), donate_argnums=(0, 1))
+
+    def evaluate(partial: bool) -> Any:
+        block = step_lib.make_block(eval_step, partial)
+        return jax.jit(lambda s, totals, b: block(s, totals, b)[1:],
+                       in_shardings=(shardings, rep, data), out_shardings=(rep, rep),
+                       donate_argnums=(1,))
+
     names = objective.log_names
     empty = jax.jit(lambda: step_lib.empty_logs(names), out_shardings=rep)
-    return Compiled(names, train_block, eval_block, empty, shardings,
-                    accumulate_steps, fuse, objective, y_pred)
+    return Compiled(names, train(False), evaluate(False), empty, train(True),
+                    evaluate(True), shardings, accumulate_steps, fuse, objective,
+                    y_pred)
 
 
 def _trace_forward(spec: Spec, state: Any, x_spec: Any, argname: str) -> tuple[Any, Any]:

@@ -30,7 +30,8 @@ from jaxfit._src.driver.compiler import Compiled
 from jaxfit._src.driver.session import FitSession, Position
 from jaxfit._src.driver.yield_policy import YieldPolicy
 
-Blocks = Iterable[tuple[Any, int]]  # (device block, number of real batches in it)
+# (device block, number of real batches in it, partial: its empty slots skipped)
+Blocks = Iterable[tuple[Any, int, bool]]
 
 
 @dataclasses.dataclass
@@ -43,6 +44,7 @@ class EvalPlan:
     # evaluate_dataset(batches=N) / validation_batches on a stream: the batches
     # asked for, for tfjs' ran-out-of-data warning; None: whatever the data gives.
     required_batches: int | None = None
+    block_size: int = 1  # the most eval steps fused per compiled call
 
 
 @dataclasses.dataclass
@@ -151,7 +153,7 @@ class _InterruptGuard:
 
 
 @contextlib.contextmanager
-def _closing(blocks: Blocks) -> Iterator[Iterator[tuple[Any, int]]]:
+def _closing(blocks: Blocks) -> Iterator[Iterator[tuple[Any, int, bool]]]:
     """Iterates ``blocks`` and closes it (if it can be closed) however we leave."""
     iterator = iter(blocks)
     try:
@@ -174,9 +176,10 @@ def evaluate_loop(state: Any, plan: EvalPlan, callbacks: CallbackList
     callbacks.call("on_test_begin")
     totals = plan.compiled.empty_totals()
     pending = []
-    with _closing(plan.source.eval_blocks(plan.limit)) as blocks:
-        for block, real in blocks:
-            totals, logs = plan.compiled.eval_block(state, totals, block)
+    with _closing(plan.source.eval_blocks(plan.limit, plan.block_size)) as blocks:
+        for block, real, partial in blocks:
+            run = plan.compiled.eval_partial if partial else plan.compiled.eval_block
+            totals, logs = run(state, totals, block)
             pending.append((logs, real))
     if not pending:
         raise ValueError("validation data: expected at least one batch, got none.")
@@ -299,11 +302,11 @@ def _train(session: FitSession, plan: FitPlan, callbacks: CallbackList,
     batch = steps = begin.batch
     plan.policy.reset()
     with _closing(_epoch_source(plan, epoch, begin)) as blocks:  # joins feeders
-        for block, real in blocks:
+        for block, real, partial in blocks:
             steps += real
+            run = plan.compiled.train_partial if partial else plan.compiled.train_block
             with guard.critical():
-                session.state, totals, logs = plan.compiled.train_block(
-                    session.state, totals, block)
+                session.state, totals, logs = run(session.state, totals, block)
                 session.position = Position(epoch, steps, totals)
             pending.append((logs, real))
             if plan.policy.due():

@@ -31,6 +31,7 @@ def array_source(data: dict[str, Any], n: int, batch_size: int,
 
 def stream_source(dataset: Any, argname: str, where: Placement, **kwargs: Any
                   ) -> sources.StreamSource:
+    """A stream (``kwargs``: class weights, steps_per_epoch, fill_ms...)."""
     return sources.StreamSource(dataset, argname, put=where.put_block,
                                 multiple=where.local_multiple,
                                 processes=jax.process_count(), **kwargs)
@@ -85,17 +86,18 @@ def stream_fit_plan(prepare: Prepare, where: Placement, dataset: Any,
             and args.epochs - args.initial_epoch > 1):
         raise ValueError(iterables.MSG_ONE_SHOT.format(
             argname="dataset", epoch=args.initial_epoch + 1))
+    policy = yield_policy.parse(args.yield_every, args.now)
     source = stream_source(dataset, "dataset", where, class_weight=args.class_weight,
                            steps_per_epoch=args.steps_per_epoch,
-                           initial_epoch=args.initial_epoch)
+                           initial_epoch=args.initial_epoch, fill_ms=policy.every_ms)
     compiled = prepare(*source.example, source.batch_size, 1, "dataset batch 0: ")
     source.check_labels(compiled)
     validation = eval_plan(prepare, where, args.validation_data,
                            args.validation_batches, source.batch_size,
                            "validation_data", compiled)
-    policy = yield_policy.parse(args.yield_every, args.now)
     return loop.FitPlan(source, args.epochs, args.initial_epoch, policy, validation,
-                        1, compiled)
+                        1, compiled,
+                        source.block_size(compiled.fuse and not policy.per_batch))
 
 
 def array_eval_plan(prepare: Prepare, where: Placement, data: dict[str, Any], n: int,
@@ -104,7 +106,8 @@ def array_eval_plan(prepare: Prepare, where: Placement, data: dict[str, Any], n:
     """Evaluation over standardised arrays, one padded batch per call."""
     source = array_source(data, n, batch_size, where, argname=argname)
     compiled = prepare(*source.example, source.batch_size, accumulate_steps, argname)
-    return loop.EvalPlan(source, compiled, limit=steps)
+    return loop.EvalPlan(source, compiled, limit=steps,
+                         block_size=source.block_size(compiled.fuse))
 
 
 def eval_plan(prepare: Prepare, where: Placement, data: Any, batches: int | None,
@@ -126,4 +129,5 @@ def eval_plan(prepare: Prepare, where: Placement, data: Any, batches: int | None
         compiled = prepare(*source.example, source.batch_size, 1,
                            f"{argname} batch 0: ")
     source.check_labels(compiled)
-    return loop.EvalPlan(source, compiled, limit=batches, required_batches=batches)
+    return loop.EvalPlan(source, compiled, limit=batches, required_batches=batches,
+                         block_size=source.block_size(compiled.fuse))
