@@ -24,12 +24,14 @@ import pytest
 # under `jax.numpy_dtype_promotion("strict")` instead.
 
 _COMPILES = [0]
+_NAMES: list[str] = []  # the compiled functions' names, in order
 
 
 def _on_event(event: str, duration: float, **kwargs) -> None:
-    del duration, kwargs
+    del duration
     if event == "/jax/core/compile/backend_compile_duration":
         _COMPILES[0] += 1
+        _NAMES.append(str(kwargs.get("fun_name", "")))
 
 
 jax.monitoring.register_event_duration_secs_listener(_on_event)
@@ -54,6 +56,10 @@ class CompileCounter:
     @property
     def count(self) -> int:
         return _COMPILES[0] - self.start
+
+    def named(self, name: str) -> int:
+        """How many of them compiled a function called ``name`` (``jit(name)``)."""
+        return sum(1 for n in _NAMES[self.start:] if n == f"jit({name})")
 
 
 @pytest.fixture

@@ -139,22 +139,31 @@ def _build(spec: Spec, state: TrainState, shardings: Any, x_spec: Any, y_spec: A
     # along the data axis, totals and logs replicated.
     rep, data = spec.placement.replicated, spec.placement.batch_sharding(2)
 
+    # Named for compile logs and jax.monitoring: train_block, train_partial...
     def train(partial: bool) -> Any:
-        return jax.jit(step_lib.make_block(train_step, partial),
-                       in_shardings=(shardings, rep, data),
+        block = _named(step_lib.make_block(train_step, partial),
+                       "train_partial" if partial else "train_block")
+        return jax.jit(block, in_shardings=(shardings, rep, data),
                        out_shardings=(shardings, rep, rep), donate_argnums=(0, 1))
 
     def evaluate(partial: bool) -> Any:
         block = step_lib.make_block(eval_step, partial)
-        return jax.jit(lambda s, totals, b: block(s, totals, b)[1:],
-                       in_shardings=(shardings, rep, data), out_shardings=(rep, rep),
-                       donate_argnums=(1,))
+        run = _named(lambda s, totals, b: block(s, totals, b)[1:],
+                     "eval_partial" if partial else "eval_block")
+        return jax.jit(run, in_shardings=(shardings, rep, data),
+                       out_shardings=(rep, rep), donate_argnums=(1,))
 
     names = objective.log_names
-    empty = jax.jit(lambda: step_lib.empty_logs(names), out_shardings=rep)
+    empty = jax.jit(_named(lambda: step_lib.empty_logs(names), "empty_totals"),
+                    out_shardings=rep)
     return Compiled(names, train(False), evaluate(False), empty, train(True),
                     evaluate(True), shardings, accumulate_steps, fuse, objective,
                     y_pred)
+
+
+def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    fn.__name__ = fn.__qualname__ = name
+    return fn
 
 
 def _trace_forward(spec: Spec, state: Any, x_spec: Any, argname: str) -> tuple[Any, Any]:
