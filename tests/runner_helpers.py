@@ -1,6 +1,7 @@
 """User code for the runner tests, imported by configs as ``runner_helpers:...``."""
 
 import os
+import pathlib
 import signal
 
 import jax.numpy as jnp
@@ -40,6 +41,15 @@ def run_cli(capsys, *argv):
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# The runner's compilation cache directory, in the workdir by default.
+CACHE = ".jax_cache"
+
+
+def run_dirs(workdir):
+    """The run directories in ``workdir`` (not the compilation cache), sorted."""
+    return sorted(p for p in pathlib.Path(workdir).iterdir() if p.name != CACHE)
 
 
 def tiny_data(num_samples=64, seed=0):

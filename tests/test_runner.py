@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 from runner_helpers import run_cli as _run
+from runner_helpers import run_dirs
 from runner_helpers import tiny_config
 from runner_helpers import write_config as _write
 
@@ -18,7 +19,7 @@ RUN_FILES = {"checkpoint", "config.yaml", "curves.png", "history.csv", "history.
 
 
 def _only_run_dir(workdir):
-    (run_dir,) = list(pathlib.Path(workdir).iterdir())
+    (run_dir,) = run_dirs(workdir)
     return run_dir
 
 
@@ -150,7 +151,7 @@ def test_run_directories_never_overwrite_each_other(tmp_path, capsys):
     config = _write(tmp_path, BASE)
     for _ in range(2):
         assert _run(capsys, "run", config, "--workdir", str(tmp_path / "runs"))[0] == 0
-    names = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    names = [p.name for p in run_dirs(tmp_path / "runs")]
     assert len(names) == 2 and all(n.startswith("tiny-") for n in names)
 
 

@@ -150,7 +150,7 @@ def test_a_stream_dataset_runs_end_to_end_with_validation_batches(tmp_path, caps
     assert runner_helpers.READ["validation"] == 2 * 2  # 2 batches x 2 epochs
     assert runner_helpers.READ["test"] == 2
     assert set(result.metrics["test"]) == {"loss", "mae"}
-    files = {p.name for p in (tmp_path / "runs").iterdir()}
+    files = {p.name for p in runner_helpers.run_dirs(tmp_path / "runs")}
     assert len(files) == 1
     run_dir = tmp_path / "runs" / files.pop()
     assert {p.name for p in run_dir.iterdir()} == {
@@ -271,7 +271,8 @@ def test_a_process_other_than_0_trains_but_writes_no_plain_file(tmp_path, monkey
     # (Callbacks that write files, CSVLogger and TensorBoard, check the process
     # index themselves.)
     assert {p.name for p in run_dir.iterdir()} == {"checkpoint"}
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["tiny-shared"]
+    assert [p.name for p in runner_helpers.run_dirs(tmp_path / "runs")] == [
+        "tiny-shared"]
     out, _ = capsys.readouterr()
     assert "jaxfit run:" not in out and "run directory:" not in out
 
@@ -308,7 +309,7 @@ def test_two_processes_share_one_run_directory_written_by_process_0(tmp_path):
         with open(tmp_path / f"result-{rank}.json", encoding="utf-8") as f:
             results.append(json.load(f))
     assert results[0] == results[1]  # the same directory, History and metrics
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = runner_helpers.run_dirs(tmp_path / "runs")
     assert str(run_dir) == results[0]["run_dir"]
     assert {p.name for p in run_dir.iterdir()} == {
         "checkpoint", "config.yaml", "curves.png", "history.csv", "history.json",

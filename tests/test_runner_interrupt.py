@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 
-from runner_helpers import tiny_config
+from runner_helpers import run_dirs, tiny_config
 
 import jaxfit
 from jaxfit import cli
@@ -44,7 +44,7 @@ def _interrupted_run(tmp_path, text):
         [sys.executable, "-m", "jaxfit", "run", str(_write(tmp_path, text)),
          "--workdir", str(tmp_path / "runs")], env=_env(), capture_output=True,
         text=True, timeout=120, check=False)
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = run_dirs(tmp_path / "runs")
     return result, run_dir
 
 

@@ -1,7 +1,8 @@
 """The ``jaxfit`` command: ``run``, ``validate`` and ``show`` (also ``python -m jaxfit``).
 
     jaxfit run CONFIG [--set key.path=value ...] [--workdir DIR]
-    jaxfit run --resume RUN_DIR
+               [--compilation-cache DIR|off]
+    jaxfit run --resume RUN_DIR [--compilation-cache DIR|off]
     jaxfit validate CONFIG [--set key.path=value ...]
     jaxfit show RUN_DIR
 """
@@ -24,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
                      metavar="KEY.PATH=VALUE", help="override a config value")
     run.add_argument("--workdir", default="runs", help="where run directories go")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
+    run.add_argument("--compilation-cache", metavar="DIR|off", type=_cache_dir,
+                     help="JAX's persistent compilation cache directory, or off "
+                          "(default: the config's compilation_cache, "
+                          "WORKDIR/.jax_cache)")
     validate = commands.add_parser(
         "validate", help="check a config and its data against it, train nothing")
     validate.add_argument("config")
@@ -32,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="summarise a run directory")
     show.add_argument("run_dir")
     return parser
+
+
+def _cache_dir(text: str) -> str | bool:
+    """``--compilation-cache``: a directory, or ``off`` (``False``)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a directory or off")
+    return False if text == "off" else text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             if (args.config is None) == (args.resume is None):
                 parser.error("run: give a CONFIG or --resume RUN_DIR (not both)")
             runner.run(args.config, args.workdir, overrides=args.overrides,
-                       resume=args.resume)
+                       resume=args.resume, compilation_cache=args.compilation_cache)
         elif args.command == "validate":
             config, kind = runner.validate(args.config, args.overrides)
             print(f"{args.config}: valid ({config.name}: model {config.model.name}, "

@@ -21,6 +21,7 @@ from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.driver import trainer as trainer_lib
 from jaxfit._src.driver import validate as validate_lib
 from jaxfit._src.driver import yield_policy
+from jaxfit._src.runner import compile_cache
 from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner import datasets, optim, registry, schema, zoo
 from jaxfit._src.runner.schema import ConfigError, RunConfig
@@ -121,6 +122,7 @@ def check(config: RunConfig) -> RunConfig:
     with tempfile.TemporaryDirectory() as run_dir:  # constructors check the values
         _callbacks(dataclasses.replace(config, callbacks=callbacks), run_dir,
                    backup=False)
+    compile_cache.checked(config.compilation_cache)
     for name, check_value in _FIT_CHECKS.items():
         if hasattr(config.fit, name):
             try:

@@ -34,10 +34,19 @@ A dataset of arrays trains with ``Trainer.fit``, one of streams with
 arguments of both, and a key that only the other method takes, set to anything
 but its default, is a ``ConfigError`` before anything is created.
 
+JAX's persistent compilation cache is on while a run lasts, in
+``<workdir>/.jax_cache`` unless the config's ``compilation_cache`` (or ``run``'s
+argument, the CLI's ``--compilation-cache``) says another directory or ``false``:
+a second run of the same config loads its compiled programs instead of compiling
+them. JAX's settings are restored when ``run`` returns (see ``compile_cache``). A
+config refused before training leaves no cache directory either, if it made one.
+
 Multi-process runs (``jax.process_count() > 1``): every process builds, trains,
 evaluates and saves (orbax's writes are collective), but only process 0 creates
 the run directory (its path is broadcast to the others), prints, and writes the
-plain files (config.yaml, run.log, history, curves.png, metrics.json).
+plain files (config.yaml, run.log, history, curves.png, metrics.json). Each
+process uses the compilation cache directory on its own host; JAX writes its
+entries from process 0 and every process reads them.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from typing import Any, Callable
 
 
 from jaxfit._src import callbacks as callbacks_lib
+from jaxfit._src.runner import compile_cache
 from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner import schema
 from jaxfit._src.runner.schema import ConfigError, RunConfig
@@ -123,7 +133,8 @@ class RunResult:
 
 
 def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
-        overrides: tuple[str, ...] | list[str] = (), resume: str | None = None
+        overrides: tuple[str, ...] | list[str] = (), resume: str | None = None,
+        compilation_cache: str | os.PathLike[str] | bool | None = None
         ) -> RunResult:
     """Runs one experiment and returns where it went and how it ended.
 
@@ -133,6 +144,10 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
       overrides: ``key.path=value`` strings (the CLI's ``--set``). Defaults to `()`.
       resume: a run directory of a killed run to continue (its config.yaml and
         backup/ are used, and its outputs completed in place). Defaults to `None`.
+      compilation_cache: JAX's persistent compilation cache directory (a relative
+        path is in the current directory), or ``False`` for none. Defaults to
+        `None`: the config's ``compilation_cache`` (``<workdir>/.jax_cache``
+        unless set; a resumed run's workdir is its run directory's parent).
 
     Raises:
       ConfigError: an invalid config (nothing is created).
@@ -141,10 +156,29 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
         also into run.log.
     """
     config, locate, resumed = _resolve(config, overrides, resume)
-    with _located(locate):  # the fit call's own checks run in it, below
-        prepared = _prepare(config, check_fit=False)
-    lead = _process_index() == 0
     made_workdir = resumed is None and not os.path.isdir(workdir)
+    home = workdir if resumed is None else os.path.dirname(resumed)
+    from_config = compilation_cache is None
+    with contextlib.ExitStack() as stack:
+        with _located(locate if from_config else _unlocated):
+            cache = stack.enter_context(compile_cache.enabled(  # before any compile
+                compile_cache.directory(config.compilation_cache, compilation_cache,
+                                        home)))
+        return _run(config, locate, resumed, workdir, made_workdir, cache)
+
+
+def _run(config: RunConfig, locate: Callable[[str], str], resumed: str | None,
+         workdir: str, made_workdir: bool, cache: compile_cache.Cache) -> RunResult:
+    """``run`` with JAX's compilation cache on (``cache``): what is discarded when a
+    config is refused before training, the cache directory if this run made it."""
+    try:
+        with _located(locate):  # the fit call's own checks run in it, below
+            prepared = _prepare(config, check_fit=False)
+    except BaseException:
+        if resumed is None:
+            _discard(None, workdir if made_workdir else None, cache)
+        raise
+    lead = _process_index() == 0
     run_dir, built, header = _open_run_dir(config, workdir, resumed, lead)
     say = print if lead else _silent
     tracker = _Tracker(config.fit.initial_epoch, lambda: say(header))
@@ -174,8 +208,9 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
             raise  # training had begun: the run directory stays (--resume)
         # the fit call's own checks refused the config, or Ctrl-C came before
         # training began: leave nothing behind
-        if resumed is None and lead:
-            _discard(run_dir, workdir if made_workdir else None)
+        if resumed is None:
+            _discard(run_dir if lead else None, workdir if made_workdir else None,
+                     cache)
         if isinstance(error, (ConfigError, KeyboardInterrupt)):
             raise
         with _located(locate):
@@ -235,9 +270,13 @@ def _interrupted(config: RunConfig, trainer: Any, tracker: Any, run_dir: str,
     return RunInterrupted(line, run_dir)
 
 
-def _discard(run_dir: str, made_workdir: str | None) -> None:
-    """Removes a run directory that never trained (and a workdir made for it)."""
-    shutil.rmtree(run_dir, ignore_errors=True)
+def _discard(run_dir: str | None, made_workdir: str | None,
+             cache: compile_cache.Cache) -> None:
+    """Removes a run directory that never trained (process 0's), the compilation
+    cache directory if this run made it, and a workdir made for them."""
+    if run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    cache.discard()
     if made_workdir is not None:
         with contextlib.suppress(OSError):  # only if still empty
             os.rmdir(made_workdir)

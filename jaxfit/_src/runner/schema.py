@@ -209,6 +209,9 @@ class RunConfig:
     precision: Precision = "float32"
     # BackupAndRestore in the run directory: "epoch", every N batches, or false.
     backup: Union[Literal["epoch", False], int] = _positive("epoch")
+    # JAX's persistent compilation cache: a directory (a relative one is in the
+    # workdir; the CLI's --compilation-cache overrides it) or false.
+    compilation_cache: Union[Literal[False], str] = ".jax_cache"
     # Written by `jaxfit run` into the run directory's config.yaml (versions,
     # devices); ignored when read back.
     environment: typing.Optional[dict[str, Any]] = None
