@@ -13,6 +13,20 @@ frameworks as people use them, not a JAX loop written in their syntax.
     workload adds a per-batch callback that reads ``logs["loss"]`` as a float,
     with the progress bar on (``verbose=1``, printed to os.devnull).
 
+    With ``stream`` it trains on a stream of the JAX rows' batches instead
+    (``epochs(e)``: epoch ``e``'s numpy batches, built by ``impls.py``), the same
+    model, compile and callbacks: ``"gen"`` (``keras-gen``) is a Python generator
+    yielding the epochs' batches one after another forever, with
+    ``steps_per_epoch``; ``"pydataset"`` (``keras-pydataset``, and
+    ``keras-pydataset-spe32`` with ``steps_per_execution=32``) is a
+    ``keras.utils.PyDataset`` subclass (one thread, no workers: Keras's default)
+    whose ``__getitem__(i)`` is batch ``i`` of the current epoch (``fit`` gets
+    ``shuffle=False``: by default Keras shuffles a PyDataset's batch indices,
+    and warns about a generator). The epoch is
+    the ``EpochTimer``'s count of epochs begun (Keras also calls the dataset's
+    ``on_epoch_begin``/``on_epoch_end`` while it builds the model, so counting
+    those would skip epoch 0's order).
+
 ``flax_nnx``
     The hand-written loop of the Flax NNX MNIST tutorial: an ``nnx.Module``,
     ``nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)``, an ``@nnx.jit``
@@ -78,8 +92,11 @@ def _keras_model(keras, spec):
 
 
 def keras_fit(spec: dict, x: np.ndarray, y: np.ndarray, timer,
-              steps_per_execution: int = 1) -> float:
-    """Keras 3 ``model.fit`` (JAX backend); returns the last epoch's mean loss."""
+              steps_per_execution: int = 1, stream: str | None = None,
+              epochs=None) -> float:
+    """Keras 3 ``model.fit`` (JAX backend) on the arrays, or on a ``stream``
+    (``"gen"`` or ``"pydataset"``) of ``epochs(e)``'s batches; returns the last
+    epoch's mean loss."""
     import keras
 
     assert keras.backend.backend() == "jax", "set KERAS_BACKEND=jax before import"
@@ -90,8 +107,11 @@ def keras_fit(spec: dict, x: np.ndarray, y: np.ndarray, timer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=True, steps_per_execution=steps_per_execution)
 
+    begun = [-1]  # the epoch being trained (for the PyDataset's order)
+
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            begun[0] = epoch
             timer.begin()
 
         def on_epoch_end(self, epoch, logs=None):
@@ -108,9 +128,41 @@ def keras_fit(spec: dict, x: np.ndarray, y: np.ndarray, timer,
             callbacks, verbose = [*callbacks, ReadLoss()], 1
             devnull = stack.enter_context(open(os.devnull, "w"))
             stack.enter_context(contextlib.redirect_stdout(devnull))
-        history = model.fit(x, y, batch_size=spec["batch"], epochs=spec["epochs"],
-                            shuffle=True, verbose=verbose, callbacks=callbacks)
+        if stream is None:
+            data = {"x": x, "y": y, "batch_size": spec["batch"], "shuffle": True}
+        elif stream == "gen":
+            def forever():
+                for epoch in itertools.count():
+                    yield from epochs(epoch)
+
+            data = {"x": forever(), "steps_per_epoch": len(epochs(0))}
+        elif stream == "pydataset":
+            data = {"x": _py_dataset(keras, epochs, lambda: max(begun[0], 0))}
+        else:
+            raise ValueError(f"stream: expected 'gen' or 'pydataset', got {stream!r}")
+        if stream is not None:
+            # The batches come in the epoch's order (fit's default shuffle=True
+            # would reorder a PyDataset's batches and warn about a generator).
+            data["shuffle"] = False
+        history = model.fit(**data, epochs=spec["epochs"], verbose=verbose,
+                            callbacks=callbacks)
     return float(history.history["loss"][-1])
+
+
+def _py_dataset(keras, epochs, current_epoch):
+    """A ``keras.utils.PyDataset`` of ``epochs(current_epoch())``'s batches."""
+
+    class EpochBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()  # workers=1, no multiprocessing: Keras's default
+
+        def __len__(self):
+            return len(epochs(0))
+
+        def __getitem__(self, index):
+            return epochs(current_epoch())[index]
+
+    return EpochBatches()
 
 
 # ------------------------------------------------------------------- Flax NNX

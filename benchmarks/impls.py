@@ -12,14 +12,45 @@
   the practical lower bound for per-step overhead.
 - ``keras``, ``keras-spe32``, ``flax-nnx``: ``benchmarks/external.py``.
 
+Stream rows (``Trainer.fit_dataset`` and what it is compared with). They all
+train on the batches ``handloop`` and ``scan`` use: epoch ``e`` is
+``_batches(spec, n, e)`` (fit's per-epoch permutation for seed 0, ragged tail
+dropped), gathered into numpy ``(x, y)`` batches before training starts
+(``_stream_epochs``; outside the timed epochs, so these rows time the training
+loop, not a host pipeline). So their final losses are comparable with
+``jaxfit``'s and ``handloop``'s.
+
+- ``jaxfit-list``: ``fit_dataset(batches)`` where ``batches`` is an
+  ``EpochList``: a ``list`` (subclass) holding epoch 0's batches whose
+  ``__iter__`` yields epoch ``e``'s batches on its ``e``-th call, so that a
+  dataset re-iterated every epoch trains on exactly fit's batches (anything that
+  reads it as a plain list, by index, sees epoch 0's order).
+- ``jaxfit-gen``: ``fit_dataset(generator_function)``: a function returning a
+  fresh generator each epoch, yielding that epoch's batches.
+- ``jaxfit-grain``: ``fit_dataset(jaxfit.data.from_arrays(x, y, batch_size,
+  seed=0))`` (grain; the same order for the same seed, but grain gathers each
+  batch from ``x`` and ``y`` inside the epoch; a ragged last batch is kept, as
+  fit keeps it). Needs grain: a skipped row without it.
+- ``jaxfit-tfdata``: ``fit_dataset`` on ``TFDataLike``, an object with
+  ``as_numpy_iterator()`` (the tf.data duck type) returning epoch ``e``'s
+  batches on its ``e``-th call; TensorFlow is never imported.
+- ``handloop-stream``: ``handloop`` consuming the iterator ``jaxfit-gen``
+  gets (the same generator function): each batch put on the device one ahead,
+  the same jitted, donated step; so ``jaxfit-list`` / ``jaxfit-gen`` against it
+  reads as fit_dataset against a hand loop on the same iterator.
+- ``keras-gen``, ``keras-pydataset``, ``keras-pydataset-spe32``: Keras 3
+  ``model.fit`` on the same batches from a Python generator and from a
+  ``keras.utils.PyDataset`` (``benchmarks/external.py``).
+
 The callbacks workload adds a per-batch callback that reads the batch loss (and
-``verbose=1`` progress for jaxfit and Keras, written to /dev/null); for the hand
-loops that is a host read of the loss every step.
+``verbose=1`` progress for jaxfit and Keras, written to /dev/null), stream rows
+included; for the hand loops that is a host read of the loss every step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -84,7 +115,53 @@ def _batches(spec, n, epoch):
     return [order[i:i + batch] for i in range(0, n - batch + 1, batch)]  # drop ragged
 
 
-def run_jaxfit(spec, x, y, timer, yield_every="auto") -> float:
+def _stream_epochs(spec, x, y):
+    """``epoch -> [(x, y), ...]``: each epoch's numpy batches, gathered now (for
+    ``spec["epochs"]`` epochs; a later epoch index wraps around, for frameworks
+    that read ahead past the last epoch)."""
+    epochs = [[(x[rows], y[rows]) for rows in _batches(spec, len(x), epoch)]
+              for epoch in range(spec["epochs"])]
+    return lambda epoch: epochs[epoch % len(epochs)]
+
+
+class EpochList(list):
+    """A list of epoch 0's batches whose ``e``-th iteration yields epoch ``e``'s."""
+
+    def __init__(self, epochs):
+        super().__init__(epochs(0))
+        self._epochs = epochs
+        self.iterations = 0
+
+    def __iter__(self):
+        epoch, self.iterations = self.iterations, self.iterations + 1
+        return iter(self._epochs(epoch))
+
+
+class TFDataLike:
+    """The tf.data duck type: ``as_numpy_iterator()``, epoch ``e``'s batches on
+    its ``e``-th call (a shuffled ``tf.data.Dataset`` reshuffles per iteration)."""
+
+    def __init__(self, epochs):
+        self._epochs = epochs
+        self.iterations = 0
+
+    def as_numpy_iterator(self):
+        epoch, self.iterations = self.iterations, self.iterations + 1
+        return iter(self._epochs(epoch))
+
+
+def generator_function(epochs):
+    """A function returning a fresh generator of the next epoch's batches."""
+    count = itertools.count()
+
+    def batches():
+        yield from epochs(next(count))
+
+    return batches
+
+
+def run_jaxfit(spec, x, y, timer, yield_every="auto", dataset=None) -> float:
+    """``fit`` on the arrays, or ``fit_dataset(dataset)`` when one is given."""
     import jaxfit
 
     class Clock(jaxfit.callbacks.Callback):
@@ -106,9 +183,14 @@ def run_jaxfit(spec, x, y, timer, yield_every="auto") -> float:
                              mesh=None)
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
             contextlib.redirect_stderr(sink):
-        history = trainer.fit(x, y, batch_size=spec["batch"], epochs=spec["epochs"],
-                              verbose=verbose, callbacks=callbacks,
-                              yield_every=yield_every)
+        if dataset is None:
+            history = trainer.fit(x, y, batch_size=spec["batch"], epochs=spec["epochs"],
+                                  verbose=verbose, callbacks=callbacks,
+                                  yield_every=yield_every)
+        else:
+            history = trainer.fit_dataset(dataset, epochs=spec["epochs"],
+                                          verbose=verbose, callbacks=callbacks,
+                                          yield_every=yield_every)
     return history.history["loss"][-1]
 
 
@@ -122,7 +204,9 @@ def _prepared(spec):
                               jax.random.PRNGKey(0))
 
 
-def run_handloop(spec, x, y, timer) -> float:
+def run_handloop(spec, x, y, timer, stream=None) -> float:
+    """The hand loop over ``x[order]`` slices, or over ``stream()`` (a function
+    returning each epoch's iterator of numpy batches) when one is given."""
     apply, optimizer, carry = _prepared(spec)
 
     @jax.jit
@@ -140,17 +224,22 @@ def run_handloop(spec, x, y, timer) -> float:
     loss_value = 0.0
     for epoch in range(spec["epochs"]):
         timer.begin()
-        order = _batches(spec, len(x), epoch)
+        if stream is None:
+            batches = ((x[rows], y[rows]) for rows in _batches(spec, len(x), epoch))
+        else:
+            batches = iter(stream())
         total = jnp.zeros(())
-        upcoming = jax.device_put((x[order[0]], y[order[0]]))
-        for i in range(len(order)):
+        steps = 0
+        upcoming = jax.device_put(next(batches))
+        while upcoming is not None:
             xb, yb = upcoming
-            if i + 1 < len(order):  # the next batch moves while this one runs
-                upcoming = jax.device_put((x[order[i + 1]], y[order[i + 1]]))
+            following = next(batches, None)  # the next batch moves while this one runs
+            upcoming = None if following is None else jax.device_put(following)
             carry, total, loss = step(carry, xb, yb, total)
+            steps += 1
             if per_batch:
                 float(loss)  # a per-batch callback reading the loss
-        loss_value = float(total) / len(order)
+        loss_value = float(total) / steps
         timer.end()
     return loss_value
 
@@ -197,6 +286,20 @@ def run(impl: str, spec: dict[str, Any]) -> dict[str, Any]:
         loss = run_handloop(spec, x, y, timer)
     elif impl == "scan":
         loss = run_scan(spec, x, y, timer)
+    elif impl in ("jaxfit-list", "jaxfit-gen", "jaxfit-tfdata"):
+        wrap = {"jaxfit-list": EpochList, "jaxfit-gen": generator_function,
+                "jaxfit-tfdata": TFDataLike}[impl]
+        loss = run_jaxfit(spec, x, y, timer, dataset=wrap(_stream_epochs(spec, x, y)))
+    elif impl == "jaxfit-grain":
+        import grain  # noqa: F401  (optional: ModuleNotFoundError = a skipped row)
+
+        import jaxfit
+
+        loss = run_jaxfit(spec, x, y, timer, dataset=jaxfit.data.from_arrays(
+            x, y, batch_size=spec["batch"], seed=0))
+    elif impl == "handloop-stream":
+        loss = run_handloop(spec, x, y, timer,
+                            stream=generator_function(_stream_epochs(spec, x, y)))
     else:
         import external
 
@@ -204,6 +307,11 @@ def run(impl: str, spec: dict[str, Any]) -> dict[str, Any]:
             loss = external.keras_fit(spec, x, y, timer)
         elif impl == "keras-spe32":
             loss = external.keras_fit(spec, x, y, timer, steps_per_execution=32)
+        elif impl in ("keras-gen", "keras-pydataset", "keras-pydataset-spe32"):
+            loss = external.keras_fit(
+                spec, x, y, timer, stream=impl.split("-")[1],
+                steps_per_execution=32 if impl.endswith("spe32") else 1,
+                epochs=_stream_epochs(spec, x, y))
         elif impl == "flax-nnx":
             loss = external.flax_nnx(spec, x, y, timer)
         else:

@@ -11,7 +11,17 @@ backend compiles after the first epoch (``jax.monitoring``), peak device memory
 (``device.memory_stats()``, where the backend reports it) and the final loss.
 Each row's steady time is divided by ``scan``'s and ``handloop``'s, and each
 workload ends with a verdict line: ``jaxfit/scan``, ``jaxfit/handloop``,
-``jaxfit/keras``. Keras and Flax are optional: a missing one is a skipped row.
+``jaxfit/keras``, ``first epoch jaxfit/handloop``, then the stream ratios
+(``Trainer.fit_dataset``): ``jaxfit-list/jaxfit`` (fit_dataset on a list of the
+same batches vs fit, steady epoch), ``jaxfit-list/handloop-stream`` (vs a hand
+loop on the same batches), ``jaxfit-grain/jaxfit`` and ``first epoch
+jaxfit-list/handloop``, each where its rows ran.
+
+The stream rows (``jaxfit-list``, ``jaxfit-gen``, ``jaxfit-grain``,
+``jaxfit-tfdata``, ``handloop-stream``, ``keras-gen``, ``keras-pydataset``,
+``keras-pydataset-spe32``; see ``impls.py``) train on the same batches in the
+same per-epoch order as ``handloop`` and ``scan``. Keras, Flax and grain are
+optional: a missing one is a skipped row.
 ``--repeat N`` runs every row N times and keeps the fastest steady epoch (shared
 machines are noisy; ratios from one run, side by side, are what to read).
 ``--set key=value`` overrides a workload size (the tests shrink everything).
@@ -30,8 +40,18 @@ sys.path.insert(0, HERE)
 
 import workloads  # noqa: E402
 
-IMPLS = ["jaxfit", "jaxfit-batch", "handloop", "scan", "keras", "keras-spe32", "flax-nnx"]
-OPTIONAL = {"keras": "keras", "keras-spe32": "keras", "flax-nnx": "flax"}
+IMPLS = ["jaxfit", "jaxfit-batch", "handloop", "scan", "keras", "keras-spe32", "flax-nnx",
+         # the stream rows: Trainer.fit_dataset and what it is compared with
+         "jaxfit-list", "jaxfit-gen", "jaxfit-grain", "jaxfit-tfdata",
+         "handloop-stream", "keras-gen", "keras-pydataset", "keras-pydataset-spe32"]
+OPTIONAL = {"keras": "keras", "keras-spe32": "keras", "flax-nnx": "flax",
+            "jaxfit-grain": "grain", "keras-gen": "keras", "keras-pydataset": "keras",
+            "keras-pydataset-spe32": "keras"}
+# (numerator, denominator, which time) for the verdict's stream ratios
+STREAM_VERDICT = [("jaxfit-list", "jaxfit", "steady"),
+                  ("jaxfit-list", "handloop-stream", "steady"),
+                  ("jaxfit-grain", "jaxfit", "steady"),
+                  ("jaxfit-list", "handloop", "first")]
 
 
 def run_one(impl: str, workload: str, quick: bool, sets: list[str]) -> dict:
@@ -78,9 +98,9 @@ def table(rows: list[dict]) -> list[str]:
                 f"{r['compiles_after_first_epoch']} | "
                 f"{_fmt_bytes(r['peak_memory_bytes'])} | {r['final_loss']:.4f} | "
                 f"{ratio(scan)} | {ratio(hand)} |")
+        verdict = []
         jaxfit = timed.get("jaxfit")
         if jaxfit:
-            verdict = []
             for name in ("scan", "handloop", "keras"):
                 if name in timed:
                     value = jaxfit["steady_epoch_s"] / timed[name]["steady_epoch_s"]
@@ -88,6 +108,13 @@ def table(rows: list[dict]) -> list[str]:
             if hand:
                 verdict.append("first epoch jaxfit/handloop = "
                                f"{jaxfit['first_epoch_s'] / hand['first_epoch_s']:.2f}x")
+        for top, bottom, which in STREAM_VERDICT:
+            if top in timed and bottom in timed:
+                key = f"{which}_epoch_s"
+                value = timed[top][key] / timed[bottom][key]
+                prefix = "first epoch " if which == "first" else ""
+                verdict.append(f"{prefix}{top}/{bottom} = {value:.2f}x")
+        if verdict:
             lines += ["", f"**verdict {workload}**: " + ", ".join(verdict)]
         lines.append("")
     return lines
@@ -96,7 +123,7 @@ def table(rows: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes: about two minutes on 2 CPU cores")
+                        help="small sizes: a few minutes on 2 CPU cores")
     parser.add_argument("--workloads", default=",".join(workloads.FULL))
     parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--json", help="write one JSON line per row here")

@@ -1,41 +1,85 @@
 """The benchmark harness runs on a fresh install: a row per available implementation.
 
 Timings are not asserted (they live in benchmarks/RESULTS.md); this only proves that
-`python benchmarks/run.py --quick` works end to end, with tiny sizes.
+`python benchmarks/run.py --quick` works end to end, with tiny sizes, for the
+in-memory rows and the stream (``fit_dataset``) rows alike.
 """
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
 
 RUN = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "run.py")
 IMPLS = ["jaxfit", "jaxfit-batch", "handloop", "scan", "keras", "keras-spe32", "flax-nnx"]
+STREAM_IMPLS = ["jaxfit-list", "jaxfit-gen", "jaxfit-grain", "jaxfit-tfdata",
+                "handloop-stream", "keras-gen", "keras-pydataset",
+                "keras-pydataset-spe32"]
+NEEDS = {"keras": "keras", "keras-spe32": "keras", "flax-nnx": "flax",
+         "jaxfit-grain": "grain", "keras-gen": "keras", "keras-pydataset": "keras",
+         "keras-pydataset-spe32": "keras"}
 
 
 def _available(impl):
-    needs = {"keras": "keras", "keras-spe32": "keras", "flax-nnx": "flax"}.get(impl)
+    needs = NEEDS.get(impl)
     return needs is None or importlib.util.find_spec(needs) is not None
 
 
-def test_run_quick_produces_a_row_per_available_implementation(tmp_path):
+def _run(tmp_path, workloads, impls):
+    """Runs the harness at tiny sizes; returns (rows, printed table)."""
     out = tmp_path / "rows.jsonl"
     result = subprocess.run(
-        [sys.executable, RUN, "--quick", "--workloads", "tiny", "--impls", ",".join(IMPLS),
-         "--json", str(out), "--set", "samples=256", "--set", "epochs=2"],
+        [sys.executable, RUN, "--quick", "--workloads", workloads, "--impls",
+         ",".join(impls), "--json", str(out), "--set", "samples=256",
+         "--set", "epochs=2"],
         capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [r["impl"] for r in rows] == IMPLS
+    return rows, result.stdout
+
+
+def _check_rows(rows):
     for row in rows:
         if _available(row["impl"]):
             assert "error" not in row and "skipped" not in row, row
             assert row["epochs"] == 2 and row["steady_epoch_s"] > 0
-            assert row["compiles_after_first_epoch"] == 0
-            assert 0.0 < row["final_loss"] < 1.0  # a real, finite loss
+            # every row, streams included, compiles nothing after its first epoch
+            assert row["compiles_after_first_epoch"] == 0, row
+            assert math.isfinite(row["final_loss"])
+            assert 0.0 < row["final_loss"] < 1.0, row  # a real, finite loss
         else:
             assert "skipped" in row
-    table = result.stdout
+
+
+def test_run_quick_produces_a_row_per_available_implementation(tmp_path):
+    rows, table = _run(tmp_path, "tiny", IMPLS + STREAM_IMPLS)
+    assert [r["impl"] for r in rows] == IMPLS + STREAM_IMPLS
+    _check_rows(rows)
     assert "| jaxfit |" in table and "**verdict tiny**: jaxfit/scan = " in table
     assert "jaxfit/handloop = " in table
+    for impl in STREAM_IMPLS:
+        assert f"| {impl} |" in table
+    assert "jaxfit-list/jaxfit = " in table
+    assert "jaxfit-list/handloop-stream = " in table
+    assert "first epoch jaxfit-list/handloop = " in table
+    if _available("jaxfit-grain"):
+        assert "jaxfit-grain/jaxfit = " in table
+    # The JAX stream rows train on fit's batches in fit's order: the same model
+    # from the same weights, so the same loss (to float rounding).
+    timed = {r["impl"]: r for r in rows if "final_loss" in r}
+    for impl in ("jaxfit-list", "jaxfit-gen", "jaxfit-grain", "jaxfit-tfdata",
+                 "handloop-stream"):
+        if impl in timed:
+            assert math.isclose(timed[impl]["final_loss"],
+                                timed["jaxfit"]["final_loss"], rel_tol=1e-3), \
+                (impl, timed[impl], timed["jaxfit"])
+
+
+def test_stream_rows_run_the_callbacks_workload(tmp_path):
+    impls = ["jaxfit-list", "handloop-stream", "keras-pydataset"]
+    rows, table = _run(tmp_path, "callbacks", impls)
+    assert [r["impl"] for r in rows] == impls
+    _check_rows(rows)
+    assert "**verdict callbacks**: jaxfit-list/handloop-stream = " in table
