@@ -43,7 +43,12 @@ def accepted_keywords(apply_fn: Callable[..., Any]) -> frozenset[str]:
 
 
 def normalize(apply_fn: Callable[..., Any]) -> tuple[Normalized, bool]:
-    """Returns ``(normalized_apply, has_state)``; inspects the signature once."""
+    """Returns ``(normalized_apply, has_state)``; inspects the signature once.
+
+    The normalized apply is a ``jax.jit`` of the call (``train`` static): a
+    model is traced once per input shape and mode, however many compiled steps
+    call it.
+    """
     keywords = accepted_keywords(apply_fn)
     has_state = "state" in keywords
 
@@ -72,4 +77,7 @@ def normalize(apply_fn: Callable[..., Any]) -> tuple[Normalized, bool]:
             return out
         return apply_fn(params, x, **kwargs), model_state
 
-    return normalized, has_state
+    # jitted (inlined into every compiled step), so that the model is traced
+    # once per input shape and ``train`` flag: the shape check, the train step
+    # and its partial-block twin, the eval steps all reuse that trace.
+    return jax.jit(normalized, static_argnames=("train",)), has_state

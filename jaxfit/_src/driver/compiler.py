@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxfit._src import errors
@@ -167,19 +168,28 @@ def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
 
 
 def _trace_forward(spec: Spec, state: Any, x_spec: Any, argname: str) -> tuple[Any, Any]:
-    """The model's jaxpr and output shapes; a mismatch names ``x``."""
+    """The model's jaxpr and output shapes; a mismatch names ``x``.
+
+    Traced as the eval step calls the model, on the mesh, so that the eval step's
+    trace of a batch of this size reuses it (``apply`` is jitted).
+    """
     compute_apply = precision_lib.make_compute_apply(spec.policy, spec.apply)
+    rep = spec.placement.replicated
+    probe = jax.jit(lambda s, xb, mask: compute_apply(
+        s.params, s.model_state, xb, train=False, rng=s.rng, mask=mask)[0])
+    on_mesh = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep)  # noqa: E731
+    mask = jax.ShapeDtypeStruct(jax.tree.leaves(x_spec)[0].shape[:1], jnp.float32,
+                                sharding=rep)
     try:
-        return jax.make_jaxpr(
-            lambda s, xb: compute_apply(s.params, s.model_state, xb, train=False,
-                                        rng=s.rng)[0], return_shape=True,
-        )(state, x_spec)
+        traced = probe.trace(jax.tree.map(on_mesh, state),
+                             jax.tree.map(on_mesh, x_spec), mask)
     except (TypeError, ValueError) as error:  # shapes of x and params disagree
         raise ValueError(
             f"{argname}x: the model cannot be applied to x of {shapes(x_spec)} with "
             f"params of {shapes(state.params)}: {first_line(error)}. Check x's "
             "feature shape against the model (and validation_data against the "
             "training data).") from None
+    return traced.jaxpr, traced.out_info
 
 
 def _objective(spec: Spec, y_spec: Any, y_pred: Any, argname: str) -> Any:
