@@ -302,9 +302,9 @@ def make_block(step: Callable[..., Any], partial: bool = False):
     Returns ``block(state, totals, block_batch) -> (state, totals, batch_logs)``
     where ``totals`` is the running epoch sum (merged on device) and
     ``batch_logs`` holds each batch's own sums, stacked along the block axis.
-    With ``partial``, a slot whose batch is all padding (mask 0) is skipped
-    (``lax.cond``: no compute; its logs are zeros): a stream's block that ended
-    early runs only its real batches.
+    With ``partial``, the block's real batches come first and the rest of its
+    slots are all padding (mask 0): a ``lax.fori_loop`` runs only the real ones
+    (a stream's block that ended early), and the empty slots' logs are zeros.
     """
 
     def run(state, totals, batch):
@@ -314,15 +314,24 @@ def make_block(step: Callable[..., Any], partial: bool = False):
 
     def body(carry, batch):
         state, totals = carry
-        if partial:
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                 jax.eval_shape(step, state, batch)[1])
-            state, totals, logs = jax.lax.cond(
-                jnp.sum(batch["mask"]) > 0, run,
-                lambda state, totals, _: (state, totals, zeros), state, totals, batch)
-        else:
-            state, totals, logs = run(state, totals, batch)
+        state, totals, logs = run(state, totals, batch)
         return (state, totals), logs
+
+    def some(state, totals, batches):
+        slots = batches["mask"].shape[0]
+        real = jnp.sum(jnp.any(batches["mask"] > 0, axis=1)).astype(jnp.int32)
+        shapes = jax.eval_shape(step, state, jax.tree.map(lambda a: a[0], batches))[1]
+        logs = jax.tree.map(lambda s: jnp.zeros((slots, *s.shape), s.dtype), shapes)
+
+        def one(i, carry):
+            state, totals, logs = carry
+            batch = jax.tree.map(
+                lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), batches)
+            state, totals, out = run(state, totals, batch)
+            logs = jax.tree.map(lambda buf, v: buf.at[i].set(v), logs, out)
+            return state, totals, logs
+
+        return jax.lax.fori_loop(0, real, one, (state, totals, logs))
 
     def block(state, totals, batches):
         if jax.tree.leaves(batches)[0].shape[0] == 1:  # one step: no loop at all
@@ -331,6 +340,8 @@ def make_block(step: Callable[..., Any], partial: bool = False):
             state, totals, logs = run(state, totals,
                                       jax.tree.map(lambda a: a[0], batches))
             return state, totals, jax.tree.map(lambda a: a[None], logs)
+        if partial:
+            return some(state, totals, batches)
         (state, totals), logs = jax.lax.scan(body, (state, totals), batches)
         return state, totals, logs
 

@@ -121,6 +121,7 @@ class Batcher:
         self.signature: Any = None
         self.size = 0
         self._treedef: Any = None  # of (x, y), from the first batch
+        self._pair = False  # whether x and y are one array each
         self._specs: list[tuple[tuple[int, ...], np.dtype]] = []
         self._outputs = 0
         self._ones: dict[int, tuple[np.ndarray, ...]] = {}
@@ -148,9 +149,12 @@ class Batcher:
             x, y = raw["xs"], raw["ys"]
         else:
             return None
-        leaves, treedef = jax.tree_util.tree_flatten((x, y))
-        if treedef != self._treedef:
-            return None
+        if self._pair and type(x) is np.ndarray and type(y) is np.ndarray:
+            leaves = [x, y]  # the common case, without flattening
+        else:
+            leaves, treedef = jax.tree_util.tree_flatten((x, y))
+            if treedef != self._treedef:
+                return None
         n = -1
         for i, (leaf, (shape, dtype)) in enumerate(zip(leaves, self._specs)):
             if type(leaf) is not np.ndarray or leaf.shape[1:] != shape:
@@ -187,6 +191,7 @@ class Batcher:
         if self.signature is None:
             self.signature = (structure, signature)
             leaves, self._treedef = jax.tree_util.tree_flatten((x, y))
+            self._pair = self._treedef == jax.tree.structure((0, 0))
             self._specs = [(a.shape[1:], a.dtype) for a in leaves]
             self._outputs = len(jax.tree.leaves(y))
         elif (structure, signature) != self.signature:

@@ -24,6 +24,7 @@ from jaxfit._src.core import placement
 from jaxfit._src.driver import compiler
 from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver import progress
+from jaxfit._src.driver import warmup as warmup_lib
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.history import History
 from jaxfit._src.driver.compiler import Compiled
@@ -64,6 +65,7 @@ class FitPlan:
     # sync), so the next epoch starts without waiting for the host.
     prime: bool = False
     primed: dict = dataclasses.field(default_factory=dict)
+    warmup: warmup_lib.Warmup = dataclasses.field(default_factory=warmup_lib.Warmup)
 
     def epoch_blocks(self, epoch: int, start: int) -> Blocks:
         return self.source.epoch_blocks(epoch, start, self.block_size)
@@ -170,9 +172,11 @@ def _should_validate(epoch: int, freq: Any) -> bool:
     return (epoch + 1) in freq
 
 
-def evaluate_loop(state: Any, plan: EvalPlan, callbacks: CallbackList
-                  ) -> dict[str, float]:
+def evaluate_loop(state: Any, plan: EvalPlan, callbacks: CallbackList,
+                  warmup: warmup_lib.Warmup | None = None) -> dict[str, float]:
     """Runs the eval step over ``plan`` and returns the epoch logs (one sync)."""
+    if warmup is not None:
+        warmup.wait()  # the eval steps may be compiling in the background
     callbacks.call("on_test_begin")
     totals = plan.compiled.empty_totals()
     pending = []
@@ -266,6 +270,7 @@ def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList
     finally:
         plan.primed.clear()
         plan.source.close()
+        plan.warmup.wait()
         callbacks.call("on_train_end", logs=epoch_logs)
 
 
@@ -281,7 +286,8 @@ def _run_epoch(session: FitSession, plan: FitPlan, callbacks: CallbackList,
         return {}
     logs = _epoch_logs(session, plan, totals)
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
-        val_logs = evaluate_loop(session.state, plan.validation, callbacks)
+        val_logs = evaluate_loop(session.state, plan.validation, callbacks,
+                                 plan.warmup)
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
     session.position = Position(epoch + 1)
     callbacks.call("on_epoch_end", epoch, logs=logs)
@@ -304,6 +310,10 @@ def _train(session: FitSession, plan: FitPlan, callbacks: CallbackList,
     with _closing(_epoch_source(plan, epoch, begin)) as blocks:  # joins feeders
         for block, real, partial in blocks:
             steps += real
+            if partial:
+                plan.warmup.wait()  # its program may be compiling in the background
+            elif not plan.warmup.started:  # compiled beside this block's program
+                _warm(plan, session.state, totals, block, partial)
             run = plan.compiled.train_partial if partial else plan.compiled.train_block
             with guard.critical():
                 session.state, totals, logs = run(session.state, totals, block)
@@ -321,6 +331,33 @@ def _train(session: FitSession, plan: FitPlan, callbacks: CallbackList,
         batch, last = _deliver(names, pending, batch, callbacks, *hooks)
         callbacks.call("on_yield", epoch, batch - 1, logs=last)
     return steps, totals
+
+
+def _warm(plan: FitPlan, state: Any, totals: Any, block: Any, partial: bool) -> None:
+    """At the fit's first call: compiles the other programs it will need (a
+    stream's other block kind, the validation steps) in the background, while
+    that call compiles its own."""
+    state, totals = warmup_lib.specs(state), warmup_lib.specs(totals)
+    data = warmup_lib.sharded(getattr(jax.tree.leaves(block)[0], "sharding", None))
+    compiled, jobs = plan.compiled, []
+    train_specs = getattr(plan.source, "train_specs", None)
+    if train_specs is not None:
+        jobs += [(compiled.train_partial if kind else compiled.train_block,
+                  (state, totals, data(spec)))
+                 for spec, kind in train_specs(plan.block_size) if kind != partial]
+    validation = plan.validation
+    eval_specs = getattr(validation and validation.source, "eval_specs", None)
+    if eval_specs is not None and any(_should_validate(epoch, plan.validation_freq)
+                                      for epoch in range(plan.initial_epoch,
+                                                         plan.epochs)):
+        val = validation.compiled
+        replicated = warmup_lib.sharded(getattr(jax.tree.leaves(totals)[0], "sharding",
+                                                None))
+        val_totals = replicated(jax.eval_shape(val.empty_totals))
+        jobs += [(val.eval_partial if kind else val.eval_block,
+                  (state, val_totals, data(spec)))
+                 for spec, kind in eval_specs(validation.limit, validation.block_size)]
+    plan.warmup.start(jobs)
 
 
 def _epoch_source(plan: FitPlan, epoch: int, begin: Position) -> Blocks:
