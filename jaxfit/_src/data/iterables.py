@@ -86,8 +86,13 @@ class Stream:
 
 
 # A block being filled is sent off after this long even if not full, so a slow
-# producer never keeps the device waiting for batches it already has.
+# producer never keeps the device waiting for batches it already has...
 FILL_MS = 20.0
+# ...and at once when its last batch took this long to come: the producer is the
+# bottleneck, and a block of one costs nothing a batch's wait does not cover
+# (benchmarks/prefetch.py, a producer of 10 ms a batch: 1.11x max(host, device)
+# with the 20 ms deadline alone, 1.0x with this).
+SLOW_MS = 5.0
 
 
 class Batch:
@@ -295,18 +300,20 @@ _END = object()
 
 
 class Feeder:
-    """Reads raw batches on a background thread, groups them into fused blocks and
-    puts the blocks on the device ahead of use.
+    """Reads raw batches on a background thread and groups them; iterating stacks
+    each group into a fused block and puts it on the device.
 
     A block holds ``size`` consecutive batches of one shape bucket. It is sent off
     early, as a *partial* block (``size`` slots, the empty ones skipped by the
     compiled step), when a batch opens a new bucket, the stream ends, an epoch
     ends (every ``period`` batches, counted from the stream's start), an error
-    comes (the batches before it are sent first), or it has been filling for
-    ``fill_s`` seconds. Iterating yields ``(device block, number of batches,
-    partial)``, keeping ``depth`` blocks in flight; producer errors are re-raised
-    in the consumer naming the batch. ``close()`` stops and joins the thread; it
-    runs when iteration ends, fails, or the consumer stops early.
+    comes (the batches before it are sent first), it has been filling for
+    ``fill_s`` seconds, or (with ``fill_s``) its last batch took ``SLOW_MS`` to
+    come. Iterating yields ``(device block, number of batches, partial)``; the
+    thread reads ``depth`` groups ahead, and each block is put on the device
+    while the one before it runs (dispatch is asynchronous). Producer errors are
+    re-raised in the consumer naming the batch. ``close()`` stops and joins the
+    thread; it runs when iteration ends, fails, or the consumer stops early.
     """
 
     def __init__(self, items: Iterator[Any], batcher: Batcher,
@@ -342,22 +349,27 @@ class Feeder:
             if bad and not self._send(group[:bad]):
                 return False
             raise _AtBatch(error, group[bad].index) from None
-        block = self._batcher.block(group, self._most)
-        sent = self._put((self._put_device(block), len(group), len(group) < self._most))
+        sent = self._put(group)
         time.sleep(0)  # hands the GIL to the loop now, not after the switch interval
         return sent
 
-    def _due(self, group: list[Batch], opened: float, index: int) -> bool:
+    def _due(self, group: list[Batch], opened: float, index: int, waited: float
+             ) -> bool:
         if len(group) >= self._most:
             return True
         if self._period is not None and (index + 1) % self._period == 0:
             return True  # an epoch of a stream continued across epochs ends here
-        return self._fill_s is not None and time.perf_counter() - opened >= self._fill_s
+        if self._fill_s is None:
+            return False
+        return (waited >= SLOW_MS / 1000.0
+                or time.perf_counter() - opened >= self._fill_s)
 
     def _run(self) -> None:
         index, group, opened = self._index, [], 0.0
+        asked = time.perf_counter()
         try:
             for raw in self._items:
+                waited = time.perf_counter() - asked  # the producer's time
                 if self._stop.is_set():
                     return
                 batch = self._batcher(raw, index)
@@ -368,11 +380,12 @@ class Feeder:
                 if not group:
                     opened = time.perf_counter()
                 group.append(batch)
-                if self._due(group, opened, index):
+                if self._due(group, opened, index, waited):
                     if not self._send(group):
                         return
                     group = []
                 index += 1
+                asked = time.perf_counter()
             if group and not self._send(group):
                 return
             self._put(_END)
@@ -399,7 +412,10 @@ class Feeder:
                     if hasattr(error, "add_note"):
                         error.add_note(note)
                     raise error
-                yield item
+                # stacked and put here, by the loop, while the device runs the
+                # block before: the thread is left to the producer
+                block = self._put_device(self._batcher.block(item, self._most))
+                yield block, len(item), len(item) < self._most
         finally:
             self.close()
 

@@ -195,8 +195,9 @@ class StreamSource:
         if size == 1:
             return [(self._specs(1), False)]
         full, partial = True, True
-        if length is not None:
-            full, partial = length >= size, length % size != 0
+        if length is not None:  # partial blocks may also come from the deadlines
+            full = length >= size
+            partial = length % size != 0 or self._fill_s is not None
         return ([(self._specs(size), False)] * full
                 + [(self._specs(size), True)] * partial)
 
