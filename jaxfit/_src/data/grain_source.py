@@ -82,16 +82,21 @@ class ArrayDataset:
 
     def __iter__(self) -> Iterator[Any]:
         """The next epoch's batches: the same batches, in the same order, as the
-        source ``grain_dataset`` wraps, gathered 64 batches at a time (one
-        fancy-indexing call per leaf) and handed out as views; grain's own
+        source ``grain_dataset`` wraps, gathered up to 64 batches (1 MiB) at a
+        time (one fancy-indexing call per leaf) and handed out as views; grain's own
         iterator would add a thread pool and per-element statistics, tens of
         microseconds a batch, that in-memory batches do not need."""
         batches = self.batches(self.epoch)
         self.epoch += 1
-        return batches.chunked(_CHUNK)
+        row_bytes = sum(leaf.nbytes // max(len(leaf), 1)
+                        for leaf in jax.tree.leaves(self._tree))
+        most = _CHUNK_BYTES // max(row_bytes * self.batch_size, 1)
+        return batches.chunked(max(1, min(_CHUNK, most)))
 
 
-_CHUNK = 64  # batches gathered per indexing call by ArrayDataset.__iter__
+# ArrayDataset.__iter__ gathers this many batches per indexing call, at most this
+# many bytes (a gather that stays in cache: larger ones slowed the mlp workload)
+_CHUNK, _CHUNK_BYTES = 64, 1 << 20
 
 
 def from_arrays(x: Any, y: Any, batch_size: int = 32, shuffle: bool = True,

@@ -327,6 +327,7 @@ def _train(session: FitSession, plan: FitPlan, callbacks: CallbackList,
                 if session.stop_training:
                     break
     _prime(session, plan, epoch)
+    plan.warmup.wait()  # what compiles ahead is done by the first epoch's end
     if pending:
         batch, last = _deliver(names, pending, batch, callbacks, *hooks)
         callbacks.call("on_yield", epoch, batch - 1, logs=last)

@@ -8,8 +8,8 @@ validation steps, at the end of the first epoch) are lowered and compiled by
 call, so their compile time overlaps its compile and the first steps instead of
 adding to the first epoch. JAX
 keeps what it compiled there, and the later calls find it (no second compile).
-The loop waits for the thread before it runs one of those programs, and when the
-fit ends. A failure there is ignored: the call compiles again and reports it.
+The loop waits for the thread before it runs one of those programs, at the end
+of the first epoch's steps, and when the fit ends. A failure there is ignored: the call compiles again and reports it.
 Only in single-process runs (several processes compile in lockstep).
 """
 
