@@ -19,7 +19,7 @@ from conftest import linear_apply, linear_params
 import jaxfit
 
 RNG = np.random.default_rng(0)
-WIDE = 20_000  # features: a batch of 8 is ~0.6 MiB, so 3 batches fill a block
+WIDE = 85_000  # features: a batch of 8 is ~2.6 MiB, so 3 batches fill a block
 # (batch sizes here are multiples of 8: padded to the data axis of 8 devices, the
 # same shapes as on one)
 

@@ -33,13 +33,11 @@ MAX_BLOCK = 256  # the most train steps fused into one compiled call
 # per-call cost of the host gather and device_put is what limits small models),
 # large ones few (they are compute-bound, and yields stay frequent).
 BLOCK_BYTES = 8 << 20
-# Streams fuse fewer: their batches are prepared by a feeder thread while the
-# device runs, and the device waits for a block's last batch before it starts
+# Streams fuse fewer steps: their batches are prepared by a feeder thread while
+# the device runs, and the device waits for a block's last batch before it starts
 # it, so smaller blocks keep both busy (tiny workload on 2 CPU cores: a steady
-# epoch of 6.6 ms with blocks of 64, 7.5 ms with 128, 7.8 ms with 256). A
-# partial block also moves all its slots, the empty ones too.
+# epoch of 6.6 ms with blocks of 64, 7.5 ms with 128, 7.8 ms with 256).
 STREAM_MAX_BLOCK = 64
-STREAM_BLOCK_BYTES = 2 << 20
 
 
 class ArraySource:
@@ -144,12 +142,11 @@ class StreamSource:
         self.batcher.check = check
 
     def block_size(self, fuse: bool) -> int:
-        """Steps per block: by bytes of the first batch (``STREAM_BLOCK_BYTES``,
-        at most ``STREAM_MAX_BLOCK``)."""
+        """Steps per block: by bytes of the first batch (8 MiB, as arrays), at
+        most ``STREAM_MAX_BLOCK``."""
         if not fuse:
             return 1
-        return max(1, min(STREAM_MAX_BLOCK,
-                          STREAM_BLOCK_BYTES // max(self._batch_bytes, 1)))
+        return max(1, min(STREAM_MAX_BLOCK, BLOCK_BYTES // max(self._batch_bytes, 1)))
 
     def _feeder(self, source: Iterator[Any], start: int, size: int,
                 period: int | None = None) -> iterables.Feeder:

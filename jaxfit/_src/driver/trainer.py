@@ -254,7 +254,10 @@ class Trainer(TrainerBase, Checkpointing):
         the iterator is exhausted; with it, one iterator continues across epochs,
         and if it runs out training stops with tfjs' warning. Batches may vary in
         size: each is padded to the largest size seen so far and masked. A
-        background thread keeps two batches on the device ahead of use.
+        background thread reads and checks the batches and groups consecutive
+        ones of a padded shape into blocks of up to 64 that run as one compiled
+        call, as ``fit`` does; each batch's logs still reach the batch hooks
+        (README, "Streams", has when a block ends early).
 
         Args:
           validation_data: a ``tuple`` ``(x, y[, sample_weight])`` of arrays
