@@ -257,7 +257,8 @@ class Trainer(TrainerBase, Checkpointing):
         background thread reads and checks the batches and groups consecutive
         ones of a padded shape into blocks of up to 64 that run as one compiled
         call, as ``fit`` does; each batch's logs still reach the batch hooks
-        (README, "Streams", has when a block ends early).
+        (the Streams guide says when a block ends early). Other arguments are as
+        in ``fit``.
 
         Args:
           validation_data: a ``tuple`` ``(x, y[, sample_weight])`` of arrays
@@ -265,7 +266,6 @@ class Trainer(TrainerBase, Checkpointing):
             Defaults to `None`.
           validation_batches: at most this many validation batches per
             evaluation. Defaults to `None` (all).
-          Other arguments are as in ``fit``.
 
         Returns:
           The ``History`` of this run.
