@@ -3,7 +3,7 @@
     python benchmarks/first_step.py [CONFIG] [--set key.path=value ...] [--repeat N]
 
 Runs ``python -m jaxfit run CONFIG`` (default: the shipped
-``configs/digits_mlp.yaml``), each run in a fresh process, in three ways per repeat:
+``jaxfit/configs/digits_mlp.yaml``), each run in a fresh process, in three ways per repeat:
 ``off`` (``--compilation-cache off``), ``cold`` (a new workdir, so an empty
 ``<workdir>/.jax_cache``) and ``warm`` (the same config again in cold's workdir,
 whose cache cold filled). A first, discarded run warms the disk cache of the Python
@@ -43,7 +43,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_CONFIG = os.path.join(ROOT, "configs", "digits_mlp.yaml")
+DEFAULT_CONFIG = os.path.join(ROOT, "jaxfit", "configs", "digits_mlp.yaml")
 WAYS = ("off", "cold", "warm")
 COLUMNS = [("to train begin s", "train_begin"), ("to first step s", "first_step"),
            ("first epoch s", "first_epoch"), ("total s", "total")]

@@ -1,9 +1,13 @@
-"""The ``jaxfit`` command: ``run``, ``validate`` and ``show`` (also ``python -m jaxfit``).
+"""The ``jaxfit`` command: ``run``, ``validate``, ``show`` and ``configs`` (also
+``python -m jaxfit``).
 
 jaxfit run CONFIG [--set key.path=value ...] [--workdir DIR]
 jaxfit run --resume RUN_DIR
 jaxfit validate CONFIG [--set key.path=value ...]
 jaxfit show RUN_DIR
+jaxfit configs [DIR]
+
+CONFIG is a YAML file or a shipped config's name (``jaxfit run digits_mlp``).
 """
 
 from jaxfit._src.app.cli import main as main

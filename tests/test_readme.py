@@ -23,13 +23,14 @@ def test_readme_set_up_commands_match_ci():
     eight = "XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu"
     assert f"{eight} .venv/bin/python -m pytest -q" in text
     assert eight in ci and ci.count("python -m pytest -q") == 2
-    assert 'pip install -e ".[run]" && .venv/bin/jaxfit run configs/digits_mlp.yaml' in text
+    assert 'pip install -e ".[run]" && .venv/bin/jaxfit run digits_mlp' in text
 
 
 def test_readme_annotated_config_is_the_shipped_one():
     text = README.read_text(encoding="utf-8")
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
-    shipped = (README.parent / "configs" / "digits_mlp.yaml").read_text(encoding="utf-8")
+    shipped = (README.parent / "jaxfit" / "configs" / "digits_mlp.yaml").read_text(
+        encoding="utf-8")
     assert shipped in blocks
 
 

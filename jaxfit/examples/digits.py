@@ -1,6 +1,6 @@
 """An MLP on scikit-learn's offline digits data: ``python -m jaxfit.examples.digits``.
 
-The same task as the main job (`jaxfit run configs/digits_mlp.yaml`), in plain
+The same task as the main job (`jaxfit run digits_mlp`), in plain
 Python with no YAML and no Flax: 1,797 8x8 digit images
 (shipped inside scikit-learn, no download), a 64-128-10 MLP, Adam, and a
 validation split of the last 20% of the samples. Reaches > 95% validation

@@ -1,26 +1,39 @@
-"""The ``jaxfit`` command: ``run``, ``validate`` and ``show`` (also ``python -m jaxfit``).
+"""The ``jaxfit`` command: ``run``, ``validate``, ``show`` and ``configs`` (also
+``python -m jaxfit``).
 
     jaxfit run CONFIG [--set key.path=value ...] [--workdir DIR]
                [--compilation-cache DIR|off]
     jaxfit run --resume RUN_DIR [--compilation-cache DIR|off]
     jaxfit validate CONFIG [--set key.path=value ...]
     jaxfit show RUN_DIR
+    jaxfit configs [DIR]
+
+CONFIG is a YAML file or the name of a shipped config (``digits_mlp``);
+``jaxfit configs`` lists the shipped ones and ``jaxfit configs DIR`` copies them
+into DIR to edit.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import sys
 
+from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner import run as runner
 from jaxfit._src.runner.schema import ConfigError
 
+_CONFIG_HELP = "a YAML file, or a shipped config's name (see jaxfit configs)"
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxfit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="jaxfit", description="Keras-style fit() for JAX: run YAML experiments.")
+    parser.add_argument("--version", action="version", version=f"jaxfit {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train from a YAML config")
-    run.add_argument("config", nargs="?", help="the YAML config")
+    run.add_argument("config", nargs="?", help=_CONFIG_HELP)
     run.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY.PATH=VALUE", help="override a config value")
     run.add_argument("--workdir", default="runs", help="where run directories go")
@@ -31,12 +44,38 @@ def _parser() -> argparse.ArgumentParser:
                           "WORKDIR/.jax_cache)")
     validate = commands.add_parser(
         "validate", help="check a config and its data against it, train nothing")
-    validate.add_argument("config")
+    validate.add_argument("config", help=_CONFIG_HELP)
     validate.add_argument("--set", dest="overrides", action="append", default=[],
-                          metavar="KEY.PATH=VALUE")
+                          metavar="KEY.PATH=VALUE", help="override a config value")
     show = commands.add_parser("show", help="summarise a run directory")
     show.add_argument("run_dir")
+    configs = commands.add_parser(
+        "configs", help="list the shipped configs, or copy them into DIR to edit")
+    configs.add_argument("dir", nargs="?", metavar="DIR",
+                         help="copy the shipped configs here (made if missing)")
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jaxfit")
+    except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path
+        return "(not installed)"
+
+
+def _configs(directory: str | None) -> str:
+    """``jaxfit configs [DIR]``: the shipped configs' list, or what was copied."""
+    if directory is not None:
+        copied = config_lib.copy_shipped(directory)
+        example = os.path.join(directory, "digits_mlp.yaml")
+        return "\n".join([f"copied into {directory}:", *(f"  {p.name}" for p in copied),
+                           f"run one: jaxfit run {example}"])
+    configs = config_lib.shipped()
+    width = max(map(len, configs))
+    lines = [f"  {name:<{width}}  {config_lib.summary(path)}".rstrip()
+             for name, path in configs.items()]
+    return "\n".join([f"shipped configs ({config_lib.SHIPPED_DIR}):", *lines,
+                      "run one: jaxfit run NAME; copy them to edit: jaxfit configs DIR"])
 
 
 def _cache_dir(text: str) -> str | bool:
@@ -62,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.config}: valid ({config.name}: model {config.model.name}, "
                   f"data {config.data.name} ({kind}), optimizer "
                   f"{config.optimizer.name})")
+        elif args.command == "configs":
+            print(_configs(args.dir))
         else:
             print(runner.show(args.run_dir))
     except ConfigError as error:

@@ -4,13 +4,20 @@
 (values read as YAML: ``64``, ``0.5``, ``true``, ``[64, 32]``, ``adamw``), and
 validates the result with ``schema.parse``, so an error names the full key path
 and either the file line or ``--set``.
+
+A config is a file path, or the name of a config that ships inside the package
+(``jaxfit/configs/NAME.yaml``: ``digits_mlp``, ``digits_cnn``, ``regression``);
+a file of that name in the current directory comes first. ``shipped()`` lists
+them and ``copy_shipped(directory)`` copies them out to edit.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import pathlib
 import re
+import shutil
 from typing import Any, Callable, Iterable
 
 from jaxfit._src.runner import schema
@@ -25,6 +32,64 @@ def _yaml() -> Any:
     except ImportError as error:
         raise ImportError(MSG_NO_YAML) from error
     return yaml
+
+
+# jaxfit/configs: the shipped configs, package data in the wheel
+SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "configs"
+
+
+def shipped() -> dict[str, pathlib.Path]:
+    """The configs that ship with jaxfit, ``{name: path}``, sorted by name."""
+    return {path.stem: path for path in sorted(SHIPPED_DIR.glob("*.yaml"))}
+
+
+def summary(path: str | os.PathLike[str]) -> str:
+    """The first comment line of a config file (what it trains), or ``""``."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#"):
+                return line.lstrip("#").strip()
+            if line.strip():
+                break
+    return ""
+
+
+def resolve(config: str | os.PathLike[str]) -> str:
+    """The file a config argument names: an existing path as given, or else a
+    shipped config's (``digits_mlp`` or ``digits_mlp.yaml``).
+
+    Raises:
+      ConfigError: a bare name that is neither a file nor a shipped config.
+    """
+    path = os.fspath(config)
+    if os.path.exists(path) or os.sep in path or "/" in path:
+        return path  # a missing path is reported by read(), which names it
+    configs = shipped()
+    name = path[:-len(".yaml")] if path.endswith(".yaml") else path
+    if name in configs:
+        return str(configs[name])
+    raise ConfigError(f"config: no file {path!r} and no shipped config of that name "
+                      f"(shipped: {', '.join(configs)}; see jaxfit configs).")
+
+
+def copy_shipped(directory: str | os.PathLike[str]) -> list[pathlib.Path]:
+    """Copies the shipped configs into ``directory`` (made if missing) and returns
+    the new files; copies nothing if any of them exists there already.
+
+    Raises:
+      ConfigError: ``directory`` is a file, or holds a config of the same name.
+    """
+    target = pathlib.Path(directory)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"DIR: {os.fspath(directory)!r} is a file, not a directory.")
+    configs = shipped()
+    taken = [path.name for path in configs.values() if (target / path.name).exists()]
+    if taken:
+        raise ConfigError(f"DIR: {os.fspath(directory)!r} has {', '.join(taken)} "
+                          "already; nothing was copied (choose another directory).")
+    target.mkdir(parents=True, exist_ok=True)
+    return [pathlib.Path(shutil.copy(path, target / path.name))
+            for path in configs.values()]
 
 
 def _lines(node: Any, prefix: str, out: dict[str, int]) -> None:
@@ -111,7 +176,9 @@ def load(path: str | os.PathLike[str], overrides: Iterable[str] = ()
 def load_located(path: str | os.PathLike[str], overrides: Iterable[str] = ()
                  ) -> tuple[schema.RunConfig, dict[str, Any], Callable[[str], str]]:
     """``load``, plus ``locate(message)``: an error message that starts with a key
-    path (``fit.batch_size: ...``), with that key's line or ``--set`` appended."""
+    path (``fit.batch_size: ...``), with that key's line or ``--set`` appended.
+    ``path`` may name a shipped config (``resolve``)."""
+    path = resolve(path)
     raw, lines = read(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{os.fspath(path)}: expected a mapping at the top level.")

@@ -139,7 +139,9 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
     """Runs one experiment and returns where it went and how it ended.
 
     Args:
-      config: a YAML path or a ``RunConfig``. Ignored with ``resume``.
+      config: a YAML path, the name of a config shipped with jaxfit
+        (``"digits_mlp"``; ``jaxfit configs`` lists them) or a ``RunConfig``.
+        Ignored with ``resume``.
       workdir: where run directories are created. Defaults to `"runs"`.
       overrides: ``key.path=value`` strings (the CLI's ``--set``). Defaults to `()`.
       resume: a run directory of a killed run to continue (its config.yaml and
