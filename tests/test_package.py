@@ -23,12 +23,15 @@ from runner_helpers import run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.name for p in (ROOT / "jaxfit" / "configs").glob("*.yaml"))
-VERSION = re.search(r'^__version__ = "([^"]+)"$',
-                    (ROOT / "jaxfit" / "__init__.py").read_text(encoding="utf-8"),
-                    re.M).group(1)
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"$',
+    (ROOT / "jaxfit" / "__init__.py").read_text(encoding="utf-8"),
+    re.M,
+).group(1)
 
 
 # --- the shipped configs, in this process ------------------------------------------
+
 
 def test_configs_lists_the_shipped_ones(capsys):
     code, out, err = run_cli(capsys, "configs")
@@ -45,8 +48,9 @@ def test_configs_copies_into_dir_and_never_overwrites(capsys, tmp_path):
     assert code == 0 and not err
     assert sorted(p.name for p in target.iterdir()) == SHIPPED
     for name in SHIPPED:
-        assert (target / name).read_bytes() == (ROOT / "jaxfit" / "configs" / name
-                                                ).read_bytes()
+        assert (target / name).read_bytes() == (
+            ROOT / "jaxfit" / "configs" / name
+        ).read_bytes()
         assert f"  {name}" in out
     (target / "digits_mlp.yaml").write_text("edited", encoding="utf-8")
     code, out, err = run_cli(capsys, "configs", str(target))
@@ -67,8 +71,10 @@ def test_a_config_by_name(capsys, tmp_path, monkeypatch):
         assert out.startswith(f"{name}: valid (synthetic_regression: model mlp")
     code, out, err = run_cli(capsys, "validate", "regresion")
     assert code == 2 and not out and err.count("\n") == 1
-    assert err.startswith("jaxfit validate: config: no file 'regresion' and no "
-                          "shipped config of that name (shipped: digits_cnn, ")
+    assert err.startswith(
+        "jaxfit validate: config: no file 'regresion' and no "
+        "shipped config of that name (shipped: digits_cnn, "
+    )
     # a file in the current directory comes before a shipped config of that name
     (tmp_path / "regression.yaml").write_text("name: [", encoding="utf-8")
     code, _, err = run_cli(capsys, "validate", "regression.yaml")
@@ -77,12 +83,15 @@ def test_a_config_by_name(capsys, tmp_path, monkeypatch):
 
 # --- the built package --------------------------------------------------------------
 
+
 def _run(*argv, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                            check=False, **kwargs)
+    result = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, check=False, **kwargs
+    )
     assert result.returncode == 0, (
         f"{' '.join(map(str, argv))} exited {result.returncode}\n"
-        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -122,11 +131,19 @@ def test_sdist_holds_license_changelog_and_readme(dists):
     top = f"jaxfit-{VERSION}"
     with tarfile.open(sdist) as archive:
         names = set(archive.getnames())
-    for name in ("LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml",
-                 "jaxfit/py.typed", *(f"jaxfit/configs/{c}" for c in SHIPPED)):
+    for name in (
+        "LICENSE",
+        "CHANGELOG.md",
+        "README.md",
+        "pyproject.toml",
+        "jaxfit/py.typed",
+        *(f"jaxfit/configs/{c}" for c in SHIPPED),
+    ):
         assert f"{top}/{name}" in names, name
     license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
-    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert (
+        "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    )
     assert f"## [{VERSION}]" in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
 
 
@@ -139,11 +156,22 @@ def installed(dists, tmp_path_factory):
     venv = base / "venv"
     _run(sys.executable, "-m", "venv", venv, timeout=300)
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+    }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    _run(bin_dir / "python", "-m", "pip", "install", "-q", f"{wheel}[run]",
-         timeout=1500, env=env)
+    _run(
+        bin_dir / "python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        f"{wheel}[run]",
+        timeout=1500,
+        env=env,
+    )
     work = base / "work"  # not the checkout: `import jaxfit` must find the wheel's
     work.mkdir()
     return bin_dir, work, env
@@ -154,8 +182,12 @@ def test_installed_wheel_runs_the_quickstart_and_the_command(installed):
     python, jaxfit = bin_dir / "python", bin_dir / "jaxfit"
     kwargs = {"cwd": work, "env": env, "timeout": 600}
 
-    where = _run(python, "-c", "import jaxfit; print(jaxfit.__file__, "
-                 "jaxfit.__version__)", **kwargs).stdout.split()
+    where = _run(
+        python,
+        "-c",
+        "import jaxfit; print(jaxfit.__file__, jaxfit.__version__)",
+        **kwargs,
+    ).stdout.split()
     assert pathlib.Path(where[0]).is_relative_to(bin_dir.parent), where
     assert where[1] == VERSION
 
@@ -178,9 +210,20 @@ def test_installed_wheel_runs_the_quickstart_and_the_command(installed):
 
     out = _run(jaxfit, "validate", "digits_mlp", **kwargs).stdout
     assert out.startswith("digits_mlp: valid (digits_mlp: model mlp, data digits")
-    out = _run(jaxfit, "run", "digits_mlp", "--set", "fit.epochs=1", "--workdir",
-               "runs", "--compilation-cache", "off", **kwargs).stdout
+    out = _run(
+        jaxfit,
+        "run",
+        "digits_mlp",
+        "--set",
+        "fit.epochs=1",
+        "--workdir",
+        "runs",
+        "--compilation-cache",
+        "off",
+        **kwargs,
+    ).stdout
     (run_dir,) = (work / "runs").iterdir()
     assert "run directory: " in out and run_dir.name in out
     assert {"metrics.json", "history.json", "curves.png", "checkpoint"} <= {
-        p.name for p in run_dir.iterdir()}
+        p.name for p in run_dir.iterdir()
+    }
