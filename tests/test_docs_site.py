@@ -21,13 +21,27 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-BLOCK = re.compile(r"(?:^(<!--\s*skip\b[^>]*-->)[ \t]*\n)?^```python\n(.*?)^```", re.S | re.M)
-PUBLIC_MODULES = ("jaxfit", "jaxfit.callbacks", "jaxfit.losses", "jaxfit.metrics",
-                  "jaxfit.data", "jaxfit.distributed", "jaxfit.cli")
+BLOCK = re.compile(
+    r"(?:^(<!--\s*skip\b[^>]*-->)[ \t]*\n)?^```python\n(.*?)^```", re.S | re.M
+)
+PUBLIC_MODULES = (
+    "jaxfit",
+    "jaxfit.callbacks",
+    "jaxfit.losses",
+    "jaxfit.metrics",
+    "jaxfit.data",
+    "jaxfit.distributed",
+    "jaxfit.cli",
+)
 # optional libraries a page's examples need (all in the test extra)
-NEEDS = {"flax": "flax", "eqx": "equinox", "BackupAndRestore": "orbax.checkpoint",
-         "ModelCheckpoint": "orbax.checkpoint", "from_arrays": "grain",
-         "jaxfit.run(": "sklearn"}
+NEEDS = {
+    "flax": "flax",
+    "eqx": "equinox",
+    "BackupAndRestore": "orbax.checkpoint",
+    "ModelCheckpoint": "orbax.checkpoint",
+    "from_arrays": "grain",
+    "jaxfit.run(": "sklearn",
+}
 
 
 def python_blocks(page: pathlib.Path) -> list[tuple[str, bool]]:
@@ -39,8 +53,9 @@ def _block(page: str, containing: str) -> str:
     return next(code for code, _ in python_blocks(DOCS / page) if containing in code)
 
 
-PAGES = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")
-               if python_blocks(p))
+PAGES = sorted(
+    p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if python_blocks(p)
+)
 
 
 def _run(code: str, namespace: dict, tmp_path: pathlib.Path, name: str) -> None:
@@ -50,6 +65,7 @@ def _run(code: str, namespace: dict, tmp_path: pathlib.Path, name: str) -> None:
 
 # -- the site builds --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     for module in ("mkdocs", "mkdocstrings", "material", "mkdocs_jupyter"):
@@ -57,9 +73,23 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
-         str(ROOT / "mkdocs.yml"), "--site-dir", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return out
 
@@ -86,7 +116,8 @@ def test_site_builds_strict_and_every_nav_page_is_there(site):
         assert built.is_file(), page
     # every Markdown page is reachable from the nav
     assert sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")) == sorted(
-        p for p in listed if p.endswith(".md"))
+        p for p in listed if p.endswith(".md")
+    )
 
 
 def test_the_api_reference_renders_every_public_name_from_its_docstring(site):
@@ -102,7 +133,11 @@ def test_the_api_reference_renders_every_public_name_from_its_docstring(site):
             assert f'id="{module_name}.{name}"' in built, f"{module_name}.{name}"
             summary = inspect.getdoc(obj).split("\n\n")[0]
             first_words = "".join(re.sub(r"`+", "", summary).split()[:4])
-            assert first_words in "".join(text.split()), (module_name, name, first_words)
+            assert first_words in "".join(text.split()), (
+                module_name,
+                name,
+                first_words,
+            )
     trainer = _text(site / "api" / "jaxfit" / "index.html")
     # members, their Args tables and examples are rendered, not just headings
     for words in ("fit_dataset", "validation_data", "Returns", "Raises", ">>>"):
@@ -130,11 +165,14 @@ def test_every_public_name_has_a_reference_entry():
                 continue
             # the name itself, or (a function wrapped at the public module, which
             # griffe reads as an attribute) its function under the public anchor
-            assert (f"::: {module_name}.{name}\n" in entries
-                    or f"[](){{#{module_name}.{name}}}\n:::" in entries), f"{module_name}.{name}"
+            assert (
+                f"::: {module_name}.{name}\n" in entries
+                or f"[](){{#{module_name}.{name}}}\n:::" in entries
+            ), f"{module_name}.{name}"
 
 
 # -- the examples run -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_examples_run(page, tmp_path, monkeypatch):
@@ -151,14 +189,19 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
 
 
 def test_skip_markers_are_rare():
-    skipped = [(page, code) for page in PAGES for code, s in python_blocks(DOCS / page) if s]
+    skipped = [
+        (page, code) for page in PAGES for code, s in python_blocks(DOCS / page) if s
+    ]
     assert len(skipped) <= 3, skipped
 
 
 # -- what the pages promise, checked as strongly as README's tests did -------------
 
+
 def test_the_getting_started_quickstart_is_the_readmes():
-    readme = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text("utf-8"), re.S)
+    readme = re.findall(
+        r"```python\n(.*?)```", (ROOT / "README.md").read_text("utf-8"), re.S
+    )
     assert python_blocks(DOCS / "getting-started.md")[0][0] == readme[0]
 
 
@@ -171,14 +214,26 @@ def test_streaming_callback_example_runs():
     import jaxfit
 
     namespace: dict = {}
-    exec(compile(_block("guides/callbacks.md", "class StreamLogs"), "callbacks.md", "exec"),
-         namespace)
+    exec(
+        compile(
+            _block("guides/callbacks.md", "class StreamLogs"), "callbacks.md", "exec"
+        ),
+        namespace,
+    )
     sink: queue.Queue = queue.Queue()
     x, y = regression_data(n=12)
-    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(0.1),
-                             loss="mse")
-    trainer.fit(x, y, batch_size=4, epochs=2, yield_every="batch", verbose=0,
-                callbacks=[namespace["StreamLogs"](sink)])
+    trainer = jaxfit.Trainer(
+        linear_apply, linear_params(), optimizer=optax.sgd(0.1), loss="mse"
+    )
+    trainer.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=2,
+        yield_every="batch",
+        verbose=0,
+        callbacks=[namespace["StreamLogs"](sink)],
+    )
     items = [sink.get_nowait() for _ in range(sink.qsize())]
     assert [(e, b) for e, b, _ in items] == [(e, b) for e in range(2) for b in range(3)]
     assert all("loss" in logs for _, _, logs in items)
@@ -186,7 +241,9 @@ def test_streaming_callback_example_runs():
 
 def test_checkpoint_example_runs(tmp_path, capsys):
     pytest.importorskip("orbax.checkpoint")
-    example = _block("guides/checkpoints.md", "BackupAndRestore(\"/tmp/jaxfit-demo/backup\"")
+    example = _block(
+        "guides/checkpoints.md", 'BackupAndRestore("/tmp/jaxfit-demo/backup"'
+    )
     _run(example, {}, tmp_path, "checkpoints.md")
     epochs, best_step = map(int, capsys.readouterr().out.split())
     assert epochs == 5 and 4 <= best_step <= 20
@@ -196,16 +253,24 @@ def test_checkpoint_example_runs(tmp_path, capsys):
 
 def test_resume_example_resumes_exactly(tmp_path, capsys):
     pytest.importorskip("orbax.checkpoint")
-    _run(_block("guides/checkpoints.md", "simulated preemption"), {}, tmp_path,
-         "checkpoints.md")
+    _run(
+        _block("guides/checkpoints.md", "simulated preemption"),
+        {},
+        tmp_path,
+        "checkpoints.md",
+    )
     assert capsys.readouterr().out.split("\n")[0] == "[0, 1, 2, 3, 4, 5] True"
 
 
 def test_flax_example_runs():
     pytest.importorskip("flax")
     namespace: dict = {}
-    exec(compile(_block("guides/modules.md", "jaxfit.from_flax(Net()"), "modules.md", "exec"),
-         namespace)
+    exec(
+        compile(
+            _block("guides/modules.md", "jaxfit.from_flax(Net()"), "modules.md", "exec"
+        ),
+        namespace,
+    )
     assert namespace["history"].epoch == [0, 1, 2]
     assert "batch_stats" in namespace["trainer"].state.model_state
 
@@ -213,14 +278,22 @@ def test_flax_example_runs():
 def test_annotated_config_is_the_shipped_one():
     text = (DOCS / "guides" / "runner.md").read_text("utf-8")
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
-    shipped = next(p for p in (ROOT / "jaxfit" / "configs" / "digits_mlp.yaml",
-                               ROOT / "configs" / "digits_mlp.yaml") if p.is_file())
+    shipped = next(
+        p
+        for p in (
+            ROOT / "jaxfit" / "configs" / "digits_mlp.yaml",
+            ROOT / "configs" / "digits_mlp.yaml",
+        )
+        if p.is_file()
+    )
     assert shipped.read_text("utf-8") in blocks
 
 
 def test_the_errors_page_shows_what_jaxfit_says(capsys):
     text = (DOCS / "guides" / "errors.md").read_text("utf-8")
-    shown = re.search(r"```text\n(.*?)```", text[text.index("## An example"):], re.S).group(1)
+    shown = re.search(
+        r"```text\n(.*?)```", text[text.index("## An example") :], re.S
+    ).group(1)
     exec(compile(_block("guides/errors.md", "labels[7] = 5"), "errors.md", "exec"), {})
     message, steps = capsys.readouterr().out.strip().rsplit("\n", 1)
     assert " ".join(message.split()) == " ".join(shown.split()[:-1]) and steps == "0"

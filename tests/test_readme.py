@@ -8,7 +8,9 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_quickstart_runs(capsys):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(
+        r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S
+    )
     assert blocks, "README.md has no python block"
     assert len(blocks[0].strip().splitlines()) <= 20
     exec(compile(blocks[0], "README.md", "exec"), {})
@@ -31,15 +33,20 @@ def test_readme_set_up_commands_match_ci():
 # streaming callback, the checkpoint and Flax examples): tests/test_docs_site.py runs
 # and checks those examples where they are now.
 
+
 def test_readme_links_into_the_docs_resolve():
     text = README.read_text(encoding="utf-8")
     links = re.findall(r"\]\((docs/[^)#]+)(?:#[^)]*)?\)", text)
     assert links, "README.md does not link into docs/"
     for link in links:
         assert (README.parent / link).is_file(), link
-    guides = sorted(p.relative_to(README.parent).as_posix()
-                    for p in (README.parent / "docs" / "guides").glob("*.md"))
-    assert [g for g in guides if g not in links] == [], "a guide README.md does not list"
+    guides = sorted(
+        p.relative_to(README.parent).as_posix()
+        for p in (README.parent / "docs" / "guides").glob("*.md")
+    )
+    assert [g for g in guides if g not in links] == [], (
+        "a guide README.md does not list"
+    )
 
 
 def test_readme_stays_the_short_front_door():
