@@ -60,12 +60,11 @@ from typing import Any
 os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import workloads  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import workloads
 
 _COMPILES = [0]
 

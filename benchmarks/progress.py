@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     # Interleave the configurations and keep the best time of each: on a shared
     # machine, the minimum is the least noisy estimate of the cost.
     for _ in range(args.repeats):
-        for label, fit, times in runs:
+        for _label, fit, times in runs:
             start = time.perf_counter()
             fit(args.epochs)
             times.append((time.perf_counter() - start) / args.epochs)

@@ -44,6 +44,7 @@ __all__ = [
     "FitArgs",
     "History",
     "Model",
+    "StreamFitArgs",
     "TrainState",
     "Trainer",
     "callbacks",
@@ -55,5 +56,4 @@ __all__ = [
     "losses",
     "metrics",
     "run",
-    "StreamFitArgs",
 ]

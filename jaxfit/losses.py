@@ -21,7 +21,7 @@ from jaxfit._src.core.losses import (
     sparse_categorical_crossentropy as sparse_categorical_crossentropy,
 )
 from jaxfit._src.core.losses import (
-    sparse_categorical_crossentropy_from_logits as sparse_categorical_crossentropy_from_logits,  # noqa: E501
+    sparse_categorical_crossentropy_from_logits as sparse_categorical_crossentropy_from_logits,
 )
 from jaxfit._src.core.losses import squared_hinge as squared_hinge
 

@@ -18,13 +18,13 @@ import traceback
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from jax.sharding import Mesh, PartitionSpec  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, PartitionSpec
 
-import jaxfit  # noqa: E402
+import jaxfit
 
 
 def apply(params, x):
@@ -115,7 +115,7 @@ def main(port, rank, out):
 if __name__ == "__main__":
     try:
         main(*sys.argv[1:])
-    except BaseException:  # exit now: jax.distributed's shutdown would wait for
+    except BaseException:  # noqa: BLE001 - exit now: jax.distributed's shutdown would wait for
         traceback.print_exc()  # the other process, itself waiting at a barrier
         sys.stderr.flush()
         os._exit(1)

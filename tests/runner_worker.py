@@ -10,9 +10,9 @@ import sys
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # runner_helpers
 
-import jax  # noqa: E402
+import jax
 
-import jaxfit  # noqa: E402
+import jaxfit
 
 
 def main(port, rank, config, workdir, out):

@@ -10,13 +10,13 @@ import sys
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from jax.sharding import Mesh, PartitionSpec  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, PartitionSpec
 
-import jaxfit  # noqa: E402
+import jaxfit
 
 COMPILES = [0]
 jax.monitoring.register_event_duration_secs_listener(

@@ -7,6 +7,8 @@ against 1, with batch sizes that divide by 8 and batch sizes that do not (padded
 and masked to the next multiple); in the one-device run both are one device.
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -134,7 +136,7 @@ def test_accumulate_steps_and_steps_per_epoch(batch_size):
 @pytest.mark.parametrize("sizes", [[8, 8, 8], [5, 5, 3]])
 def test_fit_dataset_and_evaluate_dataset(sizes):
     edges = np.cumsum([0] + sizes)
-    batches = [(X[a:b], Y[a:b], W[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+    batches = [(X[a:b], Y[a:b], W[a:b]) for a, b in itertools.pairwise(edges)]
     validation = [(X[20:27], Y[20:27]), (X[27:30], Y[27:30])]
 
     def run(trainer):

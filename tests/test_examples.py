@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn")
 
-from jaxfit.examples import digits  # noqa: E402
+from jaxfit.examples import digits
 
 
 def test_digits_example_reaches_95_percent_validation_accuracy(capsys):

@@ -99,7 +99,7 @@ def test_terminate_on_nan_stops_where_seen_and_can_restore_finite_weights(yield_
     stop = jaxfit.callbacks.TerminateOnNaN(restore_last_finite=True)
     seen = []
     history = trainer.fit(X, Y, batch_size=2, epochs=3, yield_every=yield_every,
-                          verbose=0, callbacks=[stop, {"on_batch_end": lambda b, l: seen.append(b)}])
+                          verbose=0, callbacks=[stop, {"on_batch_end": lambda b, logs: seen.append(b)}])
     assert stop.stopped_batch == (0, 3)
     assert history.epoch == [0] and math.isnan(history.history["loss"][0])
     assert np.isfinite(np.asarray(trainer.params["w"])).all()

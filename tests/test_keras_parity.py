@@ -5,13 +5,13 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
 
-import jaxfit  # noqa: E402
+import jaxfit
 
 keras = pytest.importorskip("keras", reason="keras is a test-only cross-check")
 if keras.backend.backend() != "jax":

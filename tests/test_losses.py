@@ -207,7 +207,9 @@ def test_get_resolves_names_case_insensitively(alias, name):
 
 def test_names_are_sorted_registry_and_get_passes_callables_through():
     assert losses.names() == sorted({a for a, _ in ALIASES if a.islower()})
-    fn = lambda t, p: t - p
+    def fn(t, p):
+        return t - p
+
     assert losses.get(fn) is fn
 
 

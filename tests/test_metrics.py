@@ -93,7 +93,9 @@ def test_resolve_picks_functions_as_keras(identifier, y_true, y_pred, expected):
 
 
 def test_resolve_passes_callables_through_and_names_cover_losses():
-    fn = lambda t, p: t
+    def fn(t, p):
+        return t
+
     assert metrics.resolve(fn, ONE_HOT, SCORES) is fn
     assert metrics.names() == sorted(metrics.names())
     assert set(losses.names()) <= set(metrics.names())

@@ -6,8 +6,7 @@ import pathlib
 
 import pytest
 from runner_helpers import run_cli as _run
-from runner_helpers import run_dirs
-from runner_helpers import tiny_config
+from runner_helpers import run_dirs, tiny_config
 from runner_helpers import write_config as _write
 
 pytest.importorskip("flax", reason="the built-in models are Flax modules")

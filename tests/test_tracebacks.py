@@ -160,7 +160,7 @@ def test_a_jaxfit_bug_keeps_its_whole_traceback(filtering_on, monkeypatch):
     namespace = {}
     source = "def fit_plan(*args, **kwargs):\n    raise AssertionError('a bug')\n"
     code = compile(source, plans.__file__, "exec")  # code "inside" jaxfit
-    exec(code, namespace)  # noqa: S102
+    exec(code, namespace)
     monkeypatch.setattr(plans, "fit_plan", namespace["fit_plan"])
     with pytest.raises(AssertionError, match="a bug") as info:
         _trainer().fit(X, Y, verbose=0)

@@ -10,6 +10,7 @@ accuracy in a few seconds (the samples are shuffled once before the split) on a 
 from __future__ import annotations
 
 import argparse
+import itertools
 from typing import Any
 
 import jax
@@ -32,7 +33,7 @@ def init_mlp(rng: jax.Array, sizes: tuple[int, ...] = (64, 128, 10)) -> dict[str
     """Glorot-uniform weights and zero biases for an MLP with the given sizes."""
     params = {}
     init = jax.nn.initializers.glorot_uniform()
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         rng, key = jax.random.split(rng)
         params[f"dense_{i}"] = {
             "w": init(key, (n_in, n_out), jnp.float32),

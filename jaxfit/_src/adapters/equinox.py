@@ -20,7 +20,6 @@ from jaxfit._src.adapters import common
 from jaxfit._src.core.model import Model
 
 
-
 def _takes_key(module: Any) -> bool:
     """Whether ``module.__call__`` accepts a ``key`` keyword (for dropout)."""
     parameters = common.call_parameters(module)

@@ -17,7 +17,6 @@ from jaxfit._src import errors
 from jaxfit._src.adapters import common
 from jaxfit._src.core.model import Model
 
-
 # __call__ parameter name -> whether it receives `train` (True) or `not train`.
 _MODE_ARGS = {
     "train": True,

@@ -17,7 +17,6 @@ from jaxfit._src.adapters import common
 from jaxfit._src.core.model import Model
 
 
-
 def _fresh_rng_state(template: Any, rng: Any) -> Any:
     """The module's RNG streams reseeded from ``rng``: one key per stream, count 0.
 

@@ -11,7 +11,6 @@ import jax
 from jaxfit._src import errors
 from jaxfit._src.driver.callback import Callback
 
-
 _TRAINING_ONLY = ("learning_rate", "lr", "loss_scale")
 
 
@@ -57,8 +56,9 @@ class CSVLogger(Callback):
             self._keys = header[1:] if header else None
         else:
             self._keys = None
-        self._file = open(self.filename, "a" if self.append else "w", newline="",
-                          encoding="utf-8")
+        # open across epochs, closed in on_train_end: no `with` block fits
+        self._file = open(  # noqa: SIM115
+            self.filename, "a" if self.append else "w", newline="", encoding="utf-8")
 
     def on_epoch_end(self, epoch, logs=None):
         if self._file is None:

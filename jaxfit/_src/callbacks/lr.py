@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 

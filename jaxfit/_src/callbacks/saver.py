@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from jaxfit._src import errors
 from jaxfit._src.checkpoint import orbax_io, run_state

@@ -7,7 +7,8 @@ A base class of ``Trainer`` that uses only its public face (``state``, ``seed``,
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from jaxfit._src import errors
 from jaxfit._src.checkpoint import run_state
@@ -90,14 +91,15 @@ class Checkpointing:
           FileNotFoundError, ValueError: as ``restore``.
         """
         stored, info = run_state.load_arrays(path)
+        build: Any = cls  # the Trainer this mixin is part of, with its constructor
         if kwargs.get("optimizer") is not None:
-            trainer = cls(apply_fn, stored["params"], **kwargs)
+            trainer = build(apply_fn, stored["params"], **kwargs)
             trainer.restore(path)
             return trainer
         # for inference: everything but the optimizer state
         if stored.get("model_state") is not None:
             kwargs.setdefault("state", stored["model_state"])
-        trainer = cls(apply_fn, stored["params"], **kwargs)
+        trainer = build(apply_fn, stored["params"], **kwargs)
         if not info.get("weights_only"):
             trainer.state = trainer.state.replace(step=stored["step"], rng=stored["rng"])
             trainer.seed = int(info["seed"])

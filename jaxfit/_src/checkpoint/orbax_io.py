@@ -31,14 +31,15 @@ buffers right after; only the file writes run in the background.
 
 from __future__ import annotations
 
-import itertools
 import functools
+import itertools
 import json
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from importlib import metadata as importlib_metadata
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -136,7 +137,7 @@ class PendingSave:
     def _run(self, finish: Callable[[], None]) -> None:
         try:
             finish()
-        except BaseException as error:  # re-raised by wait()
+        except BaseException as error:  # noqa: BLE001 - re-raised by wait()
             self._error = error
 
     def done(self) -> bool:
@@ -177,7 +178,7 @@ def save(path: str | os.PathLike[str], items: dict[str, Any], info: dict[str, An
     """
     ocp = orbax()
     path = os.path.abspath(os.fspath(path))
-    staging, retired = _siblings(path)
+    staging, _retired = _siblings(path)
     primary = jax.process_index() == 0
     sync = _Sync(ocp)
     try:

@@ -16,15 +16,15 @@ A weights-only checkpoint holds ``{"params"}`` and the metadata.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxfit._src.checkpoint import orbax_io
-from jaxfit._src.core import metrics
+from jaxfit._src.core import metrics, placement
 from jaxfit._src.core.state import Position
-from jaxfit._src.core import placement
 
 ARRAYS = "__arrays__"  # JSON placeholder for a callback value stored under extra/
 

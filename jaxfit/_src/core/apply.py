@@ -13,7 +13,8 @@ new_model_state)``; ``mask=None`` means every row is real.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

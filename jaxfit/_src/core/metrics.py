@@ -35,7 +35,7 @@ class MeanState(NamedTuple):
     """
 
     total: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count
 
 
 def empty() -> MeanState:
@@ -260,7 +260,7 @@ def resolve(
       The per-sample metric function; a ``ValueError`` for an unknown name and a
       ``TypeError`` for anything else, naming ``argname`` and the known names.
     """
-    fn = None
+    fn: Callable[..., Any] | None = None
     if isinstance(identifier, str):
         name = identifier.lower()
         if name in ("accuracy", "acc"):

@@ -17,7 +17,7 @@ size works. Each process feeds only its own rows of each global batch
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -137,7 +137,8 @@ class Placement:
         """The rows of a global batch that this process feeds."""
         if not self.multiprocess:
             return slice(0, batch_size)
-        indices = self.batch_sharding().addressable_devices_indices_map((batch_size,))
+        indices = cast("dict[Any, tuple[slice, ...]]",  # every device holds rows
+                       self.batch_sharding().addressable_devices_indices_map((batch_size,)))
         starts = [index[0].start or 0 for index in indices.values()]
         stops = [batch_size if index[0].stop is None else index[0].stop
                  for index in indices.values()]

@@ -20,7 +20,8 @@ over the real samples, and a weighted metric the sample-weighted mean
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +57,8 @@ def _is_spec_leaf(value: Any) -> bool:
 
 def _per_output(spec: Any, y: Any, argname: str) -> list[Any]:
     """Broadcasts one spec to every output of ``y`` or matches a pytree of specs."""
-    treedef = jax.tree_util.tree_structure(y)
+    # Any: jaxlib ships no stubs for PyTreeDef
+    treedef: Any = jax.tree_util.tree_structure(y)
     if _is_spec_leaf(spec):
         return [spec] * treedef.num_leaves
     leaves, spec_def = jax.tree_util.tree_flatten(spec, is_leaf=_is_spec_leaf)
@@ -136,8 +138,8 @@ def make_objective(
 
     ``y`` and ``y_pred`` may be arrays or shape structs; only shapes are read.
     """
-    y_def = jax.tree_util.tree_structure(y)
-    pred_def = jax.tree_util.tree_structure(y_pred)
+    y_def: Any = jax.tree_util.tree_structure(y)  # Any: PyTreeDef has no stubs
+    pred_def: Any = jax.tree_util.tree_structure(y_pred)
     if y_def != pred_def:
         raise ValueError(
             errors.expected(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -89,7 +90,8 @@ def standardize(x: Any, y: Any, sample_weight: Any, argprefix: str = ""
     elif len(jax.tree.leaves(sample_weight)) == 1:  # one vector for every output
         weights = [_weight_vector(sample_weight, n, argprefix)] * num_outputs
     else:
-        if jax.tree.structure(sample_weight) != jax.tree.structure(y):
+        weight_def: Any = jax.tree.structure(sample_weight)  # PyTreeDef: no stubs
+        if weight_def != jax.tree.structure(y):
             raise ValueError(errors.expected(
                 argprefix + "sample_weight",
                 "one array of shape (n,), or one per output structured like y",

@@ -20,7 +20,8 @@ y``) and the output's leaf path, says what was expected and what was given.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -186,7 +187,7 @@ def check_labels(objective: Any, y: Any, y_pred: Any, argname: str) -> None:
     for leaf, (path, labels, pred) in enumerate(zip(paths, y_leaves, pred_leaves)):
         fns = [objective.loss_fns[leaf]] + [
             fn for _, index, fn, _ in objective.metric_fns if index == leaf]
-        kinds = [(kind_of(fn), _name(fn)) for fn in fns if kind_of(fn) is not None]
+        kinds = [(kind, _name(fn)) for fn in fns if (kind := kind_of(fn)) is not None]
         # the loss first, then the metrics: messages name what the user chose first
         check_output(list(dict.fromkeys(kinds)), labels, tuple(pred.shape),
                      argname + path)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -35,7 +36,7 @@ class _Batches:
         size = self._batch_size
         for first in range(0, len(self._order), chunk * size):
             rows = self._order[first:first + chunk * size]
-            gathered = jax.tree.map(lambda leaf: leaf[rows], self._tree)
+            gathered = jax.tree.map(lambda leaf: leaf[rows], self._tree)  # noqa: B023
             leaves, treedef = jax.tree.flatten(gathered)
             for start in range(0, len(rows), size):
                 yield jax.tree.unflatten(treedef,

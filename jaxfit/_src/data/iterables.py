@@ -25,7 +25,8 @@ import itertools
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -98,7 +99,7 @@ SLOW_MS = 5.0
 class Batch:
     """One prepared (checked, converted, unpadded) batch of a stream."""
 
-    __slots__ = ("leaves", "weights", "n", "index", "size")
+    __slots__ = ("index", "leaves", "n", "size", "weights")
 
     def __init__(self, leaves: list[Any], weights: tuple[np.ndarray, ...], n: int,
                  index: int, size: int):
@@ -365,7 +366,8 @@ class Feeder:
                 or time.perf_counter() - opened >= self._fill_s)
 
     def _run(self) -> None:
-        index, group, opened = self._index, [], 0.0
+        index, opened = self._index, 0.0
+        group: list[Any] = []
         asked = time.perf_counter()
         try:
             for raw in self._items:
@@ -391,7 +393,7 @@ class Feeder:
             self._put(_END)
         except _AtBatch as failure:
             self._put(_Failure(failure.error, failure.index))
-        except BaseException as error:  # re-raised in the consumer
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
             try:  # the batches read before the failure still train
                 if group and not self._send(group):
                     return

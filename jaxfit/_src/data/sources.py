@@ -18,7 +18,8 @@ this role there; here the blocks stay fused and each batch's logs stay its own.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -66,12 +67,12 @@ class ArraySource:
         most = max(1, min(MAX_BLOCK, BLOCK_BYTES // max(batch_bytes, 1)))
         return arrays.block_size(self.batches.steps_per_epoch, most)
 
-    def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterator[Any]:
+    def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterable[Any]:
         self.batches.seed = self._seed()  # a restored checkpoint may bring its own
         index, mask = self.batches.epoch_indices(epoch)
         return self._blocks(index[start:], mask[start:], size)
 
-    def eval_blocks(self, limit: int | None, size: int = 1) -> Iterator[Any]:
+    def eval_blocks(self, limit: int | None, size: int = 1) -> Iterable[Any]:
         index, mask = self.batches.epoch_indices(0)
         index, mask = index[:limit], mask[:limit]
         return self._blocks(index, mask, arrays.block_size(len(index), size))
@@ -162,7 +163,7 @@ class StreamSource:
     def _iterator(self, epoch: int) -> Iterator[Any]:
         return self._pending.pop() if self._pending else self.stream.iterator(epoch)
 
-    def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterator[Any]:
+    def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterable[Any]:
         steps = self._steps
         if steps is None:  # an epoch is one pass over a fresh iterator
             return self._feeder(self._iterator(epoch), start, size)
@@ -172,7 +173,7 @@ class StreamSource:
                                                  period=steps)))
         return _counted(self._feeds[0], steps - start)
 
-    def eval_blocks(self, limit: int | None, size: int = 1) -> Iterator[Any]:
+    def eval_blocks(self, limit: int | None, size: int = 1) -> Iterable[Any]:
         return iterables.Feeder(iterables.take(self._iterator(0), limit), self.batcher,
                                 self._put_streamed, size=size,
                                 fill_s=self._fill_s)

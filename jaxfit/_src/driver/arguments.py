@@ -10,11 +10,12 @@ is no second list of names or allowed values anywhere.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Any, Literal
 
 from jaxfit._src.driver import validate, yield_policy
 
-YieldEvery = Union[Literal["auto", "batch", "epoch", "never"], float]
+YieldEvery = Literal["auto", "batch", "epoch", "never"] | float
 Verbose = Literal["auto", 0, 1, 2]
 
 
@@ -29,16 +30,16 @@ class FitArgs:
     validation_split: float = 0.0
     validation_data: Any = None
     shuffle: bool = True
-    class_weight: Union[dict[int, float], None] = None
+    class_weight: dict[int, float] | None = None
     sample_weight: Any = None
     initial_epoch: int = 0
-    steps_per_epoch: Union[int, None] = None
-    validation_steps: Union[int, None] = None
-    validation_batch_size: Union[int, None] = None
-    validation_freq: Union[int, list[int]] = 1
+    steps_per_epoch: int | None = None
+    validation_steps: int | None = None
+    validation_batch_size: int | None = None
+    validation_freq: int | list[int] = 1
     yield_every: YieldEvery = "auto"
     accumulate_steps: int = 1
-    now: Union[Callable[[], float], None] = None
+    now: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
         validate.positive_int("batch_size", self.batch_size)
@@ -60,12 +61,12 @@ class StreamFitArgs:
     verbose: Verbose = "auto"
     callbacks: Any = None
     validation_data: Any = None
-    validation_batches: Union[int, None] = None
-    class_weight: Union[dict[int, float], None] = None
+    validation_batches: int | None = None
+    class_weight: dict[int, float] | None = None
     initial_epoch: int = 0
-    steps_per_epoch: Union[int, None] = None
+    steps_per_epoch: int | None = None
     yield_every: YieldEvery = "auto"
-    now: Union[Callable[[], float], None] = None
+    now: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
         _common(self)
@@ -82,6 +83,6 @@ def _common(args: FitArgs | StreamFitArgs) -> None:
     yield_policy.parse(args.yield_every, args.now)  # raises for a bad value
 
 
-def bind(kind: type, scope: dict[str, Any]) -> Any:
+def bind(kind: type[Any], scope: dict[str, Any]) -> Any:
     """A ``FitArgs`` / ``StreamFitArgs`` from a call's parameters (its fields)."""
     return kind(**{name: scope[name] for name in kind.__dataclass_fields__})

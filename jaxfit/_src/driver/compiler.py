@@ -13,7 +13,8 @@ the same key returns the same ``Compiled`` and compiles nothing.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +23,9 @@ import optax
 from jaxfit._src import errors
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import step as step_lib
+from jaxfit._src.core.placement import Placement
 from jaxfit._src.core.state import TrainState, strong
 from jaxfit._src.data import checks
-from jaxfit._src.core.placement import Placement
 
 
 @dataclasses.dataclass(frozen=True)

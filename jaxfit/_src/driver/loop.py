@@ -14,20 +14,19 @@ import itertools
 import signal
 import threading
 import warnings
-from typing import Any, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
 
-from jaxfit._src.core import hyperparams
-from jaxfit._src.core import placement
-from jaxfit._src.driver import compiler
+from jaxfit._src.core import hyperparams, placement
 from jaxfit._src.driver import callback as callback_lib
-from jaxfit._src.driver import progress
+from jaxfit._src.driver import compiler, progress
 from jaxfit._src.driver import warmup as warmup_lib
 from jaxfit._src.driver.callback import CallbackList
-from jaxfit._src.driver.history import History
 from jaxfit._src.driver.compiler import Compiled
+from jaxfit._src.driver.history import History
 from jaxfit._src.driver.session import FitSession, Position
 from jaxfit._src.driver.yield_policy import YieldPolicy
 
@@ -348,7 +347,7 @@ def _warm(plan: FitPlan, state: Any, totals: Any, block: Any, partial: bool) -> 
                  for spec, kind in train_specs(plan.block_size) if kind != partial]
     validation = plan.validation
     eval_specs = getattr(validation and validation.source, "eval_specs", None)
-    if eval_specs is not None and any(_should_validate(epoch, plan.validation_freq)
+    if eval_specs is not None and validation is not None and any(_should_validate(epoch, plan.validation_freq)
                                       for epoch in range(plan.initial_epoch,
                                                          plan.epochs)):
         val = validation.compiled

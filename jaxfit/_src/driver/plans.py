@@ -8,16 +8,17 @@ trainer's compiler bound to its spec and state.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
 from jaxfit._src import errors
+from jaxfit._src.core.placement import Placement
 from jaxfit._src.data import arrays, checks, iterables, sources
 from jaxfit._src.driver import loop, validate, yield_policy
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs
 from jaxfit._src.driver.compiler import Compiled
-from jaxfit._src.core.placement import Placement
 
 # (x, y, batch_size, accumulate_steps, argname) -> Compiled
 Prepare = Callable[..., Compiled]

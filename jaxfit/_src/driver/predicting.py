@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfit._src.data import arrays
 from jaxfit._src.core import placement
+from jaxfit._src.core.placement import Placement
+from jaxfit._src.data import arrays
 from jaxfit._src.driver import compiler
 from jaxfit._src.driver.callback import CallbackList
-from jaxfit._src.core.placement import Placement
 
 
 def predict(predict_step: Callable[..., Any], state: Any, where: Placement, x: Any,

@@ -11,29 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxfit._src import errors
+from jaxfit._src.checkpoint.checkpointing import Checkpointing
 from jaxfit._src.core import apply as apply_lib
-from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import model as model_lib
+from jaxfit._src.core import placement
+from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core.model import Model
 from jaxfit._src.core.state import TrainState, strong
 from jaxfit._src.data import arrays
+from jaxfit._src.driver import arguments, compiler, loop, plans, predicting, validate
 from jaxfit._src.driver import callback as callback_lib
-from jaxfit._src.core import placement
-from jaxfit._src.driver import compiler, loop, plans, predicting
-from jaxfit._src.driver import validate
-from jaxfit._src.driver import arguments
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs, Verbose, YieldEvery
-from jaxfit._src.checkpoint.checkpointing import Checkpointing
-from jaxfit._src.driver.trainer_base import TrainerBase
 from jaxfit._src.driver.history import History
 from jaxfit._src.driver.session import FitSession
+from jaxfit._src.driver.trainer_base import TrainerBase
+
 
 class Trainer(TrainerBase, Checkpointing):
     """Trains a pure JAX model with a Keras / TensorFlow.js ``fit`` API.
@@ -128,8 +128,8 @@ class Trainer(TrainerBase, Checkpointing):
         param_sharding: Any = None,
         precision: str = "float32",
     ):
-        apply_fn, params, state = model_lib.unpack(apply_fn, params, state)
-        apply, _ = apply_lib.normalize(apply_fn)
+        unpacked_fn, params, state = model_lib.unpack(apply_fn, params, state)
+        apply, _ = apply_lib.normalize(unpacked_fn)
         validate.arrays(params, "params", trainable=True)
         validate.arrays(state, "state", trainable=False)
         validate.optimizer(optimizer)
@@ -389,5 +389,5 @@ class Trainer(TrainerBase, Checkpointing):
 
 # The async twins take fit's and fit_dataset's keyword arguments (checked as FitArgs
 # and StreamFitArgs); their signatures say so to introspection (notebooks' help).
-Trainer.fit_async.__signature__ = inspect.signature(Trainer.fit)  # type: ignore
-Trainer.fit_dataset_async.__signature__ = inspect.signature(Trainer.fit_dataset)  # type: ignore
+Trainer.fit_async.__signature__ = inspect.signature(Trainer.fit)  # type: ignore[attr-defined]
+Trainer.fit_dataset_async.__signature__ = inspect.signature(Trainer.fit_dataset)  # type: ignore[attr-defined]

@@ -13,11 +13,10 @@ import jax
 import numpy as np
 
 from jaxfit._src import errors
-from jaxfit._src.core import hyperparams
+from jaxfit._src.core import hyperparams, placement
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.state import TrainState, strong
-from jaxfit._src.core import placement
 from jaxfit._src.driver import compiler, validate
 from jaxfit._src.driver.session import FitSession
 
@@ -62,7 +61,8 @@ class TrainerBase:
         if value.loss_scale is None and self.policy.loss_scaling:
             value = value.replace(loss_scale=precision_lib.initial_loss_scale(self.policy))
         value = strong(value)
-        if jax.tree.structure(value) != jax.tree.structure(self.state):
+        new_def: Any = jax.tree.structure(value)  # PyTreeDef: no stubs
+        if new_def != jax.tree.structure(self.state):
             self._place_state(value)
         else:
             self.session.state = self._spec.placement.place(value, self._shardings)

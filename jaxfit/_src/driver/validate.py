@@ -6,23 +6,23 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxfit._src import errors
-from jaxfit._src.errors import non_negative_int, positive_int
 from jaxfit._src.core import losses
 from jaxfit._src.core import metrics as metrics_lib
+from jaxfit._src.errors import non_negative_int, positive_int
 
 
 def validation_split(value: Any) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or not 0.0 <= value < 1.0
+        or not 0.0 <= cast(float, value) < 1.0  # a Real: typeshed has no float <= Real
     ):
         raise ValueError(
             errors.expected("validation_split", "a float in [0, 1)", value)
@@ -57,7 +57,7 @@ def class_weight(value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, dict) or not all(
-        isinstance(k, numbers.Integral) and k >= 0 and isinstance(v, numbers.Real)
+        isinstance(k, numbers.Integral) and cast(int, k) >= 0 and isinstance(v, numbers.Real)
         for k, v in value.items()
     ):
         raise ValueError(

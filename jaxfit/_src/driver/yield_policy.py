@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 from jaxfit._src import errors
 
@@ -53,9 +54,9 @@ def parse(yield_every: Any, now: Callable[[], float] | None = None) -> YieldPoli
             return YieldPolicy(None, False, clock)
         if yield_every == "auto":
             return YieldPolicy(AUTO_MS, False, clock)
-    elif isinstance(yield_every, numbers.Real) and not isinstance(yield_every, bool):
-        if yield_every >= 0:
-            return YieldPolicy(float(yield_every), False, clock)
+    elif (isinstance(yield_every, numbers.Real) and not isinstance(yield_every, bool)
+          and cast(float, yield_every) >= 0):  # a Real: see validate
+        return YieldPolicy(float(yield_every), False, clock)
     raise ValueError(
         errors.expected(
             "yield_every",

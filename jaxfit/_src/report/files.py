@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def write_csv(path: str | os.PathLike[str], columns: list[str],

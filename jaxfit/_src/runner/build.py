@@ -21,12 +21,6 @@ from jaxfit._src.runner.checks import (
 )
 from jaxfit._src.runner.schema import ConfigError, RunConfig
 
-
-
-
-
-
-
 DEFAULTS = {"classification": ("sparse_categorical_crossentropy_from_logits",
                                ["accuracy"]),
             "regression": ("mse", ["mae"])}
@@ -58,7 +52,7 @@ def _model(config: RunConfig, data: Any) -> Any:
             "seed": config.seed})
     except ConfigError:
         raise
-    except Exception as error:  # noqa: BLE001 - a built-in's failure is the config's
+    except Exception as error:
         if not builtin and not isinstance(error, (TypeError, ValueError)):
             raise  # a bug in user code: its own traceback
         shapes = jax.tree.map(lambda a: tuple(np.shape(a)), data.sample_x)

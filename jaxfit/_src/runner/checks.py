@@ -10,7 +10,8 @@ import dataclasses
 import itertools
 import os
 import tempfile
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -21,16 +22,13 @@ from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.driver import trainer as trainer_lib
 from jaxfit._src.driver import validate as validate_lib
 from jaxfit._src.driver import yield_policy
-from jaxfit._src.runner import compile_cache
+from jaxfit._src.runner import compile_cache, datasets, optim, registry, schema, zoo
 from jaxfit._src.runner import config as config_lib
-from jaxfit._src.runner import datasets, optim, registry, schema, zoo
 from jaxfit._src.runner.schema import ConfigError, RunConfig
-
-
 
 # The trainer's own checks of fit values that a type does not express; run by
 # ``check`` so that ``jaxfit validate`` reports them with the key path.
-_FIT_CHECKS = {
+_FIT_CHECKS: dict[str, Callable[[Any], Any]] = {
     "validation_split": validate_lib.validation_split,
     "validation_freq": validate_lib.validation_freq,
     "class_weight": validate_lib.class_weight,
@@ -229,7 +227,7 @@ def _trainer_error(config: RunConfig, error: BaseException) -> ConfigError:
     them), ``model.name`` (a model that does not take the data) or ``data.name``."""
     message = str(error)
     name = message.split(":", 1)[0].strip()
-    fit_fields = {f.name for f in dataclasses.fields(config.fit)}
+    fit_fields = {f.name for f in dataclasses.fields(cast(Any, config.fit))}
     if name in fit_fields:
         return schema.keyed(f"fit.{name}", message, name)
     if name in _TOP_LEVEL:

@@ -34,7 +34,8 @@ import contextlib
 import dataclasses
 import os
 import shutil
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache as jax_cache

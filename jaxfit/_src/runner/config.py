@@ -18,7 +18,8 @@ import os
 import pathlib
 import re
 import shutil
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from jaxfit._src.runner import schema
 from jaxfit._src.runner.schema import ConfigError

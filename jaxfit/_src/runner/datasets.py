@@ -27,14 +27,20 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import itertools
-from typing import Annotated, Any, Literal, Mapping
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
 
 import jax
 import numpy as np
 
 from jaxfit._src.data import iterables
-from jaxfit._src.runner.schema import (Bounds, ConfigError, NonNegativeFloat,
-                                       PositiveInt, Rate)
+from jaxfit._src.runner.schema import (
+    Bounds,
+    ConfigError,
+    NonNegativeFloat,
+    PositiveInt,
+    Rate,
+)
 
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test", "task", "num_outputs")
 STREAM_KEYS = ("train", "validation", "test", "task", "num_outputs")
@@ -134,14 +140,15 @@ def synthetic_regression(num_samples: PositiveInt = 1000, num_features: Positive
     return Dataset(x_train, y_train, x_test, y_test, "regression", num_targets)
 
 
-DATASETS = {
+DATASETS: dict[str, Callable[..., Any]] = {
     "digits": digits,
     "synthetic_classification": synthetic_classification,
     "synthetic_regression": synthetic_regression,
 }
 
 
-def _task(value: Mapping[str, Any], y: Any, key: str) -> str:
+def _task(value: Mapping[str, Any], y: Any, key: str
+          ) -> Literal["classification", "regression"]:
     task = value.get("task")
     if task is None:
         leaf = np.asarray(jax.tree.leaves(y)[0])

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from jaxfit._src.runner import schema
 from jaxfit._src.runner.schema import ConfigError
@@ -26,7 +27,7 @@ def import_callable(spec: str, key: str) -> Callable[..., Any]:
         raise ConfigError(f"{key}: expected 'package.module:callable', got {spec!r}.")
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as error:  # any import-time failure of user code
+    except Exception as error:  # noqa: BLE001 - any import-time failure of user code
         raise ConfigError(f"{key}: cannot import module {module_name!r} of {spec!r}: "
                           f"{type(error).__name__}: {error}") from None
     for part in attribute.split("."):
@@ -91,6 +92,7 @@ def check_args(fn: Callable[..., Any], args: Mapping[str, Any], key: str,
 def call(fn: Callable[..., Any], args: Mapping[str, Any], provided: Mapping[str, Any]
          ) -> Any:
     """``fn(**args, **{k: v for the provided keywords fn declares})``."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(fn).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())

@@ -56,71 +56,69 @@ import dataclasses
 import os
 import shutil
 import sys
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 from jaxfit._src import callbacks as callbacks_lib
-from jaxfit._src.runner import compile_cache
+from jaxfit._src.runner import compile_cache, schema
 from jaxfit._src.runner import config as config_lib
-from jaxfit._src.runner import schema
-from jaxfit._src.runner.schema import ConfigError, RunConfig
-
-from jaxfit._src.runner.checks import (  # noqa: F401
-    _PATH_ARGS,
-    _MODEL_KEYS,
-    _in_run_dir,
-    _callbacks,
-    _FIT_CHECKS,
-    _COUNTERPARTS,
-    _callback_class,
-    _leaves,
-    _argument_error,
-    check,
-    load,
-    _load,
-    _located,
-    _streaming,
-    fit_arguments,
-    _misplaced,
-    _TOP_LEVEL,
-    _MODEL_ARGS,
-    _trainer_error,
-    _Checked,
-    _stop_before_training,
-    _check_fit,
-    _check_test_split,
-    _unlocated,
-    _first_line,
-)
 from jaxfit._src.runner.build import (  # noqa: F401
     DEFAULTS,
     _data,
-    _Prepared,
     _model,
     _prepare,
+    _Prepared,
+)
+from jaxfit._src.runner.checks import (  # noqa: F401
+    _COUNTERPARTS,
+    _FIT_CHECKS,
+    _MODEL_ARGS,
+    _MODEL_KEYS,
+    _PATH_ARGS,
+    _TOP_LEVEL,
+    _argument_error,
+    _callback_class,
+    _callbacks,
+    _check_fit,
+    _check_test_split,
+    _Checked,
+    _first_line,
+    _in_run_dir,
+    _leaves,
+    _load,
+    _located,
+    _misplaced,
+    _stop_before_training,
+    _streaming,
+    _trainer_error,
+    _unlocated,
+    check,
+    fit_arguments,
+    load,
 )
 from jaxfit._src.runner.rundir import (  # noqa: F401
-    _MAX_PATH,
-    _environment,
-    _make_run_dir,
-    _Tee,
-    _logging_to,
-    _write_json,
-    _position_words,
-    _Tracker,
-    _stopped_at,
-    _resume_point,
     _EPOCH_LINE,
-    _trim_for_resume,
+    _MAX_PATH,
     _appending_csv,
-    _silent,
-    _process_index,
-    _shared_path,
-    _plot,
-    show,
-    _last_interruption,
+    _environment,
     _format,
+    _last_interruption,
+    _logging_to,
+    _make_run_dir,
+    _plot,
+    _position_words,
+    _process_index,
+    _resume_point,
+    _shared_path,
+    _silent,
+    _stopped_at,
+    _Tee,
+    _Tracker,
+    _trim_for_resume,
+    _write_json,
+    show,
 )
+from jaxfit._src.runner.schema import ConfigError, RunConfig
 
 
 @dataclasses.dataclass

@@ -11,7 +11,8 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable, Iterator, TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 import jax
 import numpy as np
@@ -22,8 +23,6 @@ from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner.checks import _in_run_dir
 from jaxfit._src.runner.schema import ConfigError, RunConfig
-
-
 
 _MAX_PATH = 4096  # bytes of a run directory path broadcast to the other processes
 
@@ -130,7 +129,7 @@ def _stopped_at(trainer: Any, tracker: _Tracker) -> str:
     """Where an interrupted fit stopped: as of ``trainer.state`` where the trainer
     tells (the steps dispatched before Ctrl-C finish), else as of the last yield
     point."""
-    position = getattr(getattr(trainer, "session", None), "position", None) or (
+    position: Any = getattr(getattr(trainer, "session", None), "position", None) or (
         getattr(trainer, "_position", None))
     epoch, batch = (position.epoch, position.batch) if hasattr(
         position, "batch") else (tracker.epoch, tracker.batch)
@@ -169,14 +168,14 @@ def _trim_for_resume(config: RunConfig, run_dir: str, epoch: int) -> None:
         if callback.name != "CSVLogger":
             continue
         args = _in_run_dir(callback.args, run_dir)
-        path, separator = args.get("filename"), args.get("separator", ",")
-        if not isinstance(path, str) or not os.path.isfile(path):
+        csv_path, separator = args.get("filename"), args.get("separator", ",")
+        if not isinstance(csv_path, str) or not os.path.isfile(csv_path):
             continue
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(csv_path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f, delimiter=separator))
         kept_rows = rows[:1] + [row for row in rows[1:]
                                 if row and row[0].isdigit() and int(row[0]) < epoch]
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with open(csv_path, "w", newline="", encoding="utf-8") as f:
             csv.writer(f, delimiter=separator).writerows(kept_rows)
 
 

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
 import typing
-from typing import Any, Literal, Mapping, Union
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.driver import arguments as arguments_lib
 from jaxfit._src.runner.types import (  # noqa: F401 - the schema's vocabulary
-    _build,
+    _FLOAT,
     Bounds,
     ConfigError,
     MinLength,
@@ -45,13 +47,13 @@ from jaxfit._src.runner.types import (  # noqa: F401 - the schema's vocabulary
     PositiveInt,
     Rate,
     Widths,
-    _FLOAT,
-    _Mismatch,
     _annotations,
+    _build,
     _convert,
     _describe,
     _expected,
     _mentions_float,
+    _Mismatch,
     _not_from_yaml,
     checkable,
     convert_arguments,
@@ -59,16 +61,6 @@ from jaxfit._src.runner.types import (  # noqa: F401 - the schema's vocabulary
     where,
     yaml_type,
 )
-
-
-
-
-
-
-
-
-
-
 
 
 def _positive(default: Any = None, minimum: int = 1) -> Any:
@@ -108,7 +100,7 @@ class OptimizerConfig:
     ``learning_rate``: a number or a schedule; ``args``: its other arguments."""
 
     name: str = "adam"
-    learning_rate: Union[float, ScheduleConfig] = 1e-3
+    learning_rate: float | ScheduleConfig = 1e-3
     args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -167,7 +159,7 @@ def make_fit_config(fit: Any, fit_dataset: Any) -> type:
         if default is inspect.Parameter.empty:
             field = dataclasses.field(metadata=metadata)
         elif isinstance(default, (list, dict, set)):
-            field = dataclasses.field(default_factory=lambda d=default: copy.copy(d),
+            field = dataclasses.field(default_factory=functools.partial(copy.copy, default),
                                       metadata=metadata)
         else:
             field = dataclasses.field(default=default, metadata=metadata)
@@ -200,21 +192,21 @@ class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
-    loss: typing.Optional[Union[str, dict[str, str]]] = None
-    loss_weights: typing.Optional[dict[str, float]] = None
-    metrics: typing.Optional[Union[list[str], dict[str, list[str]]]] = None
+    loss: str | dict[str, str] | None = None
+    loss_weights: dict[str, float] | None = None
+    metrics: list[str] | dict[str, list[str]] | None = None
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     callbacks: list[CallbackConfig] = dataclasses.field(default_factory=list)
     seed: int = _positive(0, minimum=0)
     precision: Precision = "float32"
     # BackupAndRestore in the run directory: "epoch", every N batches, or false.
-    backup: Union[Literal["epoch", False], int] = _positive("epoch")
+    backup: Literal["epoch", False] | int = _positive("epoch")
     # JAX's persistent compilation cache: a directory (a relative one is in the
     # workdir; the CLI's --compilation-cache overrides it) or false.
-    compilation_cache: Union[Literal[False], str] = ".jax_cache"
+    compilation_cache: Literal[False] | str = ".jax_cache"
     # Written by `jaxfit run` into the run directory's config.yaml (versions,
     # devices); ignored when read back.
-    environment: typing.Optional[dict[str, Any]] = None
+    environment: dict[str, Any] | None = None
 
 
 

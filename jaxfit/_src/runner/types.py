@@ -14,10 +14,8 @@ import operator
 import re
 import types
 import typing
-from typing import Annotated, Any, Literal, Mapping, Sequence, Union
-
-
-
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, Union, cast
 
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -249,7 +247,7 @@ def _union(value: Any, tp: Any, path: str, minimum: int | None) -> Any:
 def _annotations(fn: Any) -> dict[str, Any]:
     """``{parameter: annotation}`` of a callable (a class: its ``__init__``), with
     ``Annotated`` extras; the raw annotations where some cannot be resolved."""
-    target = fn.__init__ if isinstance(fn, type) else fn
+    target = cast(Any, fn).__init__ if isinstance(fn, type) else fn
     try:
         return typing.get_type_hints(target, include_extras=True)
     except Exception:  # noqa: BLE001 - a forward reference the module cannot resolve

@@ -13,13 +13,19 @@ e.g. ``model.args.hidden[1]: expected a positive integer, got 0 (int)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
 import numpy as np
 
-from jaxfit._src.runner.schema import (ConfigError, NonEmptyWidths, PositiveInt, Rate,
-                                       Widths)
+from jaxfit._src.runner.schema import (
+    ConfigError,
+    NonEmptyWidths,
+    PositiveInt,
+    Rate,
+    Widths,
+)
 
 MSG_NO_FLAX = ("The built-in models (mlp, cnn, resnet) are Flax modules: pip install "
                "'jaxfit[run]' (or 'jaxfit[flax]').")
@@ -63,7 +69,7 @@ def mlp(*, sample_x: Any, num_outputs: int, seed: int = 0,
         hidden: Widths = (128,), dropout: Rate = 0.0,
         activation: Activation = "relu") -> Any:
     """Dense layers of sizes ``hidden`` (inputs flattened), ``dropout`` after each."""
-    nn = _linen()
+    nn: Any = _linen()
     act = getattr(nn, activation)
 
     class MLP(nn.Module):
@@ -84,7 +90,7 @@ def cnn(*, sample_x: Any, num_outputs: int, seed: int = 0,
         ) -> Any:
     """3x3 conv + ReLU + 2x2 average pool per entry of ``channels``, then dense."""
     _images("cnn", sample_x)
-    nn = _linen()
+    nn: Any = _linen()
 
     class CNN(nn.Module):
         @nn.compact
@@ -110,7 +116,7 @@ def resnet(*, sample_x: Any, num_outputs: int, seed: int = 0,
     stage), global average pooling and a dense head. Batch-norm statistics are
     model state."""
     _images("resnet", sample_x)
-    nn = _linen()
+    nn: Any = _linen()
 
     class Block(nn.Module):
         width: int
@@ -145,4 +151,4 @@ def resnet(*, sample_x: Any, num_outputs: int, seed: int = 0,
     return _adapt(ResNet(), sample_x, seed)
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+MODELS: dict[str, Callable[..., Any]] = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
