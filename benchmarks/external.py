@@ -65,13 +65,20 @@ def _keras_model(keras, spec):
         sizes = spec["sizes"]
         hidden = [layers.Dense(n, activation="relu") for n in sizes[1:-1]]
         # Keras's Dense defaults are already glorot-uniform kernels, zero biases.
-        return keras.Sequential([keras.Input((sizes[0],)), *hidden,
-                                 layers.Dense(sizes[-1])])
+        return keras.Sequential(
+            [keras.Input((sizes[0],)), *hidden, layers.Dense(sizes[-1])]
+        )
 
     # The ResNet with Flax Linen's defaults, to match zoo.resnet.
     def conv(width, kernel, stride=1):
-        return layers.Conv2D(width, kernel, strides=stride, padding="same",
-                             use_bias=False, kernel_initializer="lecun_normal")
+        return layers.Conv2D(
+            width,
+            kernel,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            kernel_initializer="lecun_normal",
+        )
 
     def norm():
         return layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
@@ -91,9 +98,15 @@ def _keras_model(keras, spec):
     return keras.Model(inputs, outputs)
 
 
-def keras_fit(spec: dict, x: np.ndarray, y: np.ndarray, timer,
-              steps_per_execution: int = 1, stream: str | None = None,
-              epochs=None) -> float:
+def keras_fit(
+    spec: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    timer,
+    steps_per_execution: int = 1,
+    stream: str | None = None,
+    epochs=None,
+) -> float:
     """Keras 3 ``model.fit`` (JAX backend) on the arrays, or on a ``stream``
     (``"gen"`` or ``"pydataset"``) of ``epochs(e)``'s batches; returns the last
     epoch's mean loss."""
@@ -105,7 +118,9 @@ def keras_fit(spec: dict, x: np.ndarray, y: np.ndarray, timer,
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True, steps_per_execution=steps_per_execution)
+        jit_compile=True,
+        steps_per_execution=steps_per_execution,
+    )
 
     begun = [-1]  # the epoch being trained (for the PyDataset's order)
 
@@ -131,6 +146,7 @@ def keras_fit(spec: dict, x: np.ndarray, y: np.ndarray, timer,
         if stream is None:
             data = {"x": x, "y": y, "batch_size": spec["batch"], "shuffle": True}
         elif stream == "gen":
+
             def forever():
                 for epoch in itertools.count():
                     yield from epochs(epoch)
@@ -144,8 +160,9 @@ def keras_fit(spec: dict, x: np.ndarray, y: np.ndarray, timer,
             # The batches come in the epoch's order (fit's default shuffle=True
             # would reorder a PyDataset's batches and warn about a generator).
             data["shuffle"] = False
-        history = model.fit(**data, epochs=spec["epochs"], verbose=verbose,
-                            callbacks=callbacks)
+        history = model.fit(
+            **data, epochs=spec["epochs"], verbose=verbose, callbacks=callbacks
+        )
     return float(history.history["loss"][-1])
 
 
@@ -175,9 +192,12 @@ def _nnx_model(nnx, spec):
         class MLP(nnx.Module):
             def __init__(self, sizes, rngs):
                 init = nnx.initializers.glorot_uniform()
-                self.layers = nnx.List([
-                    nnx.Linear(a, b, kernel_init=init, rngs=rngs)
-                    for a, b in itertools.pairwise(sizes)])
+                self.layers = nnx.List(
+                    [
+                        nnx.Linear(a, b, kernel_init=init, rngs=rngs)
+                        for a, b in itertools.pairwise(sizes)
+                    ]
+                )
 
             def __call__(self, x):
                 for layer in self.layers[:-1]:
@@ -187,8 +207,9 @@ def _nnx_model(nnx, spec):
         return MLP(spec["sizes"], rngs)
 
     def conv(cin, cout, kernel, stride=1):
-        return nnx.Conv(cin, cout, (kernel, kernel), strides=stride, use_bias=False,
-                        rngs=rngs)
+        return nnx.Conv(
+            cin, cout, (kernel, kernel), strides=stride, use_bias=False, rngs=rngs
+        )
 
     def norm(width):
         return nnx.BatchNorm(width, momentum=0.9, epsilon=1e-5, rngs=rngs)
@@ -199,8 +220,11 @@ def _nnx_model(nnx, spec):
             self.conv2, self.bn2 = conv(width, width, 3), norm(width)
             # A 1x1 conv + batch norm on the shortcut when the shape changes.
             reshape = stride != 1 or cin != width
-            self.shortcut = (nnx.Sequential(conv(cin, width, 1, stride), norm(width))
-                             if reshape else None)
+            self.shortcut = (
+                nnx.Sequential(conv(cin, width, 1, stride), norm(width))
+                if reshape
+                else None
+            )
 
         def __call__(self, x):
             y = nnx.relu(self.bn1(self.conv1(x)))
@@ -213,9 +237,12 @@ def _nnx_model(nnx, spec):
         def __init__(self, channels, classes):
             self.stem, self.stem_bn = conv(3, channels[0], 3), norm(channels[0])
             widths = [channels[0], *channels]
-            self.blocks = nnx.List([
-                Block(cin, width, 2 if stage > 0 else 1)
-                for stage, (cin, width) in enumerate(itertools.pairwise(widths))])
+            self.blocks = nnx.List(
+                [
+                    Block(cin, width, 2 if stage > 0 else 1)
+                    for stage, (cin, width) in enumerate(itertools.pairwise(widths))
+                ]
+            )
             self.head = nnx.Linear(channels[-1], classes, rngs=rngs)
 
         def __call__(self, x):
@@ -260,8 +287,13 @@ def flax_nnx(spec: dict, x: np.ndarray, y: np.ndarray, timer) -> float:
         # The last ragged batch is dropped, as the tutorial's
         # `batch(..., drop_remainder=True)` does (no workload has one).
         for start in range(0, n - batch + 1, batch):
-            step_loss = train_step(model, optimizer, metrics,
-                                   xs[start:start + batch], ys[start:start + batch])
+            step_loss = train_step(
+                model,
+                optimizer,
+                metrics,
+                xs[start : start + batch],
+                ys[start : start + batch],
+            )
             if sync_every_step:
                 float(step_loss)
         loss = float(metrics.compute())  # the one device -> host read per epoch

@@ -45,8 +45,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_CONFIG = os.path.join(ROOT, "jaxfit", "configs", "digits_mlp.yaml")
 WAYS = ("off", "cold", "warm")
-COLUMNS = [("to train begin s", "train_begin"), ("to first step s", "first_step"),
-           ("first epoch s", "first_epoch"), ("total s", "total")]
+COLUMNS = [
+    ("to train begin s", "train_begin"),
+    ("to first step s", "first_step"),
+    ("first epoch s", "first_epoch"),
+    ("total s", "total"),
+]
 
 
 # -- in the child: the Clock callback (the config names it first_step:Clock) ------
@@ -116,21 +120,25 @@ if __name__ != "__main__":
 
 # -- in the parent --------------------------------------------------------------------
 
+
 def _config_with_clock(config: str, stamps: str, out: str) -> str:
     """A copy of ``config`` with the Clock callback appended; its path."""
     import yaml
 
     with open(config, encoding="utf-8") as f:
         raw = yaml.safe_load(f)
-    raw["callbacks"] = [*(raw.get("callbacks") or []),
-                        {"name": "first_step:Clock", "args": {"path": stamps}}]
+    raw["callbacks"] = [
+        *(raw.get("callbacks") or []),
+        {"name": "first_step:Clock", "args": {"path": stamps}},
+    ]
     with open(out, "w", encoding="utf-8") as f:
         yaml.safe_dump(raw, f, sort_keys=False)
     return out
 
 
-def run_once(config: str, workdir: str, sets: list[str], scratch: str,
-             cache: str | None = None) -> dict[str, float]:
+def run_once(
+    config: str, workdir: str, sets: list[str], scratch: str, cache: str | None = None
+) -> dict[str, float]:
     """One ``jaxfit run`` in a new process: its times (seconds) and counts."""
     stamps = os.path.join(scratch, f"stamps-{time.monotonic_ns()}.json")
     copy = _config_with_clock(config, stamps, stamps.replace(".json", ".yaml"))
@@ -139,28 +147,44 @@ def run_once(config: str, workdir: str, sets: list[str], scratch: str,
         argv += ["--set", item]
     if cache is not None:
         argv += ["--compilation-cache", cache]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [HERE, ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [HERE, ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    )
     start = time.time()
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT,
-                            check=False)
+    result = subprocess.run(
+        argv, capture_output=True, text=True, env=env, cwd=ROOT, check=False
+    )
     end = time.time()
     if result.returncode != 0:
-        raise SystemExit(f"jaxfit run failed ({result.returncode}):\n"
-                         f"{result.stderr[-3000:]}")
+        raise SystemExit(
+            f"jaxfit run failed ({result.returncode}):\n{result.stderr[-3000:]}"
+        )
     with open(stamps, encoding="utf-8") as f:
         seen = json.load(f)
-    return {"train_begin": seen["train_begin"] - start,
-            "first_step": seen["first_step"] - start,
-            "first_epoch": seen["epoch_end"] - seen["epoch_begin"],
-            "total": end - start, "compiles": seen["compiles"], "hits": seen["hits"]}
+    return {
+        "train_begin": seen["train_begin"] - start,
+        "first_step": seen["first_step"] - start,
+        "first_epoch": seen["epoch_end"] - seen["epoch_begin"],
+        "total": end - start,
+        "compiles": seen["compiles"],
+        "hits": seen["hits"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
-    parser.add_argument("--set", dest="sets", action="append", default=[],
-                        metavar="KEY.PATH=VALUE", help="passed to jaxfit run")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="passed to jaxfit run",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     config = os.path.abspath(args.config)
@@ -169,34 +193,56 @@ def main(argv: list[str] | None = None) -> None:
         run_once(config, os.path.join(scratch, "warm-up"), args.sets, scratch, "off")
         for i in range(args.repeat):
             workdir = os.path.join(scratch, f"runs-{i}")
-            rows["off"].append(run_once(config, os.path.join(scratch, f"off-{i}"),
-                                        args.sets, scratch, "off"))
+            rows["off"].append(
+                run_once(
+                    config, os.path.join(scratch, f"off-{i}"), args.sets, scratch, "off"
+                )
+            )
             rows["cold"].append(run_once(config, workdir, args.sets, scratch))
             rows["warm"].append(run_once(config, workdir, args.sets, scratch))
     import jax
 
-    print(f"jaxfit run {os.path.relpath(config, ROOT)}"
-          f"{''.join(' --set ' + s for s in args.sets)}: median of {args.repeat}, "
-          f"{jax.default_backend()} ({jax.devices()[0].device_kind}), "
-          f"{os.cpu_count()} CPU cores, jax {jax.__version__}")
+    print(
+        f"jaxfit run {os.path.relpath(config, ROOT)}"
+        f"{''.join(' --set ' + s for s in args.sets)}: median of {args.repeat}, "
+        f"{jax.default_backend()} ({jax.devices()[0].device_kind}), "
+        f"{os.cpu_count()} CPU cores, jax {jax.__version__}"
+    )
     print()
-    print("| cache | " + " | ".join(name for name, _ in COLUMNS)
-          + " | compiles | cache hits |")
+    print(
+        "| cache | "
+        + " | ".join(name for name, _ in COLUMNS)
+        + " | compiles | cache hits |"
+    )
     print("|---" * (len(COLUMNS) + 3) + "|")
-    medians = {way: {key: statistics.median(r[key] for r in rows[way])
-                     for key in [*(key for _, key in COLUMNS), "compiles", "hits"]}
-               for way in WAYS}
+    medians = {
+        way: {
+            key: statistics.median(r[key] for r in rows[way])
+            for key in [*(key for _, key in COLUMNS), "compiles", "hits"]
+        }
+        for way in WAYS
+    }
     for way in WAYS:
         m = medians[way]
-        print(f"| {way} | " + " | ".join(f"{m[key]:.2f}" for _, key in COLUMNS)
-              + f" | {m['compiles']:.0f} | {m['hits']:.0f} |")
-    print("| cold/warm | " + " | ".join(
-        f"{medians['cold'][key] / medians['warm'][key]:.2f}x" for _, key in COLUMNS)
-          + " | | |")
+        print(
+            f"| {way} | "
+            + " | ".join(f"{m[key]:.2f}" for _, key in COLUMNS)
+            + f" | {m['compiles']:.0f} | {m['hits']:.0f} |"
+        )
+    print(
+        "| cold/warm | "
+        + " | ".join(
+            f"{medians['cold'][key] / medians['warm'][key]:.2f}x" for _, key in COLUMNS
+        )
+        + " | | |"
+    )
     print()
     for way in WAYS:
-        print(f"{way}: to first step " + ", ".join(
-            f"{r['first_step']:.2f}" for r in rows[way]) + " s")
+        print(
+            f"{way}: to first step "
+            + ", ".join(f"{r['first_step']:.2f}" for r in rows[way])
+            + " s"
+        )
     ratio = medians["cold"]["first_step"] / medians["warm"]["first_step"]
     print(f"warm reaches its first step {ratio:.2f}x sooner than cold")
 

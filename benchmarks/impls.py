@@ -111,15 +111,17 @@ def _normalized(model: Any):
 def _batches(spec, n, epoch):
     order = np.random.default_rng([0, epoch]).permutation(n)
     batch = spec["batch"]
-    return [order[i:i + batch] for i in range(0, n - batch + 1, batch)]  # drop ragged
+    return [order[i : i + batch] for i in range(0, n - batch + 1, batch)]  # drop ragged
 
 
 def _stream_epochs(spec, x, y):
     """``epoch -> [(x, y), ...]``: each epoch's numpy batches, gathered now (for
     ``spec["epochs"]`` epochs; a later epoch index wraps around, for frameworks
     that read ahead past the last epoch)."""
-    epochs = [[(x[rows], y[rows]) for rows in _batches(spec, len(x), epoch)]
-              for epoch in range(spec["epochs"])]
+    epochs = [
+        [(x[rows], y[rows]) for rows in _batches(spec, len(x), epoch)]
+        for epoch in range(spec["epochs"])
+    ]
     return lambda epoch: epochs[epoch % len(epochs)]
 
 
@@ -174,22 +176,39 @@ def run_jaxfit(spec, x, y, timer, yield_every="auto", dataset=None) -> float:
     verbose = 0
     if spec.get("callbacks"):
         seen = []
-        callbacks.append({"on_train_batch_end": lambda batch, logs: seen.append(
-            float(logs["loss"]))})
+        callbacks.append(
+            {"on_train_batch_end": lambda batch, logs: seen.append(float(logs["loss"]))}
+        )
         verbose = 1
-    trainer = jaxfit.Trainer(workloads.model(spec), optimizer=optax.adam(1e-3),
-                             loss="sparse_categorical_crossentropy_from_logits",
-                             mesh=None)
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
-            contextlib.redirect_stderr(sink):
+    trainer = jaxfit.Trainer(
+        workloads.model(spec),
+        optimizer=optax.adam(1e-3),
+        loss="sparse_categorical_crossentropy_from_logits",
+        mesh=None,
+    )
+    with (
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
         if dataset is None:
-            history = trainer.fit(x, y, batch_size=spec["batch"], epochs=spec["epochs"],
-                                  verbose=verbose, callbacks=callbacks,
-                                  yield_every=yield_every)
+            history = trainer.fit(
+                x,
+                y,
+                batch_size=spec["batch"],
+                epochs=spec["epochs"],
+                verbose=verbose,
+                callbacks=callbacks,
+                yield_every=yield_every,
+            )
         else:
-            history = trainer.fit_dataset(dataset, epochs=spec["epochs"],
-                                          verbose=verbose, callbacks=callbacks,
-                                          yield_every=yield_every)
+            history = trainer.fit_dataset(
+                dataset,
+                epochs=spec["epochs"],
+                verbose=verbose,
+                callbacks=callbacks,
+                yield_every=yield_every,
+            )
     return history.history["loss"][-1]
 
 
@@ -199,8 +218,11 @@ def _prepared(spec):
     optimizer = optax.adam(1e-3)
     params = model.params
     state = model.state if model.state is not None else {}
-    return apply, optimizer, (params, optimizer.init(params), state,
-                              jax.random.PRNGKey(0))
+    return (
+        apply,
+        optimizer,
+        (params, optimizer.init(params), state, jax.random.PRNGKey(0)),
+    )
 
 
 def run_handloop(spec, x, y, timer, stream=None) -> float:
@@ -213,10 +235,14 @@ def run_handloop(spec, x, y, timer, stream=None) -> float:
         params, opt_state, state, rng = carry
         rng, key = jax.random.split(rng)
         (loss, state), grads = jax.value_and_grad(
-            lambda p: _loss_fn(apply, p, state, xb, yb, key), has_aux=True)(params)
+            lambda p: _loss_fn(apply, p, state, xb, yb, key), has_aux=True
+        )(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, state, rng), \
-            total + loss, loss
+        return (
+            (optax.apply_updates(params, updates), opt_state, state, rng),
+            total + loss,
+            loss,
+        )
 
     step = jax.jit(step.__wrapped__, donate_argnums=(0, 3))
     per_batch = bool(spec.get("callbacks"))
@@ -251,7 +277,8 @@ def run_scan(spec, x, y, timer) -> float:
         xb, yb = batch
         rng, key = jax.random.split(rng)
         (loss, state), grads = jax.value_and_grad(
-            lambda p: _loss_fn(apply, p, state, xb, yb, key), has_aux=True)(params)
+            lambda p: _loss_fn(apply, p, state, xb, yb, key), has_aux=True
+        )(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, state, rng), loss
 
@@ -286,19 +313,28 @@ def run(impl: str, spec: dict[str, Any]) -> dict[str, Any]:
     elif impl == "scan":
         loss = run_scan(spec, x, y, timer)
     elif impl in ("jaxfit-list", "jaxfit-gen", "jaxfit-tfdata"):
-        wrap = {"jaxfit-list": EpochList, "jaxfit-gen": generator_function,
-                "jaxfit-tfdata": TFDataLike}[impl]
+        wrap = {
+            "jaxfit-list": EpochList,
+            "jaxfit-gen": generator_function,
+            "jaxfit-tfdata": TFDataLike,
+        }[impl]
         loss = run_jaxfit(spec, x, y, timer, dataset=wrap(_stream_epochs(spec, x, y)))
     elif impl == "jaxfit-grain":
         import grain  # noqa: F401  (optional: ModuleNotFoundError = a skipped row)
 
         import jaxfit
 
-        loss = run_jaxfit(spec, x, y, timer, dataset=jaxfit.data.from_arrays(
-            x, y, batch_size=spec["batch"], seed=0))
+        loss = run_jaxfit(
+            spec,
+            x,
+            y,
+            timer,
+            dataset=jaxfit.data.from_arrays(x, y, batch_size=spec["batch"], seed=0),
+        )
     elif impl == "handloop-stream":
-        loss = run_handloop(spec, x, y, timer,
-                            stream=generator_function(_stream_epochs(spec, x, y)))
+        loss = run_handloop(
+            spec, x, y, timer, stream=generator_function(_stream_epochs(spec, x, y))
+        )
     else:
         import external
 
@@ -308,23 +344,34 @@ def run(impl: str, spec: dict[str, Any]) -> dict[str, Any]:
             loss = external.keras_fit(spec, x, y, timer, steps_per_execution=32)
         elif impl in ("keras-gen", "keras-pydataset", "keras-pydataset-spe32"):
             loss = external.keras_fit(
-                spec, x, y, timer, stream=impl.split("-")[1],
+                spec,
+                x,
+                y,
+                timer,
+                stream=impl.split("-")[1],
                 steps_per_execution=32 if impl.endswith("spe32") else 1,
-                epochs=_stream_epochs(spec, x, y))
+                epochs=_stream_epochs(spec, x, y),
+            )
         elif impl == "flax-nnx":
             loss = external.flax_nnx(spec, x, y, timer)
         else:
             raise ValueError(f"impl: unknown implementation {impl!r}")
     stats = jax.devices()[0].memory_stats() or {}
     steps = len(x) // spec["batch"]
-    steady = float(np.median(timer.times[1:])) if len(timer.times) > 1 else timer.times[0]
+    steady = (
+        float(np.median(timer.times[1:])) if len(timer.times) > 1 else timer.times[0]
+    )
     return {
-        "first_epoch_s": timer.times[0], "steady_epoch_s": steady,
-        "steps_per_s": steps / steady, "samples_per_s": steps * spec["batch"] / steady,
+        "first_epoch_s": timer.times[0],
+        "steady_epoch_s": steady,
+        "steps_per_s": steps / steady,
+        "samples_per_s": steps * spec["batch"] / steady,
         "compiles_after_first_epoch": _COMPILES[0] - (timer.compiles_after_first or 0),
         "peak_memory_bytes": stats.get("peak_bytes_in_use"),
-        "final_loss": float(loss), "epochs": len(timer.times),
-        "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+        "final_loss": float(loss),
+        "epochs": len(timer.times),
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
     }
 
 
@@ -334,6 +381,6 @@ if __name__ == "__main__":
     spec = dict(table[workload])
     for arg in sys.argv[3:]:  # --set key=value (tests shrink the sizes)
         if arg.startswith("--set="):
-            key, value = arg[len("--set="):].split("=", 1)
+            key, value = arg[len("--set=") :].split("=", 1)
             spec[key] = json.loads(value)
     print(json.dumps({"impl": impl, "workload": workload, **run(impl, spec)}))

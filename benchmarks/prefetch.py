@@ -23,8 +23,12 @@ import jaxfit
 
 def _model(width: int):
     rng = np.random.default_rng(0)
-    params = {f"w{i}": jnp.asarray(rng.normal(size=(width, width)) / np.sqrt(width),
-                                   jnp.float32) for i in range(4)}
+    params = {
+        f"w{i}": jnp.asarray(
+            rng.normal(size=(width, width)) / np.sqrt(width), jnp.float32
+        )
+        for i in range(4)
+    }
 
     def apply(params, x):
         for i in range(4):
@@ -42,9 +46,13 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
-    data = [(rng.normal(size=(args.batch_size, args.width)).astype(np.float32),
-             rng.normal(size=(args.batch_size, args.width)).astype(np.float32))
-            for _ in range(args.batches)]
+    data = [
+        (
+            rng.normal(size=(args.batch_size, args.width)).astype(np.float32),
+            rng.normal(size=(args.batch_size, args.width)).astype(np.float32),
+        )
+        for _ in range(args.batches)
+    ]
 
     def slow_pipeline():
         for batch in data:
@@ -62,10 +70,13 @@ def main(argv=None) -> None:
         return time.perf_counter() - start
 
     host = timed(lambda: list(slow_pipeline()))
-    device = min(timed(lambda: trainer.fit_dataset(data, epochs=1, verbose=0))
-                 for _ in range(3))
-    both = min(timed(lambda: trainer.fit_dataset(slow_pipeline, epochs=1, verbose=0))
-               for _ in range(3))
+    device = min(
+        timed(lambda: trainer.fit_dataset(data, epochs=1, verbose=0)) for _ in range(3)
+    )
+    both = min(
+        timed(lambda: trainer.fit_dataset(slow_pipeline, epochs=1, verbose=0))
+        for _ in range(3)
+    )
     print(f"{'measure':<34}{'seconds':>10}")
     print(f"{'host pipeline alone':<34}{host:>10.3f}")
     print(f"{'device steps alone (fit_dataset)':<34}{device:>10.3f}")

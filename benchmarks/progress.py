@@ -29,26 +29,42 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20_000, 10)).astype(np.float32)
     y = rng.normal(size=(20_000, 2)).astype(np.float32)
-    params = {"w1": jnp.asarray(rng.normal(size=(10, 32)) * 0.3, jnp.float32),
-              "w2": jnp.asarray(rng.normal(size=(32, 2)) * 0.3, jnp.float32)}
+    params = {
+        "w1": jnp.asarray(rng.normal(size=(10, 32)) * 0.3, jnp.float32),
+        "w2": jnp.asarray(rng.normal(size=(32, 2)) * 0.3, jnp.float32),
+    }
 
     def apply(p, x):
         return jnp.tanh(x @ p["w1"]) @ p["w2"]
 
-    configs = [("verbose=0", 0, "auto"), ("verbose=1 (bar)", 1, "auto"),
-               ("verbose=2 (lines)", 2, "auto"),
-               ("verbose=1, yield_every=batch", 1, "batch")]
+    configs = [
+        ("verbose=0", 0, "auto"),
+        ("verbose=1 (bar)", 1, "auto"),
+        ("verbose=2 (lines)", 2, "auto"),
+        ("verbose=1, yield_every=batch", 1, "batch"),
+    ]
     runs = []
     for label, verbose, yield_every in configs:
         trainer = jaxfit.Trainer(apply, params, optimizer=optax.adam(1e-3), loss="mse")
         sink = io.StringIO()
 
-        def fit(epochs, trainer=trainer, sink=sink, verbose=verbose,
-                yield_every=yield_every):
-            callbacks = [jaxfit.callbacks.ProgressBar(verbose, stream=sink)] if verbose \
+        def fit(
+            epochs, trainer=trainer, sink=sink, verbose=verbose, yield_every=yield_every
+        ):
+            callbacks = (
+                [jaxfit.callbacks.ProgressBar(verbose, stream=sink)]
+                if verbose
                 else None
-            trainer.fit(x, y, batch_size=32, epochs=epochs, verbose=0,
-                        yield_every=yield_every, callbacks=callbacks)
+            )
+            trainer.fit(
+                x,
+                y,
+                batch_size=32,
+                epochs=epochs,
+                verbose=0,
+                yield_every=yield_every,
+                callbacks=callbacks,
+            )
             jax.block_until_ready(trainer.params)
 
         fit(1)  # compile

@@ -40,18 +40,40 @@ sys.path.insert(0, HERE)
 
 import workloads
 
-IMPLS = ["jaxfit", "jaxfit-batch", "handloop", "scan", "keras", "keras-spe32", "flax-nnx",
-         # the stream rows: Trainer.fit_dataset and what it is compared with
-         "jaxfit-list", "jaxfit-gen", "jaxfit-grain", "jaxfit-tfdata",
-         "handloop-stream", "keras-gen", "keras-pydataset", "keras-pydataset-spe32"]
-OPTIONAL = {"keras": "keras", "keras-spe32": "keras", "flax-nnx": "flax",
-            "jaxfit-grain": "grain", "keras-gen": "keras", "keras-pydataset": "keras",
-            "keras-pydataset-spe32": "keras"}
+IMPLS = [
+    "jaxfit",
+    "jaxfit-batch",
+    "handloop",
+    "scan",
+    "keras",
+    "keras-spe32",
+    "flax-nnx",
+    # the stream rows: Trainer.fit_dataset and what it is compared with
+    "jaxfit-list",
+    "jaxfit-gen",
+    "jaxfit-grain",
+    "jaxfit-tfdata",
+    "handloop-stream",
+    "keras-gen",
+    "keras-pydataset",
+    "keras-pydataset-spe32",
+]
+OPTIONAL = {
+    "keras": "keras",
+    "keras-spe32": "keras",
+    "flax-nnx": "flax",
+    "jaxfit-grain": "grain",
+    "keras-gen": "keras",
+    "keras-pydataset": "keras",
+    "keras-pydataset-spe32": "keras",
+}
 # (numerator, denominator, which time) for the verdict's stream ratios
-STREAM_VERDICT = [("jaxfit-list", "jaxfit", "steady"),
-                  ("jaxfit-list", "handloop-stream", "steady"),
-                  ("jaxfit-grain", "jaxfit", "steady"),
-                  ("jaxfit-list", "handloop", "first")]
+STREAM_VERDICT = [
+    ("jaxfit-list", "jaxfit", "steady"),
+    ("jaxfit-list", "handloop-stream", "steady"),
+    ("jaxfit-grain", "jaxfit", "steady"),
+    ("jaxfit-list", "handloop", "first"),
+]
 
 
 def run_one(impl: str, workload: str, quick: bool, sets: list[str]) -> dict:
@@ -63,10 +85,16 @@ def run_one(impl: str, workload: str, quick: bool, sets: list[str]) -> dict:
     if result.returncode != 0:
         missing = OPTIONAL.get(impl)
         if missing and f"No module named '{missing}'" in result.stderr:
-            return {"impl": impl, "workload": workload,
-                    "skipped": f"{missing} is not installed"}
-        return {"impl": impl, "workload": workload,
-                "error": result.stderr.strip().splitlines()[-1][:200]}
+            return {
+                "impl": impl,
+                "workload": workload,
+                "skipped": f"{missing} is not installed",
+            }
+        return {
+            "impl": impl,
+            "workload": workload,
+            "error": result.stderr.strip().splitlines()[-1][:200],
+        }
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -81,23 +109,35 @@ def table(rows: list[dict]) -> list[str]:
         group = [r for r in rows if r["workload"] == workload]
         timed = {r["impl"]: r for r in group if "steady_epoch_s" in r}
         scan, hand = timed.get("scan"), timed.get("handloop")
-        lines += [f"### {workload}", "",
-                  "| impl | first epoch s | steady epoch s | steps/s | samples/s | "
-                  "compiles after epoch 1 | peak memory | final loss | / scan | "
-                  "/ handloop |", "|" + "---|" * 10]
+        lines += [
+            f"### {workload}",
+            "",
+            "| impl | first epoch s | steady epoch s | steps/s | samples/s | "
+            "compiles after epoch 1 | peak memory | final loss | / scan | "
+            "/ handloop |",
+            "|" + "---|" * 10,
+        ]
         for r in group:
             if "steady_epoch_s" not in r:
-                lines.append(f"| {r['impl']} | {r.get('skipped') or r.get('error')} |"
-                             + " |" * 8)
+                lines.append(
+                    f"| {r['impl']} | {r.get('skipped') or r.get('error')} |" + " |" * 8
+                )
                 continue
-            ratio = lambda ref: (f"{r['steady_epoch_s'] / ref['steady_epoch_s']:.2f}x"  # noqa: E731, B023 - used in this iteration
-                                 if ref else "n/a")
+
+            def ratio(ref, r=r):
+                return (
+                    f"{r['steady_epoch_s'] / ref['steady_epoch_s']:.2f}x"
+                    if ref
+                    else "n/a"
+                )
+
             lines.append(
                 f"| {r['impl']} | {r['first_epoch_s']:.2f} | {r['steady_epoch_s']:.4f} | "
                 f"{r['steps_per_s']:.0f} | {r['samples_per_s']:.0f} | "
                 f"{r['compiles_after_first_epoch']} | "
                 f"{_fmt_bytes(r['peak_memory_bytes'])} | {r['final_loss']:.4f} | "
-                f"{ratio(scan)} | {ratio(hand)} |")
+                f"{ratio(scan)} | {ratio(hand)} |"
+            )
         verdict = []
         jaxfit = timed.get("jaxfit")
         if jaxfit:
@@ -106,8 +146,10 @@ def table(rows: list[dict]) -> list[str]:
                     value = jaxfit["steady_epoch_s"] / timed[name]["steady_epoch_s"]
                     verdict.append(f"jaxfit/{name} = {value:.2f}x")
             if hand:
-                verdict.append("first epoch jaxfit/handloop = "
-                               f"{jaxfit['first_epoch_s'] / hand['first_epoch_s']:.2f}x")
+                verdict.append(
+                    "first epoch jaxfit/handloop = "
+                    f"{jaxfit['first_epoch_s'] / hand['first_epoch_s']:.2f}x"
+                )
         for top, bottom, which in STREAM_VERDICT:
             if top in timed and bottom in timed:
                 key = f"{which}_epoch_s"
@@ -122,34 +164,51 @@ def table(rows: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes: a few minutes on 2 CPU cores")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores"
+    )
     parser.add_argument("--workloads", default=",".join(workloads.FULL))
     parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--json", help="write one JSON line per row here")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--set", dest="sets", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a workload size")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a workload size",
+    )
     args = parser.parse_args(argv)
     names = args.workloads.split(",")
     impls = args.impls.split(",")
     for name in names:
         if name not in workloads.FULL:
-            parser.error(f"--workloads: unknown {name!r}; expected {list(workloads.FULL)}")
+            parser.error(
+                f"--workloads: unknown {name!r}; expected {list(workloads.FULL)}"
+            )
     for impl in impls:
         if impl not in IMPLS:
             parser.error(f"--impls: unknown {impl!r}; expected {IMPLS}")
     rows = []
     for name in names:
         for impl in impls:
-            runs = [run_one(impl, name, args.quick, args.sets)
-                    for _ in range(max(1, args.repeat))]
+            runs = [
+                run_one(impl, name, args.quick, args.sets)
+                for _ in range(max(1, args.repeat))
+            ]
             timed = [r for r in runs if "steady_epoch_s" in r]
             best = min(timed, key=lambda r: r["steady_epoch_s"]) if timed else runs[0]
             rows.append(best)
-            print(f"# {name} / {impl}: " + (f"{best['steady_epoch_s']:.4f} s/epoch"
-                                            if timed else best.get("skipped")
-                                            or best.get("error")), flush=True)
+            print(
+                f"# {name} / {impl}: "
+                + (
+                    f"{best['steady_epoch_s']:.4f} s/epoch"
+                    if timed
+                    else best.get("skipped") or best.get("error")
+                ),
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             for row in rows:

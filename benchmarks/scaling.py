@@ -81,14 +81,29 @@ print(json.dumps({"devices": jax.device_count(), "times": times,
 def scaling(device_counts: list[int], epochs: int) -> list[dict]:
     rows = []
     for n in device_counts:
-        env = dict(os.environ, JAX_PLATFORMS="cpu",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(epochs)], env=env,
-                             capture_output=True, text=True, check=True)
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(epochs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         steady = statistics.median(result["times"][1:])
-        rows.append({"devices": n, "first_s": result["times"][0], "steady_s": steady,
-                     "samples_per_s": 8192 / steady, "loss": result["loss"]})
+        rows.append(
+            {
+                "devices": n,
+                "first_s": result["times"][0],
+                "steady_s": steady,
+                "samples_per_s": 8192 / steady,
+                "loss": result["loss"],
+            }
+        )
     base = rows[0]["samples_per_s"]
     for row in rows:
         row["speedup"] = row["samples_per_s"] / base
@@ -108,8 +123,9 @@ def precision(epochs: int, samples: int) -> list[dict]:
     y = rng.integers(0, 10, size=samples).astype(np.int32)
     rows = []
     for policy in ("float32", "mixed_bfloat16", "bfloat16"):
-        model = zoo.resnet(sample_x=x[:2], num_outputs=10, seed=0,
-                           stage_channels=(16, 32, 64))
+        model = zoo.resnet(
+            sample_x=x[:2], num_outputs=10, seed=0, stage_channels=(16, 32, 64)
+        )
         times: list[float] = []
 
         class Clock(jaxfit.callbacks.Callback):
@@ -119,15 +135,24 @@ def precision(epochs: int, samples: int) -> list[dict]:
             def on_epoch_end(self, epoch, logs=None):
                 times.append(time.perf_counter() - self.t)  # noqa: B023 - this run's list
 
-        trainer = jaxfit.Trainer(model, optimizer=optax.adam(1e-3),
-                                 loss="sparse_categorical_crossentropy_from_logits",
-                                 precision=policy)
-        history = trainer.fit(x, y, batch_size=128, epochs=epochs, verbose=0,
-                              callbacks=[Clock()])
+        trainer = jaxfit.Trainer(
+            model,
+            optimizer=optax.adam(1e-3),
+            loss="sparse_categorical_crossentropy_from_logits",
+            precision=policy,
+        )
+        history = trainer.fit(
+            x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[Clock()]
+        )
         steady = statistics.median(times[1:])
-        rows.append({"precision": policy, "steady_s": steady,
-                     "samples_per_s": len(x) / steady,
-                     "loss": history.history["loss"][-1]})
+        rows.append(
+            {
+                "precision": policy,
+                "steady_s": steady,
+                "samples_per_s": len(x) / steady,
+                "loss": history.history["loss"][-1],
+            }
+        )
     return rows
 
 
@@ -139,13 +164,17 @@ def main() -> None:
     parser.add_argument("--precision-samples", type=int, default=256)
     args = parser.parse_args()
     rows = scaling([int(n) for n in args.devices.split(",")], args.epochs)
-    print("| devices | first epoch s | steady epoch s | samples/s | speed-up | "
-          "efficiency | final loss |")
+    print(
+        "| devices | first epoch s | steady epoch s | samples/s | speed-up | "
+        "efficiency | final loss |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['devices']} | {r['first_s']:.2f} | {r['steady_s']:.3f} | "
-              f"{r['samples_per_s']:.0f} | {r['speedup']:.2f}x | "
-              f"{r['efficiency']:.0%} | {r['loss']:.4f} |")
+        print(
+            f"| {r['devices']} | {r['first_s']:.2f} | {r['steady_s']:.3f} | "
+            f"{r['samples_per_s']:.0f} | {r['speedup']:.2f}x | "
+            f"{r['efficiency']:.0%} | {r['loss']:.4f} |"
+        )
     if args.skip_precision:
         return
     import jax
@@ -154,8 +183,10 @@ def main() -> None:
     print("| precision | steady epoch s | samples/s | final loss |")
     print("|---|---|---|---|")
     for r in precision(args.epochs, args.precision_samples):
-        print(f"| {r['precision']} | {r['steady_s']:.3f} | {r['samples_per_s']:.0f} | "
-              f"{r['loss']:.4f} |")
+        print(
+            f"| {r['precision']} | {r['steady_s']:.3f} | {r['samples_per_s']:.0f} | "
+            f"{r['loss']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -14,20 +14,49 @@ from typing import Any
 import numpy as np
 
 FULL = {
-    "tiny": {"model": "mlp", "sizes": [10, 32, 2], "batch": 32, "samples": 20_000,
-             "epochs": 5},
-    "mlp": {"model": "mlp", "sizes": [784, 512, 512, 10], "batch": 128,
-            "samples": 60_000, "epochs": 4},
-    "cnn": {"model": "cnn", "image": 32, "channels": [16, 32, 64], "classes": 10,
-            "batch": 256, "samples": 10_240, "epochs": 4},
-    "callbacks": {"model": "mlp", "sizes": [10, 32, 2], "batch": 32, "samples": 20_000,
-                  "epochs": 5, "callbacks": True},
+    "tiny": {
+        "model": "mlp",
+        "sizes": [10, 32, 2],
+        "batch": 32,
+        "samples": 20_000,
+        "epochs": 5,
+    },
+    "mlp": {
+        "model": "mlp",
+        "sizes": [784, 512, 512, 10],
+        "batch": 128,
+        "samples": 60_000,
+        "epochs": 4,
+    },
+    "cnn": {
+        "model": "cnn",
+        "image": 32,
+        "channels": [16, 32, 64],
+        "classes": 10,
+        "batch": 256,
+        "samples": 10_240,
+        "epochs": 4,
+    },
+    "callbacks": {
+        "model": "mlp",
+        "sizes": [10, 32, 2],
+        "batch": 32,
+        "samples": 20_000,
+        "epochs": 5,
+        "callbacks": True,
+    },
 }
 QUICK = {
     "tiny": {**FULL["tiny"], "epochs": 4},
     "mlp": {**FULL["mlp"], "samples": 6_400, "epochs": 3},
-    "cnn": {**FULL["cnn"], "image": 16, "channels": [8, 16], "samples": 512,
-            "batch": 64, "epochs": 3},
+    "cnn": {
+        **FULL["cnn"],
+        "image": 16,
+        "channels": [8, 16],
+        "samples": 512,
+        "batch": 64,
+        "epochs": 3,
+    },
     "callbacks": {**FULL["callbacks"], "epochs": 4},
 }
 
@@ -63,8 +92,10 @@ def model(spec: dict[str, Any], seed: int = 0) -> Any:
         sizes = spec["sizes"]
         keys = jax.random.split(jax.random.PRNGKey(seed), len(sizes) - 1)
         init = jax.nn.initializers.glorot_uniform()
-        params = [{"w": init(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
-                  for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+        params = [
+            {"w": init(k, (a, b), jnp.float32), "b": jnp.zeros((b,), jnp.float32)}
+            for k, a, b in zip(keys, sizes[:-1], sizes[1:])
+        ]
 
         def apply(params, x):
             for layer in params[:-1]:
@@ -75,5 +106,9 @@ def model(spec: dict[str, Any], seed: int = 0) -> Any:
     from jaxfit._src.runner import zoo
 
     x, _ = data({**spec, "samples": 2})
-    return zoo.resnet(sample_x=x, num_outputs=spec["classes"], seed=seed,
-                      stage_channels=tuple(spec["channels"]))
+    return zoo.resnet(
+        sample_x=x,
+        num_outputs=spec["classes"],
+        seed=seed,
+        stage_channels=tuple(spec["channels"]),
+    )

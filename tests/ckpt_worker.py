@@ -34,18 +34,24 @@ def apply(params, x):
 def placement():
     # "model" spans the processes: model shard j lives on process j's two devices.
     mesh = Mesh(np.array(jax.devices()).reshape(2, 2).T, ("data", "model"))
-    rules = {"w1": PartitionSpec(None, "model"), "b1": PartitionSpec("model"),
-             "w2": PartitionSpec("model", None)}
+    rules = {
+        "w1": PartitionSpec(None, "model"),
+        "b1": PartitionSpec("model"),
+        "w2": PartitionSpec("model", None),
+    }
     return {"mesh": mesh, "param_sharding": rules}
 
 
 def trainer():
     rng = np.random.default_rng(0)
-    params = {"w1": rng.normal(size=(3, 8)).astype(np.float32) * 0.5,
-              "b1": np.zeros((8,), np.float32),
-              "w2": rng.normal(size=(8, 1)).astype(np.float32) * 0.5}
-    return jaxfit.Trainer(apply, params, optimizer=optax.adam(0.05), loss="mse",
-                          seed=0, **placement())
+    params = {
+        "w1": rng.normal(size=(3, 8)).astype(np.float32) * 0.5,
+        "b1": np.zeros((8,), np.float32),
+        "w2": rng.normal(size=(8, 1)).astype(np.float32) * 0.5,
+    }
+    return jaxfit.Trainer(
+        apply, params, optimizer=optax.adam(0.05), loss="mse", seed=0, **placement()
+    )
 
 
 def listing(directory):
@@ -61,20 +67,25 @@ class Backup(jaxfit.callbacks.BackupAndRestore):
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        complete = os.path.isfile(os.path.join(self.backup_dir, f"backup-{epoch}",
-                                               "metadata.json"))
+        complete = os.path.isfile(
+            os.path.join(self.backup_dir, f"backup-{epoch}", "metadata.json")
+        )
         self.seen.append([listing(self.backup_dir), complete])
 
 
 def shards(tree):
     """This process's shards of every leaf, as host arrays."""
-    return [np.asarray(shard.data) for leaf in jax.tree.leaves(tree)
-            for shard in sorted(leaf.addressable_shards, key=lambda s: str(s.index))]
+    return [
+        np.asarray(shard.data)
+        for leaf in jax.tree.leaves(tree)
+        for shard in sorted(leaf.addressable_shards, key=lambda s: str(s.index))
+    ]
 
 
 def main(port, rank, out):
-    jaxfit.distributed.initialize(f"localhost:{port}", num_processes=2,
-                                  process_id=int(rank))
+    jaxfit.distributed.initialize(
+        f"localhost:{port}", num_processes=2, process_id=int(rank)
+    )
     assert jax.process_count() == 2 and jax.device_count() == 4
     rng = np.random.default_rng(1)
     x = rng.normal(size=(32, 3)).astype(np.float32)
@@ -86,28 +97,41 @@ def main(port, rank, out):
     ckpts = os.path.join(out, "ckpts")
     backup = Backup(os.path.join(ckpts, "backup"), delete_checkpoint=False)
     checkpoint = jaxfit.callbacks.ModelCheckpoint(
-        os.path.join(ckpts, "mc-{epoch}"), max_to_keep=1, write_in_background=True)
-    history = t.fit(x, y, batch_size=8, epochs=3, verbose=0,
-                    callbacks=[backup, checkpoint])
+        os.path.join(ckpts, "mc-{epoch}"), max_to_keep=1, write_in_background=True
+    )
+    history = t.fit(
+        x, y, batch_size=8, epochs=3, verbose=0, callbacks=[backup, checkpoint]
+    )
     trained = listing(ckpts)  # fit has waited for the background write
 
     path = os.path.join(ckpts, "ckpt")
     t.save(path)
     saved = listing(ckpts)  # the moment save returned, on this process
 
-    loaded = jaxfit.Trainer.load(path, apply, optimizer=optax.adam(0.05), loss="mse",
-                                 **placement())
-    same = all(np.array_equal(a, b) for a, b in
-               zip(shards(t.state), shards(loaded.state), strict=True))
-    background = jaxfit.Trainer.load(os.path.join(ckpts, "mc-3"), apply,
-                                     optimizer=optax.adam(0.05), loss="mse",
-                                     **placement())
-    result = {"history": history.history, "backups": backup.seen, "saved": saved,
-              "trained": trained, "background_step": int(
-                  background.state.step.addressable_data(0)),
-              "save_complete": os.path.isfile(os.path.join(path, "metadata.json")),
-              "restored_equal": same,
-              "step": int(loaded.state.step.addressable_data(0))}
+    loaded = jaxfit.Trainer.load(
+        path, apply, optimizer=optax.adam(0.05), loss="mse", **placement()
+    )
+    same = all(
+        np.array_equal(a, b)
+        for a, b in zip(shards(t.state), shards(loaded.state), strict=True)
+    )
+    background = jaxfit.Trainer.load(
+        os.path.join(ckpts, "mc-3"),
+        apply,
+        optimizer=optax.adam(0.05),
+        loss="mse",
+        **placement(),
+    )
+    result = {
+        "history": history.history,
+        "backups": backup.seen,
+        "saved": saved,
+        "trained": trained,
+        "background_step": int(background.state.step.addressable_data(0)),
+        "save_complete": os.path.isfile(os.path.join(path, "metadata.json")),
+        "restored_equal": same,
+        "step": int(loaded.state.step.addressable_data(0)),
+    }
     with open(os.path.join(out, f"result-{rank}.json"), "w", encoding="utf-8") as f:
         json.dump(result, f)
 

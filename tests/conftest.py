@@ -59,7 +59,7 @@ class CompileCounter:
 
     def named(self, name: str) -> int:
         """How many of them compiled a function called ``name`` (``jit(name)``)."""
-        return sum(1 for n in _NAMES[self.start:] if n == f"jit({name})")
+        return sum(1 for n in _NAMES[self.start :] if n == f"jit({name})")
 
 
 @pytest.fixture

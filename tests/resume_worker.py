@@ -42,16 +42,24 @@ def apply(params, x, *, train, rng, state):
 
 def make_trainer():
     rng = np.random.default_rng(0)
-    params = {"w1": jnp.asarray(rng.normal(size=(3, 8)) * 0.5, jnp.float32),
-              "b1": jnp.zeros((8,), jnp.float32),
-              "w2": jnp.asarray(rng.normal(size=(8, 1)) * 0.5, jnp.float32)}
+    params = {
+        "w1": jnp.asarray(rng.normal(size=(3, 8)) * 0.5, jnp.float32),
+        "b1": jnp.zeros((8,), jnp.float32),
+        "w2": jnp.asarray(rng.normal(size=(8, 1)) * 0.5, jnp.float32),
+    }
     optimizer = optax.chain(
         optax.scale_by_schedule(optax.exponential_decay(1.0, 10, 0.9)),
         optax.inject_hyperparams(optax.adam)(learning_rate=0.05),
     )
-    return jaxfit.Trainer(apply, params, optimizer=optimizer, loss="mse",
-                          metrics=["mae"], state={"mean": jnp.zeros((8,), jnp.float32)},
-                          seed=3)
+    return jaxfit.Trainer(
+        apply,
+        params,
+        optimizer=optimizer,
+        loss="mse",
+        metrics=["mae"],
+        state={"mean": jnp.zeros((8,), jnp.float32)},
+        seed=3,
+    )
 
 
 def data():
@@ -140,24 +148,43 @@ def main(out, backup_dir, save_freq, kill, write="sync"):
     callbacks = [
         recorder,
         backup,
-        jaxfit.callbacks.EarlyStopping(monitor="val_loss", patience=50,
-                                       restore_best_weights=True),
-        jaxfit.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1,
-                                           min_delta=0.05),
+        jaxfit.callbacks.EarlyStopping(
+            monitor="val_loss", patience=50, restore_best_weights=True
+        ),
+        jaxfit.callbacks.ReduceLROnPlateau(
+            monitor="loss", factor=0.5, patience=1, min_delta=0.05
+        ),
     ]
     if kill != "none":
         callbacks.append(Killer(kill, backup_dir))
     x, y = data()
-    history = trainer.fit(x, y, batch_size=4, epochs=4, validation_split=0.2,
-                          callbacks=callbacks, verbose=0, yield_every="batch")
+    history = trainer.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=4,
+        validation_split=0.2,
+        callbacks=callbacks,
+        verbose=0,
+        yield_every="batch",
+    )
     os.makedirs(out, exist_ok=True)
-    leaves = {str(i): np.asarray(leaf) for i, leaf in
-              enumerate(jax.tree.leaves(trainer.state))}
+    leaves = {
+        str(i): np.asarray(leaf)
+        for i, leaf in enumerate(jax.tree.leaves(trainer.state))
+    }
     np.savez(os.path.join(out, "state.npz"), **leaves)
     with open(os.path.join(out, "run.json"), "w", encoding="utf-8") as f:
-        json.dump({"history": history.history, "epoch": history.epoch,
-                   "ran": recorder.epochs, "first_batch": recorder.first_batch,
-                   "backup_left": os.path.exists(backup_dir)}, f)
+        json.dump(
+            {
+                "history": history.history,
+                "epoch": history.epoch,
+                "ran": recorder.epochs,
+                "first_batch": recorder.first_batch,
+                "backup_left": os.path.exists(backup_dir),
+            },
+            f,
+        )
 
 
 if __name__ == "__main__":

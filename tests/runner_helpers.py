@@ -103,9 +103,17 @@ def _batches(split, seed, batch_size, count=None):
         i += 1
 
 
-def tiny_streams(form="function", num_batches=4, batch_size=8, validation=True,
-                 num_validation=3, test=True, task="regression", num_outputs=None,
-                 extra=None):
+def tiny_streams(
+    form="function",
+    num_batches=4,
+    batch_size=8,
+    validation=True,
+    num_validation=3,
+    test=True,
+    task="regression",
+    num_outputs=None,
+    extra=None,
+):
     """A user dataset callable returning streams of batches.
 
     ``form``: ``"function"`` (generator functions, called afresh each epoch; the
@@ -113,14 +121,17 @@ def tiny_streams(form="function", num_batches=4, batch_size=8, validation=True,
     ``"list"`` (lists of batches; ``num_validation`` validation batches).
     """
     if form == "function":
-        streams = {"train": lambda: _batches("train", 0, batch_size, num_batches),
-                   "validation": lambda: _batches("validation", 1, batch_size),
-                   "test": lambda: _batches("test", 2, batch_size, 2)}
+        streams = {
+            "train": lambda: _batches("train", 0, batch_size, num_batches),
+            "validation": lambda: _batches("validation", 1, batch_size),
+            "test": lambda: _batches("test", 2, batch_size, 2),
+        }
     else:
-        streams = {"train": list(_batches("train", 0, batch_size, num_batches)),
-                   "validation": list(_batches("validation", 1, batch_size,
-                                               num_validation)),
-                   "test": list(_batches("test", 2, batch_size, 2))}
+        streams = {
+            "train": list(_batches("train", 0, batch_size, num_batches)),
+            "validation": list(_batches("validation", 1, batch_size, num_validation)),
+            "test": list(_batches("test", 2, batch_size, 2)),
+        }
     for split in READ:
         READ[split] = 0
     value = {"train": streams["train"], "task": task}
@@ -154,8 +165,9 @@ class Picky(jaxfit.callbacks.Callback):
     def __init__(self, threshold: float = 0.5):
         super().__init__()
         if not 0 < threshold < 1:
-            raise ValueError(f"threshold: expected a number in (0, 1), got "
-                             f"{threshold!r}.")
+            raise ValueError(
+                f"threshold: expected a number in (0, 1), got {threshold!r}."
+            )
         self.threshold = threshold
 
 

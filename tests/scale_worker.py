@@ -1,7 +1,7 @@
 """Multi-device runs for test_scale.py, in a subprocess (not a test module).
 
-    python scale_worker.py devices OUT            # 4 forced CPU devices, one process
-    python scale_worker.py process PORT RANK OUT  # one of 2 processes x 2 devices
+python scale_worker.py devices OUT            # 4 forced CPU devices, one process
+python scale_worker.py process PORT RANK OUT  # one of 2 processes x 2 devices
 """
 
 import json
@@ -20,8 +20,10 @@ import jaxfit
 
 COMPILES = [0]
 jax.monitoring.register_event_duration_secs_listener(
-    lambda event, *a, **k: COMPILES.__setitem__(0, COMPILES[0] + (
-        event == "/jax/core/compile/backend_compile_duration")))
+    lambda event, *a, **k: COMPILES.__setitem__(
+        0, COMPILES[0] + (event == "/jax/core/compile/backend_compile_duration")
+    )
+)
 
 
 def apply(params, x):
@@ -30,9 +32,11 @@ def apply(params, x):
 
 def params():
     rng = np.random.default_rng(0)
-    return {"w1": jnp.asarray(rng.normal(size=(5, 8)) * 0.5, jnp.float32),
-            "b1": jnp.zeros((8,), jnp.float32),
-            "w2": jnp.asarray(rng.normal(size=(8, 2)) * 0.5, jnp.float32)}
+    return {
+        "w1": jnp.asarray(rng.normal(size=(5, 8)) * 0.5, jnp.float32),
+        "b1": jnp.zeros((8,), jnp.float32),
+        "w2": jnp.asarray(rng.normal(size=(8, 2)) * 0.5, jnp.float32),
+    }
 
 
 def data():
@@ -42,16 +46,30 @@ def data():
 
 
 def trainer(**kwargs):
-    return jaxfit.Trainer(apply, params(), optimizer=optax.adam(0.02), loss="mse",
-                          metrics=["mae"], seed=0, **kwargs)
+    return jaxfit.Trainer(
+        apply,
+        params(),
+        optimizer=optax.adam(0.02),
+        loss="mse",
+        metrics=["mae"],
+        seed=0,
+        **kwargs,
+    )
 
 
 def fit(t, batch_size, **kwargs):
     x, y = data()
     seen = []
-    history = t.fit(x, y, batch_size=batch_size, epochs=3, validation_split=0.2,
-                    verbose=0, callbacks=[{"on_epoch_end": lambda e, logs:
-                                           seen.append(COMPILES[0])}], **kwargs)
+    history = t.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=3,
+        validation_split=0.2,
+        verbose=0,
+        callbacks=[{"on_epoch_end": lambda e, logs: seen.append(COMPILES[0])}],
+        **kwargs,
+    )
     return history.history, seen
 
 
@@ -68,14 +86,25 @@ def devices(out):
         mu = t.state.opt_state[0].mu["w1"].sharding
         result["opt_replicated"] = [len(mu.device_set), str(mu.spec)]
     mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ("data", "model"))
-    rules = {"w1": PartitionSpec(None, "model"), "b1": PartitionSpec("model"),
-             "w2": PartitionSpec("model", None)}
+    rules = {
+        "w1": PartitionSpec(None, "model"),
+        "b1": PartitionSpec("model"),
+        "w2": PartitionSpec("model", None),
+    }
     t = trainer(mesh=mesh, param_sharding=rules)
     result["sharded"], _ = fit(t, 8)
-    result["sharded_specs"] = [str(t.params["w1"].sharding.spec),
-                               str(t.state.opt_state[0].nu["w1"].sharding.spec)]
-    t = trainer(mesh=mesh, param_sharding=lambda path, leaf: (
-        PartitionSpec(None, "model") if jax.tree_util.keystr(path) == "['w1']" else None))
+    result["sharded_specs"] = [
+        str(t.params["w1"].sharding.spec),
+        str(t.state.opt_state[0].nu["w1"].sharding.spec),
+    ]
+    t = trainer(
+        mesh=mesh,
+        param_sharding=lambda path, leaf: (
+            PartitionSpec(None, "model")
+            if jax.tree_util.keystr(path) == "['w1']"
+            else None
+        ),
+    )
     result["rule_fn_spec"] = str(t.params["w1"].sharding.spec)
     predictions = t.predict(data()[0], batch_size=7)
     result["predict_shape"] = list(predictions.shape)
@@ -84,16 +113,25 @@ def devices(out):
 
 
 def process(port, rank, out):
-    jaxfit.distributed.initialize(f"localhost:{port}", num_processes=2,
-                                  process_id=int(rank))
+    jaxfit.distributed.initialize(
+        f"localhost:{port}", num_processes=2, process_id=int(rank)
+    )
     assert jax.process_count() == 2 and jax.device_count() == 4
     csv = os.path.join(out, f"log-{jax.process_index()}.csv")
     t = trainer()
     x, y = data()
-    history = t.fit(x, y, batch_size=8, epochs=3, validation_split=0.2, verbose=0,
-                    callbacks=[jaxfit.callbacks.CSVLogger(csv),
-                               jaxfit.callbacks.EarlyStopping(monitor="loss",
-                                                              patience=50)])
+    history = t.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        validation_split=0.2,
+        verbose=0,
+        callbacks=[
+            jaxfit.callbacks.CSVLogger(csv),
+            jaxfit.callbacks.EarlyStopping(monitor="loss", patience=50),
+        ],
+    )
     with open(os.path.join(out, f"history-{rank}.json"), "w", encoding="utf-8") as f:
         json.dump(history.history, f)
 

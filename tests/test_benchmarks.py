@@ -13,13 +13,34 @@ import subprocess
 import sys
 
 RUN = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "run.py")
-IMPLS = ["jaxfit", "jaxfit-batch", "handloop", "scan", "keras", "keras-spe32", "flax-nnx"]
-STREAM_IMPLS = ["jaxfit-list", "jaxfit-gen", "jaxfit-grain", "jaxfit-tfdata",
-                "handloop-stream", "keras-gen", "keras-pydataset",
-                "keras-pydataset-spe32"]
-NEEDS = {"keras": "keras", "keras-spe32": "keras", "flax-nnx": "flax",
-         "jaxfit-grain": "grain", "keras-gen": "keras", "keras-pydataset": "keras",
-         "keras-pydataset-spe32": "keras"}
+IMPLS = [
+    "jaxfit",
+    "jaxfit-batch",
+    "handloop",
+    "scan",
+    "keras",
+    "keras-spe32",
+    "flax-nnx",
+]
+STREAM_IMPLS = [
+    "jaxfit-list",
+    "jaxfit-gen",
+    "jaxfit-grain",
+    "jaxfit-tfdata",
+    "handloop-stream",
+    "keras-gen",
+    "keras-pydataset",
+    "keras-pydataset-spe32",
+]
+NEEDS = {
+    "keras": "keras",
+    "keras-spe32": "keras",
+    "flax-nnx": "flax",
+    "jaxfit-grain": "grain",
+    "keras-gen": "keras",
+    "keras-pydataset": "keras",
+    "keras-pydataset-spe32": "keras",
+}
 
 
 def _available(impl):
@@ -31,10 +52,26 @@ def _run(tmp_path, workloads, impls):
     """Runs the harness at tiny sizes; returns (rows, printed table)."""
     out = tmp_path / "rows.jsonl"
     result = subprocess.run(
-        [sys.executable, RUN, "--quick", "--workloads", workloads, "--impls",
-         ",".join(impls), "--json", str(out), "--set", "samples=256",
-         "--set", "epochs=2"],
-        capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            RUN,
+            "--quick",
+            "--workloads",
+            workloads,
+            "--impls",
+            ",".join(impls),
+            "--json",
+            str(out),
+            "--set",
+            "samples=256",
+            "--set",
+            "epochs=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     return rows, result.stdout
@@ -69,12 +106,17 @@ def test_run_quick_produces_a_row_per_available_implementation(tmp_path):
     # The JAX stream rows train on fit's batches in fit's order: the same model
     # from the same weights, so the same loss (to float rounding).
     timed = {r["impl"]: r for r in rows if "final_loss" in r}
-    for impl in ("jaxfit-list", "jaxfit-gen", "jaxfit-grain", "jaxfit-tfdata",
-                 "handloop-stream"):
+    for impl in (
+        "jaxfit-list",
+        "jaxfit-gen",
+        "jaxfit-grain",
+        "jaxfit-tfdata",
+        "handloop-stream",
+    ):
         if impl in timed:
-            assert math.isclose(timed[impl]["final_loss"],
-                                timed["jaxfit"]["final_loss"], rel_tol=1e-3), \
-                (impl, timed[impl], timed["jaxfit"])
+            assert math.isclose(
+                timed[impl]["final_loss"], timed["jaxfit"]["final_loss"], rel_tol=1e-3
+            ), (impl, timed[impl], timed["jaxfit"])
 
 
 def test_stream_rows_run_the_callbacks_workload(tmp_path):

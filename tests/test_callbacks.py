@@ -13,8 +13,13 @@ X, Y = regression_data(n=10)
 
 
 def _trainer(lr=0.0):
-    return jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(lr),
-                          loss="mse", metrics=["mae"])
+    return jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=optax.sgd(lr),
+        loss="mse",
+        metrics=["mae"],
+    )
 
 
 class Recorder(jaxfit.callbacks.Callback):
@@ -31,9 +36,17 @@ class Recorder(jaxfit.callbacks.Callback):
 
 def test_hook_sequence_of_fit_with_validation():
     recorder = Recorder()
-    _trainer().fit(X, Y, batch_size=4, epochs=1, validation_split=0.2,
-                   validation_batch_size=1, yield_every="epoch", callbacks=[recorder],
-                   verbose=0)
+    _trainer().fit(
+        X,
+        Y,
+        batch_size=4,
+        epochs=1,
+        validation_split=0.2,
+        validation_batch_size=1,
+        yield_every="epoch",
+        callbacks=[recorder],
+        verbose=0,
+    )
     names = [c[0] for c in recorder.calls]
     assert names == (
         ["on_train_begin", "on_epoch_begin"]
@@ -55,8 +68,13 @@ def test_callbacks_see_the_trainer_and_run_params():
     trainer = _trainer()
     trainer.fit(X, Y, batch_size=4, epochs=2, callbacks=[Probe()], verbose=0)
     assert seen["trainer"] is trainer
-    assert seen["params"] == {"verbose": 0, "epochs": 2, "steps": 3, "batch_size": 4,
-                              "do_validation": False}
+    assert seen["params"] == {
+        "verbose": 0,
+        "epochs": 2,
+        "steps": 3,
+        "batch_size": 4,
+        "do_validation": False,
+    }
 
 
 def test_dict_hooks_and_lambda_callback_and_batch_aliases():
@@ -66,10 +84,21 @@ def test_dict_hooks_and_lambda_callback_and_batch_aliases():
         on_yield=lambda e, b, logs: events.append(("yield", e, b)),
     )
     hooks = {"on_batch_end": lambda b, logs: events.append(("batch", b))}
-    _trainer().fit(X, Y, batch_size=5, epochs=1, callbacks=[lam, hooks],
-                   yield_every="epoch", verbose=0)
-    assert events == [("batch", 0), ("batch", 1), ("yield", 0, 1),
-                      ("lambda", 0, ["loss", "mae"])]
+    _trainer().fit(
+        X,
+        Y,
+        batch_size=5,
+        epochs=1,
+        callbacks=[lam, hooks],
+        yield_every="epoch",
+        verbose=0,
+    )
+    assert events == [
+        ("batch", 0),
+        ("batch", 1),
+        ("yield", 0, 1),
+        ("lambda", 0, ["loss", "mae"]),
+    ]
 
 
 def test_each_callback_gets_its_own_copy_of_the_logs():
@@ -78,9 +107,14 @@ def test_each_callback_gets_its_own_copy_of_the_logs():
 
     seen = []
     history = _trainer().fit(
-        X, Y, callbacks=[{"on_epoch_end": vandal},
-                         {"on_epoch_end": lambda e, logs: seen.append(logs["loss"])}],
-        verbose=0)
+        X,
+        Y,
+        callbacks=[
+            {"on_epoch_end": vandal},
+            {"on_epoch_end": lambda e, logs: seen.append(logs["loss"])},
+        ],
+        verbose=0,
+    )
     assert seen[0] > 0 and history.history["loss"][0] > 0
 
 
@@ -90,7 +124,8 @@ def test_evaluate_and_predict_hooks():
     trainer.evaluate(X, Y, batch_size=4, callbacks=[recorder])
     trainer.predict(X, callbacks=[recorder])
     assert [c[0] for c in recorder.calls] == (
-        ["on_test_begin"] + ["on_test_batch_begin", "on_test_batch_end"] * 3
+        ["on_test_begin"]
+        + ["on_test_batch_begin", "on_test_batch_end"] * 3
         + ["on_test_end", "on_predict_begin", "on_predict_end"]
     )
 
@@ -101,7 +136,13 @@ EARLY_STOPPING_CASES = [
     (dict(patience=0), [3, 2, 2.5, 1], 3, 2, 1),
     (dict(patience=2), [3, 2, 2.5, 2.2, 1], 4, 3, 1),
     (dict(patience=1, min_delta=0.6), [3, 2.5, 2.0, 1.0], 2, 1, 0),
-    (dict(patience=1, mode="max", monitor="val_accuracy"), [0.5, 0.6, 0.55, 0.5], 3, 2, 1),
+    (
+        dict(patience=1, mode="max", monitor="val_accuracy"),
+        [0.5, 0.6, 0.55, 0.5],
+        3,
+        2,
+        1,
+    ),
     (dict(patience=1, monitor="val_accuracy"), [0.5, 0.6, 0.55, 0.5], 3, 2, 1),
     # an improvement never counts towards patience, even short of the baseline
     (dict(patience=2, baseline=1.0), [3, 2, 1.5, 0.5], 4, 0, 3),
@@ -130,13 +171,18 @@ def test_early_stopping_follows_keras(kwargs, values, ran, stopped, best):
         callback.on_epoch_end(epoch, {monitor: value})
         if trainer.stop_training:
             break
-    assert (epochs_run, callback.stopped_epoch, callback.best_epoch) == (ran, stopped, best)
+    assert (epochs_run, callback.stopped_epoch, callback.best_epoch) == (
+        ran,
+        stopped,
+        best,
+    )
 
 
 def test_early_stopping_in_fit_restores_best_weights():
     x, y = regression_data(n=16)
-    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(0.05),
-                             loss="mse")
+    trainer = jaxfit.Trainer(
+        linear_apply, linear_params(), optimizer=optax.sgd(0.05), loss="mse"
+    )
     snapshots = []
     # a scripted monitor that gets worse after epoch 1
     scores = iter([5.0, 1.0, 2.0, 3.0, 4.0, 5.0])
@@ -148,13 +194,16 @@ def test_early_stopping_in_fit_restores_best_weights():
     class Inject(jaxfit.callbacks.Callback):
         pass
 
-    stop = jaxfit.callbacks.EarlyStopping(monitor="score", patience=2,
-                                          restore_best_weights=True)
+    stop = jaxfit.callbacks.EarlyStopping(
+        monitor="score", patience=2, restore_best_weights=True
+    )
     original = stop.on_epoch_end
     stop.on_epoch_end = types.MethodType(
-        lambda self, epoch, logs: original(epoch, {**logs, "score": next(scores)}), stop)
-    history = trainer.fit(x, y, batch_size=4, epochs=10, callbacks=[Score(), stop],
-                          verbose=0)
+        lambda self, epoch, logs: original(epoch, {**logs, "score": next(scores)}), stop
+    )
+    history = trainer.fit(
+        x, y, batch_size=4, epochs=10, callbacks=[Score(), stop], verbose=0
+    )
     assert history.epoch == [0, 1, 2, 3]
     np.testing.assert_array_equal(np.asarray(trainer.params["w"]), snapshots[1])
 

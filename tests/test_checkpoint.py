@@ -13,14 +13,17 @@ from conftest import linear_apply, linear_params, regression_data
 
 import jaxfit
 
-pytest.importorskip("orbax.checkpoint", reason="checkpoints are the optional ckpt extra")
+pytest.importorskip(
+    "orbax.checkpoint", reason="checkpoints are the optional ckpt extra"
+)
 
 X, Y = regression_data(n=12)
 
 
 def _trainer(**kwargs):
-    return jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.adam(0.05),
-                          loss="mse", **kwargs)
+    return jaxfit.Trainer(
+        linear_apply, linear_params(), optimizer=optax.adam(0.05), loss="mse", **kwargs
+    )
 
 
 def _leaves_equal(a, b):
@@ -48,8 +51,9 @@ def test_load_builds_a_trainer_from_a_checkpoint(tmp_path):
     trainer = _trainer()
     trainer.fit(X, Y, batch_size=4, epochs=1, verbose=0)
     trainer.save(tmp_path / "ckpt")
-    loaded = jaxfit.Trainer.load(tmp_path / "ckpt", linear_apply,
-                                 optimizer=optax.adam(0.05), loss="mse")
+    loaded = jaxfit.Trainer.load(
+        tmp_path / "ckpt", linear_apply, optimizer=optax.adam(0.05), loss="mse"
+    )
     _leaves_equal(loaded.state, trainer.state)
     np.testing.assert_allclose(loaded.predict(X), trainer.predict(X))
 
@@ -70,15 +74,20 @@ def test_restore_errors_leave_the_state_untouched(tmp_path):
     before = trainer.state
     with pytest.raises(FileNotFoundError, match="path"):
         trainer.restore(tmp_path / "missing")
-    wide = jaxfit.Trainer(linear_apply, {"w": jnp.zeros((5, 1)), "b": jnp.zeros(1)},
-                          optimizer=optax.adam(0.05), loss="mse")
+    wide = jaxfit.Trainer(
+        linear_apply,
+        {"w": jnp.zeros((5, 1)), "b": jnp.zeros(1)},
+        optimizer=optax.adam(0.05),
+        loss="mse",
+    )
     wide.save(tmp_path / "wide")
     with pytest.raises(ValueError, match="does not match"):
         trainer.restore(tmp_path / "wide")
     assert trainer.state is before
     with pytest.raises(FileNotFoundError, match="path"):
-        jaxfit.Trainer.load(tmp_path / "missing", linear_apply,
-                            optimizer=optax.adam(0.05), loss="mse")
+        jaxfit.Trainer.load(
+            tmp_path / "missing", linear_apply, optimizer=optax.adam(0.05), loss="mse"
+        )
 
 
 def _stateful_apply(params, x, *, train, rng, state):
@@ -91,16 +100,21 @@ def _stateful_apply(params, x, *, train, rng, state):
 
 def _stateful_trainer(seed=7):
     return jaxfit.Trainer(
-        _stateful_apply, linear_params(),
-        optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=0.05), loss="mse",
-        state={"mean": jnp.zeros(())}, seed=seed)
+        _stateful_apply,
+        linear_params(),
+        optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=0.05),
+        loss="mse",
+        state={"mean": jnp.zeros(())},
+        seed=seed,
+    )
 
 
 def test_a_checkpoint_keeps_every_state_component(tmp_path):
     trainer = _stateful_trainer()
     stop = jaxfit.callbacks.EarlyStopping(monitor="loss", patience=5)
-    plateau = jaxfit.callbacks.ReduceLROnPlateau(monitor="loss", patience=1,
-                                                 min_delta=10.0, factor=0.5)
+    plateau = jaxfit.callbacks.ReduceLROnPlateau(
+        monitor="loss", patience=1, min_delta=10.0, factor=0.5
+    )
     trainer.fit(X, Y, batch_size=4, epochs=3, verbose=0, callbacks=[stop, plateau])
     path = trainer.save(tmp_path / "ckpt", metadata={"config": {"name": "demo"}})
 
@@ -120,10 +134,13 @@ def test_a_checkpoint_keeps_every_state_component(tmp_path):
     other = _stateful_trainer(seed=0)
     returned = other.restore(path)
     assert returned["step"] == 9
-    _leaves_equal(other.state, trainer.state)  # params, opt_state, model_state, rng, step
+    _leaves_equal(
+        other.state, trainer.state
+    )  # params, opt_state, model_state, rng, step
     assert other.seed == 7 and other.learning_rate == trainer.learning_rate
-    np.testing.assert_array_equal(other.state.model_state["mean"],
-                                  trainer.state.model_state["mean"])
+    np.testing.assert_array_equal(
+        other.state.model_state["mean"], trainer.state.model_state["mean"]
+    )
 
 
 def test_weights_only_checkpoints_replace_only_the_params(tmp_path):
@@ -135,14 +152,19 @@ def test_weights_only_checkpoints_replace_only_the_params(tmp_path):
     other.restore(tmp_path / "weights")
     _leaves_equal(other.params, trainer.params)
     assert other.state.opt_state is opt_before and int(other.state.step) == 0
-    loaded = jaxfit.Trainer.load(tmp_path / "weights", linear_apply,
-                                 optimizer=optax.adam(0.05), loss="mse")
+    loaded = jaxfit.Trainer.load(
+        tmp_path / "weights", linear_apply, optimizer=optax.adam(0.05), loss="mse"
+    )
     _leaves_equal(loaded.params, trainer.params)
 
 
 def test_a_mismatched_checkpoint_names_the_first_differing_path_and_shapes(tmp_path):
-    wide = jaxfit.Trainer(linear_apply, {"w": jnp.zeros((5, 1)), "b": jnp.zeros(1)},
-                          optimizer=optax.adam(0.05), loss="mse")
+    wide = jaxfit.Trainer(
+        linear_apply,
+        {"w": jnp.zeros((5, 1)), "b": jnp.zeros(1)},
+        optimizer=optax.adam(0.05),
+        loss="mse",
+    )
     wide.save(tmp_path / "wide")
     trainer = _trainer()
     before = trainer.state
@@ -152,8 +174,12 @@ def test_a_mismatched_checkpoint_names_the_first_differing_path_and_shapes(tmp_p
     assert "'params/w'" in message and "(5, 1)" in message and "(3, 1)" in message
     assert trainer.state is before
 
-    other = jaxfit.Trainer(linear_apply, {"w": jnp.zeros((3, 1)), "c": jnp.zeros(1)},
-                           optimizer=optax.adam(0.05), loss="mse")
+    other = jaxfit.Trainer(
+        linear_apply,
+        {"w": jnp.zeros((3, 1)), "c": jnp.zeros(1)},
+        optimizer=optax.adam(0.05),
+        loss="mse",
+    )
     with pytest.raises(ValueError, match="checkpoint has no 'params/c'"):
         other.restore(tmp_path / "wide")
 
@@ -167,8 +193,9 @@ def _fail_writes(monkeypatch):
     monkeypatch.setattr(ocp.StandardCheckpointer, "wait_until_finished", full)
 
 
-def test_a_failed_save_raises_clearly_and_keeps_the_previous_checkpoint(tmp_path,
-                                                                        monkeypatch):
+def test_a_failed_save_raises_clearly_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch
+):
     trainer = _trainer()
     trainer.save(tmp_path / "ckpt")
     trainer.fit(X, Y, batch_size=4, epochs=1, verbose=0)

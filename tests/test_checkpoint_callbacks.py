@@ -12,20 +12,27 @@ from conftest import linear_apply, linear_params, regression_data
 import jaxfit
 from jaxfit.callbacks import BackupAndRestore, Callback, ModelCheckpoint
 
-pytest.importorskip("orbax.checkpoint", reason="checkpoints are the optional ckpt extra")
+pytest.importorskip(
+    "orbax.checkpoint", reason="checkpoints are the optional ckpt extra"
+)
 
 X, Y = regression_data(n=40)
 
 
 def _trainer(lr=0.05, optimizer=None):
-    return jaxfit.Trainer(linear_apply, linear_params(),
-                          optimizer=optimizer or optax.adam(lr), loss="mse",
-                          metrics=["mae"])
+    return jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=optimizer or optax.adam(lr),
+        loss="mse",
+        metrics=["mae"],
+    )
 
 
 def _loaded(path, optimizer=None):
-    return jaxfit.Trainer.load(path, linear_apply, optimizer=optimizer or optax.adam(0.05),
-                               loss="mse")
+    return jaxfit.Trainer.load(
+        path, linear_apply, optimizer=optimizer or optax.adam(0.05), loss="mse"
+    )
 
 
 def _equal(a, b):
@@ -61,13 +68,23 @@ class Params(Callback):
 
 # -- ModelCheckpoint ----------------------------------------------------------------
 
+
 def test_filepath_is_formatted_from_the_epoch_and_logs(tmp_path):
     trainer = _trainer()
     pattern = str(tmp_path / "ckpt-{epoch:02d}-{val_loss:.3f}")
-    history = trainer.fit(X, Y, batch_size=8, epochs=3, validation_split=0.25,
-                          verbose=0, callbacks=[ModelCheckpoint(pattern)])
-    expected = [f"ckpt-{e + 1:02d}-{v:.3f}" for e, v in
-                zip(history.epoch, history.history["val_loss"])]
+    history = trainer.fit(
+        X,
+        Y,
+        batch_size=8,
+        epochs=3,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[ModelCheckpoint(pattern)],
+    )
+    expected = [
+        f"ckpt-{e + 1:02d}-{v:.3f}"
+        for e, v in zip(history.epoch, history.history["val_loss"])
+    ]
     assert sorted(os.listdir(tmp_path)) == expected
     _equal(_loaded(tmp_path / expected[-1]).state, trainer.state)
 
@@ -75,9 +92,14 @@ def test_filepath_is_formatted_from_the_epoch_and_logs(tmp_path):
 @pytest.mark.parametrize("write_in_background", [False, True])
 def test_max_to_keep_keeps_the_newest(tmp_path, write_in_background):
     keeper = Params()
-    checkpoint = ModelCheckpoint(str(tmp_path / "ckpt-{epoch}"), max_to_keep=2,
-                                 write_in_background=write_in_background)
-    _trainer().fit(X, Y, batch_size=8, epochs=5, verbose=0, callbacks=[keeper, checkpoint])
+    checkpoint = ModelCheckpoint(
+        str(tmp_path / "ckpt-{epoch}"),
+        max_to_keep=2,
+        write_in_background=write_in_background,
+    )
+    _trainer().fit(
+        X, Y, batch_size=8, epochs=5, verbose=0, callbacks=[keeper, checkpoint]
+    )
     assert sorted(os.listdir(tmp_path)) == ["ckpt-4", "ckpt-5"]
     assert checkpoint.kept == [str(tmp_path / "ckpt-4"), str(tmp_path / "ckpt-5")]
     _equal(_loaded(tmp_path / "ckpt-4").params, keeper.by_epoch[3])
@@ -89,11 +111,22 @@ def test_a_checkpoint_is_complete_when_its_hook_returns(tmp_path):
     class Watched(ModelCheckpoint):
         def on_epoch_end(self, epoch, logs=None):
             super().on_epoch_end(epoch, logs)
-            seen.append([name for name in sorted(os.listdir(tmp_path))
-                         if os.path.isfile(tmp_path / name / "metadata.json")])
+            seen.append(
+                [
+                    name
+                    for name in sorted(os.listdir(tmp_path))
+                    if os.path.isfile(tmp_path / name / "metadata.json")
+                ]
+            )
 
-    _trainer().fit(X, Y, batch_size=8, epochs=3, verbose=0,
-                   callbacks=[Watched(str(tmp_path / "ckpt-{epoch}"), max_to_keep=2)])
+    _trainer().fit(
+        X,
+        Y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        callbacks=[Watched(str(tmp_path / "ckpt-{epoch}"), max_to_keep=2)],
+    )
     assert seen == [["ckpt-1"], ["ckpt-1", "ckpt-2"], ["ckpt-2", "ckpt-3"]]
 
 
@@ -105,17 +138,31 @@ def _neg_mse(y_true, y_pred):
 _neg_mse.__name__ = "neg"
 
 
-@pytest.mark.parametrize("monitor,mode", [("val_loss", "auto"), ("val_mae", "min"),
-                                          ("val_neg", "max")])
+@pytest.mark.parametrize(
+    "monitor,mode", [("val_loss", "auto"), ("val_mae", "min"), ("val_neg", "max")]
+)
 def test_save_best_only_keeps_the_best_epoch(tmp_path, monitor, mode):
     keeper = Params()
     # A large learning rate makes the validation values go up and down.
-    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.adam(0.9),
-                             loss="mse", metrics=["mae", _neg_mse])
-    checkpoint = ModelCheckpoint(str(tmp_path / "best"), monitor=monitor, mode=mode,
-                                 save_best_only=True)
-    history = trainer.fit(X, Y, batch_size=8, epochs=6, validation_split=0.25,
-                          verbose=0, callbacks=[keeper, checkpoint])
+    trainer = jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=optax.adam(0.9),
+        loss="mse",
+        metrics=["mae", _neg_mse],
+    )
+    checkpoint = ModelCheckpoint(
+        str(tmp_path / "best"), monitor=monitor, mode=mode, save_best_only=True
+    )
+    history = trainer.fit(
+        X,
+        Y,
+        batch_size=8,
+        epochs=6,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[keeper, checkpoint],
+    )
     series = history.history[monitor]
     best = int(np.argmax(series) if mode == "max" else np.argmin(series))
     assert best != len(series) - 1  # the test needs a best that is not the last
@@ -125,11 +172,19 @@ def test_save_best_only_keeps_the_best_epoch(tmp_path, monitor, mode):
 
 
 def test_save_freq_in_batches_and_weights_only(tmp_path):
-    checkpoint = ModelCheckpoint(str(tmp_path / "e{epoch}-b{batch}"), save_freq=3,
-                                 save_weights_only=True)
+    checkpoint = ModelCheckpoint(
+        str(tmp_path / "e{epoch}-b{batch}"), save_freq=3, save_weights_only=True
+    )
     trainer = _trainer()
-    trainer.fit(X, Y, batch_size=8, epochs=2, verbose=0, yield_every="batch",
-                callbacks=[checkpoint])
+    trainer.fit(
+        X,
+        Y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        yield_every="batch",
+        callbacks=[checkpoint],
+    )
     # 5 batches per epoch; a save every 3 batches, counted across epochs.
     assert sorted(os.listdir(tmp_path)) == ["e1-b3", "e2-b1", "e2-b4"]
     restored = _trainer()
@@ -137,8 +192,15 @@ def test_save_freq_in_batches_and_weights_only(tmp_path):
     assert int(restored.state.step) == 0  # weights only
     reference = _trainer()  # the params after 9 batches
     with pytest.raises(KeyboardInterrupt):
-        reference.fit(X, Y, batch_size=8, epochs=2, verbose=0, yield_every="batch",
-                      callbacks=[Interrupt(1, 3)])
+        reference.fit(
+            X,
+            Y,
+            batch_size=8,
+            epochs=2,
+            verbose=0,
+            yield_every="batch",
+            callbacks=[Interrupt(1, 3)],
+        )
     _equal(restored.params, reference.params)
 
 
@@ -157,14 +219,21 @@ def test_bad_arguments_and_unknown_format_fields_are_named(tmp_path):
         ModelCheckpoint(str(tmp_path / "c"), write_in_background=1)
     trainer = _trainer()
     with pytest.raises(ValueError, match=r"filepath: .*val_loss"):
-        trainer.fit(X, Y, batch_size=8, epochs=1, verbose=0,
-                    callbacks=[ModelCheckpoint(str(tmp_path / "c-{val_loss:.2f}"))])
+        trainer.fit(
+            X,
+            Y,
+            batch_size=8,
+            epochs=1,
+            verbose=0,
+            callbacks=[ModelCheckpoint(str(tmp_path / "c-{val_loss:.2f}"))],
+        )
     assert not os.listdir(tmp_path)
 
 
 @pytest.mark.parametrize("write_in_background", [False, True])
-def test_a_failed_write_surfaces_and_keeps_earlier_checkpoints(tmp_path, monkeypatch,
-                                                               write_in_background):
+def test_a_failed_write_surfaces_and_keeps_earlier_checkpoints(
+    tmp_path, monkeypatch, write_in_background
+):
     import errno
 
     import orbax.checkpoint as ocp
@@ -177,34 +246,52 @@ def test_a_failed_write_surfaces_and_keeps_earlier_checkpoints(tmp_path, monkeyp
                 def full(self, *args, **kwargs):
                     raise OSError(errno.ENOSPC, "No space left on device")
 
-                monkeypatch.setattr(ocp.StandardCheckpointer, "wait_until_finished",
-                                    full)
+                monkeypatch.setattr(
+                    ocp.StandardCheckpointer, "wait_until_finished", full
+                )
 
-    checkpoint = ModelCheckpoint(str(tmp_path / "ckpt"),
-                                 write_in_background=write_in_background)
+    checkpoint = ModelCheckpoint(
+        str(tmp_path / "ckpt"), write_in_background=write_in_background
+    )
     with pytest.raises(OSError, match="could not write the checkpoint"):
-        _trainer().fit(X, Y, batch_size=8, epochs=3, verbose=0,
-                       callbacks=[FullAfterFirstEpoch(), checkpoint])
+        _trainer().fit(
+            X,
+            Y,
+            batch_size=8,
+            epochs=3,
+            verbose=0,
+            callbacks=[FullAfterFirstEpoch(), checkpoint],
+        )
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
     assert int(_loaded(tmp_path / "ckpt").state.step) == 5  # epoch 1's, whole
 
 
-@pytest.mark.parametrize("make", [
-    lambda d: ModelCheckpoint(str(d / "ckpt-{epoch:02d}")),
-    lambda d: BackupAndRestore(str(d), delete_checkpoint=False),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: ModelCheckpoint(str(d / "ckpt-{epoch:02d}")),
+        lambda d: BackupAndRestore(str(d), delete_checkpoint=False),
+    ],
+)
 def test_terminate_on_nan_keeps_the_last_finite_checkpoint(tmp_path, make):
     x, y = regression_data(n=12)
-    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(10.0),
-                             loss="mse")
+    trainer = jaxfit.Trainer(
+        linear_apply, linear_params(), optimizer=optax.sgd(10.0), loss="mse"
+    )
     keeper = Params()
-    history = trainer.fit(x, y, batch_size=4, epochs=12, verbose=0,
-                          callbacks=[keeper, jaxfit.callbacks.TerminateOnNaN(),
-                                     make(tmp_path)])
+    history = trainer.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=12,
+        verbose=0,
+        callbacks=[keeper, jaxfit.callbacks.TerminateOnNaN(), make(tmp_path)],
+    )
     assert not np.isfinite(history.history["loss"][-1])
-    last_finite = max(e for e, v in zip(history.epoch, history.history["loss"])
-                      if np.isfinite(v))
+    last_finite = max(
+        e for e, v in zip(history.epoch, history.history["loss"]) if np.isfinite(v)
+    )
     newest = sorted(os.listdir(tmp_path))[-1]
     loaded = _loaded(tmp_path / newest, optax.sgd(10.0))
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(loaded.params))
@@ -213,27 +300,48 @@ def test_terminate_on_nan_keeps_the_last_finite_checkpoint(tmp_path, make):
 
 # -- BackupAndRestore ---------------------------------------------------------------
 
+
 def _fit(trainer, callbacks, fit_kind="arrays", epochs=3):
     if fit_kind == "arrays":
-        return trainer.fit(X, Y, batch_size=8, epochs=epochs, verbose=0,
-                           validation_split=0.2, yield_every="batch",
-                           callbacks=callbacks)
-    batches = [(X[i:i + 8], Y[i:i + 8]) for i in range(0, 40, 8)]
+        return trainer.fit(
+            X,
+            Y,
+            batch_size=8,
+            epochs=epochs,
+            verbose=0,
+            validation_split=0.2,
+            yield_every="batch",
+            callbacks=callbacks,
+        )
+    batches = [(X[i : i + 8], Y[i : i + 8]) for i in range(0, 40, 8)]
     if fit_kind == "stream":
-        return trainer.fit_dataset(lambda: iter(batches), epochs=epochs, verbose=0,
-                                   yield_every="batch", callbacks=callbacks)
+        return trainer.fit_dataset(
+            lambda: iter(batches),
+            epochs=epochs,
+            verbose=0,
+            yield_every="batch",
+            callbacks=callbacks,
+        )
 
     def forever():  # one iterator across epochs (steps_per_epoch)
         while True:
             yield from batches[:3]
 
-    return trainer.fit_dataset(forever(), steps_per_epoch=4, epochs=epochs, verbose=0,
-                               yield_every="batch", callbacks=callbacks)
+    return trainer.fit_dataset(
+        forever(),
+        steps_per_epoch=4,
+        epochs=epochs,
+        verbose=0,
+        yield_every="batch",
+        callbacks=callbacks,
+    )
 
 
 @pytest.mark.parametrize("fit_kind", ["arrays", "stream", "continued"])
 @pytest.mark.parametrize("save_freq,at", [("epoch", (1, 0)), (2, (1, 2))])
-def test_an_interrupted_run_resumes_exactly(tmp_path, fit_kind, save_freq, at, compiles):
+def test_an_interrupted_run_resumes_exactly(
+    tmp_path, fit_kind, save_freq, at, compiles
+):
     reference = _trainer()
     compiles.reset()
     expected = _fit(reference, [], fit_kind)
@@ -242,8 +350,11 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, fit_kind, save_freq, at, c
     backup = tmp_path / "backup"
     first = _trainer()
     with pytest.raises(KeyboardInterrupt):
-        _fit(first, [Interrupt(*at), BackupAndRestore(backup, save_freq=save_freq)],
-             fit_kind)
+        _fit(
+            first,
+            [Interrupt(*at), BackupAndRestore(backup, save_freq=save_freq)],
+            fit_kind,
+        )
     assert os.listdir(backup)  # kept: the run did not end normally
 
     resumed = _trainer()
@@ -264,8 +375,11 @@ class WatchedBackup(BackupAndRestore):
 
     def _look(self, where):
         names = os.listdir(self.backup_dir) if os.path.isdir(self.backup_dir) else []
-        complete = sorted(name for name in names if os.path.isfile(
-            os.path.join(self.backup_dir, name, "metadata.json")))
+        complete = sorted(
+            name
+            for name in names
+            if os.path.isfile(os.path.join(self.backup_dir, name, "metadata.json"))
+        )
         if complete != (self.seen[-1][1] if self.seen else []):
             self.seen.append((where, complete))
 
@@ -278,11 +392,14 @@ class WatchedBackup(BackupAndRestore):
         self._look((epoch, "end"))
 
 
-@pytest.mark.parametrize("save_freq,expected", [
-    ("epoch", [((0, "end"), ["backup-0"]), ((1, "end"), ["backup-1"])]),
-    # 4 batches an epoch (validation_split=0.2): backups after 3, then 6, batches
-    (3, [((0, 2), ["backup-0"]), ((1, 1), ["backup-1"])]),
-])
+@pytest.mark.parametrize(
+    "save_freq,expected",
+    [
+        ("epoch", [((0, "end"), ["backup-0"]), ((1, "end"), ["backup-1"])]),
+        # 4 batches an epoch (validation_split=0.2): backups after 3, then 6, batches
+        (3, [((0, 2), ["backup-0"]), ((1, 1), ["backup-1"])]),
+    ],
+)
 def test_a_backup_is_complete_when_its_hook_returns(tmp_path, save_freq, expected):
     # Each backup is in place, and the older one pruned, the moment the hook that
     # took it returns: a kill right after loses nothing (test_resume kills there).
@@ -296,14 +413,26 @@ def test_background_backups_resume_exactly(tmp_path, save_freq, at):
     reference = _trainer()
     expected = _fit(reference, [], epochs=4)
     with pytest.raises(KeyboardInterrupt):  # fit waits for the write in flight
-        _fit(_trainer(), [Interrupt(*at), BackupAndRestore(
-            tmp_path, save_freq=save_freq, write_in_background=True)], epochs=4)
+        _fit(
+            _trainer(),
+            [
+                Interrupt(*at),
+                BackupAndRestore(
+                    tmp_path, save_freq=save_freq, write_in_background=True
+                ),
+            ],
+            epochs=4,
+        )
     ran = []
     resumed = _trainer()
-    history = _fit(resumed, [BackupAndRestore(tmp_path, save_freq=save_freq,
-                                              write_in_background=True),
-                             {"on_epoch_begin": lambda epoch, logs: ran.append(epoch)}],
-                   epochs=4)
+    history = _fit(
+        resumed,
+        [
+            BackupAndRestore(tmp_path, save_freq=save_freq, write_in_background=True),
+            {"on_epoch_begin": lambda epoch, logs: ran.append(epoch)},
+        ],
+        epochs=4,
+    )
     assert ran[0] == at[0]  # resumed from the backup the interrupted run took last
     assert history.history == expected.history and history.epoch == [0, 1, 2, 3]
     _equal(resumed.state, reference.state)
@@ -319,29 +448,51 @@ def test_a_run_that_had_stopped_early_stays_stopped(tmp_path):
                 raise KeyboardInterrupt
 
     stop = jaxfit.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
-    expected = _fit(_trainer(), [jaxfit.callbacks.EarlyStopping(
-        monitor="loss", patience=0, min_delta=10.0)], epochs=6)
+    expected = _fit(
+        _trainer(),
+        [jaxfit.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)],
+        epochs=6,
+    )
     assert len(expected.epoch) < 6
     with pytest.raises(KeyboardInterrupt):
         _fit(_trainer(), [stop, BackupAndRestore(tmp_path), DieAfterBackup()], epochs=6)
     ran = []
-    history = _fit(_trainer(), [jaxfit.callbacks.EarlyStopping(
-        monitor="loss", patience=0, min_delta=10.0), BackupAndRestore(tmp_path),
-        {"on_epoch_begin": lambda epoch, logs: ran.append(epoch)}], epochs=6)
+    history = _fit(
+        _trainer(),
+        [
+            jaxfit.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0),
+            BackupAndRestore(tmp_path),
+            {"on_epoch_begin": lambda epoch, logs: ran.append(epoch)},
+        ],
+        epochs=6,
+    )
     assert ran == [] and history.history == expected.history
 
 
 def test_a_backup_of_another_model_is_refused_before_training(tmp_path):
-    wide = jaxfit.Trainer(linear_apply, linear_params(n_in=5), optimizer=optax.adam(0.05),
-                          loss="mse")
+    wide = jaxfit.Trainer(
+        linear_apply, linear_params(n_in=5), optimizer=optax.adam(0.05), loss="mse"
+    )
     x5, _ = regression_data(n=40, n_in=5)
     with pytest.raises(KeyboardInterrupt):
-        wide.fit(x5, Y, batch_size=8, epochs=2, verbose=0,
-                 callbacks=[Interrupt(1, 0), BackupAndRestore(tmp_path)])
+        wide.fit(
+            x5,
+            Y,
+            batch_size=8,
+            epochs=2,
+            verbose=0,
+            callbacks=[Interrupt(1, 0), BackupAndRestore(tmp_path)],
+        )
     trainer = _trainer()
     before = jax.device_get(trainer.state)
     with pytest.raises(ValueError, match="'params/w'"):
-        trainer.fit(X, Y, batch_size=8, epochs=2, verbose=0,
-                    callbacks=[BackupAndRestore(tmp_path)])
+        trainer.fit(
+            X,
+            Y,
+            batch_size=8,
+            epochs=2,
+            verbose=0,
+            callbacks=[BackupAndRestore(tmp_path)],
+        )
     _equal(trainer.state, before)
     assert os.listdir(tmp_path)  # the backup is left as it was

@@ -20,8 +20,9 @@ import jaxfit
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(37, 3)).astype(np.float32)
-Y = (X @ np.array([[1.0], [-2.0], [0.5]], np.float32)
-     + 0.1 * RNG.normal(size=(37, 1))).astype(np.float32)
+Y = (
+    X @ np.array([[1.0], [-2.0], [0.5]], np.float32) + 0.1 * RNG.normal(size=(37, 1))
+).astype(np.float32)
 LABELS = (X[:, 0] > 0).astype(np.int32) + (X[:, 1] > 0.5).astype(np.int32)
 ONE_HOT = np.eye(3, dtype=np.float32)[LABELS]
 W = RNG.uniform(0.2, 2.0, size=37).astype(np.float32)
@@ -35,8 +36,11 @@ def _both(make, run):
     for mesh in ("auto", None):
         trainer = make(mesh)
         if mesh == "auto":
-            devices = {d for leaf in jax.tree.leaves(trainer.params)
-                       for d in leaf.sharding.device_set}
+            devices = {
+                d
+                for leaf in jax.tree.leaves(trainer.params)
+                for d in leaf.sharding.device_set
+            }
             assert len(devices) == DEVICES
         results.append(run(trainer))
     return results
@@ -49,8 +53,14 @@ def _close(a, b):
 
 
 def _linear(mesh, optimizer=None, **kwargs):
-    return jaxfit.Trainer(linear_apply, linear_params(), mesh=mesh, seed=0,
-                          optimizer=optimizer or optax.adam(0.05), **kwargs)
+    return jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        mesh=mesh,
+        seed=0,
+        optimizer=optimizer or optax.adam(0.05),
+        **kwargs,
+    )
 
 
 def _softmax_apply(params, x):
@@ -58,18 +68,30 @@ def _softmax_apply(params, x):
 
 
 def _classifier(mesh, **kwargs):
-    return jaxfit.Trainer(_softmax_apply, linear_params(3, 3), mesh=mesh, seed=0,
-                          optimizer=optax.sgd(0.2), loss="categorical_crossentropy",
-                          metrics=["accuracy"], **kwargs)
+    return jaxfit.Trainer(
+        _softmax_apply,
+        linear_params(3, 3),
+        mesh=mesh,
+        seed=0,
+        optimizer=optax.sgd(0.2),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 def test_fit_history_evaluate_and_predict(batch_size):
     def run(trainer):
-        history = trainer.fit(X, Y, batch_size=batch_size, epochs=3,
-                              validation_split=0.25, verbose=0)
-        return (history.history, trainer.evaluate(X, Y, batch_size=batch_size),
-                trainer.predict(X, batch_size=batch_size), trainer.params)
+        history = trainer.fit(
+            X, Y, batch_size=batch_size, epochs=3, validation_split=0.25, verbose=0
+        )
+        return (
+            history.history,
+            trainer.evaluate(X, Y, batch_size=batch_size),
+            trainer.predict(X, batch_size=batch_size),
+            trainer.params,
+        )
 
     auto, one = _both(lambda mesh: _linear(mesh, loss="mse", metrics=["mae"]), run)
     _close(auto, one)
@@ -81,20 +103,34 @@ def test_fit_history_evaluate_and_predict(batch_size):
 @pytest.mark.parametrize("batch_size", [8, 6])
 def test_class_and_sample_weights_and_validation_data(batch_size):
     def run(trainer):
-        return trainer.fit(X, ONE_HOT, batch_size=batch_size, epochs=2,
-                           class_weight={0: 1.0, 1: 2.0, 2: 0.5},
-                           validation_data=(X[:11], ONE_HOT[:11], W[:11]),
-                           verbose=0).history, trainer.params
+        return trainer.fit(
+            X,
+            ONE_HOT,
+            batch_size=batch_size,
+            epochs=2,
+            class_weight={0: 1.0, 1: 2.0, 2: 0.5},
+            validation_data=(X[:11], ONE_HOT[:11], W[:11]),
+            verbose=0,
+        ).history, trainer.params
 
     _close(*_both(_classifier, run))
 
     def run_weighted(trainer):
-        return trainer.fit(X, ONE_HOT, batch_size=batch_size, epochs=2,
-                           sample_weight=W, validation_split=0.3, verbose=0
-                           ).history, trainer.params
+        return trainer.fit(
+            X,
+            ONE_HOT,
+            batch_size=batch_size,
+            epochs=2,
+            sample_weight=W,
+            validation_split=0.3,
+            verbose=0,
+        ).history, trainer.params
 
-    _close(*_both(lambda mesh: _classifier(mesh, weighted_metrics=["accuracy"]),
-                  run_weighted))
+    _close(
+        *_both(
+            lambda mesh: _classifier(mesh, weighted_metrics=["accuracy"]), run_weighted
+        )
+    )
 
 
 @pytest.mark.parametrize("batch_size", [8, 5])
@@ -107,14 +143,26 @@ def test_multi_output_pytrees_with_per_output_weights(batch_size):
     weights = {"reg": W, "cls": W[::-1].copy()}
 
     def make(mesh):
-        return jaxfit.Trainer(apply, {"w": jnp.full((3, 2), 0.1)}, mesh=mesh, optimizer=optax.adam(0.05),
-                              loss={"reg": "mse", "cls": "binary_crossentropy"},
-                              loss_weights={"reg": 1.0, "cls": 0.5},
-                              metrics={"cls": ["accuracy"]})
+        return jaxfit.Trainer(
+            apply,
+            {"w": jnp.full((3, 2), 0.1)},
+            mesh=mesh,
+            optimizer=optax.adam(0.05),
+            loss={"reg": "mse", "cls": "binary_crossentropy"},
+            loss_weights={"reg": 1.0, "cls": 0.5},
+            metrics={"cls": ["accuracy"]},
+        )
 
     def run(trainer):
-        history = trainer.fit(X, y, batch_size=batch_size, epochs=2, sample_weight=weights,
-                              validation_split=0.2, verbose=0)
+        history = trainer.fit(
+            X,
+            y,
+            batch_size=batch_size,
+            epochs=2,
+            sample_weight=weights,
+            validation_split=0.2,
+            verbose=0,
+        )
         return history.history, trainer.predict(X, batch_size=batch_size)
 
     auto, one = _both(make, run)
@@ -125,9 +173,17 @@ def test_multi_output_pytrees_with_per_output_weights(batch_size):
 @pytest.mark.parametrize("batch_size", [8, 6])
 def test_accumulate_steps_and_steps_per_epoch(batch_size):
     def run(trainer):
-        history = trainer.fit(X, Y, batch_size=batch_size, epochs=3, accumulate_steps=2,
-                              steps_per_epoch=3, validation_split=0.2,
-                              validation_batch_size=5, verbose=0)
+        history = trainer.fit(
+            X,
+            Y,
+            batch_size=batch_size,
+            epochs=3,
+            accumulate_steps=2,
+            steps_per_epoch=3,
+            validation_split=0.2,
+            validation_batch_size=5,
+            verbose=0,
+        )
         return history.history, trainer.params
 
     _close(*_both(lambda mesh: _linear(mesh, loss="mse"), run))
@@ -140,10 +196,10 @@ def test_fit_dataset_and_evaluate_dataset(sizes):
     validation = [(X[20:27], Y[20:27]), (X[27:30], Y[27:30])]
 
     def run(trainer):
-        history = trainer.fit_dataset(batches, epochs=3, validation_data=validation,
-                                      verbose=0)
-        return (history.history, trainer.evaluate_dataset(validation),
-                trainer.params)
+        history = trainer.fit_dataset(
+            batches, epochs=3, validation_data=validation, verbose=0
+        )
+        return (history.history, trainer.evaluate_dataset(validation), trainer.params)
 
     _close(*_both(lambda mesh: _linear(mesh, loss="mse", metrics=["mae"]), run))
 
@@ -154,16 +210,24 @@ def test_checkpoints_move_between_device_counts(tmp_path, batch_size):
     trainer = _linear("auto", loss="mse")
     trainer.fit(X, Y, batch_size=batch_size, epochs=2, verbose=0)
     trainer.save(tmp_path / "auto")
-    one = jaxfit.Trainer.load(tmp_path / "auto", linear_apply, mesh=None,
-                              optimizer=optax.adam(0.05), loss="mse")
+    one = jaxfit.Trainer.load(
+        tmp_path / "auto",
+        linear_apply,
+        mesh=None,
+        optimizer=optax.adam(0.05),
+        loss="mse",
+    )
     _close(one.state, trainer.state)
     one.save(tmp_path / "one")
-    back = jaxfit.Trainer.load(tmp_path / "one", linear_apply,
-                               optimizer=optax.adam(0.05), loss="mse")
+    back = jaxfit.Trainer.load(
+        tmp_path / "one", linear_apply, optimizer=optax.adam(0.05), loss="mse"
+    )
     _close(back.state, trainer.state)
     # training on from either gives the same
-    _close(one.fit(X, Y, batch_size=batch_size, epochs=1, verbose=0).history,
-           back.fit(X, Y, batch_size=batch_size, epochs=1, verbose=0).history)
+    _close(
+        one.fit(X, Y, batch_size=batch_size, epochs=1, verbose=0).history,
+        back.fit(X, Y, batch_size=batch_size, epochs=1, verbose=0).history,
+    )
 
 
 class _Interrupt(Exception):
@@ -184,12 +248,19 @@ def test_a_run_interrupted_on_one_topology_resumes_on_the_other(tmp_path, batch_
         backup = tmp_path / f"backup-{first}"
         trainer = _linear(first, loss="mse")
         with pytest.raises(_Interrupt):
-            trainer.fit(X, Y, callbacks=[{"on_epoch_begin": fail_at_epoch_2},
-                                         jaxfit.callbacks.BackupAndRestore(backup)],
-                        **kwargs)
+            trainer.fit(
+                X,
+                Y,
+                callbacks=[
+                    {"on_epoch_begin": fail_at_epoch_2},
+                    jaxfit.callbacks.BackupAndRestore(backup),
+                ],
+                **kwargs,
+            )
         resumed = _linear(second, loss="mse")
-        history = resumed.fit(X, Y, callbacks=[jaxfit.callbacks.BackupAndRestore(backup)],
-                              **kwargs)
+        history = resumed.fit(
+            X, Y, callbacks=[jaxfit.callbacks.BackupAndRestore(backup)], **kwargs
+        )
         assert history.epoch == [0, 1, 2, 3]
         _close(history.history, expected)
 
@@ -207,12 +278,19 @@ def test_a_stateful_model_sees_the_same_batch_statistics():
         return (x - mean) @ params["w"] + params["b"], state
 
     def make(mesh):
-        return jaxfit.Trainer(apply, linear_params(), state={"mean": jnp.zeros(3)},
-                              mesh=mesh, optimizer=optax.sgd(0.1), loss="mse")
+        return jaxfit.Trainer(
+            apply,
+            linear_params(),
+            state={"mean": jnp.zeros(3)},
+            mesh=mesh,
+            optimizer=optax.sgd(0.1),
+            loss="mse",
+        )
 
     def run(trainer):
-        history = trainer.fit(X, Y, batch_size=6, epochs=2, validation_split=0.2,
-                              verbose=0)
+        history = trainer.fit(
+            X, Y, batch_size=6, epochs=2, validation_split=0.2, verbose=0
+        )
         return history.history, trainer.state.model_state, trainer.predict(X)
 
     _close(*_both(make, run))
@@ -228,12 +306,17 @@ def test_a_flax_batch_norm_given_the_mask_is_the_same_on_every_topology():
             # would blow up into steps of size lr (not a device question)
             h = linen.Dense(4, use_bias=False)(x)
             h = linen.BatchNorm(use_running_average=not train, momentum=0.9)(
-                h, mask=mask[:, None] > 0)
+                h, mask=mask[:, None] > 0
+            )
             return linen.Dense(1)(jax.nn.relu(h))
 
     def make(mesh):
-        return jaxfit.Trainer(jaxfit.from_flax(Net(), X[:2]), mesh=mesh,
-                              optimizer=optax.adam(0.02), loss="mse")
+        return jaxfit.Trainer(
+            jaxfit.from_flax(Net(), X[:2]),
+            mesh=mesh,
+            optimizer=optax.adam(0.02),
+            loss="mse",
+        )
 
     def run(trainer):
         history = trainer.fit(X, Y, batch_size=6, epochs=2, verbose=0)

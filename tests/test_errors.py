@@ -25,8 +25,11 @@ FIT_CASES = [
     (dict(class_weight=[1, 2]), ValueError, ["class_weight", "dict"]),
     (dict(callbacks="nope"), TypeError, ["callbacks", "'nope'"]),
     (dict(callbacks=[{"on_epoch_ends": print}]), ValueError, ["on_epoch_ends"]),
-    (dict(sample_weight=np.ones(9, np.float32)), ValueError,
-     ["sample_weight", "9", "10", "same number of samples"]),
+    (
+        dict(sample_weight=np.ones(9, np.float32)),
+        ValueError,
+        ["sample_weight", "9", "10", "same number of samples"],
+    ),
     (dict(y=Y[:7]), ValueError, ["y", "7", "10", "same number of samples"]),
     (dict(validation_data=(X, Y[:3])), ValueError, ["validation_data.y", "3"]),
 ]
@@ -51,8 +54,9 @@ def test_bad_fit_arguments_raise_before_any_step(kwargs, error, parts, compiles)
         assert part in str(info.value), (part, str(info.value))
     assert trainer.state is before
     assert int(trainer.state.step) == 0
-    np.testing.assert_array_equal(np.asarray(trainer.params["w"]),
-                                  np.asarray(linear_params()["w"]))
+    np.testing.assert_array_equal(
+        np.asarray(trainer.params["w"]), np.asarray(linear_params()["w"])
+    )
     trainer.fit(X, Y, verbose=0)  # still usable
     assert int(trainer.state.step) == 1
 
@@ -95,7 +99,9 @@ class Boom(Exception):
 
 @pytest.mark.parametrize("exception", [Boom, KeyboardInterrupt])
 @pytest.mark.parametrize("yield_every", ["batch", "epoch"])
-def test_exception_in_a_callback_leaves_a_consistent_usable_state(exception, yield_every):
+def test_exception_in_a_callback_leaves_a_consistent_usable_state(
+    exception, yield_every
+):
     trainer = _trainer(optimizer=optax.adam(0.01))
     calls = []
 
@@ -106,9 +112,20 @@ def test_exception_in_a_callback_leaves_a_consistent_usable_state(exception, yie
 
     ended = []
     with pytest.raises(exception):
-        trainer.fit(X, Y, batch_size=2, epochs=3, yield_every=yield_every, verbose=0,
-                    callbacks=[{"on_train_batch_end": on_batch_end,
-                                "on_train_end": lambda logs: ended.append(True)}])
+        trainer.fit(
+            X,
+            Y,
+            batch_size=2,
+            epochs=3,
+            yield_every=yield_every,
+            verbose=0,
+            callbacks=[
+                {
+                    "on_train_batch_end": on_batch_end,
+                    "on_train_end": lambda logs: ended.append(True),
+                }
+            ],
+        )
     assert ended == [True]
     step = int(trainer.state.step)
     assert step == (4 if yield_every == "batch" else 5)
@@ -145,8 +162,15 @@ def test_a_real_ctrl_c_during_fit_leaves_a_usable_state_and_restores_the_handler
             signal.raise_signal(signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
-        trainer.fit(X, Y, batch_size=2, epochs=2, yield_every="batch", verbose=0,
-                    callbacks=[{"on_train_batch_end": on_batch_end}])
+        trainer.fit(
+            X,
+            Y,
+            batch_size=2,
+            epochs=2,
+            yield_every="batch",
+            verbose=0,
+            callbacks=[{"on_train_batch_end": on_batch_end}],
+        )
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert int(trainer.state.step) == 3
     assert np.all(np.isfinite(np.asarray(trainer.params["w"])))

@@ -13,12 +13,18 @@ import jaxfit
 
 X, Y = regression_data(n=10)
 W = np.linspace(0.5, 1.5, 10).astype(np.float32)
-BATCHES = [(X[i:i + 4], Y[i:i + 4]) for i in range(0, 10, 4)]  # sizes 4, 4, 2
+BATCHES = [(X[i : i + 4], Y[i : i + 4]) for i in range(0, 10, 4)]  # sizes 4, 4, 2
 
 
 def _trainer(lr=0.1, **kwargs):
-    return jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(lr),
-                          loss="mse", metrics=["mae"], **kwargs)
+    return jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=optax.sgd(lr),
+        loss="mse",
+        metrics=["mae"],
+        **kwargs,
+    )
 
 
 class FakeTFData:
@@ -40,16 +46,32 @@ SOURCES = {
     "generator_function": lambda: _generator,
     "dict_batches": lambda: [{"xs": x, "ys": y} for x, y in BATCHES],
     "fake_tf_data": lambda: FakeTFData(BATCHES),
-    "custom_iterable": lambda: type("Iterable", (), {"__iter__": lambda self: iter(BATCHES)})(),
+    "custom_iterable": lambda: type(
+        "Iterable", (), {"__iter__": lambda self: iter(BATCHES)}
+    )(),
 }
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_same_history_as_fit_without_shuffle(source):
-    expected = _trainer().fit(X, Y, batch_size=4, epochs=3, shuffle=False,
-                              validation_data=(X, Y), verbose=0).history
-    got = _trainer().fit_dataset(SOURCES[source](), epochs=3, validation_data=(X, Y),
-                                 verbose=0).history
+    expected = (
+        _trainer()
+        .fit(
+            X,
+            Y,
+            batch_size=4,
+            epochs=3,
+            shuffle=False,
+            validation_data=(X, Y),
+            verbose=0,
+        )
+        .history
+    )
+    got = (
+        _trainer()
+        .fit_dataset(SOURCES[source](), epochs=3, validation_data=(X, Y), verbose=0)
+        .history
+    )
     assert list(got) == list(expected)
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, err_msg=key)
@@ -57,8 +79,11 @@ def test_same_history_as_fit_without_shuffle(source):
 
 def test_grain_dataset_source():
     grain = pytest.importorskip("grain", reason="grain is the optional data extra")
-    source = grain.MapDataset.source(list(range(10))).batch(4).map(
-        lambda idx: (X[idx], Y[idx]))
+    source = (
+        grain.MapDataset.source(list(range(10)))
+        .batch(4)
+        .map(lambda idx: (X[idx], Y[idx]))
+    )
     expected = _trainer().fit(X, Y, batch_size=4, epochs=2, shuffle=False, verbose=0)
     got = _trainer().fit_dataset(source, epochs=2, verbose=0)
     np.testing.assert_allclose(got.history["loss"], expected.history["loss"], rtol=1e-6)
@@ -90,14 +115,26 @@ def test_sample_weights_and_class_weights_in_streams():
     x = rng.normal(size=(8, 3)).astype(np.float32)
     labels = np.array([0, 1, 0, 1, 1, 0, 1, 1])
     y = labels[:, None].astype(np.float32)
+
     def make():
-        return jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(0.0),
-                              loss="mse")
+        return jaxfit.Trainer(
+            linear_apply, linear_params(), optimizer=optax.sgd(0.0), loss="mse"
+        )
+
     w = W[:8]
-    batches = [{"xs": x[i:i + 3], "ys": y[i:i + 3], "sample_weight": w[i:i + 3]}
-               for i in range(0, 8, 3)]
-    expected = make().fit(x, y, batch_size=3, shuffle=False, sample_weight=W[:8],
-                          class_weight={0: 2.0, 1: 0.5}, verbose=0)
+    batches = [
+        {"xs": x[i : i + 3], "ys": y[i : i + 3], "sample_weight": w[i : i + 3]}
+        for i in range(0, 8, 3)
+    ]
+    expected = make().fit(
+        x,
+        y,
+        batch_size=3,
+        shuffle=False,
+        sample_weight=W[:8],
+        class_weight={0: 2.0, 1: 0.5},
+        verbose=0,
+    )
     got = make().fit_dataset(batches, class_weight={0: 2.0, 1: 0.5}, verbose=0)
     np.testing.assert_allclose(got.history["loss"], expected.history["loss"], rtol=1e-6)
 
@@ -125,12 +162,17 @@ def test_a_one_shot_iterator_for_several_epochs_fails_before_training(compiles):
     with pytest.raises(ValueError) as info:
         trainer.fit_dataset(generator(), epochs=3, verbose=0)
     message = str(info.value)
-    assert "one-shot" in message and "epoch 1" in message and "generator function" in message
+    assert (
+        "one-shot" in message
+        and "epoch 1" in message
+        and "generator function" in message
+    )
     assert int(trainer.state.step) == 0 and compiles.count == 0 and not consumed
     # one epoch of it is fine (tfjs), and so is steps_per_epoch
     assert _trainer().fit_dataset(_generator(), epochs=1, verbose=0).epoch == [0]
-    assert _trainer().fit_dataset(_generator(), epochs=3, initial_epoch=2,
-                                  verbose=0).epoch == [2]
+    assert _trainer().fit_dataset(
+        _generator(), epochs=3, initial_epoch=2, verbose=0
+    ).epoch == [2]
 
 
 def test_steps_per_epoch_continues_one_iterator_across_epochs():
@@ -140,8 +182,12 @@ def test_steps_per_epoch_continues_one_iterator_across_epochs():
 
     seen = []
     history = _trainer(lr=0.0).fit_dataset(
-        endless(), epochs=3, steps_per_epoch=2, verbose=0,
-        callbacks=[{"on_train_batch_end": lambda b, logs: seen.append(logs["loss"])}])
+        endless(),
+        epochs=3,
+        steps_per_epoch=2,
+        verbose=0,
+        callbacks=[{"on_train_batch_end": lambda b, logs: seen.append(logs["loss"])}],
+    )
     r = (X @ np.asarray(linear_params()["w"]) - Y)[:, 0] ** 2
     per_batch = [r[0:4].mean(), r[4:8].mean(), r[8:10].mean()]
     np.testing.assert_allclose(seen, [per_batch[i % 3] for i in range(6)], rtol=1e-5)
@@ -149,9 +195,12 @@ def test_steps_per_epoch_continues_one_iterator_across_epochs():
 
 
 def test_running_out_of_data_warns_as_tfjs_and_stops():
-    with pytest.warns(UserWarning, match=r"ran out of data.*\(in this case, 8 batches\)"):
-        history = _trainer().fit_dataset(iter(BATCHES * 2), epochs=4,
-                                         steps_per_epoch=2, verbose=0)
+    with pytest.warns(
+        UserWarning, match=r"ran out of data.*\(in this case, 8 batches\)"
+    ):
+        history = _trainer().fit_dataset(
+            iter(BATCHES * 2), epochs=4, steps_per_epoch=2, verbose=0
+        )
     assert history.epoch == [0, 1, 2]  # 6 batches: 2 + 2 + 2, then none for epoch 3
 
 
@@ -218,15 +267,21 @@ def test_a_callback_error_mid_stream_joins_the_feeder_thread():
             yield from BATCHES
 
     with pytest.raises(KeyboardInterrupt):
-        _trainer().fit_dataset(endless, steps_per_epoch=100, yield_every="batch",
-                               verbose=0, callbacks=[{"on_batch_end": explode}])
+        _trainer().fit_dataset(
+            endless,
+            steps_per_epoch=100,
+            yield_every="batch",
+            verbose=0,
+            callbacks=[{"on_batch_end": explode}],
+        )
     assert set(threading.enumerate()) <= before
 
 
 def test_validation_on_a_stream_honours_validation_batches():
     trainer = _trainer(lr=0.0)
-    history = trainer.fit_dataset(BATCHES, validation_data=_generator,
-                                  validation_batches=1, verbose=0)
+    history = trainer.fit_dataset(
+        BATCHES, validation_data=_generator, validation_batches=1, verbose=0
+    )
     r = (X @ np.asarray(trainer.params["w"]) - Y)[:, 0] ** 2
     np.testing.assert_allclose(history.history["val_loss"], [r[:4].mean()], rtol=1e-5)
     result = trainer.evaluate_dataset(FakeTFData(BATCHES), batches=2)
@@ -245,8 +300,9 @@ def test_fit_dataset_async_lets_other_coroutines_run():
                 await asyncio.sleep(0)
 
         task = asyncio.create_task(ticker())
-        history = await _trainer().fit_dataset_async(BATCHES, epochs=3,
-                                                     yield_every="batch", verbose=0)
+        history = await _trainer().fit_dataset_async(
+            BATCHES, epochs=3, yield_every="batch", verbose=0
+        )
         done.set()
         await task
         return history
@@ -268,12 +324,15 @@ def test_grain_iter_dataset_and_data_loader_sources():
     )
     for source in (iter_dataset, loader):
         got = _trainer().fit_dataset(source, epochs=2, verbose=0)
-        np.testing.assert_allclose(got.history["loss"], expected.history["loss"],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            got.history["loss"], expected.history["loss"], rtol=1e-6
+        )
 
 
-@pytest.mark.parametrize("source,steps", [("list", 3), ("generator_function", None),
-                                          ("custom_iterable", None)])
+@pytest.mark.parametrize(
+    "source,steps",
+    [("list", 3), ("generator_function", None), ("custom_iterable", None)],
+)
 def test_callback_params_steps_come_from_a_sized_dataset(source, steps):
     # tfjs: params.steps is dataset.size when steps_per_epoch is not given
     history = _trainer().fit_dataset(SOURCES[source](), epochs=1, verbose=0)
@@ -291,8 +350,11 @@ def test_callback_params_steps_of_a_grain_dataset():
 
 def test_evaluate_dataset_warns_when_it_runs_out_before_batches():
     trainer = _trainer()
-    with pytest.warns(UserWarning, match=r"ran out of data during evaluation after 3 "
-                                         r"batches.*\(in this case, 5 batches\)"):
+    with pytest.warns(
+        UserWarning,
+        match=r"ran out of data during evaluation after 3 "
+        r"batches.*\(in this case, 5 batches\)",
+    ):
         logs = trainer.evaluate_dataset(BATCHES, batches=5)
     assert logs == pytest.approx(trainer.evaluate(X, Y, batch_size=4))
     with warnings.catch_warnings():
@@ -303,7 +365,7 @@ def test_evaluate_dataset_warns_when_it_runs_out_before_batches():
 
 def test_validation_batches_beyond_the_stream_warn_too():
     with pytest.warns(UserWarning, match=r"\(in this case, 4 batches\)"):
-        history = _trainer().fit_dataset(BATCHES, epochs=1, validation_data=BATCHES,
-                                         validation_batches=4, verbose=0)
+        history = _trainer().fit_dataset(
+            BATCHES, epochs=1, validation_data=BATCHES, validation_batches=4, verbose=0
+        )
     assert "val_loss" in history.history
-

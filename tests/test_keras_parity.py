@@ -15,8 +15,10 @@ import jaxfit
 
 keras = pytest.importorskip("keras", reason="keras is a test-only cross-check")
 if keras.backend.backend() != "jax":
-    pytest.skip("keras is not on the JAX backend (set KERAS_BACKEND=jax)",
-                allow_module_level=True)
+    pytest.skip(
+        "keras is not on the JAX backend (set KERAS_BACKEND=jax)",
+        allow_module_level=True,
+    )
 
 # Keras' own NumPy 2 deprecation noise (Variable.numpy() calls np.array(self)) is
 # not ours to fix; a mark wins over `-W error` on the command line.
@@ -37,16 +39,25 @@ def apply(params, x):
 
 def _keras_model():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((5,)),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     w1, b1, w2, b2 = model.get_weights()
-    params = {"w1": jnp.asarray(w1), "b1": jnp.asarray(b1),
-              "w2": jnp.asarray(w2), "b2": jnp.asarray(b2)}
+    params = {
+        "w1": jnp.asarray(w1),
+        "b1": jnp.asarray(b1),
+        "w2": jnp.asarray(w2),
+        "b2": jnp.asarray(b2),
+    }
     return model, params
 
 
@@ -67,12 +78,27 @@ def test_same_history_as_keras(case):
     model, params = _keras_model()
     kwargs = dict(batch_size=16, epochs=3, shuffle=False, verbose=0, **CASES[case])
     expected = model.fit(X, Y, **kwargs).history
-    trainer = jaxfit.Trainer(apply, params, optimizer=optax.sgd(0.1),
-                             loss="categorical_crossentropy", metrics=["accuracy"])
+    trainer = jaxfit.Trainer(
+        apply,
+        params,
+        optimizer=optax.sgd(0.1),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     got = trainer.fit(X, Y, **kwargs).history
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        np.testing.assert_allclose(got[key], expected[key], rtol=2e-5, atol=1e-6,
-                                   err_msg=key)
-    for ours, theirs in zip(jax.tree.leaves(trainer.params), jax.tree.leaves(
-            dict(zip(["b1", "b2", "w1", "w2"], [model.get_weights()[i] for i in (1, 3, 0, 2)])))):
+        np.testing.assert_allclose(
+            got[key], expected[key], rtol=2e-5, atol=1e-6, err_msg=key
+        )
+    for ours, theirs in zip(
+        jax.tree.leaves(trainer.params),
+        jax.tree.leaves(
+            dict(
+                zip(
+                    ["b1", "b2", "w1", "w2"],
+                    [model.get_weights()[i] for i in (1, 3, 0, 2)],
+                )
+            )
+        ),
+    ):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)

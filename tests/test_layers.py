@@ -8,8 +8,18 @@ import pathlib
 
 SRC = pathlib.Path(__file__).resolve().parent.parent / "jaxfit" / "_src"
 # bottom to top; a package imports only from its own layer or those below it
-LAYERS = ["errors", "core", "data", "report", "checkpoint", "driver", "callbacks", "adapters",
-          "runner", "app"]
+LAYERS = [
+    "errors",
+    "core",
+    "data",
+    "report",
+    "checkpoint",
+    "driver",
+    "callbacks",
+    "adapters",
+    "runner",
+    "app",
+]
 ONLY = {"adapters": {"errors", "core", "adapters"}}  # stricter than the order
 
 
@@ -54,8 +64,12 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_nothing_under_src_imports_the_public_package():
-    offenders = sorted(f"{module} imports {name}" for module, path in _modules().items()
-                       for name in _imports(path) if not name.startswith("jaxfit._src."))
+    offenders = sorted(
+        f"{module} imports {name}"
+        for module, path in _modules().items()
+        for name in _imports(path)
+        if not name.startswith("jaxfit._src.")
+    )
     assert not offenders, offenders
 
 
@@ -66,8 +80,11 @@ def test_no_upward_imports():
         for target in targets:
             other = _layer(target)
             allowed = ONLY.get(layer)
-            upward = (other not in allowed if allowed
-                      else LAYERS.index(other) > LAYERS.index(layer))
+            upward = (
+                other not in allowed
+                if allowed
+                else LAYERS.index(other) > LAYERS.index(layer)
+            )
             if upward:
                 offenders.append(f"{module} ({layer}) imports {target} ({other})")
     assert not offenders, "\n".join(sorted(offenders))
@@ -105,6 +122,9 @@ def test_no_import_cycles():
 
 
 def test_the_layers_are_the_packages():
-    packages = {path.name for path in SRC.iterdir() if path.is_dir()
-                and (path / "__init__.py").exists()}
+    packages = {
+        path.name
+        for path in SRC.iterdir()
+        if path.is_dir() and (path / "__init__.py").exists()
+    }
     assert packages <= set(LAYERS), packages - set(LAYERS)

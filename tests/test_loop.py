@@ -34,9 +34,16 @@ class _Source:
     def epoch_blocks(self, epoch, start, size):
         for first in range(start, 4, 2):
             part = slice(first, first + 2)
-            yield ({"x": self.x[part], "y": self.y[part],
-                    "sample_weight": (self.mask[part],), "mask": self.mask[part]},
-                   2, False)  # (block, real batches, partial)
+            yield (
+                {
+                    "x": self.x[part],
+                    "y": self.y[part],
+                    "sample_weight": (self.mask[part],),
+                    "mask": self.mask[part],
+                },
+                2,
+                False,
+            )  # (block, real batches, partial)
 
     def eval_blocks(self, limit, size):
         return self.epoch_blocks(0, 0, 2)
@@ -50,29 +57,59 @@ def test_fit_loop_trains_a_session_without_a_trainer():
     y_spec = jax.ShapeDtypeStruct((4, 1), jnp.float32)
     objective = step_lib.make_objective("mse", None, ["mae"], y_spec, y_spec)
     optimizer = optax.sgd(0.1)
-    block = jax.jit(step_lib.make_block(step_lib.make_train_step(apply, objective,
-                                                                 optimizer)))
+    block = jax.jit(
+        step_lib.make_block(step_lib.make_train_step(apply, objective, optimizer))
+    )
     eval_fn = step_lib.make_block(step_lib.make_eval_step(apply, objective))
     names = objective.log_names
-    compiled = Compiled(names, block, jax.jit(lambda s, t, b: eval_fn(s, t, b)[1:]),
-                        jax.jit(lambda: step_lib.empty_logs(names)))
+    compiled = Compiled(
+        names,
+        block,
+        jax.jit(lambda s, t, b: eval_fn(s, t, b)[1:]),
+        jax.jit(lambda: step_lib.empty_logs(names)),
+    )
     params = linear_params()
-    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), None,
-                       jax.random.PRNGKey(0))
+    state = TrainState(
+        jnp.zeros((), jnp.int32),
+        params,
+        optimizer.init(params),
+        None,
+        jax.random.PRNGKey(0),
+    )
     session = FitSession(state, Placement(None))
     source = _Source()
     validation = loop.EvalPlan(source, compiled)
-    plan = loop.FitPlan(source, 2, 0, yield_policy.parse("batch"), validation, 1,
-                        compiled, block_size=2)
+    plan = loop.FitPlan(
+        source, 2, 0, yield_policy.parse("batch"), validation, 1, compiled, block_size=2
+    )
     seen = []
-    callbacks = callback_lib.CallbackList(callback_lib.normalize(
-        [{"on_train_batch_end": lambda batch, logs: seen.append(batch),
-          "on_epoch_end": lambda epoch, logs: seen.append(("end", epoch,
-                                                           sorted(logs)))}]),
-        None, {})
+    callbacks = callback_lib.CallbackList(
+        callback_lib.normalize(
+            [
+                {
+                    "on_train_batch_end": lambda batch, logs: seen.append(batch),
+                    "on_epoch_end": lambda epoch, logs: seen.append(
+                        ("end", epoch, sorted(logs))
+                    ),
+                }
+            ]
+        ),
+        None,
+        {},
+    )
     for _ in loop.fit_loop(session, plan, callbacks):
         pass
     assert int(session.state.step) == 8 and session.finished and source.closed
-    assert seen == [0, 1, 2, 3, ("end", 0, ["loss", "mae", "val_loss", "val_mae"]),
-                    0, 1, 2, 3, ("end", 1, ["loss", "mae", "val_loss", "val_mae"])]
+    assert seen == [
+        0,
+        1,
+        2,
+        3,
+        ("end", 0, ["loss", "mae", "val_loss", "val_mae"]),
+        0,
+        1,
+        2,
+        3,
+        ("end", 1, ["loss", "mae", "val_loss", "val_mae"]),
+    ]
     assert session.position.epoch == 2

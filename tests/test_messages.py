@@ -33,18 +33,23 @@ DESCRIBE_CASES = [
     (jax.ShapeDtypeStruct((), jnp.float32), "an array of shape () and dtype float32"),
     (np.int64(0), "0 (int64 scalar)"),
     (jnp.float32(2.5), "2.5 (float32 scalar)"),
-    ((np.zeros((4, 3), np.float32), np.zeros((4,), np.int32)),
-     "a tuple ((4, 3) float32, (4,) int32)"),
-    ({"x": np.zeros((4, 3), np.float32), "y": [np.zeros((4, 1), np.float32)]},
-     "a dict {'x': (4, 3) float32, 'y': [(4, 1) float32]}"),
+    (
+        (np.zeros((4, 3), np.float32), np.zeros((4,), np.int32)),
+        "a tuple ((4, 3) float32, (4,) int32)",
+    ),
+    (
+        {"x": np.zeros((4, 3), np.float32), "y": [np.zeros((4, 1), np.float32)]},
+        "a dict {'x': (4, 3) float32, 'y': [(4, 1) float32]}",
+    ),
     (my_loss, "my_loss (function)"),
     (dict, "dict (type)"),
     (errors.Description("no batches"), "no batches"),
 ]
 
 
-@pytest.mark.parametrize("value,text", DESCRIBE_CASES,
-                         ids=[str(i) for i in range(len(DESCRIBE_CASES))])
+@pytest.mark.parametrize(
+    "value,text", DESCRIBE_CASES, ids=[str(i) for i in range(len(DESCRIBE_CASES))]
+)
 def test_describe(value, text):
     assert errors.describe(value) == text
 
@@ -63,8 +68,10 @@ def test_a_large_container_of_arrays_is_clipped():
 
 
 def test_expected_names_the_argument_the_expectation_and_the_value():
-    assert (errors.expected("batch_size", "a positive integer", np.int64(0), "Fix.")
-            == "batch_size: expected a positive integer, got 0 (int64 scalar). Fix.")
+    assert (
+        errors.expected("batch_size", "a positive integer", np.int64(0), "Fix.")
+        == "batch_size: expected a positive integer, got 0 (int64 scalar). Fix."
+    )
 
 
 # -- the formatter in real messages ------------------------------------------------
@@ -80,8 +87,10 @@ def _trainer(**kwargs):
 def test_a_batch_dict_with_extra_keys_is_described_with_its_shapes():
     with pytest.raises(ValueError) as info:
         _trainer().fit_dataset([{"xs": X, "ys": Y, "weights": Y}], verbose=0)
-    assert ("got a dict {'xs': (8, 3) float32, 'ys': (8, 1) float32, "
-            "'weights': (8, 1) float32}.") in str(info.value)
+    assert (
+        "got a dict {'xs': (8, 3) float32, 'ys': (8, 1) float32, "
+        "'weights': (8, 1) float32}."
+    ) in str(info.value)
 
 
 def test_a_mismatched_stream_batch_is_described_by_feature_shapes():
@@ -89,8 +98,10 @@ def test_a_mismatched_stream_batch_is_described_by_feature_shapes():
     with pytest.raises(ValueError) as info:
         _trainer().fit_dataset(batches, verbose=0)
     message = str(info.value)
-    assert ("batch 1 has structure/shapes a tuple ({'a': (3,) float32}, (1,) float32)"
-            ", but batch 0 had a tuple ((3,) float32, (1,) float32)") in message
+    assert (
+        "batch 1 has structure/shapes a tuple ({'a': (3,) float32}, (1,) float32)"
+        ", but batch 0 had a tuple ((3,) float32, (1,) float32)"
+    ) in message
 
 
 def test_an_empty_stream_says_so_in_words():
@@ -107,8 +118,12 @@ def test_a_scalar_array_argument_shows_its_value():
 
 def test_an_lr_callback_describes_the_optimizer_without_an_address():
     with pytest.raises(ValueError) as info:
-        _trainer().fit(X, Y, verbose=0, callbacks=[
-            jaxfit.callbacks.LearningRateScheduler(lambda epoch: 0.1)])
+        _trainer().fit(
+            X,
+            Y,
+            verbose=0,
+            callbacks=[jaxfit.callbacks.LearningRateScheduler(lambda epoch: 0.1)],
+        )
     message = str(info.value)
     assert "LearningRateScheduler" in message and " at 0x" not in message
     assert "(GradientTransformationExtraArgs)." in message

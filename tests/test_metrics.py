@@ -1,6 +1,5 @@
 """Metrics: per-sample accuracies, Keras' shape-picked accuracy, accumulators."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,21 +11,35 @@ from jaxfit import losses, metrics
 B = 5
 LABELS = np.array([0, 2, 1, 2, 1])
 ONE_HOT = np.eye(3, dtype=np.float32)[LABELS]
-SCORES = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1],
-                   [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]], np.float32)
+SCORES = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.1, 0.3, 0.6],
+        [0.5, 0.4, 0.1],
+        [0.2, 0.5, 0.3],
+        [0.3, 0.3, 0.4],
+    ],
+    np.float32,
+)
 BIN_TRUE = np.array([[1.0], [0.0], [1.0], [0.0], [1.0]], np.float32)
 BIN_PROBS = np.array([[0.9], [0.6], [0.4], [0.1], [0.51]], np.float32)
 MULTI_TRUE = np.array([[1, 0], [0, 0], [1, 1], [0, 1], [1, 0]], np.float32)
-MULTI_PROBS = np.array([[0.9, 0.2], [0.6, 0.1], [0.4, 0.8], [0.1, 0.7], [0.3, 0.9]],
-                       np.float32)
+MULTI_PROBS = np.array(
+    [[0.9, 0.2], [0.6, 0.1], [0.4, 0.8], [0.1, 0.7], [0.3, 0.9]], np.float32
+)
 
 # (function name, kwargs, y_true, y_pred, expected per sample)
 FUNCTION_CASES = [
     ("categorical_accuracy", {}, ONE_HOT, SCORES, [1, 1, 0, 0, 0]),
     ("sparse_categorical_accuracy", {}, LABELS, SCORES, [1, 1, 0, 0, 0]),
     ("sparse_categorical_accuracy", {}, LABELS[:, None], SCORES, [1, 1, 0, 0, 0]),
-    ("sparse_categorical_accuracy", {}, LABELS.astype(np.float32), SCORES,
-     [1, 1, 0, 0, 0]),
+    (
+        "sparse_categorical_accuracy",
+        {},
+        LABELS.astype(np.float32),
+        SCORES,
+        [1, 1, 0, 0, 0],
+    ),
     ("binary_accuracy", {}, BIN_TRUE, BIN_PROBS, [1, 0, 0, 1, 1]),
     ("binary_accuracy", {}, BIN_TRUE[:, 0], BIN_PROBS[:, 0], [1, 0, 0, 1, 1]),
     ("binary_accuracy", {}, BIN_TRUE[:, 0], BIN_PROBS, [1, 0, 0, 1, 1]),
@@ -36,15 +49,26 @@ FUNCTION_CASES = [
     ("top_k_categorical_accuracy", {"k": 2}, ONE_HOT, SCORES, [1, 1, 1, 1, 1]),
     ("top_k_categorical_accuracy", {}, ONE_HOT, SCORES, [1, 1, 1, 1, 1]),
     ("sparse_top_k_categorical_accuracy", {"k": 1}, LABELS, SCORES, [1, 1, 0, 0, 0]),
-    ("sparse_top_k_categorical_accuracy", {"k": 2}, LABELS[:, None], SCORES,
-     [1, 1, 1, 1, 1]),
-    ("sparse_top_k_categorical_accuracy", {"k": 1}, LABELS,
-     np.where(ONE_HOT > 0, np.nan, SCORES), [0, 0, 0, 0, 0]),
+    (
+        "sparse_top_k_categorical_accuracy",
+        {"k": 2},
+        LABELS[:, None],
+        SCORES,
+        [1, 1, 1, 1, 1],
+    ),
+    (
+        "sparse_top_k_categorical_accuracy",
+        {"k": 1},
+        LABELS,
+        np.where(ONE_HOT > 0, np.nan, SCORES),
+        [0, 0, 0, 0, 0],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "kwargs", "y_true", "y_pred", "expected"),
-                         FUNCTION_CASES)
+@pytest.mark.parametrize(
+    ("name", "kwargs", "y_true", "y_pred", "expected"), FUNCTION_CASES
+)
 def test_accuracy_functions_per_sample(name, kwargs, y_true, y_pred, expected):
     fn = getattr(metrics, name)
     out = jax.jit(lambda t, p: fn(t, p, **kwargs))(y_true, y_pred)
@@ -55,8 +79,9 @@ def test_accuracy_functions_per_sample(name, kwargs, y_true, y_pred, expected):
 def test_extra_axes_are_averaged_per_sample():
     t = np.stack([ONE_HOT, ONE_HOT], 1)
     p = np.stack([SCORES, ONE_HOT], 1)
-    np.testing.assert_allclose(metrics.categorical_accuracy(t, p),
-                               [1, 1, 0.5, 0.5, 0.5])
+    np.testing.assert_allclose(
+        metrics.categorical_accuracy(t, p), [1, 1, 0.5, 0.5, 0.5]
+    )
 
 
 def _spec(shape, dtype=jnp.float32):
@@ -68,8 +93,12 @@ RESOLVE_CASES = [
     ("accuracy", _spec((B, 1)), _spec((B, 1)), metrics.binary_accuracy),
     ("accuracy", _spec((B,)), _spec((B,)), metrics.binary_accuracy),
     ("acc", BIN_TRUE, BIN_PROBS, metrics.binary_accuracy),
-    ("accuracy", _spec((B,), jnp.int32), _spec((B, 3)),
-     metrics.sparse_categorical_accuracy),
+    (
+        "accuracy",
+        _spec((B,), jnp.int32),
+        _spec((B, 3)),
+        metrics.sparse_categorical_accuracy,
+    ),
     ("accuracy", LABELS, SCORES, metrics.sparse_categorical_accuracy),
     ("ACC", _spec((B, 1)), _spec((B, 3)), metrics.sparse_categorical_accuracy),
     ("accuracy", _spec((B, 3)), _spec((B, 3)), metrics.categorical_accuracy),
@@ -78,16 +107,19 @@ RESOLVE_CASES = [
     ("ce", LABELS, SCORES, losses.sparse_categorical_crossentropy),
     ("crossentropy", ONE_HOT, SCORES, losses.categorical_crossentropy),
     ("binary_accuracy", ONE_HOT, SCORES, metrics.binary_accuracy),
-    ("sparse_top_k_categorical_accuracy", LABELS, SCORES,
-     metrics.sparse_top_k_categorical_accuracy),
+    (
+        "sparse_top_k_categorical_accuracy",
+        LABELS,
+        SCORES,
+        metrics.sparse_top_k_categorical_accuracy,
+    ),
     ("mse", ONE_HOT, SCORES, losses.mean_squared_error),
     ("MAE", ONE_HOT, SCORES, losses.mean_absolute_error),
     ("binary_crossentropy", BIN_TRUE, BIN_PROBS, losses.binary_crossentropy),
 ]
 
 
-@pytest.mark.parametrize(("identifier", "y_true", "y_pred", "expected"),
-                         RESOLVE_CASES)
+@pytest.mark.parametrize(("identifier", "y_true", "y_pred", "expected"), RESOLVE_CASES)
 def test_resolve_picks_functions_as_keras(identifier, y_true, y_pred, expected):
     assert metrics.resolve(identifier, y_true, y_pred) is expected
 
@@ -102,14 +134,28 @@ def test_resolve_passes_callables_through_and_names_cover_losses():
     assert {"accuracy", "acc", "categorical_accuracy"} <= set(metrics.names())
 
 
-@pytest.mark.parametrize(("bad", "argname", "error", "parts"), [
-    ("acuracy", "metrics", ValueError,
-     ["metrics: expected a metric name (one of ", "'accuracy'",
-      "got 'acuracy' (str)."]),
-    (7, "metrics", TypeError, ["metrics: expected", "got 7 (int)."]),
-    (None, "weighted_metrics", TypeError,
-     ["weighted_metrics: expected", "got None (NoneType)."]),
-])
+@pytest.mark.parametrize(
+    ("bad", "argname", "error", "parts"),
+    [
+        (
+            "acuracy",
+            "metrics",
+            ValueError,
+            [
+                "metrics: expected a metric name (one of ",
+                "'accuracy'",
+                "got 'acuracy' (str).",
+            ],
+        ),
+        (7, "metrics", TypeError, ["metrics: expected", "got 7 (int)."]),
+        (
+            None,
+            "weighted_metrics",
+            TypeError,
+            ["weighted_metrics: expected", "got None (NoneType)."],
+        ),
+    ],
+)
 def test_resolve_errors_name_the_argument_and_value(bad, argname, error, parts):
     with pytest.raises(error) as info:
         metrics.resolve(bad, ONE_HOT, SCORES, argname=argname)
@@ -117,9 +163,13 @@ def test_resolve_errors_name_the_argument_and_value(bad, argname, error, parts):
         assert part in str(info.value)
 
 
-@pytest.mark.parametrize(("identifier", "expected"), [
-    ("acc", "acc"), (metrics.binary_accuracy, "binary_accuracy"),
-])
+@pytest.mark.parametrize(
+    ("identifier", "expected"),
+    [
+        ("acc", "acc"),
+        (metrics.binary_accuracy, "binary_accuracy"),
+    ],
+)
 def test_name_of(identifier, expected):
     assert metrics.name_of(identifier) == expected
 
@@ -167,8 +217,9 @@ def test_merge_of_separate_accumulators_equals_one_pass(batches, expected):
 
 
 def test_compute_has_no_nan_gradient_at_zero_count():
-    grad = jax.grad(lambda w: metrics.compute(
-        metrics.update(metrics.empty(), jnp.ones(2), w)))(jnp.zeros(2))
+    grad = jax.grad(
+        lambda w: metrics.compute(metrics.update(metrics.empty(), jnp.ones(2), w))
+    )(jnp.zeros(2))
     assert np.all(np.isfinite(grad))
 
 
@@ -176,8 +227,9 @@ def _keras():
     return import_keras()
 
 
-@pytest.mark.parametrize(("name", "kwargs", "y_true", "y_pred", "expected"),
-                         FUNCTION_CASES)
+@pytest.mark.parametrize(
+    ("name", "kwargs", "y_true", "y_pred", "expected"), FUNCTION_CASES
+)
 def test_accuracies_match_keras_functions(name, kwargs, y_true, y_pred, expected):
     keras = _keras()
     got = getattr(metrics, name)(y_true, y_pred, **kwargs)
@@ -187,18 +239,25 @@ def test_accuracies_match_keras_functions(name, kwargs, y_true, y_pred, expected
 
 # Rank-1 y_pred is left out: jaxfit reads it as (batch, 1), i.e. binary, where
 # Keras would take the batch size for the class count.
-KERAS_RESOLVE_CASES = [c for c in RESOLVE_CASES
-                       if c[0].lower() in ("accuracy", "acc") and len(c[2].shape) > 1]
+KERAS_RESOLVE_CASES = [
+    c
+    for c in RESOLVE_CASES
+    if c[0].lower() in ("accuracy", "acc") and len(c[2].shape) > 1
+]
 
 
-@pytest.mark.parametrize(("identifier", "y_true", "y_pred", "expected"),
-                         KERAS_RESOLVE_CASES)
-def test_accuracy_resolution_matches_keras_get_metric(identifier, y_true, y_pred,
-                                                      expected):
+@pytest.mark.parametrize(
+    ("identifier", "y_true", "y_pred", "expected"), KERAS_RESOLVE_CASES
+)
+def test_accuracy_resolution_matches_keras_get_metric(
+    identifier, y_true, y_pred, expected
+):
     _keras()
     compile_utils = pytest.importorskip("keras.src.trainers.compile_utils")
     keras_metric = compile_utils.get_metric(identifier, y_true, y_pred)
-    keras_names = {"BinaryAccuracy": "binary_accuracy",
-                   "SparseCategoricalAccuracy": "sparse_categorical_accuracy",
-                   "CategoricalAccuracy": "categorical_accuracy"}
+    keras_names = {
+        "BinaryAccuracy": "binary_accuracy",
+        "SparseCategoricalAccuracy": "sparse_categorical_accuracy",
+        "CategoricalAccuracy": "categorical_accuracy",
+    }
     assert keras_names[type(keras_metric).__name__] == expected.__name__

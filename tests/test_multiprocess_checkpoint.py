@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-pytest.importorskip("orbax.checkpoint", reason="checkpoints are the optional ckpt extra")
+pytest.importorskip(
+    "orbax.checkpoint", reason="checkpoints are the optional ckpt extra"
+)
 
 WORKER = os.path.join(os.path.dirname(__file__), "ckpt_worker.py")
 
@@ -24,16 +26,24 @@ def _free_port():
 
 
 def test_two_processes_write_one_checkpoint_in_place_before_returning(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )
     port = _free_port()
     logs = [tmp_path / f"stderr-{rank}.txt" for rank in (0, 1)]
     procs = []
     for rank, log in enumerate(logs):
         with open(log, "w", encoding="utf-8") as err:
-            procs.append(subprocess.Popen(
-                [sys.executable, WORKER, str(port), str(rank), str(tmp_path)], env=env,
-                stdout=subprocess.DEVNULL, stderr=err))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, WORKER, str(port), str(rank), str(tmp_path)],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+            )
     deadline = time.monotonic() + 60
     try:  # until both end, one fails (the other would wait at a barrier) or timeout
         while time.monotonic() < deadline and not any(proc.poll() for proc in procs):

@@ -13,8 +13,13 @@ X, Y = regression_data(n=20)
 
 
 def _trainer():
-    return jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(0.1),
-                          loss="mse", metrics=["mae"])
+    return jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=optax.sgd(0.1),
+        loss="mse",
+        metrics=["mae"],
+    )
 
 
 def test_verbose_2_prints_one_line_per_epoch_with_validation(capsys):
@@ -35,10 +40,19 @@ def test_auto_verbose_is_2_when_output_is_not_a_tty(capsys):
 def test_verbose_1_bar_shows_steps_and_logs_at_yield_points():
     stream = io.StringIO()
     ticks = itertools.count()
-    bar = jaxfit.callbacks.ProgressBar(verbose=1, stream=stream,
-                                       now=lambda: next(ticks) * 0.01)
-    _trainer().fit(X, Y, batch_size=4, epochs=2, yield_every="batch", verbose=0,
-                   validation_split=0.2, callbacks=[bar])
+    bar = jaxfit.callbacks.ProgressBar(
+        verbose=1, stream=stream, now=lambda: next(ticks) * 0.01
+    )
+    _trainer().fit(
+        X,
+        Y,
+        batch_size=4,
+        epochs=2,
+        yield_every="batch",
+        verbose=0,
+        validation_split=0.2,
+        callbacks=[bar],
+    )
     text = stream.getvalue()
     assert "Epoch 1/2" in text and "Epoch 2/2" in text
     assert "4/4" in text  # 16 training samples in batches of 4
@@ -47,10 +61,11 @@ def test_verbose_1_bar_shows_steps_and_logs_at_yield_points():
 
 def test_a_stream_of_unknown_length_shows_a_counter():
     stream = io.StringIO()
-    batches = [(X[i:i + 4], Y[i:i + 4]) for i in range(0, 20, 4)]
+    batches = [(X[i : i + 4], Y[i : i + 4]) for i in range(0, 20, 4)]
     bar = jaxfit.callbacks.ProgressBar(verbose=1, stream=stream)
-    _trainer().fit_dataset(lambda: iter(batches), epochs=1, yield_every="batch",
-                           verbose=0, callbacks=[bar])
+    _trainer().fit_dataset(
+        lambda: iter(batches), epochs=1, yield_every="batch", verbose=0, callbacks=[bar]
+    )
     assert "5step" in stream.getvalue().replace(" ", "")
     assert "5/5" not in stream.getvalue()
 
@@ -58,10 +73,11 @@ def test_a_stream_of_unknown_length_shows_a_counter():
 def test_a_sized_stream_shows_its_total():
     # tfjs takes the total from dataset.size; jaxfit from len(dataset)
     stream = io.StringIO()
-    batches = [(X[i:i + 4], Y[i:i + 4]) for i in range(0, 20, 4)]
+    batches = [(X[i : i + 4], Y[i : i + 4]) for i in range(0, 20, 4)]
     bar = jaxfit.callbacks.ProgressBar(verbose=1, stream=stream)
-    _trainer().fit_dataset(batches, epochs=1, yield_every="batch", verbose=0,
-                           callbacks=[bar])
+    _trainer().fit_dataset(
+        batches, epochs=1, yield_every="batch", verbose=0, callbacks=[bar]
+    )
     assert "5/5" in stream.getvalue()
 
 

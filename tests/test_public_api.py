@@ -8,17 +8,39 @@ import pytest
 import jaxfit
 
 PUBLIC = {
-    "jaxfit": ["FitArgs", "History", "Model", "StreamFitArgs", "TrainState", "Trainer",
-               "callbacks", "data",
-               "distributed",
-               "from_equinox", "from_flax", "from_nnx", "losses", "metrics", "run"],
+    "jaxfit": [
+        "FitArgs",
+        "History",
+        "Model",
+        "StreamFitArgs",
+        "TrainState",
+        "Trainer",
+        "callbacks",
+        "data",
+        "distributed",
+        "from_equinox",
+        "from_flax",
+        "from_nnx",
+        "losses",
+        "metrics",
+        "run",
+    ],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
-    "jaxfit.callbacks": ["BackupAndRestore", "CSVLogger", "Callback", "EarlyStopping",
-                         "History",
-                         "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint",
-                         "MonitorCallback",
-                         "ProgressBar", "ReduceLROnPlateau", "TensorBoard",
-                         "TerminateOnNaN"],
+    "jaxfit.callbacks": [
+        "BackupAndRestore",
+        "CSVLogger",
+        "Callback",
+        "EarlyStopping",
+        "History",
+        "LambdaCallback",
+        "LearningRateScheduler",
+        "ModelCheckpoint",
+        "MonitorCallback",
+        "ProgressBar",
+        "ReduceLROnPlateau",
+        "TensorBoard",
+        "TerminateOnNaN",
+    ],
 }
 
 
@@ -26,20 +48,34 @@ def test_public_names_are_pinned():
     assert sorted(jaxfit.__all__) == PUBLIC["jaxfit"]
     assert sorted(jaxfit.callbacks.__all__) == PUBLIC["jaxfit.callbacks"]
     assert sorted(jaxfit.data.__all__) == PUBLIC["jaxfit.data"]
-    for module in (jaxfit, jaxfit.callbacks, jaxfit.data, jaxfit.losses, jaxfit.metrics):
+    for module in (
+        jaxfit,
+        jaxfit.callbacks,
+        jaxfit.data,
+        jaxfit.losses,
+        jaxfit.metrics,
+    ):
         for name in module.__all__:
             assert getattr(module, name) is not None
 
 
 def test_every_public_name_is_in_the_readme():
-    with open(pathlib.Path(__file__).resolve().parent.parent / "README.md", encoding="utf-8") as f:
+    with open(
+        pathlib.Path(__file__).resolve().parent.parent / "README.md", encoding="utf-8"
+    ) as f:
         readme = f.read()
     for name in PUBLIC["jaxfit"] + PUBLIC["jaxfit.callbacks"] + PUBLIC["jaxfit.data"]:
         assert name in readme, f"{name} is public but README.md does not mention it"
 
 
-PUBLIC_MODULES = (jaxfit, jaxfit.callbacks, jaxfit.data, jaxfit.distributed,
-                  jaxfit.losses, jaxfit.metrics)
+PUBLIC_MODULES = (
+    jaxfit,
+    jaxfit.callbacks,
+    jaxfit.data,
+    jaxfit.distributed,
+    jaxfit.losses,
+    jaxfit.metrics,
+)
 
 
 def _public_members(cls: type):
@@ -75,27 +111,47 @@ def test_every_public_name_has_a_docstring():
             if not (obj.__doc__ or "").strip():  # its own, not inherited
                 missing.append(f"{module.__name__}.{name}")
             if inspect.isclass(obj):
-                missing += [f"{module.__name__}.{name}.{member}"
-                            for member, value in _public_members(obj)
-                            if not (inspect.getdoc(value) or "").strip()]
+                missing += [
+                    f"{module.__name__}.{name}.{member}"
+                    for member, value in _public_members(obj)
+                    if not (inspect.getdoc(value) or "").strip()
+                ]
     assert not missing, "public names without a docstring:\n" + "\n".join(missing)
 
 
 def test_the_docstring_walk_sees_the_callback_contract():
     members = dict(_public_members(jaxfit.callbacks.Callback))
     hooks = [name for name in members if name.startswith("on_")]
-    assert len(hooks) == 15 and {"set_trainer", "set_params", "get_state",
-                                 "set_state"} <= set(members)
+    assert len(hooks) == 15 and {
+        "set_trainer",
+        "set_params",
+        "get_state",
+        "set_state",
+    } <= set(members)
     assert "fit" in dict(_public_members(jaxfit.Trainer))
     assert "state" in dict(_public_members(jaxfit.Trainer))  # properties too
 
 
-@pytest.mark.parametrize("hook", ["on_train_batch_begin", "on_train_batch_end",
-                                  "on_yield", "on_epoch_end", "on_test_end"])
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "on_train_batch_begin",
+        "on_train_batch_end",
+        "on_yield",
+        "on_epoch_end",
+        "on_test_end",
+    ],
+)
 def test_the_callback_hooks_say_when_they_run_and_what_logs_hold(hook):
     doc = inspect.getdoc(getattr(jaxfit.callbacks.Callback, hook))
     assert "Called" in doc and "logs:" in doc, doc
     contract = inspect.getdoc(jaxfit.callbacks.Callback)
-    for words in ("yield point", "fuse", "own logs", "val_", "learning_rate",
-                  "loss_scale"):
+    for words in (
+        "yield point",
+        "fuse",
+        "own logs",
+        "val_",
+        "learning_rate",
+        "loss_scale",
+    ):
         assert words in contract, words

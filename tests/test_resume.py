@@ -13,15 +13,28 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("orbax.checkpoint", reason="checkpoints are the optional ckpt extra")
+pytest.importorskip(
+    "orbax.checkpoint", reason="checkpoints are the optional ckpt extra"
+)
 
 WORKER = os.path.join(os.path.dirname(__file__), "resume_worker.py")
 
 
 def _run(out, backup_dir, save_freq, kill="none", expect=0, write="sync"):
     result = subprocess.run(
-        [sys.executable, WORKER, str(out), str(backup_dir), str(save_freq), kill, write],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            WORKER,
+            str(out),
+            str(backup_dir),
+            str(save_freq),
+            kill,
+            write,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == expect, result.stderr[-3000:]
     if expect:
         return None
@@ -46,8 +59,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("save_freq,kill,ran,first_batch", CASES)
-def test_a_killed_run_resumes_bit_identical(tmp_path, uninterrupted, save_freq, kill,
-                                            ran, first_batch):
+def test_a_killed_run_resumes_bit_identical(
+    tmp_path, uninterrupted, save_freq, kill, ran, first_batch
+):
     expected_run, expected_state = uninterrupted
     backup = tmp_path / "backup"
     _run(tmp_path / "killed", backup, save_freq, kill, expect=-signal.SIGKILL)
@@ -67,14 +81,21 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, uninterrupted, save_freq, 
 
 
 def test_a_kill_with_background_writes_loses_at_most_the_newest_backup(
-        tmp_path, uninterrupted):
+    tmp_path, uninterrupted
+):
     # write_in_background=True: killed the moment epoch 1's backup hook returns,
     # backup 1 may still be in flight, but backup 0 is complete (the hook waited
     # for it before starting backup 1), so the rerun resumes at epoch 1 or 2.
     expected_run, expected_state = uninterrupted
     backup = tmp_path / "backup"
-    _run(tmp_path / "killed", backup, "epoch", "backup:1", expect=-signal.SIGKILL,
-         write="background")
+    _run(
+        tmp_path / "killed",
+        backup,
+        "epoch",
+        "backup:1",
+        expect=-signal.SIGKILL,
+        write="background",
+    )
     run, state = _run(tmp_path / "resumed", backup, "epoch", write="background")
     assert run["ran"] in ([1, 2, 3], [2, 3]) and run["first_batch"] == 0
     assert run["history"] == expected_run["history"]
@@ -127,11 +148,16 @@ def test_a_kill_inside_save_leaves_the_previous_checkpoint_loadable(tmp_path, wh
 
     script = _KILL_INSIDE_SAVE.format(tests=os.path.dirname(__file__))
     path = tmp_path / "ckpt"
-    result = subprocess.run([sys.executable, "-c", script, where, str(path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script, where, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
-    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.adam(0.05),
-                             loss="mse")
+    trainer = jaxfit.Trainer(
+        linear_apply, linear_params(), optimizer=optax.adam(0.05), loss="mse"
+    )
     trainer.restore(path)
     assert int(trainer.state.step) == 3  # the first save, whole
     trainer.save(path)  # and the next save cleans up what the kill left
@@ -167,17 +193,29 @@ def test_a_checkpoint_from_four_devices_restores_onto_one(tmp_path):
 
     import jaxfit
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        JAX_PLATFORMS="cpu",
+    )
     script = _SAVE_ON_FOUR_DEVICES.format(tests=os.path.dirname(__file__))
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "ckpt"), str(tmp_path / "p.npz")],
-        capture_output=True, text=True, timeout=300, env=env)
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     expected = np.load(tmp_path / "p.npz")
 
-    trainer = jaxfit.Trainer.load(tmp_path / "ckpt", linear_apply, mesh=None,
-                                  optimizer=optax.adam(0.05), loss="mse")
+    trainer = jaxfit.Trainer.load(
+        tmp_path / "ckpt",
+        linear_apply,
+        mesh=None,
+        optimizer=optax.adam(0.05),
+        loss="mse",
+    )
     device = jax.devices()[0]
     for name in ("w", "b"):
         assert trainer.params[name].sharding.device_set == {device}

@@ -30,11 +30,15 @@ import jaxfit
 
 TESTS = pathlib.Path(__file__).resolve().parent
 # yield_every: epoch: the same blocks, whatever the clock, so the same programs
-CONFIG = tiny_config("  epochs: 2\n  batch_size: 16\n  yield_every: epoch\n",
-                     "backup: false\n")
-SETTINGS = ("jax_compilation_cache_dir", "jax_enable_compilation_cache",
-            "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
+CONFIG = tiny_config(
+    "  epochs: 2\n  batch_size: 16\n  yield_every: epoch\n", "backup: false\n"
+)
+SETTINGS = (
+    "jax_compilation_cache_dir",
+    "jax_enable_compilation_cache",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
 HITS = "/jax/compilation_cache/cache_hits"
 WRITES = "/jax/compilation_cache/cache_misses"  # compiled, then written
 COMPILE = "/jax/core/compile/backend_compile_duration"
@@ -64,8 +68,11 @@ sys.exit(code)
 def _entries(path):
     """The programs in a cache directory (JAX names them ``<key>-cache``)."""
     path = pathlib.Path(path)
-    return sorted(p.name for p in path.iterdir() if p.name.endswith("-cache")) if (
-        path.is_dir()) else []
+    return (
+        sorted(p.name for p in path.iterdir() if p.name.endswith("-cache"))
+        if (path.is_dir())
+        else []
+    )
 
 
 def _settings():
@@ -76,11 +83,18 @@ def _fresh_run(*argv):
     """``jaxfit run ARGV...`` in a new process: its cache event counts."""
     paths = [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-    result = subprocess.run([sys.executable, "-c", WORKER, "run", *argv], env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER, "run", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    (line,) = [line for line in result.stdout.splitlines()
-               if line.startswith("COUNTS ")]
+    (line,) = [
+        line for line in result.stdout.splitlines() if line.startswith("COUNTS ")
+    ]
     return json.loads(line.removeprefix("COUNTS "))
 
 
@@ -141,7 +155,8 @@ def test_jax_settings_are_restored_after_a_run(tmp_path):
 
 
 def test_settings_are_restored_and_nothing_is_left_when_a_config_is_refused(
-        tmp_path, capsys):
+    tmp_path, capsys
+):
     # refused by the fit call's own checks, after the model and the run directory
     # were made (and some programs compiled)
     saved = _settings()
@@ -155,16 +170,18 @@ def test_settings_are_restored_and_nothing_is_left_when_a_config_is_refused(
 def test_compilation_cache_false_writes_nothing(tmp_path, cache_events):
     saved = _settings()
     workdir = tmp_path / "runs"
-    result = jaxfit.run(_write(tmp_path, CONFIG + "compilation_cache: false\n"),
-                        str(workdir))
+    result = jaxfit.run(
+        _write(tmp_path, CONFIG + "compilation_cache: false\n"), str(workdir)
+    )
     assert result.history.epoch == [0, 1]
     assert cache_events == {"hits": 0, "writes": 0}
     assert run_dirs(workdir) == sorted(workdir.iterdir())  # no cache directory
     assert _settings() == saved
 
 
-def test_the_directory_comes_from_the_config_or_the_command_line(tmp_path, capsys,
-                                                                 cache_events):
+def test_the_directory_comes_from_the_config_or_the_command_line(
+    tmp_path, capsys, cache_events
+):
     # the config's relative path is in the workdir; --compilation-cache wins (a
     # relative path there is in the current directory, as --workdir's)
     config = _write(tmp_path, CONFIG + "compilation_cache: cache\n")
@@ -172,12 +189,32 @@ def test_the_directory_comes_from_the_config_or_the_command_line(tmp_path, capsy
     assert _cli(capsys, "run", config, "--workdir", str(workdir))[0] == 0
     assert _entries(workdir / "cache") and not (workdir / CACHE).exists()
     other = tmp_path / "other"
-    assert _cli(capsys, "run", config, "--workdir", str(workdir),
-                "--compilation-cache", str(other))[0] == 0
+    assert (
+        _cli(
+            capsys,
+            "run",
+            config,
+            "--workdir",
+            str(workdir),
+            "--compilation-cache",
+            str(other),
+        )[0]
+        == 0
+    )
     assert _entries(other)
     writes = cache_events["writes"]
-    assert _cli(capsys, "run", config, "--workdir", str(tmp_path / "off"),
-                "--compilation-cache", "off")[0] == 0
+    assert (
+        _cli(
+            capsys,
+            "run",
+            config,
+            "--workdir",
+            str(tmp_path / "off"),
+            "--compilation-cache",
+            "off",
+        )[0]
+        == 0
+    )
     assert cache_events["writes"] == writes
     assert not (tmp_path / "off" / CACHE).exists()
     import yaml
@@ -187,23 +224,34 @@ def test_the_directory_comes_from_the_config_or_the_command_line(tmp_path, capsy
     assert resolved["compilation_cache"] == "cache"
 
 
-@pytest.mark.parametrize("line,message", [
-    ("compilation_cache: 3",
-     r"compilation_cache: expected one of False or a string, got 3 \(int\)"),
-    ("compilation_cache: ''",
-     r"compilation_cache: expected a directory or false \(off\), got \"\" \(str\)"),
-    ("compilation_cache: true",
-     r"compilation_cache: expected one of False or a string, got True \(bool\)"),
-])
-def test_a_bad_value_is_a_one_line_config_error_naming_the_key(tmp_path, capsys,
-                                                               line, message):
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        (
+            "compilation_cache: 3",
+            r"compilation_cache: expected one of False or a string, got 3 \(int\)",
+        ),
+        (
+            "compilation_cache: ''",
+            r"compilation_cache: expected a directory or false \(off\), got \"\" \(str\)",
+        ),
+        (
+            "compilation_cache: true",
+            r"compilation_cache: expected one of False or a string, got True \(bool\)",
+        ),
+    ],
+)
+def test_a_bad_value_is_a_one_line_config_error_naming_the_key(
+    tmp_path, capsys, line, message
+):
     import re
 
     config = _write(tmp_path, CONFIG + line + "\n")
     workdir = tmp_path / "runs"
     for command in ("validate", "run"):
-        argv = [command, config] + (["--workdir", str(workdir)] if command == "run"
-                                    else [])
+        argv = [command, config] + (
+            ["--workdir", str(workdir)] if command == "run" else []
+        )
         code, out, err = _cli(capsys, *argv)
         assert code == 2 and out == "", (out, err)
         (text,) = err.strip().splitlines()
@@ -220,12 +268,19 @@ def test_a_directory_that_cannot_be_made_is_a_config_error(tmp_path, capsys):
     code, _, err = _cli(capsys, "run", config, "--workdir", str(workdir))
     assert code == 2
     (text,) = err.strip().splitlines()
-    assert text.startswith(f"jaxfit run: compilation_cache: cannot create the "
-                           f"directory '{blocker}'")
+    assert text.startswith(
+        f"jaxfit run: compilation_cache: cannot create the directory '{blocker}'"
+    )
     assert text.endswith(f"({config}, line 14)"), text
-    code, _, err = _cli(capsys, "run", _write(tmp_path, CONFIG, "plain.yaml"),
-                        "--workdir", str(workdir), "--compilation-cache",
-                        str(blocker / "sub"))
+    code, _, err = _cli(
+        capsys,
+        "run",
+        _write(tmp_path, CONFIG, "plain.yaml"),
+        "--workdir",
+        str(workdir),
+        "--compilation-cache",
+        str(blocker / "sub"),
+    )
     assert code == 2 and "compilation_cache: cannot create" in err
     assert ", line " not in err  # the command line's value, not the file's
     assert not workdir.exists()

@@ -20,12 +20,15 @@ CONFIG = tiny_config("  epochs: 6\n  batch_size: 16\n  validation_split: 0.25\n"
 
 # min_delta 10: nothing after the first epoch counts as better, so with patience 1
 # the second epoch stops the run, and the first epoch's weights come back.
-STOPPING = CONFIG + """\
+STOPPING = (
+    CONFIG
+    + """\
 callbacks:
   - name: EarlyStopping
     args: {monitor: val_loss, min_delta: 10, patience: 1, restore_best_weights: true,
            verbose: 1}
 """
+)
 
 
 def _run(tmp_path, text):
@@ -41,17 +44,27 @@ def test_early_stopping_is_reported_in_1_based_epochs_everywhere(tmp_path, capsy
     log = (run_dir / "run.log").read_text(encoding="utf-8")
     assert re.findall(r"^Epoch (\d+)/6 ", log, re.M) == ["1", "2"]
     best = result.history.history["val_loss"][0]
-    assert (f"Epoch 2: early stopping: val_loss did not improve for 1 epoch (best "
-            f"{best:.4g} at epoch 1); restoring the weights of epoch 1.") in log
-    assert ("early stopping: callbacks[0] EarlyStopping ended the run after epoch 2/6: "
-            "val_loss did not improve for 1 epoch") in log
-    assert (f"weights: epoch 1's, restored by callbacks[0] EarlyStopping (best "
-            f"val_loss: {best:.4f})") in log
+    assert (
+        f"Epoch 2: early stopping: val_loss did not improve for 1 epoch (best "
+        f"{best:.4g} at epoch 1); restoring the weights of epoch 1."
+    ) in log
+    assert (
+        "early stopping: callbacks[0] EarlyStopping ended the run after epoch 2/6: "
+        "val_loss did not improve for 1 epoch"
+    ) in log
+    assert (
+        f"weights: epoch 1's, restored by callbacks[0] EarlyStopping (best "
+        f"val_loss: {best:.4f})"
+    ) in log
     with open(run_dir / "metrics.json", encoding="utf-8") as f:
         metrics = json.load(f)
     assert metrics["last_epoch"] == 2 and metrics["weights_epoch"] == 1
-    assert metrics["stopped_early"] == {"by": "callbacks[0] EarlyStopping", "epoch": 2,
-                                        "monitor": "val_loss", "patience": 1}
+    assert metrics["stopped_early"] == {
+        "by": "callbacks[0] EarlyStopping",
+        "epoch": 2,
+        "monitor": "val_loss",
+        "patience": 1,
+    }
     assert "restore_best_weights" in metrics["weights"]
     capsys.readouterr()
     assert cli.main(["show", str(run_dir)]) == 0
@@ -73,7 +86,8 @@ def test_a_full_run_ends_with_its_last_epochs_weights(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["show", str(run_dir)]) == 0
     assert f"best val_loss: {values[best]:.4f} at epoch {best + 1}" in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
 
 
 def test_no_always_empty_column_and_the_learning_rate_on_its_own_axis(tmp_path):
@@ -90,7 +104,11 @@ def test_no_always_empty_column_and_the_learning_rate_on_its_own_axis(tmp_path):
     figure = result.history.plot()  # what curves.png is
     losses, rates = figure.axes
     assert [line.get_label() for line in losses.get_lines()] == [
-        "loss", "val_loss", "mae", "val_mae"]
+        "loss",
+        "val_loss",
+        "mae",
+        "val_mae",
+    ]
     assert [line.get_label() for line in rates.get_lines()] == ["learning_rate"]
     assert list(losses.get_lines()[0].get_xdata()) == [1, 2]  # epochs from 1
     plt.close("all")

@@ -22,7 +22,8 @@ TESTS = pathlib.Path(__file__).resolve().parent
 
 CONFIG = tiny_config(
     "  epochs: 4\n  batch_size: 16\n  yield_every: batch\n",
-    "callbacks:\n  - name: CSVLogger\n    args: {filename: training.csv}\n")
+    "callbacks:\n  - name: CSVLogger\n    args: {filename: training.csv}\n",
+)
 
 
 def _write(tmp_path, text):
@@ -41,9 +42,21 @@ def _interrupted_run(tmp_path, text):
     """Runs ``text`` with ``python -m jaxfit run`` until its SIGINT; returns the
     completed process and the run directory."""
     result = subprocess.run(
-        [sys.executable, "-m", "jaxfit", "run", str(_write(tmp_path, text)),
-         "--workdir", str(tmp_path / "runs")], env=_env(), capture_output=True,
-        text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "jaxfit",
+            "run",
+            str(_write(tmp_path, text)),
+            "--workdir",
+            str(tmp_path / "runs"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     (run_dir,) = run_dirs(tmp_path / "runs")
     return result, run_dir
 
@@ -64,13 +77,19 @@ def _epoch_lines(run_dir):
 
 def test_ctrl_c_says_where_it_stopped_and_resume_completes_the_run(tmp_path, capsys):
     marker = tmp_path / "fired"
-    result, run_dir = _interrupted_run(tmp_path, CONFIG + f"""\
+    result, run_dir = _interrupted_run(
+        tmp_path,
+        CONFIG
+        + f"""\
   - name: runner_helpers:SigintAt
     args: {{epoch: 2, batch: 1, marker: {marker}}}
-""")
+""",
+    )
     # after the 2nd batch (0-based 1) of the 3rd epoch (0-based 2)
-    line = (f"jaxfit run: interrupted in epoch 3/4 after batch 2/4; resume with: "
-            f"jaxfit run --resume {run_dir}")
+    line = (
+        f"jaxfit run: interrupted in epoch 3/4 after batch 2/4; resume with: "
+        f"jaxfit run --resume {run_dir}"
+    )
     assert result.returncode == 130, result.stderr
     assert result.stderr == line + "\n"  # one line, no traceback
     assert marker.exists() and not (run_dir / "history.json").exists()
@@ -99,16 +118,22 @@ def test_lines_written_after_the_last_backup_are_not_repeated(tmp_path, capsys):
     # comes as epoch 3 begins, after epoch 2's line, CSV row and checkpoint (written
     # in the background) are out. The resume redoes the end of epoch 2.
     marker = tmp_path / "fired"
-    result, run_dir = _interrupted_run(tmp_path, CONFIG + f"""\
+    result, run_dir = _interrupted_run(
+        tmp_path,
+        CONFIG
+        + f"""\
   - name: ModelCheckpoint
     args: {{filepath: "ckpt-{{epoch}}", write_in_background: true, verbose: 1}}
   - name: runner_helpers:SigintAt
     args: {{epoch: 2, marker: {marker}}}
 backup: 6
-""")
+""",
+    )
     assert result.returncode == 130, result.stderr
-    assert result.stderr == (f"jaxfit run: interrupted after epoch 2/4; resume with: "
-                             f"jaxfit run --resume {run_dir}\n")
+    assert result.stderr == (
+        f"jaxfit run: interrupted after epoch 2/4; resume with: "
+        f"jaxfit run --resume {run_dir}\n"
+    )
     assert _epoch_lines(run_dir) == ["1", "2"]
     assert (run_dir / "ckpt-2").is_dir()  # the background write was waited for
 
@@ -119,17 +144,34 @@ backup: 6
     assert _epoch_lines(run_dir) == ["1", "2", "3", "4"]
     log = (run_dir / "run.log").read_text(encoding="utf-8")
     assert [int(n) for n in re.findall(r"^Epoch (\d+): saving", log, re.M)] == [
-        1, 2, 3, 4]
+        1,
+        2,
+        3,
+        4,
+    ]
     _, rows = _reference(tmp_path)
     assert (run_dir / "training.csv").read_text(encoding="utf-8") == rows
 
 
 def test_ctrl_c_before_training_leaves_nothing(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "jaxfit", "run", str(_write(tmp_path, CONFIG.replace(
-            "tiny_data", "sigint_data"))), "--workdir", str(tmp_path / "runs")],
-        env=_env(), capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "jaxfit",
+            "run",
+            str(_write(tmp_path, CONFIG.replace("tiny_data", "sigint_data"))),
+            "--workdir",
+            str(tmp_path / "runs"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 130
-    assert result.stderr == ("jaxfit run: interrupted before training started; "
-                             "nothing was created\n")
+    assert result.stderr == (
+        "jaxfit run: interrupted before training started; nothing was created\n"
+    )
     assert not (tmp_path / "runs").exists()

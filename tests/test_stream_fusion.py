@@ -26,13 +26,24 @@ WIDE = 85_000  # features: a batch of 8 is ~2.6 MiB, so 3 batches fill a block
 
 def _batches(sizes, width=3, seed=0):
     rng = np.random.default_rng(seed)
-    return [(rng.normal(size=(s, width)).astype(np.float32),
-             rng.normal(size=(s, 1)).astype(np.float32)) for s in sizes]
+    return [
+        (
+            rng.normal(size=(s, width)).astype(np.float32),
+            rng.normal(size=(s, 1)).astype(np.float32),
+        )
+        for s in sizes
+    ]
 
 
 def _trainer(width=3, **kwargs):
-    return jaxfit.Trainer(linear_apply, linear_params(n_in=width), optimizer=optax.adam(
-        0.01), loss="mse", metrics=["mae"], **kwargs)
+    return jaxfit.Trainer(
+        linear_apply,
+        linear_params(n_in=width),
+        optimizer=optax.adam(0.01),
+        loss="mse",
+        metrics=["mae"],
+        **kwargs,
+    )
 
 
 def _ticks():
@@ -56,8 +67,14 @@ class Blocks(jaxfit.callbacks.Callback):
 
 def _fit(dataset, width=3, yield_every=20, **kwargs):
     trainer, blocks = _trainer(width), Blocks()
-    trainer.fit_dataset(dataset, verbose=0, callbacks=[blocks],
-                        yield_every=yield_every, now=_ticks(), **kwargs)
+    trainer.fit_dataset(
+        dataset,
+        verbose=0,
+        callbacks=[blocks],
+        yield_every=yield_every,
+        now=_ticks(),
+        **kwargs,
+    )
     return trainer, blocks
 
 
@@ -80,52 +97,89 @@ def test_steps_per_epoch_cuts_blocks_at_each_epoch_end():
     assert blocks.ends == [(0, 2), (0, 3), (1, 2), (1, 3)]
     # the second epoch went on with the same iterator: batches 4..7, as unfused
     unfused = _trainer(WIDE)
-    unfused.fit_dataset(lambda: iter(batches), epochs=2, steps_per_epoch=4,
-                        verbose=0, yield_every="batch")
-    np.testing.assert_allclose(np.asarray(trainer.params["w"]),
-                               np.asarray(unfused.params["w"]), rtol=1e-5, atol=1e-6)
+    unfused.fit_dataset(
+        lambda: iter(batches),
+        epochs=2,
+        steps_per_epoch=4,
+        verbose=0,
+        yield_every="batch",
+    )
+    np.testing.assert_allclose(
+        np.asarray(trainer.params["w"]),
+        np.asarray(unfused.params["w"]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_per_batch_logs_and_weights_equal_the_unfused_run():
     weights = [RNG.uniform(0.5, 2.0, size=s).astype(np.float32) for s in [8] * 9 + [5]]
     batches = [(x, y, w) for (x, y), w in zip(_batches([8] * 9 + [5]), weights)]
     fused, fused_logs = _trainer(), Blocks()
-    history = fused.fit_dataset(batches, epochs=2, verbose=0, callbacks=[fused_logs],
-                                validation_data=batches[:3])
+    history = fused.fit_dataset(
+        batches,
+        epochs=2,
+        verbose=0,
+        callbacks=[fused_logs],
+        validation_data=batches[:3],
+    )
     unfused, unfused_logs = _trainer(), Blocks()
-    expected = unfused.fit_dataset(batches, epochs=2, verbose=0,
-                                   callbacks=[unfused_logs], yield_every="batch",
-                                   validation_data=batches[:3])
+    expected = unfused.fit_dataset(
+        batches,
+        epochs=2,
+        verbose=0,
+        callbacks=[unfused_logs],
+        yield_every="batch",
+        validation_data=batches[:3],
+    )
     assert len(fused_logs.logs) == len(unfused_logs.logs) == 20
     for got, want in zip(fused_logs.logs, unfused_logs.logs):
         assert got.keys() == want.keys()
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=1e-6)
     for key in expected.history:
-        np.testing.assert_allclose(history.history[key], expected.history[key],
-                                   rtol=2e-5, err_msg=key)
-    np.testing.assert_allclose(np.asarray(fused.params["w"]),
-                               np.asarray(unfused.params["w"]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            history.history[key], expected.history[key], rtol=2e-5, err_msg=key
+        )
+    np.testing.assert_allclose(
+        np.asarray(fused.params["w"]),
+        np.asarray(unfused.params["w"]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_class_weights_in_fused_blocks_equal_the_unfused_run():
     rng = np.random.default_rng(1)
-    batches = [(rng.normal(size=(6, 3)).astype(np.float32),
-                rng.integers(0, 3, size=6).astype(np.int32)) for _ in range(7)]
+    batches = [
+        (
+            rng.normal(size=(6, 3)).astype(np.float32),
+            rng.integers(0, 3, size=6).astype(np.int32),
+        )
+        for _ in range(7)
+    ]
 
     def trainer():
-        return jaxfit.Trainer(linear_apply, linear_params(n_out=3),
-                              optimizer=optax.sgd(0.1),
-                              loss="sparse_categorical_crossentropy_from_logits")
+        return jaxfit.Trainer(
+            linear_apply,
+            linear_params(n_out=3),
+            optimizer=optax.sgd(0.1),
+            loss="sparse_categorical_crossentropy_from_logits",
+        )
 
     weights = {0: 1.0, 1: 3.0, 2: 0.5}
     fused = trainer()
     fused.fit_dataset(batches, class_weight=weights, epochs=2, verbose=0)
     unfused = trainer()
-    unfused.fit_dataset(batches, class_weight=weights, epochs=2, verbose=0,
-                        yield_every="batch")
-    np.testing.assert_allclose(np.asarray(fused.params["w"]),
-                               np.asarray(unfused.params["w"]), rtol=1e-5, atol=1e-6)
+    unfused.fit_dataset(
+        batches, class_weight=weights, epochs=2, verbose=0, yield_every="batch"
+    )
+    np.testing.assert_allclose(
+        np.asarray(fused.params["w"]),
+        np.asarray(unfused.params["w"]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 class Broken(Exception):
@@ -150,26 +204,40 @@ def test_a_producer_error_inside_a_would_be_block_trains_the_batches_before_it()
     assert set(threading.enumerate()) <= before
     unfused = _trainer()
     unfused.fit_dataset(batches[:5], verbose=0, yield_every="batch")
-    np.testing.assert_allclose(np.asarray(trainer.params["w"]),
-                               np.asarray(unfused.params["w"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(trainer.params["w"]),
+        np.asarray(unfused.params["w"]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_a_bad_label_inside_a_would_be_block_is_named_after_the_batches_before_it():
     rng = np.random.default_rng(2)
-    batches = [(rng.normal(size=(4, 3)).astype(np.float32),
-                rng.integers(0, 3, size=4).astype(np.int32)) for _ in range(6)]
+    batches = [
+        (
+            rng.normal(size=(4, 3)).astype(np.float32),
+            rng.integers(0, 3, size=4).astype(np.int32),
+        )
+        for _ in range(6)
+    ]
     batches[3][1][2] = 7  # class 7 of a 3-class model
-    trainer = jaxfit.Trainer(linear_apply, linear_params(n_out=3),
-                             optimizer=optax.sgd(0.1),
-                             loss="sparse_categorical_crossentropy_from_logits")
-    with pytest.raises(ValueError, match=r"dataset batch 3: y: expected class indices "
-                                         r"in \[0, 3\)"):
+    trainer = jaxfit.Trainer(
+        linear_apply,
+        linear_params(n_out=3),
+        optimizer=optax.sgd(0.1),
+        loss="sparse_categorical_crossentropy_from_logits",
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"dataset batch 3: y: expected class indices "
+        r"in \[0, 3\)",
+    ):
         trainer.fit_dataset(batches, verbose=0)
     assert int(trainer.state.step) == 3
 
 
-def test_a_stream_compiles_a_bounded_number_of_programs_and_a_second_fit_none(
-        compiles):
+def test_a_stream_compiles_a_bounded_number_of_programs_and_a_second_fit_none(compiles):
     # two shape buckets, each ending in a partial block; fused evaluation too
     batches = _batches([8] * 5 + [16] * 4 + [3])
     trainer = _trainer()
@@ -198,8 +266,10 @@ def test_evaluate_dataset_fused_equals_batch_by_batch():
     batches = _batches([5] * 11 + [2])
     trainer = _trainer()
     seen = []
-    logs = trainer.evaluate_dataset(batches, callbacks=[
-        {"on_test_batch_end": lambda batch, logs: seen.append(dict(logs))}])
+    logs = trainer.evaluate_dataset(
+        batches,
+        callbacks=[{"on_test_batch_end": lambda batch, logs: seen.append(dict(logs))}],
+    )
     assert len(seen) == 12
     x = np.concatenate([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])

@@ -45,7 +45,9 @@ def filtering_on(monkeypatch):
 
 def test_a_bad_argument_from_fit_has_no_jaxfit_frame(filtering_on):
     trainer = _trainer()
-    with pytest.raises(ValueError, match="batch_size: expected a positive integer") as info:
+    with pytest.raises(
+        ValueError, match="batch_size: expected a positive integer"
+    ) as info:
         trainer.fit(X, Y, batch_size=0, verbose=0)
     files = _files(info)
     assert not _inside(files), files
@@ -65,29 +67,58 @@ def test_the_environment_variable_shows_every_frame(monkeypatch, value):
 BAD_CALLS = [
     ("Trainer", lambda: _trainer(optimizer="adam"), TypeError),
     ("fit_dataset", lambda: _trainer().fit_dataset(42, verbose=0), TypeError),
-    ("fit_dataset_async",
-     lambda: asyncio.run(_trainer().fit_dataset_async(42, verbose=0)), TypeError),
-    ("fit_async",
-     lambda: asyncio.run(_trainer().fit_async(X, Y, epochs=-1, verbose=0)), ValueError),
+    (
+        "fit_dataset_async",
+        lambda: asyncio.run(_trainer().fit_dataset_async(42, verbose=0)),
+        TypeError,
+    ),
+    (
+        "fit_async",
+        lambda: asyncio.run(_trainer().fit_async(X, Y, epochs=-1, verbose=0)),
+        ValueError,
+    ),
     ("evaluate", lambda: _trainer().evaluate(X, Y, batch_size=0), ValueError),
-    ("evaluate_dataset", lambda: _trainer().evaluate_dataset([], batches=0), ValueError),
+    (
+        "evaluate_dataset",
+        lambda: _trainer().evaluate_dataset([], batches=0),
+        ValueError,
+    ),
     ("predict", lambda: _trainer().predict(X, batch_size=-1), ValueError),
     ("compile", lambda: _trainer().compile(loss="msee"), ValueError),
     ("loss setter", lambda: setattr(_trainer(), "loss", 3), TypeError),
     ("state setter", lambda: setattr(_trainer(), "state", {}), TypeError),
-    ("learning_rate setter", lambda: setattr(_trainer(), "learning_rate", 0.1),
-     ValueError),
-    ("restore", lambda: _trainer().restore("/nonexistent/jaxfit-checkpoint"),
-     FileNotFoundError),
-    ("EarlyStopping", lambda: jaxfit.callbacks.EarlyStopping(mode="lowest"), ValueError),
-    ("ReduceLROnPlateau", lambda: jaxfit.callbacks.ReduceLROnPlateau(factor=2.0),
-     ValueError),
-    ("LambdaCallback", lambda: jaxfit.callbacks.LambdaCallback(on_epoch_ends=print),
-     ValueError),
+    (
+        "learning_rate setter",
+        lambda: setattr(_trainer(), "learning_rate", 0.1),
+        ValueError,
+    ),
+    (
+        "restore",
+        lambda: _trainer().restore("/nonexistent/jaxfit-checkpoint"),
+        FileNotFoundError,
+    ),
+    (
+        "EarlyStopping",
+        lambda: jaxfit.callbacks.EarlyStopping(mode="lowest"),
+        ValueError,
+    ),
+    (
+        "ReduceLROnPlateau",
+        lambda: jaxfit.callbacks.ReduceLROnPlateau(factor=2.0),
+        ValueError,
+    ),
+    (
+        "LambdaCallback",
+        lambda: jaxfit.callbacks.LambdaCallback(on_epoch_ends=print),
+        ValueError,
+    ),
     ("ProgressBar", lambda: jaxfit.callbacks.ProgressBar(verbose=3), ValueError),
     ("losses.get", lambda: jaxfit.losses.get("msee"), ValueError),
-    ("metrics.resolve", lambda: jaxfit.metrics.resolve("acuracy", None, None),
-     ValueError),
+    (
+        "metrics.resolve",
+        lambda: jaxfit.metrics.resolve("acuracy", None, None),
+        ValueError,
+    ),
 ]
 
 
@@ -120,8 +151,9 @@ def test_an_error_in_a_callback_subclass_keeps_its_frames(filtering_on):
             raise UserError(f"batch {batch}")
 
     with pytest.raises(UserError) as info:
-        _trainer().fit(X, Y, batch_size=4, yield_every="batch", verbose=0,
-                       callbacks=[Failing()])
+        _trainer().fit(
+            X, Y, batch_size=4, yield_every="batch", verbose=0, callbacks=[Failing()]
+        )
     names = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
     assert names[-2:] == ["on_train_batch_end", "check"]
     assert not _inside(_files(info))

@@ -33,11 +33,13 @@ def test_a_new_loss_and_metrics_take_effect_and_params_are_kept():
     assert set(history.history) == {"loss", "mse"}
     # the same as a fresh trainer built with that loss from those params and the
     # optimizer state it had
-    fresh = jaxfit.Trainer(linear_apply, params, optimizer=optax.sgd(0.1), loss="mae",
-                           metrics=["mse"])
+    fresh = jaxfit.Trainer(
+        linear_apply, params, optimizer=optax.sgd(0.1), loss="mae", metrics=["mse"]
+    )
     expected = fresh.fit(X, Y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    np.testing.assert_allclose(history.history["loss"], expected.history["loss"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        history.history["loss"], expected.history["loss"], rtol=1e-5
+    )
 
 
 def test_assigning_an_attribute_compiles_too():
@@ -65,16 +67,19 @@ def test_a_new_optimizer_starts_from_a_fresh_state_and_the_same_one_keeps_it():
     trainer.fit(X, Y, batch_size=24, epochs=1, shuffle=False, verbose=0)
     # one plain SGD step from the kept params
     grad_w = 2 * X.T @ (X @ params["w"] + params["b"] - Y) / len(X)
-    np.testing.assert_allclose(trainer.params["w"], params["w"] - 0.5 * grad_w,
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        trainer.params["w"], params["w"] - 0.5 * grad_w, rtol=1e-4, atol=1e-6
+    )
     assert int(trainer.state.step) == 7
 
 
 def test_bad_compile_arguments_change_nothing():
     trainer = _trainer()
-    for kwargs, error in ((dict(optimizer="adam"), TypeError),
-                          (dict(loss="msee"), ValueError),
-                          (dict(weighted_metrics=["nope"]), ValueError)):
+    for kwargs, error in (
+        (dict(optimizer="adam"), TypeError),
+        (dict(loss="msee"), ValueError),
+        (dict(weighted_metrics=["nope"]), ValueError),
+    ):
         with pytest.raises(error):
             trainer.compile(**kwargs)
     assert trainer.loss == "mse" and trainer.metrics is None
@@ -98,10 +103,14 @@ def test_compile_inside_fit_is_refused():
 def test_a_trainer_without_optimizer_or_loss_predicts_and_names_what_is_missing():
     trainer = jaxfit.Trainer(linear_apply, linear_params())
     params = linear_params()
-    np.testing.assert_allclose(trainer.predict(X), X @ params["w"] + params["b"],
-                               rtol=1e-5)
-    with pytest.raises(ValueError, match="fit: this trainer has no optimizer and no "
-                                         r"loss.*compile\(optimizer=..., loss=...\)"):
+    np.testing.assert_allclose(
+        trainer.predict(X), X @ params["w"] + params["b"], rtol=1e-5
+    )
+    with pytest.raises(
+        ValueError,
+        match="fit: this trainer has no optimizer and no "
+        r"loss.*compile\(optimizer=..., loss=...\)",
+    ):
         trainer.fit(X, Y, verbose=0)
     with pytest.raises(ValueError, match=r"evaluate: this trainer has no loss"):
         trainer.evaluate(X, Y)
@@ -113,8 +122,14 @@ def test_a_trainer_without_optimizer_or_loss_predicts_and_names_what_is_missing(
 def test_load_without_optimizer_is_for_inference(tmp_path):
     pytest.importorskip("orbax.checkpoint")
     state_apply = lambda p, x, *, state: (x @ p["w"] + state["shift"], state)  # noqa: E731
-    trainer = jaxfit.Trainer(state_apply, linear_params(), state={"shift": jnp.ones(())},
-                             optimizer=optax.adam(0.1), loss="mse", seed=3)
+    trainer = jaxfit.Trainer(
+        state_apply,
+        linear_params(),
+        state={"shift": jnp.ones(())},
+        optimizer=optax.adam(0.1),
+        loss="mse",
+        seed=3,
+    )
     trainer.fit(X, Y, batch_size=8, epochs=2, verbose=0)
     trainer.save(tmp_path / "ckpt")
     loaded = jaxfit.Trainer.load(tmp_path / "ckpt", state_apply)
@@ -127,5 +142,6 @@ def test_load_without_optimizer_is_for_inference(tmp_path):
         loaded.evaluate(X, Y)
     # evaluation needs only a loss
     loaded.compile(loss="mse")
-    np.testing.assert_allclose(loaded.evaluate(X, Y)["loss"],
-                               trainer.evaluate(X, Y)["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.evaluate(X, Y)["loss"], trainer.evaluate(X, Y)["loss"], rtol=1e-6
+    )

@@ -33,11 +33,25 @@ class Recorder(jaxfit.callbacks.Callback):
 
 def _fit(yield_every, now=None, n=10, batch_size=4, epochs=2):
     x, y = regression_data(n=n)
-    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(0.0),
-                             loss="mse", metrics=["mae"])
+    trainer = jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=optax.sgd(0.0),
+        loss="mse",
+        metrics=["mae"],
+    )
     recorder = Recorder()
-    trainer.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False,
-                yield_every=yield_every, callbacks=[recorder], verbose=0, now=now)
+    trainer.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=False,
+        yield_every=yield_every,
+        callbacks=[recorder],
+        verbose=0,
+        now=now,
+    )
     r = (x @ np.asarray(trainer.params["w"]) - y)[:, 0]
     return recorder.events, r
 
@@ -76,8 +90,9 @@ def test_no_yields_inside_an_epoch(yield_every):
 def test_time_based_policy_uses_the_injected_clock():
     ticks = itertools.count()
     # a fake clock that advances 10 ms every time it is read
-    events, _ = _fit(25, now=lambda: next(ticks) * 0.010, n=2000, batch_size=1,
-                     epochs=1)
+    events, _ = _fit(
+        25, now=lambda: next(ticks) * 0.010, n=2000, batch_size=1, epochs=1
+    )
     yields = [e for e in events if e[0] == "yield"]
     ends = [e for e in events if e[0] == "end"]
     assert len(ends) == 2000
@@ -93,8 +108,9 @@ def test_time_based_policy_uses_the_injected_clock():
 
 def test_stop_training_ends_fit_at_the_next_yield():
     x, y = regression_data(n=40)
-    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.sgd(0.01),
-                             loss="mse")
+    trainer = jaxfit.Trainer(
+        linear_apply, linear_params(), optimizer=optax.sgd(0.01), loss="mse"
+    )
     ends = []
 
     def on_batch_end(batch, logs):
@@ -102,8 +118,15 @@ def test_stop_training_ends_fit_at_the_next_yield():
         if batch == 2:
             trainer.stop_training = True
 
-    history = trainer.fit(x, y, batch_size=4, epochs=3, yield_every="batch",
-                          callbacks=[{"on_batch_end": on_batch_end}], verbose=0)
+    history = trainer.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=3,
+        yield_every="batch",
+        callbacks=[{"on_batch_end": on_batch_end}],
+        verbose=0,
+    )
     assert ends == [0, 1, 2]
     assert history.epoch == [0]
     assert int(trainer.state.step) == 3
@@ -111,10 +134,23 @@ def test_stop_training_ends_fit_at_the_next_yield():
 
 def test_hot_loop_makes_no_implicit_transfers():
     x, y = regression_data(n=30)
-    trainer = jaxfit.Trainer(linear_apply, linear_params(), optimizer=optax.adam(0.01),
-                             loss="mse", metrics=["mae"])
+    trainer = jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=optax.adam(0.01),
+        loss="mse",
+        metrics=["mae"],
+    )
     trainer.fit(x, y, batch_size=4, epochs=1, validation_split=0.2, verbose=0)
     with jax.transfer_guard("disallow"):
-        history = trainer.fit(x, y, batch_size=4, epochs=2, validation_split=0.2,
-                              verbose=0, callbacks=[Recorder()], yield_every="batch")
+        history = trainer.fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=2,
+            validation_split=0.2,
+            verbose=0,
+            callbacks=[Recorder()],
+            yield_every="batch",
+        )
     assert len(history.history["val_loss"]) == 2

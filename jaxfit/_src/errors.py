@@ -86,17 +86,21 @@ def describe(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)) and _holds_arrays(value):
         text = _structure(value)
         if len(text) > _MAX_CONTAINER:
-            text = text[:_MAX_CONTAINER - 3] + "..."
+            text = text[: _MAX_CONTAINER - 3] + "..."
         return f"a {type(value).__name__} {text}"
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType,
-                          types.MethodType, type)):
+    if isinstance(
+        value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
+    ):
         return f"{value.__name__} ({type(value).__name__})"
     return f"{_clipped(repr(value))} ({type(value).__name__})"
 
 
 def _is_array(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(
-        value, type)
+    return (
+        hasattr(value, "shape")
+        and hasattr(value, "dtype")
+        and not isinstance(value, type)
+    )
 
 
 def _scalar(value: Any) -> Any:
@@ -112,9 +116,12 @@ def _scalar(value: Any) -> Any:
 
 def _holds_arrays(value: Any) -> bool:
     items = value.values() if isinstance(value, dict) else value
-    return any(_is_array(item) or isinstance(item, Description)
-               or (isinstance(item, (dict, list, tuple)) and _holds_arrays(item))
-               for item in items)
+    return any(
+        _is_array(item)
+        or isinstance(item, Description)
+        or (isinstance(item, (dict, list, tuple)) and _holds_arrays(item))
+        for item in items
+    )
 
 
 def _structure(value: Any) -> str:
@@ -124,8 +131,11 @@ def _structure(value: Any) -> str:
     if _is_array(value):
         return array_spec(value.shape, value.dtype)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{key!r}: {_structure(item)}"
-                               for key, item in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{key!r}: {_structure(item)}" for key, item in value.items())
+            + "}"
+        )
     if isinstance(value, list):
         return "[" + ", ".join(_structure(item) for item in value) + "]"
     if isinstance(value, tuple):
@@ -137,7 +147,7 @@ def _structure(value: Any) -> str:
 def _clipped(text: str) -> str:
     """A repr without memory addresses, clipped to ``_MAX_REPR`` characters."""
     text = _ADDRESS.sub("", text)
-    return text if len(text) <= _MAX_REPR else text[:_MAX_REPR - 3] + "..."
+    return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
 
 
 def expected(argname: str, what: str, got: Any, fix: str = "") -> str:
@@ -245,6 +255,7 @@ def filter_traceback(fn: _F) -> _F:
       ``fn`` wrapped (``functools.wraps``: same name, docstring, signature).
     """
     if inspect.iscoroutinefunction(fn):
+
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True  # pytest hides this frame
@@ -284,6 +295,7 @@ def _filter(error: BaseException) -> None:
     filtered = None
     for entry in reversed(frames):
         if not _is_internal(entry.tb_frame):
-            filtered = types.TracebackType(filtered, entry.tb_frame, entry.tb_lasti,
-                                           entry.tb_lineno)
+            filtered = types.TracebackType(
+                filtered, entry.tb_frame, entry.tb_lasti, entry.tb_lineno
+            )
     error.with_traceback(filtered)

@@ -50,8 +50,9 @@ def mlp(params: dict[str, Any], x: jax.Array) -> jax.Array:
     return x @ layers[-1]["w"] + layers[-1]["b"]
 
 
-def train_and_evaluate(epochs: int = 30, seed: int = 0, verbose: Any = 2
-                       ) -> jaxfit.History:
+def train_and_evaluate(
+    epochs: int = 30, seed: int = 0, verbose: Any = 2
+) -> jaxfit.History:
     """Trains the MLP on digits and returns the History (``val_accuracy`` > 0.95)."""
     x, y = load_digits()
     # The file is ordered by writer, and validation_split takes the last 20%
@@ -59,12 +60,16 @@ def train_and_evaluate(epochs: int = 30, seed: int = 0, verbose: Any = 2
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     trainer = jaxfit.Trainer(
-        mlp, init_mlp(jax.random.PRNGKey(seed)), optimizer=optax.adam(3e-3),
-        loss="sparse_categorical_crossentropy_from_logits", metrics=["accuracy"],
+        mlp,
+        init_mlp(jax.random.PRNGKey(seed)),
+        optimizer=optax.adam(3e-3),
+        loss="sparse_categorical_crossentropy_from_logits",
+        metrics=["accuracy"],
         seed=seed,
     )
-    return trainer.fit(x, y, batch_size=64, epochs=epochs, validation_split=0.2,
-                       verbose=verbose)
+    return trainer.fit(
+        x, y, batch_size=64, epochs=epochs, validation_split=0.2, verbose=verbose
+    )
 
 
 def main(argv: list[str] | None = None) -> jaxfit.History:

@@ -21,7 +21,8 @@ def need(module_name: str, caller: str, extra: str) -> Any:
     except ImportError as error:
         raise ImportError(
             f"jaxfit.{caller} needs {package}, which is not installed. Install it with "
-            f"`pip install 'jaxfit[{extra}]'` (or `pip install {package}`).") from error
+            f"`pip install 'jaxfit[{extra}]'` (or `pip install {package}`)."
+        ) from error
 
 
 def expect_module(module: Any, cls: type, what: str, fix: str = "") -> None:

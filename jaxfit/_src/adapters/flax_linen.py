@@ -71,7 +71,8 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
 
     Example:
       >>> import flax.linen as nn, numpy as np, optax, jaxfit
-      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
+      >>> x = np.ones((8, 3), np.float32)
+      ... y = np.zeros((8, 1), np.float32)
       >>> model = jaxfit.from_flax(nn.Dense(1), x[:2])
       >>> sorted(model.params), model.state
       (['bias', 'kernel'], {})
@@ -80,8 +81,12 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
       [0, 1]
     """
     linen = common.need("flax.linen", "from_flax", "flax")
-    common.expect_module(module, linen.Module, "a flax.linen.Module",
-                         "For a flax.nnx.Module use jaxfit.from_nnx(module).")
+    common.expect_module(
+        module,
+        linen.Module,
+        "a flax.linen.Module",
+        "For a flax.nnx.Module use jaxfit.from_nnx(module).",
+    )
     errors.non_negative_int("seed", seed)
     call = _CallArgs(module)
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(int(seed)))
@@ -89,17 +94,25 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
     init = jax.jit(lambda rngs, x: module.init(rngs, x, **call(x, False, None)))
     variables = init({"params": params_rng, "dropout": dropout_rng}, sample_x)
     if "params" not in variables:
-        raise ValueError(errors.expected(
-            "module", "a module with parameters (a 'params' collection after init)",
-            module))
+        raise ValueError(
+            errors.expected(
+                "module",
+                "a module with parameters (a 'params' collection after init)",
+                module,
+            )
+        )
     params = variables["params"]
     state = {name: value for name, value in variables.items() if name != "params"}
     collections = sorted(state)
 
     def apply(params, x, *, train: bool, rng: Any, state: Any, mask: Any = None):
-        out = module.apply({"params": params, **state}, x, rngs={"dropout": rng},
-                           mutable=collections if collections else False,
-                           **call(x, train, mask))
+        out = module.apply(
+            {"params": params, **state},
+            x,
+            rngs={"dropout": rng},
+            mutable=collections if collections else False,
+            **call(x, train, mask),
+        )
         if not collections:
             return out, state
         y_pred, updated = out
@@ -118,8 +131,9 @@ class _CallArgs:
         self.mode_arg = _mode_arg(module)
         # jaxfit's (batch,) row mask goes to a user module that declares `mask`;
         # Flax's own layers (nn.BatchNorm(mask=...)) mean another shape by it
-        self.takes_mask = ("mask" in common.call_parameters(module)
-                           and not type(module).__module__.startswith("flax."))
+        self.takes_mask = "mask" in common.call_parameters(module) and not type(
+            module
+        ).__module__.startswith("flax.")
 
     def __call__(self, x: Any, train: bool, mask: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}

@@ -78,15 +78,19 @@ def from_nnx(module: Any) -> Model:
       >>> model = jaxfit.from_nnx(nnx.Linear(3, 1, rngs=nnx.Rngs(0)))
       >>> sorted(model.params), model.state
       (['bias', 'kernel'], {})
-      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
+      >>> x = np.ones((8, 3), np.float32)
+      ... y = np.zeros((8, 1), np.float32)
       >>> trainer = jaxfit.Trainer(model, optimizer=optax.sgd(0.1), loss="mse")
       >>> trainer.fit(x, y, epochs=2, batch_size=4, verbose=0).epoch
       [0, 1]
     """
     nnx = common.need("flax.nnx", "from_nnx", "flax")
     common.expect_module(
-        module, nnx.Module, "a flax.nnx.Module, constructed with its nnx.Rngs",
-        "For a flax.linen.Module use jaxfit.from_flax(module, sample_x).")
+        module,
+        nnx.Module,
+        "a flax.nnx.Module, constructed with its nnx.Rngs",
+        "For a flax.linen.Module use jaxfit.from_flax(module, sample_x).",
+    )
     graphdef, params, rng_state, state = nnx.split(module, nnx.Param, nnx.RngState, ...)
     params = nnx.to_pure_dict(params)
     state = nnx.to_pure_dict(state)

@@ -29,30 +29,53 @@ _CONFIG_HELP = "a YAML file, or a shipped config's name (see jaxfit configs)"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jaxfit", description="Keras-style fit() for JAX: run YAML experiments.")
+        prog="jaxfit", description="Keras-style fit() for JAX: run YAML experiments."
+    )
     parser.add_argument("--version", action="version", version=f"jaxfit {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train from a YAML config")
     run.add_argument("config", nargs="?", help=_CONFIG_HELP)
-    run.add_argument("--set", dest="overrides", action="append", default=[],
-                     metavar="KEY.PATH=VALUE", help="override a config value")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value",
+    )
     run.add_argument("--workdir", default="runs", help="where run directories go")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
-    run.add_argument("--compilation-cache", metavar="DIR|off", type=_cache_dir,
-                     help="JAX's persistent compilation cache directory, or off "
-                          "(default: the config's compilation_cache, "
-                          "WORKDIR/.jax_cache)")
+    run.add_argument(
+        "--compilation-cache",
+        metavar="DIR|off",
+        type=_cache_dir,
+        help="JAX's persistent compilation cache directory, or off "
+        "(default: the config's compilation_cache, "
+        "WORKDIR/.jax_cache)",
+    )
     validate = commands.add_parser(
-        "validate", help="check a config and its data against it, train nothing")
+        "validate", help="check a config and its data against it, train nothing"
+    )
     validate.add_argument("config", help=_CONFIG_HELP)
-    validate.add_argument("--set", dest="overrides", action="append", default=[],
-                          metavar="KEY.PATH=VALUE", help="override a config value")
+    validate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value",
+    )
     show = commands.add_parser("show", help="summarise a run directory")
     show.add_argument("run_dir")
     configs = commands.add_parser(
-        "configs", help="list the shipped configs, or copy them into DIR to edit")
-    configs.add_argument("dir", nargs="?", metavar="DIR",
-                         help="copy the shipped configs here (made if missing)")
+        "configs", help="list the shipped configs, or copy them into DIR to edit"
+    )
+    configs.add_argument(
+        "dir",
+        nargs="?",
+        metavar="DIR",
+        help="copy the shipped configs here (made if missing)",
+    )
     return parser
 
 
@@ -68,14 +91,26 @@ def _configs(directory: str | None) -> str:
     if directory is not None:
         copied = config_lib.copy_shipped(directory)
         example = os.path.join(directory, "digits_mlp.yaml")
-        return "\n".join([f"copied into {directory}:", *(f"  {p.name}" for p in copied),
-                           f"run one: jaxfit run {example}"])
+        return "\n".join(
+            [
+                f"copied into {directory}:",
+                *(f"  {p.name}" for p in copied),
+                f"run one: jaxfit run {example}",
+            ]
+        )
     configs = config_lib.shipped()
     width = max(map(len, configs))
-    lines = [f"  {name:<{width}}  {config_lib.summary(path)}".rstrip()
-             for name, path in configs.items()]
-    return "\n".join([f"shipped configs ({config_lib.SHIPPED_DIR}):", *lines,
-                      "run one: jaxfit run NAME; copy them to edit: jaxfit configs DIR"])
+    lines = [
+        f"  {name:<{width}}  {config_lib.summary(path)}".rstrip()
+        for name, path in configs.items()
+    ]
+    return "\n".join(
+        [
+            f"shipped configs ({config_lib.SHIPPED_DIR}):",
+            *lines,
+            "run one: jaxfit run NAME; copy them to edit: jaxfit configs DIR",
+        ]
+    )
 
 
 def _cache_dir(text: str) -> str | bool:
@@ -94,13 +129,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             if (args.config is None) == (args.resume is None):
                 parser.error("run: give a CONFIG or --resume RUN_DIR (not both)")
-            runner.run(args.config, args.workdir, overrides=args.overrides,
-                       resume=args.resume, compilation_cache=args.compilation_cache)
+            runner.run(
+                args.config,
+                args.workdir,
+                overrides=args.overrides,
+                resume=args.resume,
+                compilation_cache=args.compilation_cache,
+            )
         elif args.command == "validate":
             config, kind = runner.validate(args.config, args.overrides)
-            print(f"{args.config}: valid ({config.name}: model {config.model.name}, "
-                  f"data {config.data.name} ({kind}), optimizer "
-                  f"{config.optimizer.name})")
+            print(
+                f"{args.config}: valid ({config.name}: model {config.model.name}, "
+                f"data {config.data.name} ({kind}), optimizer "
+                f"{config.optimizer.name})"
+            )
         elif args.command == "configs":
             print(_configs(args.dir))
         else:
@@ -111,9 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     except runner.RunInterrupted:
         return 130  # Ctrl-C: the run printed where it stopped and how to resume
     except KeyboardInterrupt:  # before a run directory existed
-        print(f"jaxfit {args.command}: interrupted"
-              + (" before training started; nothing was created"
-                 if args.command == "run" else ""), file=sys.stderr)
+        print(
+            f"jaxfit {args.command}: interrupted"
+            + (
+                " before training started; nothing was created"
+                if args.command == "run"
+                else ""
+            ),
+            file=sys.stderr,
+        )
         return 130
     return 0
 

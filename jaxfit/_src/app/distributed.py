@@ -9,9 +9,13 @@ from typing import Any
 import jax
 
 
-def initialize(coordinator_address: str | None = None,
-               num_processes: int | None = None, process_id: int | None = None,
-               local_device_ids: Sequence[int] | None = None, **kwargs: Any) -> None:
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    local_device_ids: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> None:
     """``jax.distributed.initialize`` with jaxfit's defaults.
 
     Without arguments, JAX detects the cluster (Cloud TPU pods, SLURM, Open MPI,
@@ -36,9 +40,13 @@ def initialize(coordinator_address: str | None = None,
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except (AttributeError, ValueError):
         pass
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id,
-                               local_device_ids=local_device_ids, **kwargs)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        local_device_ids=local_device_ids,
+        **kwargs,
+    )
 
 
 def is_primary() -> bool:

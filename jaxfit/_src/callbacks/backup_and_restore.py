@@ -71,16 +71,23 @@ class BackupAndRestore(Callback):
     runs_last = True
 
     @errors.filter_traceback
-    def __init__(self, backup_dir: str | os.PathLike[str],
-                 save_freq: Literal["epoch"] | int = "epoch",
-                 delete_checkpoint: bool = True, write_in_background: bool = False):
+    def __init__(
+        self,
+        backup_dir: str | os.PathLike[str],
+        save_freq: Literal["epoch"] | int = "epoch",
+        delete_checkpoint: bool = True,
+        write_in_background: bool = False,
+    ):
         super().__init__()
         if not isinstance(backup_dir, (str, os.PathLike)):
-            raise TypeError(errors.expected("backup_dir", "a directory path", backup_dir))
+            raise TypeError(
+                errors.expected("backup_dir", "a directory path", backup_dir)
+            )
         self.backup_dir = os.path.abspath(os.fspath(backup_dir))
         self.delete_checkpoint = bool(delete_checkpoint)
-        self._saver = saver_lib.Saver(save_freq, "BackupAndRestore",
-                                      background=write_in_background)
+        self._saver = saver_lib.Saver(
+            save_freq, "BackupAndRestore", background=write_in_background
+        )
         self.save_freq = save_freq
         self.write_in_background = write_in_background
         self._next = 0
@@ -107,8 +114,9 @@ class BackupAndRestore(Callback):
         backups = self._backups()
         self._next = backups[-1][0] + 1 if backups else 0
         if backups:  # runs after every other callback's on_train_begin (runs_last)
-            self.trainer.session.resume = run_state.restore_run(self.trainer,
-                                                                  backups[-1][1])
+            self.trainer.session.resume = run_state.restore_run(
+                self.trainer, backups[-1][1]
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._saver.begin_epoch(self.trainer)

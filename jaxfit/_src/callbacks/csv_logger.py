@@ -34,8 +34,12 @@ class CSVLogger(Callback):
     """
 
     @errors.filter_traceback
-    def __init__(self, filename: str | os.PathLike[str], separator: str = ",",
-                 append: bool = False):
+    def __init__(
+        self,
+        filename: str | os.PathLike[str],
+        separator: str = ",",
+        append: bool = False,
+    ):
         super().__init__()
         self.filename = os.fspath(filename)
         self.separator = separator
@@ -48,8 +52,11 @@ class CSVLogger(Callback):
         if jax.process_index() != 0:  # only process 0 writes files
             self._file = None
             return
-        exists = self.append and os.path.exists(self.filename) and os.path.getsize(
-            self.filename) > 0
+        exists = (
+            self.append
+            and os.path.exists(self.filename)
+            and os.path.getsize(self.filename) > 0
+        )
         if exists:
             with open(self.filename, newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f, delimiter=self.separator), None)
@@ -58,7 +65,8 @@ class CSVLogger(Callback):
             self._keys = None
         # open across epochs, closed in on_train_end: no `with` block fits
         self._file = open(  # noqa: SIM115
-            self.filename, "a" if self.append else "w", newline="", encoding="utf-8")
+            self.filename, "a" if self.append else "w", newline="", encoding="utf-8"
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         if self._file is None:
@@ -68,9 +76,13 @@ class CSVLogger(Callback):
             self._keys = list(logs)
             if self.params.get("do_validation"):  # validation_freq may skip epoch 1
                 # validation has losses and metrics, never a rate or loss scale
-                self._keys += [f"val_{k}" for k in logs
-                               if not k.startswith("val_") and f"val_{k}" not in logs
-                               and k not in _TRAINING_ONLY]
+                self._keys += [
+                    f"val_{k}"
+                    for k in logs
+                    if not k.startswith("val_")
+                    and f"val_{k}" not in logs
+                    and k not in _TRAINING_ONLY
+                ]
             self._writer = csv.writer(self._file, delimiter=self.separator)
             self._writer.writerow(["epoch", *self._keys])
         elif self._writer is None:

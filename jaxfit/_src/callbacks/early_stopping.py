@@ -32,11 +32,17 @@ class EarlyStopping(MonitorCallback):
     """
 
     @errors.filter_traceback
-    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0,
-                 patience: int = 0, verbose: int = 0,
-                 mode: Literal["auto", "min", "max"] = "auto",
-                 baseline: float | None = None, restore_best_weights: bool = False,
-                 start_from_epoch: int = 0):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0.0,
+        patience: int = 0,
+        verbose: int = 0,
+        mode: Literal["auto", "min", "max"] = "auto",
+        baseline: float | None = None,
+        restore_best_weights: bool = False,
+        start_from_epoch: int = 0,
+    ):
         super().__init__(monitor, mode, min_delta, baseline)
         self.patience = int(patience)
         self.verbose = verbose
@@ -56,9 +62,13 @@ class EarlyStopping(MonitorCallback):
         self.best_weights = None
 
     def get_state(self) -> dict[str, Any]:
-        return {"wait": self.wait, "stopped_epoch": self.stopped_epoch,
-                "best": self.best, "best_epoch": self.best_epoch,
-                "best_weights": self.best_weights}
+        return {
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.wait = int(state["wait"])
@@ -73,7 +83,10 @@ class EarlyStopping(MonitorCallback):
         if current is None:
             warnings.warn(
                 f"EarlyStopping: monitor={self.monitor!r} is not in the logs "
-                f"(available: {sorted(logs or {})}).", RuntimeWarning, stacklevel=2)
+                f"(available: {sorted(logs or {})}).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return
         if epoch < self.start_from_epoch:
             return
@@ -96,15 +109,21 @@ class EarlyStopping(MonitorCallback):
         # Epochs in messages count from 1, as the progress lines do.
         restoring = self.restore_best_weights and self.best_weights is not None
         if self.verbose and self.stopped_epoch > 0:
-            print(f"Epoch {self.stopped_epoch + 1}: early stopping: {self.monitor} "
-                  f"did not improve for {self.patience} epoch"
-                  f"{'' if self.patience == 1 else 's'} (best "
-                  f"{self.best:.4g} at epoch {self.best_epoch + 1})"
-                  + (f"; restoring the weights of epoch {self.best_epoch + 1}."
-                     if restoring else "."))
+            print(
+                f"Epoch {self.stopped_epoch + 1}: early stopping: {self.monitor} "
+                f"did not improve for {self.patience} epoch"
+                f"{'' if self.patience == 1 else 's'} (best "
+                f"{self.best:.4g} at epoch {self.best_epoch + 1})"
+                + (
+                    f"; restoring the weights of epoch {self.best_epoch + 1}."
+                    if restoring
+                    else "."
+                )
+            )
         elif self.verbose and restoring:
-            print(f"EarlyStopping: restoring the weights of epoch "
-                  f"{self.best_epoch + 1} (best {self.monitor}: {self.best:.4g}).")
+            print(
+                f"EarlyStopping: restoring the weights of epoch "
+                f"{self.best_epoch + 1} (best {self.monitor}: {self.best:.4g})."
+            )
         if restoring:
             self.trainer.params = self.best_weights
-

@@ -22,22 +22,32 @@ class LambdaCallback(callback_lib.Callback):
     Example:
       >>> import jaxfit
       >>> seen = []
-      >>> cb = jaxfit.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(e))
+      >>> cb = jaxfit.callbacks.LambdaCallback(
+      ...     on_epoch_end=lambda e, logs: seen.append(e)
+      ... )
     """
 
     @errors.filter_traceback
-    def __init__(self, on_epoch_begin: Callable[..., Any] | None = None,
-                 on_epoch_end: Callable[..., Any] | None = None,
-                 on_train_begin: Callable[..., Any] | None = None,
-                 on_train_end: Callable[..., Any] | None = None,
-                 on_train_batch_begin: Callable[..., Any] | None = None,
-                 on_train_batch_end: Callable[..., Any] | None = None,
-                 **kwargs: Callable[..., Any]):
+    def __init__(
+        self,
+        on_epoch_begin: Callable[..., Any] | None = None,
+        on_epoch_end: Callable[..., Any] | None = None,
+        on_train_begin: Callable[..., Any] | None = None,
+        on_train_end: Callable[..., Any] | None = None,
+        on_train_batch_begin: Callable[..., Any] | None = None,
+        on_train_batch_end: Callable[..., Any] | None = None,
+        **kwargs: Callable[..., Any],
+    ):
         super().__init__()
-        hooks = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,
-                     on_train_begin=on_train_begin, on_train_end=on_train_end,
-                     on_train_batch_begin=on_train_batch_begin,
-                     on_train_batch_end=on_train_batch_end, **kwargs)
+        hooks = dict(
+            on_epoch_begin=on_epoch_begin,
+            on_epoch_end=on_epoch_end,
+            on_train_begin=on_train_begin,
+            on_train_end=on_train_end,
+            on_train_batch_begin=on_train_batch_begin,
+            on_train_batch_end=on_train_batch_end,
+            **kwargs,
+        )
         hooks = {name: fn for name, fn in hooks.items() if fn is not None}
         template = callback_lib.normalize([hooks])[0]
         for name in hooks:

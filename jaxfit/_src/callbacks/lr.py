@@ -28,9 +28,12 @@ MSG_NO_LR = (
 def _require_lr(callback: Callback) -> float:
     value = callback.trainer.learning_rate
     if value is None:
-        raise ValueError(MSG_NO_LR.format(name=type(callback).__name__,
-                                          optimizer=errors.describe(
-                                              callback.trainer.optimizer)))
+        raise ValueError(
+            MSG_NO_LR.format(
+                name=type(callback).__name__,
+                optimizer=errors.describe(callback.trainer.optimizer),
+            )
+        )
     return value
 
 
@@ -53,8 +56,9 @@ class LearningRateScheduler(Callback):
     def __init__(self, schedule: Callable[..., float], verbose: int = 0):
         super().__init__()
         if not callable(schedule):
-            raise TypeError(errors.expected("schedule", "a callable (epoch, lr) -> lr",
-                                            schedule))
+            raise TypeError(
+                errors.expected("schedule", "a callable (epoch, lr) -> lr", schedule)
+            )
         self.schedule = schedule
         self.verbose = verbose
         try:
@@ -73,8 +77,10 @@ class LearningRateScheduler(Callback):
             raise ValueError(errors.expected("schedule", "a finite learning rate", new))
         self.trainer.learning_rate = new
         if self.verbose:
-            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to "
-                  f"{new}.")
+            print(
+                f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to "
+                f"{new}."
+            )
 
 
 class ReduceLROnPlateau(MonitorCallback):
@@ -96,23 +102,33 @@ class ReduceLROnPlateau(MonitorCallback):
 
     Example:
       >>> import jaxfit
-      >>> reduce = jaxfit.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5,
-      ...                                             patience=3)
+      >>> reduce = jaxfit.callbacks.ReduceLROnPlateau(
+      ...     monitor="loss", factor=0.5, patience=3
+      ... )
       >>> reduce.factor, reduce.patience
       (0.5, 3)
     """
 
     @errors.filter_traceback
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.1,
-                 patience: int = 10, verbose: int = 0,
-                 mode: Literal["auto", "min", "max"] = "auto", min_delta: float = 1e-4,
-                 cooldown: int = 0, min_lr: float = 0.0, **kwargs: Any):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        verbose: int = 0,
+        mode: Literal["auto", "min", "max"] = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        **kwargs: Any,
+    ):
         super().__init__(monitor, mode, min_delta)
         if factor >= 1.0:
             raise ValueError(errors.expected("factor", "a float < 1.0", factor))
         if kwargs:
-            raise TypeError(errors.expected("ReduceLROnPlateau", "Keras' arguments",
-                                            sorted(kwargs)))
+            raise TypeError(
+                errors.expected("ReduceLROnPlateau", "Keras' arguments", sorted(kwargs))
+            )
         self.factor = float(factor)
         self.patience = int(patience)
         self.verbose = verbose
@@ -129,8 +145,11 @@ class ReduceLROnPlateau(MonitorCallback):
         self.best = None
 
     def get_state(self) -> dict[str, Any]:
-        return {"wait": self.wait, "cooldown_counter": self.cooldown_counter,
-                "best": self.best}
+        return {
+            "wait": self.wait,
+            "cooldown_counter": self.cooldown_counter,
+            "best": self.best,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.wait = int(state["wait"])
@@ -140,9 +159,12 @@ class ReduceLROnPlateau(MonitorCallback):
     def on_epoch_end(self, epoch, logs=None):
         current = self.get_monitor_value(logs)
         if current is None:
-            warnings.warn(f"ReduceLROnPlateau: monitor={self.monitor!r} is not in the "
-                          f"logs (available: {sorted(logs or {})}).", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"ReduceLROnPlateau: monitor={self.monitor!r} is not in the "
+                f"logs (available: {sorted(logs or {})}).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
@@ -158,7 +180,9 @@ class ReduceLROnPlateau(MonitorCallback):
                     new = max(lr * self.factor, self.min_lr)
                     self.trainer.learning_rate = new
                     if self.verbose:
-                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning "
-                              f"rate to {new}.")
+                        print(
+                            f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning "
+                            f"rate to {new}."
+                        )
                     self.cooldown_counter = self.cooldown
                     self.wait = 0

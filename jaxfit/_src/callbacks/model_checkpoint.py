@@ -65,27 +65,45 @@ class ModelCheckpoint(MonitorCallback):
     Example:
       >>> import jaxfit
       >>> checkpoint = jaxfit.callbacks.ModelCheckpoint(
-      ...     "/tmp/ckpts/ckpt-{epoch:02d}-{loss:.3f}", monitor="loss", max_to_keep=3)
+      ...     "/tmp/ckpts/ckpt-{epoch:02d}-{loss:.3f}", monitor="loss", max_to_keep=3
+      ... )
     """
 
     runs_last = True
 
     @errors.filter_traceback
-    def __init__(self, filepath: str | os.PathLike[str], monitor: str = "val_loss",
-                 verbose: int = 0, save_best_only: bool = False,
-                 save_weights_only: bool = False,
-                 mode: Literal["auto", "min", "max"] = "auto",
-                 save_freq: Literal["epoch"] | int = "epoch",
-                 initial_value_threshold: float | None = None,
-                 max_to_keep: int | None = None, write_in_background: bool = False):
+    def __init__(
+        self,
+        filepath: str | os.PathLike[str],
+        monitor: str = "val_loss",
+        verbose: int = 0,
+        save_best_only: bool = False,
+        save_weights_only: bool = False,
+        mode: Literal["auto", "min", "max"] = "auto",
+        save_freq: Literal["epoch"] | int = "epoch",
+        initial_value_threshold: float | None = None,
+        max_to_keep: int | None = None,
+        write_in_background: bool = False,
+    ):
         super().__init__(monitor, mode)
         if not isinstance(filepath, (str, os.PathLike)):
-            raise TypeError(errors.expected("filepath", "a path (str), optionally with "
-                                            "format fields like {epoch:02d}", filepath))
-        if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(
-                max_to_keep, int) or max_to_keep < 1):
-            raise ValueError(errors.expected("max_to_keep", "a positive integer or None",
-                                             max_to_keep))
+            raise TypeError(
+                errors.expected(
+                    "filepath",
+                    "a path (str), optionally with format fields like {epoch:02d}",
+                    filepath,
+                )
+            )
+        if max_to_keep is not None and (
+            isinstance(max_to_keep, bool)
+            or not isinstance(max_to_keep, int)
+            or max_to_keep < 1
+        ):
+            raise ValueError(
+                errors.expected(
+                    "max_to_keep", "a positive integer or None", max_to_keep
+                )
+            )
         self.filepath = os.fspath(filepath)
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
@@ -93,8 +111,9 @@ class ModelCheckpoint(MonitorCallback):
         self.save_freq = save_freq
         self.max_to_keep = max_to_keep
         self.write_in_background = write_in_background
-        self._saver = saver_lib.Saver(save_freq, "ModelCheckpoint",
-                                      background=write_in_background)
+        self._saver = saver_lib.Saver(
+            save_freq, "ModelCheckpoint", background=write_in_background
+        )
         self.best: float | None = initial_value_threshold
         self.kept: list[str] = []  # this callback's checkpoints, oldest first
 
@@ -130,7 +149,8 @@ class ModelCheckpoint(MonitorCallback):
             raise ValueError(
                 f"filepath: expected format fields among {sorted(fields)}, got "
                 f"{self.filepath!r} ({type(error).__name__}: {error}). Use the epoch, "
-                "the batch (with save_freq=N) or a key the logs have.") from error
+                "the batch (with save_freq=N) or a key the logs have."
+            ) from error
 
     def _save(self, epoch: int, batch: int | None, logs: dict[str, Any] | None) -> None:
         logs = dict(logs or {})
@@ -141,9 +161,13 @@ class ModelCheckpoint(MonitorCallback):
         if self.save_best_only:
             current = self.get_monitor_value(logs)
             if current is None:
-                warnings.warn(f"ModelCheckpoint: can save the best model only with "
-                              f"{self.monitor!r} in the logs (available: "
-                              f"{sorted(logs)}); skipping.", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"ModelCheckpoint: can save the best model only with "
+                    f"{self.monitor!r} in the logs (available: "
+                    f"{sorted(logs)}); skipping.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 return
             if not self.is_improvement(current, self.best):
                 return
@@ -152,8 +176,8 @@ class ModelCheckpoint(MonitorCallback):
         if path in self.kept:
             self.kept.remove(path)
         self.kept.append(path)
-        stale = self.kept[:-self.max_to_keep] if self.max_to_keep else []
-        self.kept = self.kept[len(stale):]
+        stale = self.kept[: -self.max_to_keep] if self.max_to_keep else []
+        self.kept = self.kept[len(stale) :]
 
         def prune(written: str) -> None:  # once the new checkpoint is in place
             for old in stale:
@@ -162,5 +186,6 @@ class ModelCheckpoint(MonitorCallback):
 
         if self.verbose:
             print(f"Epoch {epoch + 1}: saving checkpoint to {path}")
-        self._saver.write(self.trainer, path, weights_only=self.save_weights_only,
-                          after=prune)
+        self._saver.write(
+            self.trainer, path, weights_only=self.save_weights_only, after=prune
+        )

@@ -34,6 +34,7 @@ class MonitorCallback(Callback):
       >>> import jaxfit
       >>> class Best(jaxfit.callbacks.MonitorCallback):
       ...     best = None
+      ...
       ...     def on_epoch_end(self, epoch, logs=None):
       ...         value = self.get_monitor_value(logs)
       ...         if value is not None and self.is_improvement(value, self.best):
@@ -46,12 +47,18 @@ class MonitorCallback(Callback):
     """
 
     @errors.filter_traceback
-    def __init__(self, monitor: str = "val_loss",
-                 mode: Literal["auto", "min", "max"] = "auto",
-                 min_delta: float = 0.0, baseline: float | None = None):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        mode: Literal["auto", "min", "max"] = "auto",
+        min_delta: float = 0.0,
+        baseline: float | None = None,
+    ):
         super().__init__()
         if mode not in ("auto", "min", "max"):
-            raise ValueError(errors.expected("mode", "one of 'auto', 'min', 'max'", mode))
+            raise ValueError(
+                errors.expected("mode", "one of 'auto', 'min', 'max'", mode)
+            )
         if not isinstance(monitor, str):
             raise TypeError(errors.expected("monitor", "a log key (str)", monitor))
         self.monitor = monitor

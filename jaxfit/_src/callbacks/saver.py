@@ -36,15 +36,23 @@ class Saver:
 
     def __init__(self, save_freq: Any, owner: str, background: bool = False):
         if save_freq != "epoch" and (
-            isinstance(save_freq, bool) or not isinstance(save_freq, numbers.Integral)
+            isinstance(save_freq, bool)
+            or not isinstance(save_freq, numbers.Integral)
             or save_freq < 1
         ):
-            raise ValueError(errors.expected(
-                f"{owner}: save_freq", "'epoch' or a positive number of batches",
-                save_freq))
+            raise ValueError(
+                errors.expected(
+                    f"{owner}: save_freq",
+                    "'epoch' or a positive number of batches",
+                    save_freq,
+                )
+            )
         if not isinstance(background, bool):
-            raise TypeError(errors.expected(f"{owner}: write_in_background",
-                                            "True or False", background))
+            raise TypeError(
+                errors.expected(
+                    f"{owner}: write_in_background", "True or False", background
+                )
+            )
         self.save_freq = save_freq
         self.background = background
         self.since = 0  # batches run since the last save (save_freq=N)
@@ -66,12 +74,22 @@ class Saver:
             return True
         return False
 
-    def write(self, trainer: Any, path: str | os.PathLike[str], *,
-              weights_only: bool = False,
-              after: Callable[[str], None] | None = None) -> None:
+    def write(
+        self,
+        trainer: Any,
+        path: str | os.PathLike[str],
+        *,
+        weights_only: bool = False,
+        after: Callable[[str], None] | None = None,
+    ) -> None:
         self.wait()
-        pending = run_state.save(trainer, path, weights_only=weights_only,
-                                 background=self.background, after=after)
+        pending = run_state.save(
+            trainer,
+            path,
+            weights_only=weights_only,
+            background=self.background,
+            after=after,
+        )
         if self.background:
             self._pending = pending
         else:

@@ -38,20 +38,36 @@ class TensorBoard(Callback):
     """
 
     @errors.filter_traceback
-    def __init__(self, log_dir: str | os.PathLike[str] = "logs", histogram_freq: int = 0,
-                 update_freq: Literal["epoch", "batch"] | int = "epoch"):
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str] = "logs",
+        histogram_freq: int = 0,
+        update_freq: Literal["epoch", "batch"] | int = "epoch",
+    ):
         super().__init__()
         if update_freq == "batch":
             update_freq = 1
-        if not (update_freq == "epoch" or (isinstance(update_freq, int)
-                                           and not isinstance(update_freq, bool)
-                                           and update_freq >= 1)):
-            raise ValueError(errors.expected(
-                "update_freq", "'epoch', 'batch' or a positive integer", update_freq))
-        if isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int) \
-                or histogram_freq < 0:
-            raise ValueError(errors.expected("histogram_freq", "an integer >= 0",
-                                             histogram_freq))
+        if not (
+            update_freq == "epoch"
+            or (
+                isinstance(update_freq, int)
+                and not isinstance(update_freq, bool)
+                and update_freq >= 1
+            )
+        ):
+            raise ValueError(
+                errors.expected(
+                    "update_freq", "'epoch', 'batch' or a positive integer", update_freq
+                )
+            )
+        if (
+            isinstance(histogram_freq, bool)
+            or not isinstance(histogram_freq, int)
+            or histogram_freq < 0
+        ):
+            raise ValueError(
+                errors.expected("histogram_freq", "an integer >= 0", histogram_freq)
+            )
         self.log_dir = os.fspath(log_dir)
         self.histogram_freq = histogram_freq
         self.update_freq = update_freq
@@ -87,8 +103,11 @@ class TensorBoard(Callback):
                 self._writer("validation").add_scalar(f"epoch_{key[4:]}", value, epoch)
             else:
                 self._writer("train").add_scalar(f"epoch_{key}", value, epoch)
-        if (self.histogram_freq and epoch % self.histogram_freq == 0
-                and jax.process_index() == 0):
+        if (
+            self.histogram_freq
+            and epoch % self.histogram_freq == 0
+            and jax.process_index() == 0
+        ):
             params = placement.fetch(self.trainer.params)
             writer = self._writer("train")
             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:

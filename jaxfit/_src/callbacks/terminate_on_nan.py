@@ -70,4 +70,3 @@ class TerminateOnNaN(Callback):
         if self.restore_last_finite and self._finite_state is not None:
             self.trainer.state = self._finite_state
             self._finite_state = None
-

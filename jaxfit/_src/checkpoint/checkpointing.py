@@ -18,9 +18,15 @@ class Checkpointing:
     """``save`` / ``restore`` / ``load``: checkpoint directories on orbax."""
 
     session: Any
+
     @errors.filter_traceback
-    def save(self, path: str | os.PathLike[str], *, weights_only: bool = False,
-             metadata: dict[str, Any] | None = None) -> str:
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        weights_only: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
         """Saves a checkpoint directory at ``path`` (orbax); returns its absolute path.
 
         A full checkpoint holds the whole ``TrainState`` (params, optimizer state
@@ -47,8 +53,9 @@ class Checkpointing:
           OSError: the checkpoint could not be written (disk full, permissions);
             any previous checkpoint at ``path`` is kept.
         """
-        return run_state.save(self, path, weights_only=weights_only,
-                              metadata=metadata).wait()
+        return run_state.save(
+            self, path, weights_only=weights_only, metadata=metadata
+        ).wait()
 
     @errors.filter_traceback
     def restore(self, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -69,14 +76,17 @@ class Checkpointing:
             and ``trainer.state`` is unchanged.
         """
         if self.session.running:
-            raise RuntimeError("restore: the trainer is running a fit; restore "
-                               "between calls, or use callbacks.BackupAndRestore.")
+            raise RuntimeError(
+                "restore: the trainer is running a fit; restore "
+                "between calls, or use callbacks.BackupAndRestore."
+            )
         return run_state.restore_state(self, path)
 
     @classmethod
     @errors.filter_traceback
-    def load(cls, path: str | os.PathLike[str], apply_fn: Callable[..., Any],
-             **kwargs: Any) -> Any:
+    def load(
+        cls, path: str | os.PathLike[str], apply_fn: Callable[..., Any], **kwargs: Any
+    ) -> Any:
         """Builds a Trainer around a checkpoint's params, then restores it whole.
 
         ``Trainer.load(path, apply, optimizer=..., loss=...)``: the keyword
@@ -101,6 +111,8 @@ class Checkpointing:
             kwargs.setdefault("state", stored["model_state"])
         trainer = build(apply_fn, stored["params"], **kwargs)
         if not info.get("weights_only"):
-            trainer.state = trainer.state.replace(step=stored["step"], rng=stored["rng"])
+            trainer.state = trainer.state.replace(
+                step=stored["step"], rng=stored["rng"]
+            )
             trainer.seed = int(info["seed"])
         return trainer

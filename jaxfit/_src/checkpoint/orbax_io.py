@@ -116,7 +116,8 @@ class _Sync:
         if self.key is None:
             return self._ocp.StandardCheckpointer()
         options = self._ocp.options.MultiprocessingOptions(
-            barrier_sync_key_prefix=f"{self.key}_{item}")
+            barrier_sync_key_prefix=f"{self.key}_{item}"
+        )
         return self._ocp.StandardCheckpointer(multiprocessing_options=options)
 
 
@@ -128,8 +129,9 @@ class PendingSave:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if background:
-            self._thread = threading.Thread(target=self._run, args=(finish,),
-                                            name="jaxfit-checkpoint", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(finish,), name="jaxfit-checkpoint", daemon=True
+            )
             self._thread.start()
         else:
             self._run(finish)
@@ -153,16 +155,23 @@ class PendingSave:
 
 
 def _write_error(path: str, error: BaseException) -> OSError:
-    message = (f"could not write the checkpoint {path!r}: {error}. Nothing was "
-               "replaced: the previous checkpoint at that path, if any, is intact. "
-               "Free disk space or fix the directory's permissions, then save again.")
+    message = (
+        f"could not write the checkpoint {path!r}: {error}. Nothing was "
+        "replaced: the previous checkpoint at that path, if any, is intact. "
+        "Free disk space or fix the directory's permissions, then save again."
+    )
     code = getattr(error, "errno", None)
     return OSError(code, message) if code is not None else OSError(message)
 
 
-def save(path: str | os.PathLike[str], items: dict[str, Any], info: dict[str, Any],
-         *, background: bool = False,
-         after: Callable[[str], None] | None = None) -> PendingSave:
+def save(
+    path: str | os.PathLike[str],
+    items: dict[str, Any],
+    info: dict[str, Any],
+    *,
+    background: bool = False,
+    after: Callable[[str], None] | None = None,
+) -> PendingSave:
     """Writes the pytrees ``items`` (``state`` and optionally ``extra``) and
     ``info`` (JSON) as the checkpoint directory ``path``, atomically.
 
@@ -205,8 +214,13 @@ def save(path: str | os.PathLike[str], items: dict[str, Any], info: dict[str, An
     return PendingSave(path, finish, background)
 
 
-def _finish(path: str, checkpointers: list[Any], sync: Any, info: dict[str, Any],
-            after: Callable[[str], None] | None) -> None:
+def _finish(
+    path: str,
+    checkpointers: list[Any],
+    sync: Any,
+    info: dict[str, Any],
+    after: Callable[[str], None] | None,
+) -> None:
     """The second half of ``save``: wait for every shard, write metadata.json and
     rename the staging directory into place (process 0), then the last barrier."""
     staging, retired = _siblings(path)
@@ -233,19 +247,28 @@ def _finish(path: str, checkpointers: list[Any], sync: Any, info: dict[str, Any]
     try:
         sync.barrier("in_place")  # no process returns before the rename is done
     except Exception as error:
-        raise OSError(f"could not confirm that the checkpoint {path!r} is in "
-                      f"place: process 0 did not finish writing it ({error}). "
-                      "Check process 0's error.") from error
+        raise OSError(
+            f"could not confirm that the checkpoint {path!r} is in "
+            f"place: process 0 did not finish writing it ({error}). "
+            "Check process 0's error."
+        ) from error
 
 
 def checked_path(path: str | os.PathLike[str], argname: str = "path") -> str:
     path = os.path.abspath(os.fspath(path))
     recover(path)
-    if not (os.path.isdir(os.path.join(path, STATE))
-            and os.path.isfile(os.path.join(path, METADATA))):
-        raise FileNotFoundError(errors.expected(
-            argname, "a checkpoint directory written by jaxfit (with state/ and "
-            "metadata.json)", path))
+    if not (
+        os.path.isdir(os.path.join(path, STATE))
+        and os.path.isfile(os.path.join(path, METADATA))
+    ):
+        raise FileNotFoundError(
+            errors.expected(
+                argname,
+                "a checkpoint directory written by jaxfit (with state/ and "
+                "metadata.json)",
+                path,
+            )
+        )
     return path
 
 
@@ -270,13 +293,15 @@ def restore(path: str, item: str, target: Any) -> Any:
     ocp = orbax()
     directory = os.path.join(path, item)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    mismatch = first_mismatch(_signature(_stored_tree(ocp, directory)),
-                              _signature(abstract))
+    mismatch = first_mismatch(
+        _signature(_stored_tree(ocp, directory)), _signature(abstract)
+    )
     if mismatch:  # checked first: a failed orbax read leaves async errors behind
         raise ValueError(
             f"path: the checkpoint at {path!r} does not match this trainer: "
             f"{mismatch}. Nothing was restored. Build the Trainer with the same "
-            "model, parameters and optimizer as the run that saved it.")
+            "model, parameters and optimizer as the run that saved it."
+        )
     return ocp.StandardCheckpointer().restore(directory, abstract)
 
 
@@ -284,20 +309,25 @@ def restore_numpy(path: str, item: str) -> Any:
     """Restores ``item`` as host numpy arrays, whatever devices wrote it."""
     ocp = orbax()
     directory = os.path.join(path, item)
-    template = jax.tree.map(lambda m: np.empty(m.shape, m.dtype),
-                            _stored_tree(ocp, directory))
+    template = jax.tree.map(
+        lambda m: np.empty(m.shape, m.dtype), _stored_tree(ocp, directory)
+    )
     return ocp.StandardCheckpointer().restore(directory, template)
 
 
-def first_mismatch(saved: dict[str, tuple[tuple[int, ...], str]],
-                   wanted: dict[str, tuple[tuple[int, ...], str]]) -> str:
+def first_mismatch(
+    saved: dict[str, tuple[tuple[int, ...], str]],
+    wanted: dict[str, tuple[tuple[int, ...], str]],
+) -> str:
     """The first difference between two ``{path: (shape, dtype)}``, in words."""
     for key, (shape, dtype) in wanted.items():
         if key not in saved:
             return f"the checkpoint has no {key!r} (this trainer's is {shape} {dtype})"
         if saved[key] != (shape, dtype):
-            return (f"at {key!r} the checkpoint has shape {saved[key][0]} "
-                    f"{saved[key][1]}, this trainer has {shape} {dtype}")
+            return (
+                f"at {key!r} the checkpoint has shape {saved[key][0]} "
+                f"{saved[key][1]}, this trainer has {shape} {dtype}"
+            )
     for key, (shape, dtype) in saved.items():
         if key not in wanted:
             return f"the checkpoint has {key!r} ({shape} {dtype}), this trainer has not"
@@ -309,7 +339,8 @@ def _signature(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     and named tuples, so a stored tree and a TrainState compare."""
     out = {}
     leaves = jax.tree_util.tree_flatten_with_path(
-        tree, is_leaf=lambda a: hasattr(a, "shape") and hasattr(a, "dtype"))[0]
+        tree, is_leaf=lambda a: hasattr(a, "shape") and hasattr(a, "dtype")
+    )[0]
     for path, leaf in leaves:
         parts = []
         for key in path:

@@ -64,9 +64,15 @@ def _callback_states(callbacks: list[Any]) -> tuple[dict[str, Any], dict[str, An
     return plain, arrays
 
 
-def save(trainer: Any, path: str | os.PathLike[str], *, weights_only: bool = False,
-         metadata: dict[str, Any] | None = None, background: bool = False,
-         after: Callable[[str], None] | None = None) -> orbax_io.PendingSave:
+def save(
+    trainer: Any,
+    path: str | os.PathLike[str],
+    *,
+    weights_only: bool = False,
+    metadata: dict[str, Any] | None = None,
+    background: bool = False,
+    after: Callable[[str], None] | None = None,
+) -> orbax_io.PendingSave:
     """Writes ``trainer``'s checkpoint to ``path`` (see the module docstring)."""
     session = trainer.session
     position = session.position
@@ -77,16 +83,24 @@ def save(trainer: Any, path: str | os.PathLike[str], *, weights_only: bool = Fal
         "metadata": dict(metadata or {}),
     }
     if weights_only:
-        return orbax_io.save(path, {orbax_io.STATE: {"params": trainer.params}}, info,
-                             background=background, after=after)
+        return orbax_io.save(
+            path,
+            {orbax_io.STATE: {"params": trainer.params}},
+            info,
+            background=background,
+            after=after,
+        )
     plain, arrays = _callback_states(session.callbacks)
     extra: dict[str, Any] = {}
     if arrays:
         extra["callbacks"] = arrays
     if position.batch > 0 and position.totals is not None:
         extra["totals"] = position.totals
-    info["position"] = {"epoch": position.epoch, "batch": position.batch,
-                        "stopped": session.stopping}
+    info["position"] = {
+        "epoch": position.epoch,
+        "batch": position.batch,
+        "stopped": session.stopping,
+    }
     info["callbacks"] = plain
     items = {orbax_io.STATE: trainer.state}
     if extra:
@@ -116,27 +130,40 @@ def restore_run(trainer: Any, path: str | os.PathLike[str]) -> Position:
     path = orbax_io.checked_path(path)
     info = orbax_io.read_info(path)
     if info.get("weights_only"):
-        raise ValueError(f"path: expected a full checkpoint to resume from, got the "
-                         f"weights-only checkpoint {path!r}.")
-    extra = (orbax_io.restore_numpy(path, orbax_io.EXTRA)
-             if orbax_io.EXTRA in info["contents"] else {})
+        raise ValueError(
+            f"path: expected a full checkpoint to resume from, got the "
+            f"weights-only checkpoint {path!r}."
+        )
+    extra = (
+        orbax_io.restore_numpy(path, orbax_io.EXTRA)
+        if orbax_io.EXTRA in info["contents"]
+        else {}
+    )
     restore_state(trainer, path)
     for key, callback in callback_keys(trainer.session.callbacks):
         state = info["callbacks"].get(key)
         if state is None:
             continue
-        state = {field: extra["callbacks"][key][field] if value == ARRAYS else value
-                 for field, value in state.items()}
+        state = {
+            field: extra["callbacks"][key][field] if value == ARRAYS else value
+            for field, value in state.items()
+        }
         callback.set_state(state)
     position = info["position"]
     totals = None
     if "totals" in extra:  # restored as dicts of numpy; the loop wants MeanStates
-        host = {name: metrics.MeanState(value["total"], value["count"])
-                for name, value in extra["totals"].items()}
+        host = {
+            name: metrics.MeanState(value["total"], value["count"])
+            for name, value in extra["totals"].items()
+        }
         where = trainer.session.placement  # replicated, as the compiled step has them
         totals = where.place(host, jax.tree.map(lambda _: where.replicated, host))
-    return Position(int(position["epoch"]), int(position["batch"]), totals,
-                         bool(position["stopped"]))
+    return Position(
+        int(position["epoch"]),
+        int(position["batch"]),
+        totals,
+        bool(position["stopped"]),
+    )
 
 
 def load_params(path: str | os.PathLike[str]) -> Any:

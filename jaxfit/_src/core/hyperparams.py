@@ -13,8 +13,11 @@ import jax
 import optax
 
 _STATES = tuple(
-    cls for cls in (getattr(optax, "InjectHyperparamsState", None),
-                    getattr(optax, "InjectStatefulHyperparamsState", None))
+    cls
+    for cls in (
+        getattr(optax, "InjectHyperparamsState", None),
+        getattr(optax, "InjectStatefulHyperparamsState", None),
+    )
     if cls is not None
 )
 KEY = "learning_rate"

@@ -320,20 +320,24 @@ def get(identifier: Any, *, argname: str = "loss") -> LossFn:
       ``TypeError`` for anything else, naming ``argname`` and the known names.
     """
     fn = _LOSSES.get(identifier.lower()) if isinstance(identifier, str) else None
-    return registered(fn, identifier, argname, "a loss name", names(),
-                      "per-sample loss")
+    return registered(
+        fn, identifier, argname, "a loss name", names(), "per-sample loss"
+    )
 
 
-def registered(fn: Any, identifier: Any, argname: str, kind: str, known: list[str],
-               returns: str) -> Any:
+def registered(
+    fn: Any, identifier: Any, argname: str, kind: str, known: list[str], returns: str
+) -> Any:
     """``fn`` (what a registered name resolved to), else a callable ``identifier``
     as is, else the error naming the known names (shared with metrics)."""
     if fn is not None:
         return fn
     if callable(identifier) and not isinstance(identifier, str):
         return identifier
-    what = (f"{kind} (one of {', '.join(repr(n) for n in known)}) or a callable "
-            f"(y_true, y_pred) -> {returns}")
+    what = (
+        f"{kind} (one of {', '.join(repr(n) for n in known)}) or a callable "
+        f"(y_true, y_pred) -> {returns}"
+    )
     error = ValueError if isinstance(identifier, str) else TypeError
     raise error(errors.expected(argname, what, identifier))
 

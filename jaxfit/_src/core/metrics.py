@@ -269,8 +269,9 @@ def resolve(
             fn = losses.get(_CROSSENTROPY[_kind(y_true, y_pred)])
         elif name in _METRICS or name in losses.names():
             fn = _METRICS.get(name) or losses.get(name)
-    return losses.registered(fn, identifier, argname, "a metric name", names(),
-                             "per-sample values")
+    return losses.registered(
+        fn, identifier, argname, "a metric name", names(), "per-sample values"
+    )
 
 
 def name_of(identifier: Any) -> str:

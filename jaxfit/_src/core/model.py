@@ -27,7 +27,9 @@ class Model:
 
     Example:
       >>> import jax.numpy as jnp, jaxfit
-      >>> model = jaxfit.Model(lambda params, x: x @ params["w"], {"w": jnp.ones((2, 1))})
+      >>> model = jaxfit.Model(
+      ...     lambda params, x: x @ params["w"], {"w": jnp.ones((2, 1))}
+      ... )
       >>> model.state is None
       True
     """
@@ -42,12 +44,21 @@ def unpack(apply_fn: Any, params: Any, state: Any) -> tuple[Any, Any, Any]:
     if isinstance(apply_fn, Model):  # from an adapter: (apply, params, state)
         for name, value in (("params", params), ("state", state)):
             if value is not None:
-                raise TypeError(errors.expected(
-                    name, f"None when apply_fn is a jaxfit.Model (it holds the {name})",
-                    value))
+                raise TypeError(
+                    errors.expected(
+                        name,
+                        f"None when apply_fn is a jaxfit.Model (it holds the {name})",
+                        value,
+                    )
+                )
         return apply_fn.apply_fn, apply_fn.params, apply_fn.state
     if params is None:
-        raise TypeError(errors.expected(
-            "params", "the model's parameters (a pytree of arrays), or a "
-            "jaxfit.Model as the first argument", params))
+        raise TypeError(
+            errors.expected(
+                "params",
+                "the model's parameters (a pytree of arrays), or a "
+                "jaxfit.Model as the first argument",
+                params,
+            )
+        )
     return apply_fn, params, state

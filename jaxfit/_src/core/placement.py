@@ -32,26 +32,41 @@ ParamSharding = Any  # None | pytree of PartitionSpec | (path, leaf) -> Partitio
 def make_mesh(mesh: Any, data_axis: str) -> Mesh:
     """Resolves ``Trainer(mesh=...)``."""
     if not isinstance(data_axis, str):
-        raise TypeError(errors.expected("data_axis", "a mesh axis name (str)", data_axis))
+        raise TypeError(
+            errors.expected("data_axis", "a mesh axis name (str)", data_axis)
+        )
     if isinstance(mesh, Mesh):
         if data_axis not in mesh.axis_names:
-            raise ValueError(errors.expected(
-                "data_axis", f"one of the mesh's axis names {mesh.axis_names}",
-                data_axis))
+            raise ValueError(
+                errors.expected(
+                    "data_axis",
+                    f"one of the mesh's axis names {mesh.axis_names}",
+                    data_axis,
+                )
+            )
         return mesh
     if mesh == "auto":
         return Mesh(np.array(jax.devices()), (data_axis,))
     if mesh is None:
         return Mesh(np.array(jax.devices()[:1]), (data_axis,))
-    raise ValueError(errors.expected(
-        "mesh", "'auto' (all devices), None (one device) or a jax.sharding.Mesh", mesh))
+    raise ValueError(
+        errors.expected(
+            "mesh",
+            "'auto' (all devices), None (one device) or a jax.sharding.Mesh",
+            mesh,
+        )
+    )
 
 
 class Placement:
     """Shardings of the state and of batches, for one mesh."""
 
-    def __init__(self, mesh: Any = "auto", data_axis: str = "data",
-                 param_sharding: ParamSharding = None):
+    def __init__(
+        self,
+        mesh: Any = "auto",
+        data_axis: str = "data",
+        param_sharding: ParamSharding = None,
+    ):
         self.mesh = make_mesh(mesh, data_axis)
         self.data_axis = data_axis
         self.param_sharding = param_sharding
@@ -68,27 +83,41 @@ class Placement:
         if rules is None:
             return jax.tree.map(lambda _: PartitionSpec(), params)
         if callable(rules) and not isinstance(rules, PartitionSpec):
+
             def spec(path, leaf):
                 result = rules(path, leaf)
                 return PartitionSpec() if result is None else result
+
             specs = jax.tree_util.tree_map_with_path(spec, params)
         else:
             try:
-                specs = jax.tree.map(lambda _, s: s, params, rules,
-                                     is_leaf=lambda s: isinstance(s, PartitionSpec))
+                specs = jax.tree.map(
+                    lambda _, s: s,
+                    params,
+                    rules,
+                    is_leaf=lambda s: isinstance(s, PartitionSpec),
+                )
             except ValueError:
-                raise ValueError(errors.expected(
-                    "param_sharding", "a pytree of PartitionSpec structured like the "
-                    "params, or a function (path, leaf) -> PartitionSpec",
-                    rules)) from None
-        for leaf in jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, PartitionSpec)):
+                raise ValueError(
+                    errors.expected(
+                        "param_sharding",
+                        "a pytree of PartitionSpec structured like the "
+                        "params, or a function (path, leaf) -> PartitionSpec",
+                        rules,
+                    )
+                ) from None
+        for leaf in jax.tree.leaves(
+            specs, is_leaf=lambda s: isinstance(s, PartitionSpec)
+        ):
             if not isinstance(leaf, PartitionSpec):
-                raise TypeError(errors.expected(
-                    "param_sharding", "PartitionSpec values", leaf))
+                raise TypeError(
+                    errors.expected("param_sharding", "PartitionSpec values", leaf)
+                )
         return specs
 
-    def state_shardings(self, state: Any,
-                        optimizer: optax.GradientTransformation | None) -> Any:
+    def state_shardings(
+        self, state: Any, optimizer: optax.GradientTransformation | None
+    ) -> Any:
         """Shardings for a whole TrainState: params by the rules, the optimizer's
         param-shaped leaves like their params, the rest replicated."""
         specs = self.param_specs(state.params)
@@ -97,29 +126,37 @@ class Placement:
             if optimizer is None:  # a trainer for inference: no optimizer state
                 raise ValueError
             opt_specs = optax.tree_map_params(
-                optimizer, lambda _, spec: spec, state.opt_state, specs,
-                transform_non_params=lambda _: PartitionSpec(), is_leaf=is_spec)
+                optimizer,
+                lambda _, spec: spec,
+                state.opt_state,
+                specs,
+                transform_non_params=lambda _: PartitionSpec(),
+                is_leaf=is_spec,
+            )
         except (ValueError, TypeError):  # an optimizer state optax cannot walk
             opt_specs = jax.tree.map(lambda _: PartitionSpec(), state.opt_state)
         named = lambda s: NamedSharding(self.mesh, s)  # noqa: E731
         shardings = jax.tree.map(lambda _: self.replicated, state)
         return shardings.replace(
             params=jax.tree.map(named, specs, is_leaf=is_spec),
-            opt_state=jax.tree.map(named, opt_specs, is_leaf=is_spec))
+            opt_state=jax.tree.map(named, opt_specs, is_leaf=is_spec),
+        )
 
     def place(self, tree: Any, shardings: Any) -> Any:
         """A copy of ``tree`` on ``shardings`` (a copy: donation never consumes the
         caller's arrays). Host arrays are put; device arrays are resharded."""
         if not self.multiprocess:
-            return jax.tree.map(lambda a, s: jax.device_put(a, s, may_alias=False),
-                                tree, shardings)
+            return jax.tree.map(
+                lambda a, s: jax.device_put(a, s, may_alias=False), tree, shardings
+            )
 
         def put(leaf, sharding):  # every process holds the same full value
             if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
                 return jax.device_put(leaf, sharding, may_alias=False)
             host = np.asarray(leaf)
-            return jax.make_array_from_callback(host.shape, sharding,
-                                                lambda index: host[index])
+            return jax.make_array_from_callback(
+                host.shape, sharding, lambda index: host[index]
+            )
 
         return jax.tree.map(put, tree, shardings)
 
@@ -130,18 +167,23 @@ class Placement:
 
     def batch_sharding(self, ndim_prefix: int = 1) -> NamedSharding:
         """Split along the batch axis, after ``ndim_prefix - 1`` leading axes."""
-        return NamedSharding(self.mesh,
-                             PartitionSpec(*([None] * (ndim_prefix - 1)), self.data_axis))
+        return NamedSharding(
+            self.mesh, PartitionSpec(*([None] * (ndim_prefix - 1)), self.data_axis)
+        )
 
     def local_rows(self, batch_size: int) -> slice:
         """The rows of a global batch that this process feeds."""
         if not self.multiprocess:
             return slice(0, batch_size)
-        indices = cast("dict[Any, tuple[slice, ...]]",  # every device holds rows
-                       self.batch_sharding().addressable_devices_indices_map((batch_size,)))
+        indices = cast(
+            "dict[Any, tuple[slice, ...]]",  # every device holds rows
+            self.batch_sharding().addressable_devices_indices_map((batch_size,)),
+        )
         starts = [index[0].start or 0 for index in indices.values()]
-        stops = [batch_size if index[0].stop is None else index[0].stop
-                 for index in indices.values()]
+        stops = [
+            batch_size if index[0].stop is None else index[0].stop
+            for index in indices.values()
+        ]
         return slice(min(starts), max(stops))
 
     def put_block(self, block: Any, global_batch: int) -> Any:
@@ -160,12 +202,15 @@ class Placement:
             return jax.device_put(tree, sharding)
         return jax.tree.map(
             lambda a: jax.make_array_from_process_local_data(
-                sharding, a, (*a.shape[:leading], global_batch, *a.shape[leading + 1:])),
-            tree)
+                sharding, a, (*a.shape[:leading], global_batch, *a.shape[leading + 1 :])
+            ),
+            tree,
+        )
 
 
 def fetch(tree: Any) -> Any:
     """Host numpy values of replicated (or fully addressable) arrays."""
+
     def host(leaf):
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             return np.asarray(leaf.addressable_data(0))  # replicated: any shard
@@ -175,8 +220,10 @@ def fetch(tree: Any) -> Any:
 
 
 def _any_global(tree: Any) -> bool:
-    return any(isinstance(a, jax.Array) and not a.is_fully_addressable
-               for a in jax.tree.leaves(tree))
+    return any(
+        isinstance(a, jax.Array) and not a.is_fully_addressable
+        for a in jax.tree.leaves(tree)
+    )
 
 
 def agree(flag: bool) -> bool:
@@ -195,4 +242,3 @@ def gather(tree: Any) -> Any:
     from jax.experimental import multihost_utils
 
     return multihost_utils.process_allgather(tree, tiled=True)
-

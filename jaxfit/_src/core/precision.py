@@ -3,9 +3,9 @@
 Synopsis::
 
     pol = precision.policy("mixed_float16")
-    params = precision.cast_for_storage(pol, params)      # once, at init
-    apply = precision.make_compute_apply(pol, apply)      # inside the step builders
-    loss_scale = precision.initial_loss_scale(pol)        # TrainState.loss_scale
+    params = precision.cast_for_storage(pol, params)  # once, at init
+    apply = precision.make_compute_apply(pol, apply)  # inside the step builders
+    loss_scale = precision.initial_loss_scale(pol)  # TrainState.loss_scale
 
 The four policies follow Keras 3's ``DTypePolicy`` names:
 
@@ -119,7 +119,9 @@ def policy(name: str | Policy) -> Policy:
     if not isinstance(name, str) or name not in _POLICIES:
         raise ValueError(
             errors.expected(
-                "precision", f"one of {', '.join(map(repr, PRECISIONS))}", name,
+                "precision",
+                f"one of {', '.join(map(repr, PRECISIONS))}",
+                name,
                 "Use 'mixed_bfloat16' on TPUs and recent GPUs, 'mixed_float16' on "
                 "older GPUs.",
             )

@@ -161,7 +161,8 @@ def make_objective(
     metric_fns = []
     taken: set[str] = set()
     for spec, weighted, argname in (
-        (metric_spec, False, "metrics"), (weighted_metric_spec, True, "weighted_metrics")
+        (metric_spec, False, "metrics"),
+        (weighted_metric_spec, True, "weighted_metrics"),
     ):
         per_leaf = _metrics_per_output(spec, names, argname)
         for leaf, (name, specs) in enumerate(zip(names, per_leaf)):
@@ -236,7 +237,11 @@ def make_train_step(
 
         def loss_fn(params):
             y_pred, model_state = compute_apply(
-                params, state.model_state, batch["x"], train=True, rng=step_rng,
+                params,
+                state.model_state,
+                batch["x"],
+                train=True,
+                rng=step_rng,
                 mask=mask,
             )
             parts = objective.per_sample(batch["y"], y_pred)
@@ -287,7 +292,11 @@ def make_eval_step(
 
     def eval_step(state: TrainState, batch: dict[str, Any]):
         y_pred, _ = compute_apply(
-            state.params, state.model_state, batch["x"], train=False, rng=state.rng,
+            state.params,
+            state.model_state,
+            batch["x"],
+            train=False,
+            rng=state.rng,
             mask=batch["mask"],
         )
         mask = batch["mask"]
@@ -328,7 +337,8 @@ def make_block(step: Callable[..., Any], partial: bool = False):
         def one(i, carry):
             state, totals, logs = carry
             batch = jax.tree.map(
-                lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), batches)
+                lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), batches
+            )
             state, totals, out = run(state, totals, batch)
             logs = jax.tree.map(lambda buf, v: buf.at[i].set(v), logs, out)
             return state, totals, logs
@@ -339,8 +349,9 @@ def make_block(step: Callable[..., Any], partial: bool = False):
         if jax.tree.leaves(batches)[0].shape[0] == 1:  # one step: no loop at all
             # (XLA:CPU runs convolutions inside a while loop, even a one-trip
             # loop, an order of magnitude slower than outside one.)
-            state, totals, logs = run(state, totals,
-                                      jax.tree.map(lambda a: a[0], batches))
+            state, totals, logs = run(
+                state, totals, jax.tree.map(lambda a: a[0], batches)
+            )
             return state, totals, jax.tree.map(lambda a: a[None], logs)
         if partial:
             return some(state, totals, batches)

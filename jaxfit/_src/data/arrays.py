@@ -32,7 +32,8 @@ def to_numpy(tree: Any, argname: str) -> Any:
         if isinstance(leaf, jax.Array):  # already on device: used there, no copy
             if leaf.ndim == 0:
                 raise ValueError(
-                    errors.expected(argname, "arrays with a leading sample axis", leaf))
+                    errors.expected(argname, "arrays with a leading sample axis", leaf)
+                )
             return leaf
         array = np.asarray(leaf)
         if array.dtype == object:
@@ -71,8 +72,9 @@ def num_samples(trees: dict[str, Any]) -> int:
     return next(iter(counts.values()))
 
 
-def standardize(x: Any, y: Any, sample_weight: Any, argprefix: str = ""
-                ) -> tuple[dict[str, Any], int]:
+def standardize(
+    x: Any, y: Any, sample_weight: Any, argprefix: str = ""
+) -> tuple[dict[str, Any], int]:
     """``({"x", "y", "sample_weight"}, n)``: numpy (or device) leaves, one float32
     weight vector per output of ``y`` (ones when none is given).
 
@@ -82,8 +84,13 @@ def standardize(x: Any, y: Any, sample_weight: Any, argprefix: str = ""
     x = to_numpy(x, argprefix + "x")
     y = to_numpy(y, argprefix + "y")
     sample_weight = to_numpy(sample_weight, argprefix + "sample_weight")
-    n = num_samples({argprefix + "x": x, argprefix + "y": y,
-                     argprefix + "sample_weight": sample_weight})
+    n = num_samples(
+        {
+            argprefix + "x": x,
+            argprefix + "y": y,
+            argprefix + "sample_weight": sample_weight,
+        }
+    )
     num_outputs = len(jax.tree.leaves(y))
     if sample_weight is None:
         weights = [np.ones(n, np.float32)] * num_outputs
@@ -92,32 +99,45 @@ def standardize(x: Any, y: Any, sample_weight: Any, argprefix: str = ""
     else:
         weight_def: Any = jax.tree.structure(sample_weight)  # PyTreeDef: no stubs
         if weight_def != jax.tree.structure(y):
-            raise ValueError(errors.expected(
-                argprefix + "sample_weight",
-                "one array of shape (n,), or one per output structured like y",
-                sample_weight))
-        weights = [_weight_vector(w, n, argprefix)
-                   for w in jax.tree.leaves(sample_weight)]
+            raise ValueError(
+                errors.expected(
+                    argprefix + "sample_weight",
+                    "one array of shape (n,), or one per output structured like y",
+                    sample_weight,
+                )
+            )
+        weights = [
+            _weight_vector(w, n, argprefix) for w in jax.tree.leaves(sample_weight)
+        ]
     return {"x": x, "y": y, "sample_weight": tuple(weights)}, n
 
 
 def _weight_vector(weights: Any, n: int, argprefix: str) -> np.ndarray:
     array = np.asarray(jax.tree.leaves(weights)[0], np.float32)
     if array.size != n:
-        raise ValueError(errors.expected(
-            argprefix + "sample_weight", f"one weight per sample, shape ({n},)", array))
+        raise ValueError(
+            errors.expected(
+                argprefix + "sample_weight",
+                f"one weight per sample, shape ({n},)",
+                array,
+            )
+        )
     return array.reshape(n)
 
 
-def with_class_weight(data: dict[str, Any], class_weight: dict[int, float] | None,
-                      where: str = "y") -> dict[str, Any]:
+def with_class_weight(
+    data: dict[str, Any], class_weight: dict[int, float] | None, where: str = "y"
+) -> dict[str, Any]:
     """``data`` with every output's weights multiplied by its sample's class
     weight (every class in ``y`` must have one)."""
     if class_weight is None:
         return data
     checks.check_class_weight(class_weight, data["y"], where)
     per_class = class_weights(data["y"], class_weight)
-    return {**data, "sample_weight": tuple(w * per_class for w in data["sample_weight"])}
+    return {
+        **data,
+        "sample_weight": tuple(w * per_class for w in data["sample_weight"]),
+    }
 
 
 def take(tree: Any, index: np.ndarray) -> Any:
@@ -139,7 +159,9 @@ def class_weights(y: Any, class_weight: dict[int, float]) -> np.ndarray:
     if len(leaves) != 1:
         raise ValueError(
             errors.expected(
-                "class_weight", "a single-output model (y one array)", class_weight,
+                "class_weight",
+                "a single-output model (y one array)",
+                class_weight,
                 "Pass sample_weight for multi-output models.",
             )
         )
@@ -162,9 +184,16 @@ class Batches:
     With ``steps_per_epoch`` the passes form one stream continued across epochs.
     """
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int,
-                 steps_per_epoch: int | None = None,
-                 pad_to: Callable[[int], int] = lambda size: size):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        steps_per_epoch: int | None = None,
+        pad_to: Callable[[int], int] = lambda size: size,
+    ):
         self.n = n
         self.batch_size = min(batch_size, n)
         # each batch padded (masked) to a multiple of the devices along the data axis
@@ -194,12 +223,17 @@ class Batches:
     def epoch_indices(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         start = epoch * self.steps_per_epoch
         stop = start + self.steps_per_epoch
-        first, last = start // self.batches_per_pass, (stop - 1) // self.batches_per_pass
+        first, last = (
+            start // self.batches_per_pass,
+            (stop - 1) // self.batches_per_pass,
+        )
         parts = [self._pass(p) for p in range(first, last + 1)]
         index = np.concatenate([p[0] for p in parts])
         mask = np.concatenate([p[1] for p in parts])
         offset = first * self.batches_per_pass
-        return index[start - offset : stop - offset], mask[start - offset : stop - offset]
+        return index[start - offset : stop - offset], mask[
+            start - offset : stop - offset
+        ]
 
 
 def block_size(num_steps: int, max_block: int) -> int:
@@ -208,8 +242,9 @@ def block_size(num_steps: int, max_block: int) -> int:
     return math.ceil(num_steps / num_blocks)
 
 
-def blocks(data: dict[str, Any], index: np.ndarray, mask: np.ndarray,
-           size: int) -> Iterator[tuple[dict[str, Any], int]]:
+def blocks(
+    data: dict[str, Any], index: np.ndarray, mask: np.ndarray, size: int
+) -> Iterator[tuple[dict[str, Any], int]]:
     """Yields ``(host_block, num_real_batches)``; the last block is padded with
     all-masked batches so every block has the same shape."""
     num_steps = index.shape[0]
@@ -217,8 +252,12 @@ def blocks(data: dict[str, Any], index: np.ndarray, mask: np.ndarray,
         idx, msk = index[start : start + size], mask[start : start + size]
         real = idx.shape[0]
         if real < size:
-            idx = np.concatenate([idx, np.zeros((size - real, idx.shape[1]), idx.dtype)])
-            msk = np.concatenate([msk, np.zeros((size - real, msk.shape[1]), msk.dtype)])
+            idx = np.concatenate(
+                [idx, np.zeros((size - real, idx.shape[1]), idx.dtype)]
+            )
+            msk = np.concatenate(
+                [msk, np.zeros((size - real, msk.shape[1]), msk.dtype)]
+            )
         block = {
             "x": take(data["x"], idx),
             "y": take(data["y"], idx),
@@ -228,8 +267,9 @@ def blocks(data: dict[str, Any], index: np.ndarray, mask: np.ndarray,
         yield block, real
 
 
-def prefetch(iterator: Iterator[tuple[Any, int]], put: Callable[[Any], Any],
-             size: int = 2):
+def prefetch(
+    iterator: Iterator[tuple[Any, int]], put: Callable[[Any], Any], size: int = 2
+):
     """Moves items to the device ``size`` ahead of use with ``put`` (async);
     yields ``(device block, real batches, False)`` (never a partial block: the
     padding batches of a last block are computed and masked)."""

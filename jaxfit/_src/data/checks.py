@@ -58,8 +58,11 @@ def _shape(shape: tuple) -> str:
 
 def _aligned(feature: tuple, pred_feature: tuple) -> bool:
     """Keras' alignment: equal, or equal but for a trailing axis of 1."""
-    return (feature == pred_feature or feature + (1,) == pred_feature
-            or feature == pred_feature + (1,))
+    return (
+        feature == pred_feature
+        or feature + (1,) == pred_feature
+        or feature == pred_feature + (1,)
+    )
 
 
 def kind_of(fn: Callable[..., Any]) -> str | None:
@@ -77,12 +80,16 @@ def _summary(labels: Any) -> tuple[float, float, bool]:
     if labels.size == 0:
         return 0.0, 0.0, True
     if isinstance(labels, jax.Array):
-        whole = (jnp.all(labels == jnp.round(labels))
-                 if jnp.issubdtype(labels.dtype, jnp.floating) else True)
+        whole = (
+            jnp.all(labels == jnp.round(labels))
+            if jnp.issubdtype(labels.dtype, jnp.floating)
+            else True
+        )
         low, high, whole = jax.device_get((jnp.min(labels), jnp.max(labels), whole))
         return float(low), float(high), bool(whole)
-    whole = (not np.issubdtype(labels.dtype, np.floating)
-             or bool(np.all(labels == np.round(labels))))
+    whole = not np.issubdtype(labels.dtype, np.floating) or bool(
+        np.all(labels == np.round(labels))
+    )
     return float(np.min(labels)), float(np.max(labels)), whole
 
 
@@ -99,8 +106,9 @@ def _first_where(labels: Any, bad: Callable[[np.ndarray], np.ndarray]) -> str:
     return f" (row {row} holds {value!r})"
 
 
-def check_output(kinds: Iterable[tuple[str, str]], labels: Any, pred_shape: tuple,
-                 where: str) -> None:
+def check_output(
+    kinds: Iterable[tuple[str, str]], labels: Any, pred_shape: tuple, where: str
+) -> None:
     """Checks one output's labels against what its losses and metrics need.
 
     Args:
@@ -122,26 +130,33 @@ def check_output(kinds: Iterable[tuple[str, str]], labels: Any, pred_shape: tupl
         elif not _aligned(feature, pred):  # binary and elementwise
             raise ValueError(
                 f"{where}: expected labels shaped like the model's output "
-                f"{_shape(pred)} for {name}, got shape {_shape(feature)}.")
+                f"{_shape(pred)} for {name}, got shape {_shape(feature)}."
+            )
         if kind == "binary" and not abstract:
             low, high, _ = _summary(labels)
             if low < 0 or high > 1:
                 raise ValueError(
                     f"{where}: expected 0/1 labels or probabilities in [0, 1] for "
                     f"{name}, got values from {low:g} to {high:g}"
-                    f"{_first_where(labels, lambda a: (a < 0) | (a > 1))}.")
+                    f"{_first_where(labels, lambda a: (a < 0) | (a > 1))}."
+                )
 
 
 def _sparse_shape(feature: tuple, pred: tuple, name: str, where: str) -> None:
     """Class indices: the output's shape without its class axis (or with a 1)."""
     if pred and feature in (pred[:-1], pred[:-1] + (1,)):
         return
-    hint = (" One-hot labels? Use categorical_crossentropy (or keep the sparse loss "
-            "and pass integer class indices)." if feature == pred else "")
+    hint = (
+        " One-hot labels? Use categorical_crossentropy (or keep the sparse loss "
+        "and pass integer class indices)."
+        if feature == pred
+        else ""
+    )
     raise ValueError(
         f"{where}: expected integer class indices of shape {_shape(pred[:-1])} or "
         f"{_shape(pred[:-1] + (1,))} for {name} (the model outputs {_shape(pred)}), "
-        f"got labels of shape {_shape(feature)}.{hint}")
+        f"got labels of shape {_shape(feature)}.{hint}"
+    )
 
 
 def _sparse_values(labels: Any, classes: int, name: str, where: str) -> None:
@@ -151,24 +166,31 @@ def _sparse_values(labels: Any, classes: int, name: str, where: str) -> None:
         raise ValueError(
             f"{where}: expected integer class indices for {name}, got non-integer "
             f"values{_first_where(labels, lambda a: a != np.round(a))}. Sparse losses "
-            "take class indices; for probabilities use categorical_crossentropy.")
+            "take class indices; for probabilities use categorical_crossentropy."
+        )
     if low < 0 or high >= classes:
         raise ValueError(
             f"{where}: expected class indices in [0, {classes}) for {name} (the model "
             f"outputs {classes} classes), got values from {low:g} to {high:g}"
-            f"{_first_where(labels, lambda a: (a < 0) | (a >= classes))}.")
+            f"{_first_where(labels, lambda a: (a < 0) | (a >= classes))}."
+        )
 
 
 def _categorical_shape(feature: tuple, pred: tuple, name: str, where: str) -> None:
     """One row of C per sample: the output's shape."""
     if feature == pred:
         return
-    hint = (" Integer class indices? Use sparse_categorical_crossentropy (or one-hot "
-            "encode y)." if pred and feature in (pred[:-1], pred[:-1] + (1,)) else "")
+    hint = (
+        " Integer class indices? Use sparse_categorical_crossentropy (or one-hot "
+        "encode y)."
+        if pred and feature in (pred[:-1], pred[:-1] + (1,))
+        else ""
+    )
     raise ValueError(
         f"{where}: expected one row of {pred[-1] if pred else 1} per sample, shape "
         f"{_shape(pred)}, for {name} (the model's output shape), got labels of shape "
-        f"{_shape(feature)}.{hint}")
+        f"{_shape(feature)}.{hint}"
+    )
 
 
 def check_labels(objective: Any, y: Any, y_pred: Any, argname: str) -> None:
@@ -180,21 +202,26 @@ def check_labels(objective: Any, y: Any, y_pred: Any, argname: str) -> None:
       y_pred: the model output's shapes, structured like ``y``.
       argname: ``"y"``, ``"validation_data.y"``, ``"dataset batch 3: y"``...
     """
-    paths = [jax.tree_util.keystr(path) for path, _ in
-             jax.tree_util.tree_flatten_with_path(y)[0]]
+    paths = [
+        jax.tree_util.keystr(path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(y)[0]
+    ]
     y_leaves = jax.tree.leaves(y)
     pred_leaves = jax.tree.leaves(y_pred)
     for leaf, (path, labels, pred) in enumerate(zip(paths, y_leaves, pred_leaves)):
         fns = [objective.loss_fns[leaf]] + [
-            fn for _, index, fn, _ in objective.metric_fns if index == leaf]
+            fn for _, index, fn, _ in objective.metric_fns if index == leaf
+        ]
         kinds = [(kind, _name(fn)) for fn in fns if (kind := kind_of(fn)) is not None]
         # the loss first, then the metrics: messages name what the user chose first
-        check_output(list(dict.fromkeys(kinds)), labels, tuple(pred.shape),
-                     argname + path)
+        check_output(
+            list(dict.fromkeys(kinds)), labels, tuple(pred.shape), argname + path
+        )
 
 
-def check_class_weight(class_weight: dict[int, float], y: Any, where: str = "y"
-                       ) -> None:
+def check_class_weight(
+    class_weight: dict[int, float], y: Any, where: str = "y"
+) -> None:
     """Every class present in ``y`` (``where`` in messages) must have a weight
     (Keras requires it)."""
     leaves = jax.tree.leaves(y)
@@ -212,4 +239,5 @@ def check_class_weight(class_weight: dict[int, float], y: Any, where: str = "y"
             f"{'es' if len(missing) > 1 else ''} "
             f"{', '.join(str(c) for c in missing[:10])}"
             f"{' ...' if len(missing) > 10 else ''}). Add them (weight 1.0 keeps a "
-            "class as is).")
+            "class as is)."
+        )

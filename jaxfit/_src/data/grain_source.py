@@ -28,19 +28,20 @@ class _Batches:
         return math.ceil(len(self._order) / self._batch_size)
 
     def __getitem__(self, index: int) -> Any:
-        rows = self._order[index * self._batch_size:(index + 1) * self._batch_size]
+        rows = self._order[index * self._batch_size : (index + 1) * self._batch_size]
         return jax.tree.map(lambda leaf: leaf[rows], self._tree)
 
     def chunked(self, chunk: int) -> Iterator[Any]:
         """Every batch in order, ``chunk`` batches gathered at once."""
         size = self._batch_size
         for first in range(0, len(self._order), chunk * size):
-            rows = self._order[first:first + chunk * size]
+            rows = self._order[first : first + chunk * size]
             gathered = jax.tree.map(lambda leaf: leaf[rows], self._tree)  # noqa: B023
             leaves, treedef = jax.tree.flatten(gathered)
             for start in range(0, len(rows), size):
-                yield jax.tree.unflatten(treedef,
-                                         [leaf[start:start + size] for leaf in leaves])
+                yield jax.tree.unflatten(
+                    treedef, [leaf[start : start + size] for leaf in leaves]
+                )
 
 
 class ArrayDataset:
@@ -57,8 +58,9 @@ class ArrayDataset:
       epoch: how many times the dataset has been iterated.
     """
 
-    def __init__(self, tree: dict[str, Any], n: int, batch_size: int, shuffle: bool,
-                 seed: int):
+    def __init__(
+        self, tree: dict[str, Any], n: int, batch_size: int, shuffle: bool, seed: int
+    ):
         self._tree, self._n = tree, n
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -70,8 +72,11 @@ class ArrayDataset:
 
     def batches(self, epoch: int) -> _Batches:
         """The random-access batches of ``epoch`` (shuffled from ``(seed, epoch)``)."""
-        order = (np.random.default_rng([self.seed, epoch]).permutation(self._n)
-                 if self.shuffle else np.arange(self._n))
+        order = (
+            np.random.default_rng([self.seed, epoch]).permutation(self._n)
+            if self.shuffle
+            else np.arange(self._n)
+        )
         return _Batches(self._tree, order, self.batch_size)
 
     def grain_dataset(self, epoch: int) -> Any:
@@ -89,8 +94,9 @@ class ArrayDataset:
         microseconds a batch, that in-memory batches do not need."""
         batches = self.batches(self.epoch)
         self.epoch += 1
-        row_bytes = sum(leaf.nbytes // max(len(leaf), 1)
-                        for leaf in jax.tree.leaves(self._tree))
+        row_bytes = sum(
+            leaf.nbytes // max(len(leaf), 1) for leaf in jax.tree.leaves(self._tree)
+        )
         most = _CHUNK_BYTES // max(row_bytes * self.batch_size, 1)
         return batches.chunked(max(1, min(_CHUNK, most)))
 
@@ -100,8 +106,14 @@ class ArrayDataset:
 _CHUNK, _CHUNK_BYTES = 64, 1 << 20
 
 
-def from_arrays(x: Any, y: Any, batch_size: int = 32, shuffle: bool = True,
-                seed: int = 0, sample_weight: Any = None) -> ArrayDataset:
+def from_arrays(
+    x: Any,
+    y: Any,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    seed: int = 0,
+    sample_weight: Any = None,
+) -> ArrayDataset:
     """Builds a grain pipeline of ``{"xs", "ys"[, "sample_weight"]}`` batches.
 
     Args:
@@ -121,11 +133,18 @@ def from_arrays(x: Any, y: Any, batch_size: int = 32, shuffle: bool = True,
         import grain  # noqa: F401
     except ImportError as error:
         raise ImportError(MSG_NO_GRAIN) from error
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(errors.expected("batch_size", "a positive integer", batch_size))
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            errors.expected("batch_size", "a positive integer", batch_size)
+        )
     tree = {"xs": arrays.to_numpy(x, "x"), "ys": arrays.to_numpy(y, "y")}
     if sample_weight is not None:
         tree["sample_weight"] = np.asarray(sample_weight, np.float32)
-    n = arrays.num_samples({"x": tree["xs"], "y": tree["ys"],
-                            "sample_weight": tree.get("sample_weight")})
+    n = arrays.num_samples(
+        {"x": tree["xs"], "y": tree["ys"], "sample_weight": tree.get("sample_weight")}
+    )
     return ArrayDataset(tree, n, batch_size, bool(shuffle), int(seed))

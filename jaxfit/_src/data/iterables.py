@@ -47,15 +47,23 @@ def parse_batch(batch: Any, index: int, argname: str) -> tuple[Any, Any, Any]:
     if isinstance(batch, dict) and "xs" in batch and "ys" in batch:
         extra = set(batch) - {"xs", "ys", "sample_weight"}
         if extra:
-            raise ValueError(errors.expected(
-                f"{argname} batch {index}",
-                "a dict with keys 'xs', 'ys' and optionally 'sample_weight'", batch))
+            raise ValueError(
+                errors.expected(
+                    f"{argname} batch {index}",
+                    "a dict with keys 'xs', 'ys' and optionally 'sample_weight'",
+                    batch,
+                )
+            )
         return batch["xs"], batch["ys"], batch.get("sample_weight")
     if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
         return batch[0], batch[1], batch[2] if len(batch) == 3 else None
-    raise ValueError(errors.expected(
-        f"{argname} batch {index}",
-        "{'xs': x, 'ys': y[, 'sample_weight': w]} or a tuple (x, y[, w])", batch))
+    raise ValueError(
+        errors.expected(
+            f"{argname} batch {index}",
+            "{'xs': x, 'ys': y[, 'sample_weight': w]} or a tuple (x, y[, w])",
+            batch,
+        )
+    )
 
 
 class Stream:
@@ -73,10 +81,14 @@ class Stream:
         elif callable(source):  # a generator function, called afresh each epoch
             self._factory = source
         else:
-            raise TypeError(errors.expected(
-                argname,
-                "an iterable of batches, a generator function, a grain dataset or a "
-                "tf.data.Dataset", source))
+            raise TypeError(
+                errors.expected(
+                    argname,
+                    "an iterable of batches, a generator function, a grain dataset or a "
+                    "tf.data.Dataset",
+                    source,
+                )
+            )
         self._iterations = 0
 
     def iterator(self, epoch: int) -> Iterator[Any]:
@@ -101,8 +113,14 @@ class Batch:
 
     __slots__ = ("index", "leaves", "n", "size", "weights")
 
-    def __init__(self, leaves: list[Any], weights: tuple[np.ndarray, ...], n: int,
-                 index: int, size: int):
+    def __init__(
+        self,
+        leaves: list[Any],
+        weights: tuple[np.ndarray, ...],
+        n: int,
+        index: int,
+        size: int,
+    ):
         self.leaves, self.weights, self.n, self.index = leaves, weights, n, index
         self.size = size  # the padded batch size (its shape bucket)
 
@@ -119,8 +137,9 @@ class Batcher:
     (a multiple of ``multiple``): that size is its shape bucket.
     """
 
-    def __init__(self, argname: str, class_weight: dict[int, float] | None,
-                 multiple: int = 1):
+    def __init__(
+        self, argname: str, class_weight: dict[int, float] | None, multiple: int = 1
+    ):
         self.argname = argname
         self.class_weight = class_weight
         self.multiple = multiple  # pad to a multiple of the devices feeding on it
@@ -166,8 +185,10 @@ class Batcher:
             if type(leaf) is not np.ndarray or leaf.shape[1:] != shape:
                 return None
             if leaf.dtype != dtype:
-                if not ((leaf.dtype == np.float64 and dtype == np.float32)
-                        or (leaf.dtype == np.int64 and dtype == np.int32)):
+                if not (
+                    (leaf.dtype == np.float64 and dtype == np.float32)
+                    or (leaf.dtype == np.int64 and dtype == np.int32)
+                ):
                     return None
                 leaves[i] = leaf.astype(dtype)
             if n < 0:
@@ -186,8 +207,9 @@ class Batcher:
             return None
         return leaves, weights, n
 
-    def _standard(self, raw: Any, index: int
-                  ) -> tuple[list[Any], tuple[np.ndarray, ...], int]:
+    def _standard(
+        self, raw: Any, index: int
+    ) -> tuple[list[Any], tuple[np.ndarray, ...], int]:
         x, y, sample_weight = parse_batch(raw, index, self.argname)
         prefix = f"{self.argname} batch {index}: "
         data, n = arrays.standardize(x, y, sample_weight, prefix)
@@ -206,7 +228,8 @@ class Batcher:
                 f"{_describe(structure, signature)}, but batch 0 had "
                 f"{_describe(*self.signature)} (feature shapes and dtypes, without the "
                 "batch axis). Every batch must have the same structure, feature shapes "
-                "and dtypes; only the batch size may vary.")
+                "and dtypes; only the batch size may vary."
+            )
         leaves = [np.asarray(a) for a in jax.tree.leaves((x, y))]
         return leaves, tuple(data["sample_weight"]), n
 
@@ -231,36 +254,51 @@ class Batcher:
 
     def _y(self, group: list[Batch]) -> Any:
         """The labels of the group's batches, concatenated (no padding rows)."""
-        leaves = [np.concatenate([b.leaves[i] for b in group])
-                  if len(group) > 1 else group[0].leaves[i]
-                  for i in range(len(self._specs))]
+        leaves = [
+            np.concatenate([b.leaves[i] for b in group])
+            if len(group) > 1
+            else group[0].leaves[i]
+            for i in range(len(self._specs))
+        ]
         return jax.tree.unflatten(self._treedef, leaves)[1]
 
     def block(self, group: list[Batch], slots: int = 0) -> dict[str, Any]:
         """The group's batches stacked into one padded, masked host block of
         ``slots`` batches (at least the group's; the extra ones all padding)."""
         size, slots = group[0].size, max(slots, len(group))
-        leaves = [_stack([b.leaves[i] for b in group], slots, size)
-                  for i in range(len(self._specs))]
+        leaves = [
+            _stack([b.leaves[i] for b in group], slots, size)
+            for i in range(len(self._specs))
+        ]
         x, y = jax.tree.unflatten(self._treedef, leaves)
         full = slots == len(group) and all(batch.n == size for batch in group)
         if full and all(b.weights is self._ones.get(size) for b in group):
             ones = np.ones((slots, size), np.float32)  # no sample weights given
             weights: tuple[np.ndarray, ...] = (ones,) * self._outputs
         else:
-            weights = tuple(_stack([b.weights[o] for b in group], slots, size)
-                            for o in range(self._outputs))
+            weights = tuple(
+                _stack([b.weights[o] for b in group], slots, size)
+                for o in range(self._outputs)
+            )
         if self.class_weight is not None:
-            per_class = _stack([arrays.class_weights(
-                jax.tree.unflatten(self._treedef, b.leaves)[1], self.class_weight)
-                for b in group], slots, size)
+            per_class = _stack(
+                [
+                    arrays.class_weights(
+                        jax.tree.unflatten(self._treedef, b.leaves)[1],
+                        self.class_weight,
+                    )
+                    for b in group
+                ],
+                slots,
+                size,
+            )
             weights = tuple(w * per_class for w in weights)
         if full:
             mask = np.ones((slots, size), np.float32)
         else:
             mask = np.zeros((slots, size), np.float32)
             for i, batch in enumerate(group):
-                mask[i, :batch.n] = 1.0
+                mask[i, : batch.n] = 1.0
         return {"x": x, "y": y, "sample_weight": weights, "mask": mask}
 
 
@@ -271,17 +309,28 @@ def _stack(arrays_: list[np.ndarray], slots: int, size: int) -> np.ndarray:
     first = arrays_[0]
     out = np.zeros((slots, size, *first.shape[1:]), first.dtype)
     for i, a in enumerate(arrays_):
-        out[i, :a.shape[0]] = a
+        out[i, : a.shape[0]] = a
     return out
 
 
 def _describe(structure: Any, signature: Any) -> str:
     """A batch's ``(x, y)`` by ``errors.describe``: each leaf's feature shape and
     dtype (without the batch axis), in the batch's structure."""
-    leaves = jax.tree.leaves(signature, is_leaf=lambda v: isinstance(v, tuple)
-                             and len(v) == 2 and isinstance(v[1], str))
-    return errors.describe(jax.tree.unflatten(structure, [
-        errors.Description(errors.array_spec(shape, dtype)) for shape, dtype in leaves]))
+    leaves = jax.tree.leaves(
+        signature,
+        is_leaf=lambda v: (
+            isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str)
+        ),
+    )
+    return errors.describe(
+        jax.tree.unflatten(
+            structure,
+            [
+                errors.Description(errors.array_spec(shape, dtype))
+                for shape, dtype in leaves
+            ],
+        )
+    )
 
 
 class _Failure:
@@ -317,18 +366,27 @@ class Feeder:
     thread; it runs when iteration ends, fails, or the consumer stops early.
     """
 
-    def __init__(self, items: Iterator[Any], batcher: Batcher,
-                 put: Callable[[Any], Any] = jax.device_put, *, size: int = 1,
-                 fill_s: float | None = None, period: int | None = None,
-                 depth: int = 2, start_index: int = 0):
+    def __init__(
+        self,
+        items: Iterator[Any],
+        batcher: Batcher,
+        put: Callable[[Any], Any] = jax.device_put,
+        *,
+        size: int = 1,
+        fill_s: float | None = None,
+        period: int | None = None,
+        depth: int = 2,
+        start_index: int = 0,
+    ):
         self._items, self._batcher, self._put_device = items, batcher, put
         self._most = size
         self._fill_s, self._period = fill_s, period
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._index = start_index
-        self._thread = threading.Thread(target=self._run, name="jaxfit-feeder",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="jaxfit-feeder", daemon=True
+        )
         self._thread.start()
 
     def _put(self, item: Any) -> bool:
@@ -354,16 +412,18 @@ class Feeder:
         time.sleep(0)  # hands the GIL to the loop now, not after the switch interval
         return sent
 
-    def _due(self, group: list[Batch], opened: float, index: int, waited: float
-             ) -> bool:
+    def _due(
+        self, group: list[Batch], opened: float, index: int, waited: float
+    ) -> bool:
         if len(group) >= self._most:
             return True
         if self._period is not None and (index + 1) % self._period == 0:
             return True  # an epoch of a stream continued across epochs ends here
         if self._fill_s is None:
             return False
-        return (waited >= SLOW_MS / 1000.0
-                or time.perf_counter() - opened >= self._fill_s)
+        return (
+            waited >= SLOW_MS / 1000.0 or time.perf_counter() - opened >= self._fill_s
+        )
 
     def _run(self) -> None:
         index, opened = self._index, 0.0
@@ -410,7 +470,9 @@ class Feeder:
                     return
                 if isinstance(item, _Failure):
                     error = item.error
-                    note = f"jaxfit: raised while preparing batch {item.index} of the data"
+                    note = (
+                        f"jaxfit: raised while preparing batch {item.index} of the data"
+                    )
                     if hasattr(error, "add_note"):
                         error.add_note(note)
                     raise error

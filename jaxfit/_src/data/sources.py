@@ -44,14 +44,30 @@ STREAM_MAX_BLOCK = 64
 class ArraySource:
     """In-memory arrays (already standardised) in padded, masked batches."""
 
-    def __init__(self, data: dict[str, Any], n: int, batch_size: int, *, put: Put,
-                 rows: Rows, pad_to: Callable[[int], int], shuffle: bool = False,
-                 seed: Callable[[], int] = lambda: 0, steps_per_epoch: int | None = None,
-                 argname: str = ""):
+    def __init__(
+        self,
+        data: dict[str, Any],
+        n: int,
+        batch_size: int,
+        *,
+        put: Put,
+        rows: Rows,
+        pad_to: Callable[[int], int],
+        shuffle: bool = False,
+        seed: Callable[[], int] = lambda: 0,
+        steps_per_epoch: int | None = None,
+        argname: str = "",
+    ):
         self.data, self.argname = data, argname
         self._put, self._rows, self._seed = put, rows, seed
-        self.batches = arrays.Batches(n, batch_size, shuffle=shuffle, seed=seed(),
-                                      steps_per_epoch=steps_per_epoch, pad_to=pad_to)
+        self.batches = arrays.Batches(
+            n,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed(),
+            steps_per_epoch=steps_per_epoch,
+            pad_to=pad_to,
+        )
         self.batch_size = self.batches.batch_size
         self.steps: int | None = self.batches.steps_per_epoch
         self.required_steps: int | None = None
@@ -63,7 +79,8 @@ class ArraySource:
             return 1
         batch_bytes = self.batches.padded_size * sum(
             leaf.dtype.itemsize * int(np.prod(leaf.shape[1:]))
-            for leaf in jax.tree.leaves(self.data))
+            for leaf in jax.tree.leaves(self.data)
+        )
         most = max(1, min(MAX_BLOCK, BLOCK_BYTES // max(batch_bytes, 1)))
         return arrays.block_size(self.batches.steps_per_epoch, most)
 
@@ -105,10 +122,19 @@ class StreamSource:
     only, so that they run the same compiled blocks.
     """
 
-    def __init__(self, dataset: Any, argname: str, *, put: Put, multiple: int,
-                 processes: int = 1, class_weight: dict[int, float] | None = None,
-                 steps_per_epoch: int | None = None, initial_epoch: int = 0,
-                 fill_ms: float | None = iterables.FILL_MS):
+    def __init__(
+        self,
+        dataset: Any,
+        argname: str,
+        *,
+        put: Put,
+        multiple: int,
+        processes: int = 1,
+        class_weight: dict[int, float] | None = None,
+        steps_per_epoch: int | None = None,
+        initial_epoch: int = 0,
+        fill_ms: float | None = iterables.FILL_MS,
+    ):
         self.argname = argname
         self.stream = iterables.Stream(dataset, argname)
         self.batcher = iterables.Batcher(argname, class_weight, multiple)
@@ -119,11 +145,15 @@ class StreamSource:
         first_epoch = self.stream.iterator(initial_epoch)
         first = next(first_epoch, _MISSING)
         if first is _MISSING:
-            raise ValueError(errors.expected(argname, "at least one batch",
-                                             errors.Description("no batches")))
+            raise ValueError(
+                errors.expected(
+                    argname, "at least one batch", errors.Description("no batches")
+                )
+            )
         example = self.batcher.block([self.batcher(first, 0)])
-        self._block = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
-                                   example)  # a one-batch block's shapes
+        self._block = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), example
+        )  # a one-batch block's shapes
         self._length = _length(dataset)
         self.example = (_unblock(example["x"]), _unblock(example["y"]))
         self.batch_size = int(example["mask"].sum())
@@ -138,8 +168,10 @@ class StreamSource:
 
     def check_labels(self, compiled: Any) -> None:
         """Checks every batch's labels (in the feeder thread) against the losses."""
+
         def check(y: Any, where: str) -> None:
             checks.check_labels(compiled.objective, y, compiled.y_pred, where)
+
         self.batcher.check = check
 
     def block_size(self, fuse: bool) -> int:
@@ -149,12 +181,18 @@ class StreamSource:
             return 1
         return max(1, min(STREAM_MAX_BLOCK, BLOCK_BYTES // max(self._batch_bytes, 1)))
 
-    def _feeder(self, source: Iterator[Any], start: int, size: int,
-                period: int | None = None) -> iterables.Feeder:
-        return iterables.Feeder(iterables.skip(source, start, self.batcher),
-                                self.batcher, self._put_streamed,
-                                size=size, fill_s=self._fill_s,
-                                period=period, start_index=start)
+    def _feeder(
+        self, source: Iterator[Any], start: int, size: int, period: int | None = None
+    ) -> iterables.Feeder:
+        return iterables.Feeder(
+            iterables.skip(source, start, self.batcher),
+            self.batcher,
+            self._put_streamed,
+            size=size,
+            fill_s=self._fill_s,
+            period=period,
+            start_index=start,
+        )
 
     def _put_streamed(self, block: Any) -> Any:
         """A streamed block (this process's batches) onto the mesh."""
@@ -169,21 +207,27 @@ class StreamSource:
             return self._feeder(self._iterator(epoch), start, size)
         if not self._feeds:  # one iterator continues across epochs; after a
             skip = (epoch - self._initial) * steps + start  # resume, skip what ran
-            self._feeds.append(iter(self._feeder(self._iterator(epoch), skip, size,
-                                                 period=steps)))
+            self._feeds.append(
+                iter(self._feeder(self._iterator(epoch), skip, size, period=steps))
+            )
         return _counted(self._feeds[0], steps - start)
 
     def eval_blocks(self, limit: int | None, size: int = 1) -> Iterable[Any]:
-        return iterables.Feeder(iterables.take(self._iterator(0), limit), self.batcher,
-                                self._put_streamed, size=size,
-                                fill_s=self._fill_s)
+        return iterables.Feeder(
+            iterables.take(self._iterator(0), limit),
+            self.batcher,
+            self._put_streamed,
+            size=size,
+            fill_s=self._fill_s,
+        )
 
     def train_specs(self, size: int) -> list[tuple[Any, bool]]:
         """``(block shapes, partial)`` of the train programs blocks of ``size``
         will run: full blocks and ones that ended early (of a sized stream, or
         with ``steps_per_epoch``, only those its length needs)."""
-        return self._kinds(self._steps if self._steps is not None else self._length,
-                           size)
+        return self._kinds(
+            self._steps if self._steps is not None else self._length, size
+        )
 
     def eval_specs(self, limit: int | None, size: int = 1) -> list[tuple[Any, bool]]:
         """The same for evaluation (at most ``limit`` batches)."""
@@ -196,12 +240,14 @@ class StreamSource:
         if length is not None:  # partial blocks may also come from the deadlines
             full = length >= size
             partial = length % size != 0 or self._fill_s is not None
-        return ([(self._specs(size), False)] * full
-                + [(self._specs(size), True)] * partial)
+        return [(self._specs(size), False)] * full + [
+            (self._specs(size), True)
+        ] * partial
 
     def _specs(self, slots: int) -> Any:
-        return jax.tree.map(lambda a: jax.ShapeDtypeStruct((slots, *a.shape[1:]),
-                                                           a.dtype), self._block)
+        return jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct((slots, *a.shape[1:]), a.dtype), self._block
+        )
 
     def close(self) -> None:
         """Stops a feeder that spans epochs."""
@@ -229,12 +275,16 @@ _MISSING = object()
 
 def _specs(data: dict[str, Any], slots: int, rows: int) -> Any:
     """Shapes of a block of ``slots`` batches of ``rows`` rows of ``data``."""
+
     def spec(leaf: Any) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct((slots, rows, *leaf.shape[1:]), leaf.dtype)
 
-    return {"x": jax.tree.map(spec, data["x"]), "y": jax.tree.map(spec, data["y"]),
-            "sample_weight": tuple(spec(w) for w in data["sample_weight"]),
-            "mask": jax.ShapeDtypeStruct((slots, rows), np.float32)}
+    return {
+        "x": jax.tree.map(spec, data["x"]),
+        "y": jax.tree.map(spec, data["y"]),
+        "sample_weight": tuple(spec(w) for w in data["sample_weight"]),
+        "mask": jax.ShapeDtypeStruct((slots, rows), np.float32),
+    }
 
 
 def _unblock(tree: Any) -> Any:

@@ -52,7 +52,6 @@ class FitArgs:
         validate.positive_int("accumulate_steps", self.accumulate_steps)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class StreamFitArgs:
     """``Trainer.fit_dataset``'s arguments beyond the dataset (see there)."""
@@ -70,8 +69,9 @@ class StreamFitArgs:
 
     def __post_init__(self) -> None:
         _common(self)
-        validate.positive_int("validation_batches", self.validation_batches,
-                              allow_none=True)
+        validate.positive_int(
+            "validation_batches", self.validation_batches, allow_none=True
+        )
 
 
 def _common(args: FitArgs | StreamFitArgs) -> None:

@@ -12,15 +12,24 @@ from jaxfit._src import errors
 Logs = dict[str, Any] | None  # a hook's logs: a fresh dict of floats
 
 HOOKS = (
-    "on_train_begin", "on_train_end",
-    "on_epoch_begin", "on_epoch_end",
-    "on_train_batch_begin", "on_train_batch_end",
-    "on_test_begin", "on_test_end",
-    "on_test_batch_begin", "on_test_batch_end",
-    "on_predict_begin", "on_predict_end",
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
     "on_yield",
 )
-_ALIASES = {"on_batch_begin": "on_train_batch_begin", "on_batch_end": "on_train_batch_end"}
+_ALIASES = {
+    "on_batch_begin": "on_train_batch_begin",
+    "on_batch_end": "on_train_batch_end",
+}
 
 
 def _default(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -334,7 +343,9 @@ class _HookCallback(Callback):
                     errors.expected(argname, f"hook names among {HOOKS}", name)
                 )
             if not callable(fn):
-                raise TypeError(errors.expected(f"{argname}[{name!r}]", "a callable", fn))
+                raise TypeError(
+                    errors.expected(f"{argname}[{name!r}]", "a callable", fn)
+                )
             setattr(self, name, _plain(fn))
 
 
@@ -363,7 +374,8 @@ def normalize(callbacks: Any) -> list[Callback]:
     if not isinstance(callbacks, (list, tuple)):
         raise TypeError(
             errors.expected(
-                "callbacks", "a list of jaxfit.callbacks.Callback or dicts of hooks",
+                "callbacks",
+                "a list of jaxfit.callbacks.Callback or dicts of hooks",
                 callbacks,
             )
         )
@@ -376,7 +388,8 @@ def normalize(callbacks: Any) -> list[Callback]:
         else:
             raise TypeError(
                 errors.expected(
-                    f"callbacks[{i}]", "a jaxfit.callbacks.Callback or a dict of hooks",
+                    f"callbacks[{i}]",
+                    "a jaxfit.callbacks.Callback or a dict of hooks",
                     item,
                 )
             )
@@ -409,7 +422,9 @@ class CallbackList:
         """Whether any callback overrides ``hook`` (the loop skips work otherwise)."""
         return bool(self._table[hook])
 
-    def call(self, hook: str, *args: Any, logs: Mapping[str, Any] | None = None) -> None:
+    def call(
+        self, hook: str, *args: Any, logs: Mapping[str, Any] | None = None
+    ) -> None:
         """Calls ``hook(*args, logs)`` on each callback overriding it, in order,
         each with its own copy of ``logs``."""
         for method in self._table[hook]:

@@ -61,8 +61,9 @@ class Spec:
     loss_weights: Any = None
 
 
-def optimizer_for(spec: Spec, accumulate_steps: int
-                  ) -> optax.GradientTransformation | None:
+def optimizer_for(
+    spec: Spec, accumulate_steps: int
+) -> optax.GradientTransformation | None:
     """The optimizer a fit runs: ``optax.MultiSteps`` around it to accumulate
     (``None`` for a trainer that only evaluates)."""
     if accumulate_steps == 1 or spec.optimizer is None:
@@ -75,7 +76,9 @@ def accumulating(spec: Spec, state: TrainState, accumulate_steps: int) -> TrainS
     accumulators) for a fit with ``accumulate_steps`` > 1."""
     if accumulate_steps == 1:
         return state
-    multi = strong(optax.MultiSteps(spec.optimizer, accumulate_steps).init(state.params))
+    multi = strong(
+        optax.MultiSteps(spec.optimizer, accumulate_steps).init(state.params)
+    )
     return state.replace(opt_state=multi._replace(inner_opt_state=state.opt_state))
 
 
@@ -96,9 +99,17 @@ class Compiler:
     def clear(self) -> None:
         self._cache.clear()
 
-    def prepare(self, spec: Spec, state: TrainState, shardings: Any, x: Any, y: Any,
-                batch_size: int, accumulate_steps: int = 1, argname: str = ""
-                ) -> Compiled:
+    def prepare(
+        self,
+        spec: Spec,
+        state: TrainState,
+        shardings: Any,
+        x: Any,
+        y: Any,
+        batch_size: int,
+        accumulate_steps: int = 1,
+        argname: str = "",
+    ) -> Compiled:
         """Checks ``y``'s labels, then returns the blocks for this data's shapes.
 
         The model and the loss are traced at the user's ``batch_size`` (before
@@ -108,28 +119,44 @@ class Compiler:
         checked on every call, cached or not.
         """
         x_spec, y_spec = batch_spec(x, batch_size), batch_spec(y, batch_size)
-        key = (spec, jax.tree.structure(x_spec), _features(x_spec),
-               jax.tree.structure(y_spec), _features(y_spec), accumulate_steps,
-               jax.tree.structure(state), tuple(jax.tree.leaves(shardings)))
+        key = (
+            spec,
+            jax.tree.structure(x_spec),
+            _features(x_spec),
+            jax.tree.structure(y_spec),
+            _features(y_spec),
+            accumulate_steps,
+            jax.tree.structure(state),
+            tuple(jax.tree.leaves(shardings)),
+        )
         compiled = self._cache.get(key)
         if compiled is None:
-            compiled = _build(spec, state, shardings, x_spec, y_spec,
-                              accumulate_steps, argname)
+            compiled = _build(
+                spec, state, shardings, x_spec, y_spec, accumulate_steps, argname
+            )
             self._cache[key] = compiled
         checks.check_labels(compiled.objective, y, compiled.y_pred, argname + "y")
         return compiled
 
 
-def _build(spec: Spec, state: TrainState, shardings: Any, x_spec: Any, y_spec: Any,
-           accumulate_steps: int, argname: str) -> Compiled:
+def _build(
+    spec: Spec,
+    state: TrainState,
+    shardings: Any,
+    x_spec: Any,
+    y_spec: Any,
+    accumulate_steps: int,
+    argname: str,
+) -> Compiled:
     optimizer = optimizer_for(spec, accumulate_steps)
     state = jax.eval_shape(lambda s: accumulating(spec, s, accumulate_steps), state)
     if accumulate_steps > 1:
         shardings = spec.placement.state_shardings(state, optimizer)
     forward, y_pred = _trace_forward(spec, state, x_spec, argname)
     objective = _objective(spec, y_spec, y_pred, argname)
-    train_step = step_lib.make_train_step(spec.apply, objective, optimizer,
-                                          policy=spec.policy)
+    train_step = step_lib.make_train_step(
+        spec.apply, objective, optimizer, policy=spec.policy
+    )
     eval_step = step_lib.make_eval_step(spec.apply, objective, policy=spec.policy)
     # The train step itself is traced once, by jit, on its first call (before any
     # step runs); tracing it here too would double the model's tracing.
@@ -143,24 +170,47 @@ def _build(spec: Spec, state: TrainState, shardings: Any, x_spec: Any, y_spec: A
 
     # Named for compile logs and jax.monitoring: train_block, train_partial...
     def train(partial: bool) -> Any:
-        block = _named(step_lib.make_block(train_step, partial),
-                       "train_partial" if partial else "train_block")
-        return jax.jit(block, in_shardings=(shardings, rep, data),
-                       out_shardings=(shardings, rep, rep), donate_argnums=(0, 1))
+        block = _named(
+            step_lib.make_block(train_step, partial),
+            "train_partial" if partial else "train_block",
+        )
+        return jax.jit(
+            block,
+            in_shardings=(shardings, rep, data),
+            out_shardings=(shardings, rep, rep),
+            donate_argnums=(0, 1),
+        )
 
     def evaluate(partial: bool) -> Any:
         block = step_lib.make_block(eval_step, partial)
-        run = _named(lambda s, totals, b: block(s, totals, b)[1:],
-                     "eval_partial" if partial else "eval_block")
-        return jax.jit(run, in_shardings=(shardings, rep, data),
-                       out_shardings=(rep, rep), donate_argnums=(1,))
+        run = _named(
+            lambda s, totals, b: block(s, totals, b)[1:],
+            "eval_partial" if partial else "eval_block",
+        )
+        return jax.jit(
+            run,
+            in_shardings=(shardings, rep, data),
+            out_shardings=(rep, rep),
+            donate_argnums=(1,),
+        )
 
     names = objective.log_names
-    empty = jax.jit(_named(lambda: step_lib.empty_logs(names), "empty_totals"),
-                    out_shardings=rep)
-    return Compiled(names, train(False), evaluate(False), empty, train(True),
-                    evaluate(True), shardings, accumulate_steps, fuse, objective,
-                    y_pred)
+    empty = jax.jit(
+        _named(lambda: step_lib.empty_logs(names), "empty_totals"), out_shardings=rep
+    )
+    return Compiled(
+        names,
+        train(False),
+        evaluate(False),
+        empty,
+        train(True),
+        evaluate(True),
+        shardings,
+        accumulate_steps,
+        fuse,
+        objective,
+        y_pred,
+    )
 
 
 def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -168,7 +218,9 @@ def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     return fn
 
 
-def _trace_forward(spec: Spec, state: Any, x_spec: Any, argname: str) -> tuple[Any, Any]:
+def _trace_forward(
+    spec: Spec, state: Any, x_spec: Any, argname: str
+) -> tuple[Any, Any]:
     """The model's jaxpr and output shapes; a mismatch names ``x``.
 
     Traced as the eval step calls the model, on the mesh, so that the eval step's
@@ -176,28 +228,40 @@ def _trace_forward(spec: Spec, state: Any, x_spec: Any, argname: str) -> tuple[A
     """
     compute_apply = precision_lib.make_compute_apply(spec.policy, spec.apply)
     rep = spec.placement.replicated
-    probe = jax.jit(lambda s, xb, mask: compute_apply(
-        s.params, s.model_state, xb, train=False, rng=s.rng, mask=mask)[0])
+    probe = jax.jit(
+        lambda s, xb, mask: compute_apply(
+            s.params, s.model_state, xb, train=False, rng=s.rng, mask=mask
+        )[0]
+    )
     on_mesh = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep)  # noqa: E731
-    mask = jax.ShapeDtypeStruct(jax.tree.leaves(x_spec)[0].shape[:1], jnp.float32,
-                                sharding=rep)
+    mask = jax.ShapeDtypeStruct(
+        jax.tree.leaves(x_spec)[0].shape[:1], jnp.float32, sharding=rep
+    )
     try:
-        traced = probe.trace(jax.tree.map(on_mesh, state),
-                             jax.tree.map(on_mesh, x_spec), mask)
+        traced = probe.trace(
+            jax.tree.map(on_mesh, state), jax.tree.map(on_mesh, x_spec), mask
+        )
     except (TypeError, ValueError) as error:  # shapes of x and params disagree
         raise ValueError(
             f"{argname}x: the model cannot be applied to x of {shapes(x_spec)} with "
             f"params of {shapes(state.params)}: {first_line(error)}. Check x's "
             "feature shape against the model (and validation_data against the "
-            "training data).") from None
+            "training data)."
+        ) from None
     return traced.jaxpr, traced.out_info
 
 
 def _objective(spec: Spec, y_spec: Any, y_pred: Any, argname: str) -> Any:
     """The resolved losses and metrics, the labels' shapes checked against them
     and the per-sample loss shape checked."""
-    objective = step_lib.make_objective(spec.loss, spec.loss_weights, spec.metrics,
-                                        y_spec, y_pred, spec.weighted_metrics)
+    objective = step_lib.make_objective(
+        spec.loss,
+        spec.loss_weights,
+        spec.metrics,
+        y_spec,
+        y_pred,
+        spec.weighted_metrics,
+    )
     # labels first: what the losses need of y reads better than a shape error
     checks.check_labels(objective, y_spec, y_pred, argname + "y")
     try:
@@ -206,14 +270,20 @@ def _objective(spec: Spec, y_spec: Any, y_pred: Any, argname: str) -> Any:
         raise ValueError(
             f"{argname}y: the loss cannot compare y of {shapes(y_spec)} with the "
             f"model's output of {shapes(y_pred)}: {first_line(error)}. Give y the "
-            "output's shape (or pick the loss that matches your labels).") from None
+            "output's shape (or pick the loss that matches your labels)."
+        ) from None
     batch_size = jax.tree.leaves(y_spec)[0].shape[0]
     for name, part in zip(objective.output_names, parts):
         if tuple(part.shape) != (batch_size,):
-            raise ValueError(errors.expected(
-                "loss", f"a per-sample loss of shape ({batch_size},) for output "
-                f"{name!r}", part, "A loss callable must return one value per sample; "
-                "do not reduce over the batch."))
+            raise ValueError(
+                errors.expected(
+                    "loss",
+                    f"a per-sample loss of shape ({batch_size},) for output {name!r}",
+                    part,
+                    "A loss callable must return one value per sample; "
+                    "do not reduce over the batch.",
+                )
+            )
     return objective
 
 
@@ -227,8 +297,9 @@ def _uses(jaxpr: Any, primitive: str) -> bool:
             return True
         for param in eqn.params.values():
             for sub in param if isinstance(param, (list, tuple)) else [param]:
-                if (hasattr(sub, "eqns") or hasattr(sub, "jaxpr")) and _uses(sub,
-                                                                            primitive):
+                if (hasattr(sub, "eqns") or hasattr(sub, "jaxpr")) and _uses(
+                    sub, primitive
+                ):
                     return True
     return False
 
@@ -241,7 +312,8 @@ def _features(tree: Any) -> tuple[Any, ...]:
 def batch_spec(tree: Any, batch_size: int) -> Any:
     """Shape structs of ``tree``'s leaves with a batch axis of ``batch_size``."""
     return jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype), tree)
+        lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype), tree
+    )
 
 
 def shapes(tree: Any) -> str:
@@ -252,7 +324,8 @@ def shapes(tree: Any) -> str:
         return "shape " + errors.array_spec(leaves[0][1].shape, leaves[0][1].dtype)
     return "shapes " + ", ".join(
         f"{jax.tree_util.keystr(path)} {errors.array_spec(leaf.shape, leaf.dtype)}"
-        for path, leaf in leaves)
+        for path, leaf in leaves
+    )
 
 
 def first_line(error: BaseException) -> str:

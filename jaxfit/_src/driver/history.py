@@ -23,7 +23,8 @@ class History(Callback):
     Example:
       >>> import jaxfit
       >>> h = jaxfit.History()
-      >>> h.on_epoch_end(0, {"loss": 0.5}); h.on_epoch_end(1, {"loss": 0.25})
+      >>> h.on_epoch_end(0, {"loss": 0.5})
+      ... h.on_epoch_end(1, {"loss": 0.25})
       >>> len(h), h.best("loss")
       (2, (1, 0.25))
     """
@@ -47,19 +48,22 @@ class History(Callback):
 
     def get_state(self) -> dict[str, Any]:
         """The epochs so far (a resumed run's History continues from them)."""
-        return {"epoch": list(self.epoch),
-                "history": {k: list(v) for k, v in self.history.items()},
-                "epochs_of": {k: list(v) for k, v in self._epochs_of.items()}}
+        return {
+            "epoch": list(self.epoch),
+            "history": {k: list(v) for k, v in self.history.items()},
+            "epochs_of": {k: list(v) for k, v in self._epochs_of.items()},
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.epoch = [int(e) for e in state["epoch"]]
         self.history = {k: [float(v) for v in vs] for k, vs in state["history"].items()}
-        self._epochs_of = {k: [int(e) for e in es]
-                           for k, es in state["epochs_of"].items()}
+        self._epochs_of = {
+            k: [int(e) for e in es] for k, es in state["epochs_of"].items()
+        }
 
     def epochs_of(self, key: str) -> list[int]:
         """The epochs at which ``key`` was logged (fewer with ``validation_freq``)."""
-        return list(self._epochs_of.get(key, self.epoch[-len(self.history[key]):]))
+        return list(self._epochs_of.get(key, self.epoch[-len(self.history[key]) :]))
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -69,14 +73,24 @@ class History(Callback):
 
     def to_dict(self) -> dict[str, Any]:
         """``{"epoch": [...], <key>: [...]}`` (a copy)."""
-        return {"epoch": list(self.epoch), **{k: list(v) for k, v in self.history.items()}}
+        return {
+            "epoch": list(self.epoch),
+            **{k: list(v) for k, v in self.history.items()},
+        }
 
     def _rows(self) -> list[dict[str, Any]]:
         """One row per epoch; a key not logged at an epoch is left empty."""
-        by_epoch = {key: dict(zip(self.epochs_of(key), values))
-                    for key, values in self.history.items()}
-        return [{"epoch": epoch, **{key: by_epoch[key].get(epoch, "")
-                                    for key in self.history}} for epoch in self.epoch]
+        by_epoch = {
+            key: dict(zip(self.epochs_of(key), values))
+            for key, values in self.history.items()
+        }
+        return [
+            {
+                "epoch": epoch,
+                **{key: by_epoch[key].get(epoch, "") for key in self.history},
+            }
+            for epoch in self.epoch
+        ]
 
     def to_csv(self, path: str | os.PathLike[str], separator: str = ",") -> None:
         """Writes one row per epoch (columns: epoch, then the log keys)."""
@@ -94,18 +108,25 @@ class History(Callback):
                     history._epochs_of.setdefault(key, []).append(history.epoch[-1])
         return history
 
-    def best(self, monitor: str = "val_loss",
-             mode: Literal["auto", "min", "max"] = "auto") -> tuple[int, float]:
+    def best(
+        self, monitor: str = "val_loss", mode: Literal["auto", "min", "max"] = "auto"
+    ) -> tuple[int, float]:
         """``(epoch, value)`` of the best epoch for ``monitor``.
 
         ``mode="auto"`` means max for accuracy-like keys, else min (as Keras).
         """
         if monitor not in self.history:
-            raise ValueError(errors.expected(
-                "monitor", f"a recorded key among {sorted(self.history)}", monitor))
+            raise ValueError(
+                errors.expected(
+                    "monitor", f"a recorded key among {sorted(self.history)}", monitor
+                )
+            )
         if mode == "auto":
-            mode = "max" if monitor.removeprefix("val_").endswith(("acc", "accuracy")) \
+            mode = (
+                "max"
+                if monitor.removeprefix("val_").endswith(("acc", "accuracy"))
                 else "min"
+            )
         values = self.history[monitor]
         epochs = self.epochs_of(monitor)
         finite = [(v, e) for v, e in zip(values, epochs) if not math.isnan(v)]

@@ -70,8 +70,9 @@ class FitPlan:
         return self.source.epoch_blocks(epoch, start, self.block_size)
 
 
-def host_values(names: list[str], sums: dict[str, Any], j: int | None = None
-                ) -> dict[str, float]:
+def host_values(
+    names: list[str], sums: dict[str, Any], j: int | None = None
+) -> dict[str, float]:
     """``total / count`` for each log, in ``names`` order (0 where count is 0)."""
     values = {}
     for name in names:
@@ -171,8 +172,12 @@ def _should_validate(epoch: int, freq: Any) -> bool:
     return (epoch + 1) in freq
 
 
-def evaluate_loop(state: Any, plan: EvalPlan, callbacks: CallbackList,
-                  warmup: warmup_lib.Warmup | None = None) -> dict[str, float]:
+def evaluate_loop(
+    state: Any,
+    plan: EvalPlan,
+    callbacks: CallbackList,
+    warmup: warmup_lib.Warmup | None = None,
+) -> dict[str, float]:
     """Runs the eval step over ``plan`` and returns the epoch logs (one sync)."""
     if warmup is not None:
         warmup.wait()  # the eval steps may be compiling in the background
@@ -188,8 +193,14 @@ def evaluate_loop(state: Any, plan: EvalPlan, callbacks: CallbackList,
         raise ValueError("validation data: expected at least one batch, got none.")
     _warn_if_short(sum(real for _, real in pending), plan.required_batches)
     if callbacks.wants("on_test_batch_begin") or callbacks.wants("on_test_batch_end"):
-        _deliver(plan.compiled.log_names, pending, 0, callbacks,
-                 "on_test_batch_begin", "on_test_batch_end")
+        _deliver(
+            plan.compiled.log_names,
+            pending,
+            0,
+            callbacks,
+            "on_test_batch_begin",
+            "on_test_batch_end",
+        )
     logs = host_values(plan.compiled.log_names, placement.fetch(totals))
     callbacks.call("on_test_end", logs=logs)
     return logs
@@ -201,11 +212,15 @@ def _warn_if_short(ran: int, required: int | None) -> None:
             f"Your dataset iterator ran out of data during evaluation after {ran} "
             f"batches; interrupting evaluation. Make sure that your dataset can "
             f"generate at least `batches` batches (in this case, {required} "
-            "batches), e.g. by repeating it.", UserWarning, stacklevel=4)
+            "batches), e.g. by repeating it.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
-def launch(trainer: Any, plan: FitPlan, args: Any, batch_size: int
-           ) -> Generator[None, None, None]:
+def launch(
+    trainer: Any, plan: FitPlan, args: Any, batch_size: int
+) -> Generator[None, None, None]:
     """A new session on ``trainer`` with History (and the progress bar) installed,
     then the guarded loop; nothing has run yet."""
     # only process 0 prints
@@ -214,17 +229,24 @@ def launch(trainer: Any, plan: FitPlan, args: Any, batch_size: int
     installed = [history] + callback_lib.normalize(args.callbacks)
     if verbose:
         installed.append(progress.ProgressBar(verbose))
-    params = {"verbose": verbose, "epochs": plan.epochs, "steps": plan.source.steps,
-              "batch_size": batch_size, "do_validation": plan.validation is not None}
-    trainer.session = session = FitSession(trainer.state, trainer.session.placement,
-                                           trainer.seed)
+    params = {
+        "verbose": verbose,
+        "epochs": plan.epochs,
+        "steps": plan.source.steps,
+        "batch_size": batch_size,
+        "do_validation": plan.validation is not None,
+    }
+    trainer.session = session = FitSession(
+        trainer.state, trainer.session.placement, trainer.seed
+    )
     callbacks = callback_lib.CallbackList(installed, trainer, params)
     trainer.history, session.callbacks = history, callbacks.callbacks
     return guarded(session, plan, callbacks, trainer.compile_spec)
 
 
-def guarded(session: FitSession, plan: FitPlan, callbacks: CallbackList,
-            spec: compiler.Spec) -> Generator[None, None, None]:
+def guarded(
+    session: FitSession, plan: FitPlan, callbacks: CallbackList, spec: compiler.Spec
+) -> Generator[None, None, None]:
     """``fit_loop`` on a copy of the state placed for the plan's compiled steps
     (with gradient accumulators when it accumulates); however it ends, the
     session stops running and keeps the plain optimizer state."""
@@ -234,7 +256,8 @@ def guarded(session: FitSession, plan: FitPlan, callbacks: CallbackList,
         compiled = plan.compiled
         session.state = session.placement.place(
             compiler.accumulating(spec, session.state, compiled.accumulate_steps),
-            compiled.state_shardings)
+            compiled.state_shardings,
+        )
         yield from fit_loop(session, plan, callbacks)
     finally:
         session.running = False
@@ -242,8 +265,9 @@ def guarded(session: FitSession, plan: FitPlan, callbacks: CallbackList,
         plan.source.close()  # also when the loop never started
 
 
-def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList
-             ) -> Generator[None, None, None]:
+def fit_loop(
+    session: FitSession, plan: FitPlan, callbacks: CallbackList
+) -> Generator[None, None, None]:
     """Trains ``plan.initial_epoch .. plan.epochs - 1`` on ``session``; yields at
     yield points."""
     epoch_logs: dict[str, float] = {}
@@ -261,8 +285,9 @@ def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList
                 if begin.stopped and begin.batch == 0:  # it had stopped after an epoch
                     session.stop_training = True
                     break
-                epoch_logs = yield from _run_epoch(session, plan, callbacks, guard,
-                                                   epoch, begin)
+                epoch_logs = yield from _run_epoch(
+                    session, plan, callbacks, guard, epoch, begin
+                )
                 if session.stop_training:
                     break
         session.finished = True
@@ -273,9 +298,14 @@ def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList
         callbacks.call("on_train_end", logs=epoch_logs)
 
 
-def _run_epoch(session: FitSession, plan: FitPlan, callbacks: CallbackList,
-               guard: _InterruptGuard, epoch: int, begin: Position
-               ) -> Generator[None, None, dict[str, float]]:
+def _run_epoch(
+    session: FitSession,
+    plan: FitPlan,
+    callbacks: CallbackList,
+    guard: _InterruptGuard,
+    epoch: int,
+    begin: Position,
+) -> Generator[None, None, dict[str, float]]:
     """One epoch from ``begin.batch`` on: train, then close the epoch."""
     callbacks.call("on_epoch_begin", epoch)
     # Stopped mid-epoch before the checkpoint: only the epoch's end is left to run.
@@ -285,8 +315,7 @@ def _run_epoch(session: FitSession, plan: FitPlan, callbacks: CallbackList,
         return {}
     logs = _epoch_logs(session, plan, totals)
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
-        val_logs = evaluate_loop(session.state, plan.validation, callbacks,
-                                 plan.warmup)
+        val_logs = evaluate_loop(session.state, plan.validation, callbacks, plan.warmup)
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
     session.position = Position(epoch + 1)
     callbacks.call("on_epoch_end", epoch, logs=logs)
@@ -296,12 +325,20 @@ def _run_epoch(session: FitSession, plan: FitPlan, callbacks: CallbackList,
     return logs
 
 
-def _train(session: FitSession, plan: FitPlan, callbacks: CallbackList,
-           guard: _InterruptGuard, epoch: int, begin: Position
-           ) -> Generator[None, None, tuple[int, Any]]:
+def _train(
+    session: FitSession,
+    plan: FitPlan,
+    callbacks: CallbackList,
+    guard: _InterruptGuard,
+    epoch: int,
+    begin: Position,
+) -> Generator[None, None, tuple[int, Any]]:
     """Dispatches the epoch's blocks; at each yield point delivers the batch logs
     run since the last one. Returns the batches of the epoch run and its totals."""
-    names, hooks = plan.compiled.log_names, ("on_train_batch_begin", "on_train_batch_end")
+    names, hooks = (
+        plan.compiled.log_names,
+        ("on_train_batch_begin", "on_train_batch_end"),
+    )
     totals = begin.totals if begin.totals is not None else plan.compiled.empty_totals()
     pending: list = []
     batch = steps = begin.batch
@@ -319,8 +356,9 @@ def _train(session: FitSession, plan: FitPlan, callbacks: CallbackList,
                 session.position = Position(epoch, steps, totals)
             pending.append((logs, real))
             if plan.policy.due():
-                batch = _yield_point(session, names, pending, batch, callbacks, epoch,
-                                     hooks)
+                batch = _yield_point(
+                    session, names, pending, batch, callbacks, epoch, hooks
+                )
                 plan.policy.reset()
                 yield
                 if session.stop_training:
@@ -342,21 +380,36 @@ def _warm(plan: FitPlan, state: Any, totals: Any, block: Any, partial: bool) -> 
     compiled, jobs = plan.compiled, []
     train_specs = getattr(plan.source, "train_specs", None)
     if train_specs is not None:
-        jobs += [(compiled.train_partial if kind else compiled.train_block,
-                  (state, totals, data(spec)))
-                 for spec, kind in train_specs(plan.block_size) if kind != partial]
+        jobs += [
+            (
+                compiled.train_partial if kind else compiled.train_block,
+                (state, totals, data(spec)),
+            )
+            for spec, kind in train_specs(plan.block_size)
+            if kind != partial
+        ]
     validation = plan.validation
     eval_specs = getattr(validation and validation.source, "eval_specs", None)
-    if eval_specs is not None and validation is not None and any(_should_validate(epoch, plan.validation_freq)
-                                      for epoch in range(plan.initial_epoch,
-                                                         plan.epochs)):
+    if (
+        eval_specs is not None
+        and validation is not None
+        and any(
+            _should_validate(epoch, plan.validation_freq)
+            for epoch in range(plan.initial_epoch, plan.epochs)
+        )
+    ):
         val = validation.compiled
-        replicated = warmup_lib.sharded(getattr(jax.tree.leaves(totals)[0], "sharding",
-                                                None))
+        replicated = warmup_lib.sharded(
+            getattr(jax.tree.leaves(totals)[0], "sharding", None)
+        )
         val_totals = replicated(jax.eval_shape(val.empty_totals))
-        jobs += [(val.eval_partial if kind else val.eval_block,
-                  (state, val_totals, data(spec)))
-                 for spec, kind in eval_specs(validation.limit, validation.block_size)]
+        jobs += [
+            (
+                val.eval_partial if kind else val.eval_block,
+                (state, val_totals, data(spec)),
+            )
+            for spec, kind in eval_specs(validation.limit, validation.block_size)
+        ]
     plan.warmup.start(jobs)
 
 
@@ -368,8 +421,15 @@ def _epoch_source(plan: FitPlan, epoch: int, begin: Position) -> Blocks:
     return primed if primed is not None else plan.epoch_blocks(epoch, begin.batch)
 
 
-def _yield_point(session: FitSession, names: list[str], pending: list, batch: int,
-                 callbacks: CallbackList, epoch: int, hooks: tuple[str, str]) -> int:
+def _yield_point(
+    session: FitSession,
+    names: list[str],
+    pending: list,
+    batch: int,
+    callbacks: CallbackList,
+    epoch: int,
+    hooks: tuple[str, str],
+) -> int:
     """Delivers the pending batch logs, calls on_yield, agrees on stopping."""
     batch, last = _deliver(names, pending, batch, callbacks, *hooks)
     callbacks.call("on_yield", epoch, batch - 1, logs=last)
@@ -397,7 +457,9 @@ def _ran_out(session: FitSession, plan: FitPlan, epoch: int, steps: int) -> bool
         f"epoch {epoch}; interrupting training. Make sure that your dataset can "
         f"generate at least `steps_per_epoch * epochs` batches (in this case, "
         f"{required * plan.epochs} batches), e.g. by repeating it.",
-        UserWarning, stacklevel=4)
+        UserWarning,
+        stacklevel=4,
+    )
     session.stop_training = True
     return steps == 0
 

@@ -24,22 +24,42 @@ from jaxfit._src.driver.compiler import Compiled
 Prepare = Callable[..., Compiled]
 
 
-def array_source(data: dict[str, Any], n: int, batch_size: int,
-                 where: Placement, **kwargs: Any) -> sources.ArraySource:
-    return sources.ArraySource(data, n, batch_size, put=where.put_block,
-                               rows=where.local_rows, pad_to=where.padded, **kwargs)
+def array_source(
+    data: dict[str, Any], n: int, batch_size: int, where: Placement, **kwargs: Any
+) -> sources.ArraySource:
+    return sources.ArraySource(
+        data,
+        n,
+        batch_size,
+        put=where.put_block,
+        rows=where.local_rows,
+        pad_to=where.padded,
+        **kwargs,
+    )
 
 
-def stream_source(dataset: Any, argname: str, where: Placement, **kwargs: Any
-                  ) -> sources.StreamSource:
+def stream_source(
+    dataset: Any, argname: str, where: Placement, **kwargs: Any
+) -> sources.StreamSource:
     """A stream (``kwargs``: class weights, steps_per_epoch, fill_ms...)."""
-    return sources.StreamSource(dataset, argname, put=where.put_block,
-                                multiple=where.local_multiple,
-                                processes=jax.process_count(), **kwargs)
+    return sources.StreamSource(
+        dataset,
+        argname,
+        put=where.put_block,
+        multiple=where.local_multiple,
+        processes=jax.process_count(),
+        **kwargs,
+    )
 
 
-def fit_plan(prepare: Prepare, where: Placement, seed: Callable[[], int], x: Any,
-             y: Any, args: FitArgs) -> loop.FitPlan:
+def fit_plan(
+    prepare: Prepare,
+    where: Placement,
+    seed: Callable[[], int],
+    x: Any,
+    y: Any,
+    args: FitArgs,
+) -> loop.FitPlan:
     """``fit`` on arrays: the validation split (before class weights, which
     weight training batches only), the source, the compiled steps."""
     data, n = arrays.standardize(x, y, args.sample_weight)
@@ -48,72 +68,136 @@ def fit_plan(prepare: Prepare, where: Placement, seed: Callable[[], int], x: Any
     validation = None
     if args.validation_data is not None:
         vx, vy, *vw = args.validation_data
-        validation = arrays.standardize(vx, vy, vw[0] if vw else None,
-                                        "validation_data.")
+        validation = arrays.standardize(
+            vx, vy, vw[0] if vw else None, "validation_data."
+        )
     elif args.validation_split > 0:
         data, held_out = arrays.split_last(data, n, args.validation_split)
         val_n = int(held_out["sample_weight"][0].shape[0])
         n -= val_n
         if n == 0 or val_n == 0:
-            raise ValueError(errors.expected(
-                "validation_split", "a fraction leaving samples on both sides",
-                args.validation_split))
+            raise ValueError(
+                errors.expected(
+                    "validation_split",
+                    "a fraction leaving samples on both sides",
+                    args.validation_split,
+                )
+            )
         validation = held_out, val_n
     if n == 0:
         raise ValueError(errors.expected("x", "at least one sample", x))
     data = arrays.with_class_weight(data, args.class_weight)
-    source = array_source(data, n, args.batch_size, where, shuffle=bool(args.shuffle),
-                          seed=seed, steps_per_epoch=args.steps_per_epoch)
+    source = array_source(
+        data,
+        n,
+        args.batch_size,
+        where,
+        shuffle=bool(args.shuffle),
+        seed=seed,
+        steps_per_epoch=args.steps_per_epoch,
+    )
     compiled = prepare(*source.example, source.batch_size, args.accumulate_steps)
     val_plan = None
     if validation is not None:
         argname = "validation_data." if args.validation_data is not None else ""
-        val_plan = array_eval_plan(prepare, where, *validation,
-                                   args.validation_batch_size or args.batch_size,
-                                   args.validation_steps, args.accumulate_steps,
-                                   argname)
+        val_plan = array_eval_plan(
+            prepare,
+            where,
+            *validation,
+            args.validation_batch_size or args.batch_size,
+            args.validation_steps,
+            args.accumulate_steps,
+            argname,
+        )
     policy = yield_policy.parse(args.yield_every, args.now)
-    return loop.FitPlan(source, args.epochs, args.initial_epoch, policy, val_plan,
-                        args.validation_freq, compiled,
-                        source.block_size(compiled.fuse and not policy.per_batch),
-                        prime=True)
+    return loop.FitPlan(
+        source,
+        args.epochs,
+        args.initial_epoch,
+        policy,
+        val_plan,
+        args.validation_freq,
+        compiled,
+        source.block_size(compiled.fuse and not policy.per_batch),
+        prime=True,
+    )
 
 
-def stream_fit_plan(prepare: Prepare, where: Placement, dataset: Any,
-                    args: StreamFitArgs) -> loop.FitPlan:
+def stream_fit_plan(
+    prepare: Prepare, where: Placement, dataset: Any, args: StreamFitArgs
+) -> loop.FitPlan:
     """``fit_dataset``: a one-shot iterator is refused before anything is read
     when more than one pass is needed; the first batch is traced and checked."""
-    if (iterables.Stream(dataset, "dataset").one_shot and args.steps_per_epoch is None
-            and args.epochs - args.initial_epoch > 1):
-        raise ValueError(iterables.MSG_ONE_SHOT.format(
-            argname="dataset", epoch=args.initial_epoch + 1))
+    if (
+        iterables.Stream(dataset, "dataset").one_shot
+        and args.steps_per_epoch is None
+        and args.epochs - args.initial_epoch > 1
+    ):
+        raise ValueError(
+            iterables.MSG_ONE_SHOT.format(
+                argname="dataset", epoch=args.initial_epoch + 1
+            )
+        )
     policy = yield_policy.parse(args.yield_every, args.now)
-    source = stream_source(dataset, "dataset", where, class_weight=args.class_weight,
-                           steps_per_epoch=args.steps_per_epoch,
-                           initial_epoch=args.initial_epoch, fill_ms=policy.every_ms)
+    source = stream_source(
+        dataset,
+        "dataset",
+        where,
+        class_weight=args.class_weight,
+        steps_per_epoch=args.steps_per_epoch,
+        initial_epoch=args.initial_epoch,
+        fill_ms=policy.every_ms,
+    )
     compiled = prepare(*source.example, source.batch_size, 1, "dataset batch 0: ")
     source.check_labels(compiled)
-    validation = eval_plan(prepare, where, args.validation_data,
-                           args.validation_batches, source.batch_size,
-                           "validation_data", compiled)
-    return loop.FitPlan(source, args.epochs, args.initial_epoch, policy, validation,
-                        1, compiled,
-                        source.block_size(compiled.fuse and not policy.per_batch))
+    validation = eval_plan(
+        prepare,
+        where,
+        args.validation_data,
+        args.validation_batches,
+        source.batch_size,
+        "validation_data",
+        compiled,
+    )
+    return loop.FitPlan(
+        source,
+        args.epochs,
+        args.initial_epoch,
+        policy,
+        validation,
+        1,
+        compiled,
+        source.block_size(compiled.fuse and not policy.per_batch),
+    )
 
 
-def array_eval_plan(prepare: Prepare, where: Placement, data: dict[str, Any], n: int,
-                    batch_size: int, steps: int | None, accumulate_steps: int = 1,
-                    argname: str = "") -> loop.EvalPlan:
+def array_eval_plan(
+    prepare: Prepare,
+    where: Placement,
+    data: dict[str, Any],
+    n: int,
+    batch_size: int,
+    steps: int | None,
+    accumulate_steps: int = 1,
+    argname: str = "",
+) -> loop.EvalPlan:
     """Evaluation over standardised arrays, one padded batch per call."""
     source = array_source(data, n, batch_size, where, argname=argname)
     compiled = prepare(*source.example, source.batch_size, accumulate_steps, argname)
-    return loop.EvalPlan(source, compiled, limit=steps,
-                         block_size=source.block_size(compiled.fuse))
+    return loop.EvalPlan(
+        source, compiled, limit=steps, block_size=source.block_size(compiled.fuse)
+    )
 
 
-def eval_plan(prepare: Prepare, where: Placement, data: Any, batches: int | None,
-              batch_size: int, argname: str, compiled: Compiled | None = None
-              ) -> loop.EvalPlan | None:
+def eval_plan(
+    prepare: Prepare,
+    where: Placement,
+    data: Any,
+    batches: int | None,
+    batch_size: int,
+    argname: str,
+    compiled: Compiled | None = None,
+) -> loop.EvalPlan | None:
     """Evaluation over a tuple of arrays or a stream of batches (``None`` for no
     data). ``compiled`` is the training step's (validation shares its structure);
     without it the stream's first batch builds the eval step."""
@@ -123,12 +207,19 @@ def eval_plan(prepare: Prepare, where: Placement, data: Any, batches: int | None
         validate.validation_data(data)
         vx, vy, *vw = data
         standard, n = arrays.standardize(vx, vy, vw[0] if vw else None, argname + ".")
-        return array_eval_plan(prepare, where, standard, n, batch_size, batches,
-                               argname=argname + ".")
+        return array_eval_plan(
+            prepare, where, standard, n, batch_size, batches, argname=argname + "."
+        )
     source = stream_source(data, argname, where)
     if compiled is None:
-        compiled = prepare(*source.example, source.batch_size, 1,
-                           f"{argname} batch 0: ")
+        compiled = prepare(
+            *source.example, source.batch_size, 1, f"{argname} batch 0: "
+        )
     source.check_labels(compiled)
-    return loop.EvalPlan(source, compiled, limit=batches, required_batches=batches,
-                         block_size=source.block_size(compiled.fuse))
+    return loop.EvalPlan(
+        source,
+        compiled,
+        limit=batches,
+        required_batches=batches,
+        block_size=source.block_size(compiled.fuse),
+    )

@@ -16,13 +16,24 @@ from jaxfit._src.driver import compiler
 from jaxfit._src.driver.callback import CallbackList
 
 
-def predict(predict_step: Callable[..., Any], state: Any, where: Placement, x: Any,
-            batch_size: int, callbacks: Callable[[int], CallbackList]) -> Any:
+def predict(
+    predict_step: Callable[..., Any],
+    state: Any,
+    where: Placement,
+    x: Any,
+    batch_size: int,
+    callbacks: Callable[[int], CallbackList],
+) -> Any:
     """Runs ``predict_step(state, x_batch, mask)`` over ``x`` in padded batches;
     ``callbacks(steps)`` gets the ``on_predict_*`` hooks."""
     data = arrays.to_numpy(x, "x")
-    batches = arrays.Batches(arrays.num_samples({"x": data}), batch_size,
-                             shuffle=False, seed=0, pad_to=where.padded)
+    batches = arrays.Batches(
+        arrays.num_samples({"x": data}),
+        batch_size,
+        shuffle=False,
+        seed=0,
+        pad_to=where.padded,
+    )
     _check(predict_step, state, data, batches)
     callback_list = callbacks(batches.steps_per_epoch)
     callback_list.call("on_predict_begin")
@@ -31,7 +42,8 @@ def predict(predict_step: Callable[..., Any], state: Any, where: Placement, x: A
     outputs = []
     for start in range(index.shape[0]):
         x_batch, mask_batch = where.put_batch(
-            (arrays.take(data, index[start][rows]), mask[start][rows]), index.shape[1])
+            (arrays.take(data, index[start][rows]), mask[start][rows]), index.shape[1]
+        )
         outputs.append(predict_step(state, x_batch, mask_batch))
     host = placement.gather(outputs)
     # Padding rows sit at the end of *every* batch once a batch is padded to a
@@ -43,16 +55,22 @@ def predict(predict_step: Callable[..., Any], state: Any, where: Placement, x: A
     return result
 
 
-def _check(predict_step: Callable[..., Any], state: Any, x: Any,
-           batches: arrays.Batches) -> None:
+def _check(
+    predict_step: Callable[..., Any], state: Any, x: Any, batches: arrays.Batches
+) -> None:
     """Traces the predict step once (jit reuses it): a shape mismatch names x."""
     size = batches.padded_size
     try:
-        jax.eval_shape(predict_step, state, compiler.batch_spec(x, size),
-                       jax.ShapeDtypeStruct((size,), jnp.float32))
+        jax.eval_shape(
+            predict_step,
+            state,
+            compiler.batch_spec(x, size),
+            jax.ShapeDtypeStruct((size,), jnp.float32),
+        )
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"x: the model cannot be applied to x of "
             f"{compiler.shapes(compiler.batch_spec(x, batches.batch_size))} with "
             f"params of {compiler.shapes(state.params)}: {compiler.first_line(error)}. "
-            "Check x's feature shape against the model.") from None
+            "Check x's feature shape against the model."
+        ) from None

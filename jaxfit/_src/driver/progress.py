@@ -55,14 +55,19 @@ class ProgressBar(Callback):
       >>> out = io.StringIO()
       >>> bar = jaxfit.callbacks.ProgressBar(verbose=2, stream=out, now=lambda: 0.0)
       >>> bar.set_params({"epochs": 3, "steps": 4})
-      >>> bar.on_epoch_begin(0); bar.on_epoch_end(0, {"loss": 0.5})
+      >>> bar.on_epoch_begin(0)
+      ... bar.on_epoch_end(0, {"loss": 0.5})
       >>> print(out.getvalue(), end="")
       Epoch 1/3 - 0.00s 0ms/step - loss: 0.5000
     """
 
     @errors.filter_traceback
-    def __init__(self, verbose: int = 1, stream: TextIO | None = None,
-                 now: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        verbose: int = 1,
+        stream: TextIO | None = None,
+        now: Callable[[], float] = time.perf_counter,
+    ):
         super().__init__()
         if verbose not in (1, 2):
             raise ValueError(errors.expected("verbose", "1 or 2", verbose))
@@ -78,9 +83,12 @@ class ProgressBar(Callback):
             from tqdm.auto import tqdm
 
             self._bar = tqdm(
-                total=self.params.get("steps"), desc=f"Epoch {epoch + 1}/"
-                f"{self.params.get('epochs')}", unit="step",
-                file=self.stream or sys.stdout, leave=True, dynamic_ncols=True,
+                total=self.params.get("steps"),
+                desc=f"Epoch {epoch + 1}/{self.params.get('epochs')}",
+                unit="step",
+                file=self.stream or sys.stdout,
+                leave=True,
+                dynamic_ncols=True,
             )
 
     def on_yield(self, epoch, batch, logs=None):
@@ -97,15 +105,19 @@ class ProgressBar(Callback):
     def on_epoch_end(self, epoch, logs=None):
         elapsed = self.now() - self._start
         if self._bar is not None:
-            self._bar.set_postfix({k: f"{v:.4g}" for k, v in (logs or {}).items()},
-                                  refresh=False)
+            self._bar.set_postfix(
+                {k: f"{v:.4g}" for k, v in (logs or {}).items()}, refresh=False
+            )
             self._bar.close()
             self._bar = None
             return
         steps = self.params.get("steps")
         per_step = f" {1000 * elapsed / steps:.0f}ms/step" if steps else ""
-        print(f"Epoch {epoch + 1}/{self.params.get('epochs')} - {elapsed:.2f}s"
-              f"{per_step} - {_format(logs or {})}", file=self.stream or sys.stdout)
+        print(
+            f"Epoch {epoch + 1}/{self.params.get('epochs')} - {elapsed:.2f}s"
+            f"{per_step} - {_format(logs or {})}",
+            file=self.stream or sys.stdout,
+        )
 
     def on_train_end(self, logs=None):
         if self._bar is not None:

@@ -102,9 +102,11 @@ class Trainer(TrainerBase, Checkpointing):
       >>> import jax.numpy as jnp, numpy as np, optax, jaxfit
       >>> def apply(params, x):
       ...     return x @ params["w"]
-      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
-      >>> trainer = jaxfit.Trainer(apply, {"w": jnp.zeros((3, 1))},
-      ...                          optimizer=optax.sgd(0.1), loss="mse")
+      >>> x = np.ones((8, 3), np.float32)
+      ... y = np.zeros((8, 1), np.float32)
+      >>> trainer = jaxfit.Trainer(
+      ...     apply, {"w": jnp.zeros((3, 1))}, optimizer=optax.sgd(0.1), loss="mse"
+      ... )
       >>> history = trainer.fit(x, y, epochs=2, batch_size=4, verbose=0)
       >>> history.epoch
       [0, 1]
@@ -137,20 +139,32 @@ class Trainer(TrainerBase, Checkpointing):
         validate.names(loss, metrics, weighted_metrics)
         where = placement.Placement(mesh, data_axis, param_sharding)
         self.policy = precision_lib.policy(precision)
-        self._spec = compiler.Spec(apply, self.policy, where, optimizer, loss, metrics,
-                                   weighted_metrics, loss_weights)
+        self._spec = compiler.Spec(
+            apply,
+            self.policy,
+            where,
+            optimizer,
+            loss,
+            metrics,
+            weighted_metrics,
+            loss_weights,
+        )
         self._compiler = compiler.Compiler()
         self.history: History | None = None
         # strong dtypes throughout, so weak types washing out never recompiles
         params = precision_lib.cast_for_storage(self.policy, strong(params))
-        self.session = FitSession(TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=None if optimizer is None else strong(optimizer.init(params)),
-            model_state=precision_lib.cast_for_storage(self.policy, strong(state)),
-            rng=jax.random.PRNGKey(seed),
-            loss_scale=precision_lib.initial_loss_scale(self.policy),
-        ), where, seed=int(seed))
+        self.session = FitSession(
+            TrainState(
+                step=jnp.zeros((), jnp.int32),
+                params=params,
+                opt_state=None if optimizer is None else strong(optimizer.init(params)),
+                model_state=precision_lib.cast_for_storage(self.policy, strong(state)),
+                rng=jax.random.PRNGKey(seed),
+                loss_scale=precision_lib.initial_loss_scale(self.policy),
+            ),
+            where,
+            seed=int(seed),
+        )
         self._place_state(self.session.state)
 
     # -- fit ---------------------------------------------------------------------
@@ -224,8 +238,9 @@ class Trainer(TrainerBase, Checkpointing):
         traced and prepared before it returns; each ``next`` trains to the next
         yield point. Closing it early ends the fit as an interrupt would."""
         self._start("fit")
-        plan = plans.fit_plan(self._prepare, self._spec.placement, lambda: self.seed,
-                              x, y, args)
+        plan = plans.fit_plan(
+            self._prepare, self._spec.placement, lambda: self.seed, x, y, args
+        )
         return loop.launch(self, plan, args, plan.source.batch_size)
 
     @errors.filter_traceback
@@ -274,7 +289,9 @@ class Trainer(TrainerBase, Checkpointing):
           ValueError, TypeError: bad arguments or a malformed first batch, before
             any step; a later malformed batch names its index.
         """
-        for _ in self.iterate_fit_dataset(dataset, arguments.bind(StreamFitArgs, locals())):
+        for _ in self.iterate_fit_dataset(
+            dataset, arguments.bind(StreamFitArgs, locals())
+        ):
             pass
         return self.history  # type: ignore[return-value]
 
@@ -295,14 +312,23 @@ class Trainer(TrainerBase, Checkpointing):
 
     def _start(self, call: str) -> None:
         if self.session.running:
-            raise RuntimeError(f"{call}: the trainer is already running a fit; it is "
-                               "not re-entrant.")
+            raise RuntimeError(
+                f"{call}: the trainer is already running a fit; it is not re-entrant."
+            )
         self._require(call, optimizer=True)
 
     # -- evaluate / predict --------------------------------------------------------
     @errors.filter_traceback
-    def evaluate(self, x: Any, y: Any, *, batch_size: int = 32, sample_weight: Any = None,
-                 steps: int | None = None, callbacks: Any = None) -> dict[str, float]:
+    def evaluate(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        batch_size: int = 32,
+        sample_weight: Any = None,
+        steps: int | None = None,
+        callbacks: Any = None,
+    ) -> dict[str, float]:
         """Evaluates the model (``train=False``) on in-memory arrays (Keras).
 
         Args:
@@ -327,13 +353,15 @@ class Trainer(TrainerBase, Checkpointing):
         validate.positive_int("batch_size", batch_size)
         validate.positive_int("steps", steps, allow_none=True)
         data, n = arrays.standardize(x, y, sample_weight)
-        plan = plans.array_eval_plan(self._prepare, self._spec.placement, data, n,
-                                     batch_size, steps)
+        plan = plans.array_eval_plan(
+            self._prepare, self._spec.placement, data, n, batch_size, steps
+        )
         return self._evaluate(plan, callbacks)
 
     @errors.filter_traceback
-    def evaluate_dataset(self, dataset: Any, *, batches: int | None = None,
-                         callbacks: Any = None) -> dict[str, float]:
+    def evaluate_dataset(
+        self, dataset: Any, *, batches: int | None = None, callbacks: Any = None
+    ) -> dict[str, float]:
         """Evaluates over a stream of batches (tfjs ``evaluateDataset``).
 
         Args:
@@ -346,14 +374,16 @@ class Trainer(TrainerBase, Checkpointing):
         """
         self._require("evaluate_dataset", optimizer=False)
         validate.positive_int("batches", batches, allow_none=True)
-        plan = plans.eval_plan(self._prepare, self._spec.placement, dataset, batches, 1,
-                               "dataset")
+        plan = plans.eval_plan(
+            self._prepare, self._spec.placement, dataset, batches, 1, "dataset"
+        )
         assert plan is not None
         return self._evaluate(plan, callbacks)
 
     def _evaluate(self, plan: loop.EvalPlan, callbacks: Any) -> dict[str, float]:
         callback_list = callback_lib.CallbackList(
-            callback_lib.normalize(callbacks), self, {"verbose": 0, "epochs": 1})
+            callback_lib.normalize(callbacks), self, {"verbose": 0, "epochs": 1}
+        )
         try:
             return loop.evaluate_loop(self.state, plan, callback_list)
         finally:
@@ -381,10 +411,17 @@ class Trainer(TrainerBase, Checkpointing):
         """
         validate.positive_int("batch_size", batch_size)
         return predicting.predict(
-            self._predict, self.state, self._spec.placement, x, batch_size,
+            self._predict,
+            self.state,
+            self._spec.placement,
+            x,
+            batch_size,
             lambda steps: callback_lib.CallbackList(
-                callback_lib.normalize(callbacks), self,
-                {"verbose": 0, "epochs": 1, "steps": steps}))
+                callback_lib.normalize(callbacks),
+                self,
+                {"verbose": 0, "epochs": 1, "steps": steps},
+            ),
+        )
 
 
 # The async twins take fit's and fit_dataset's keyword arguments (checked as FitArgs

@@ -26,12 +26,15 @@ _UNCHANGED: Any = object()  # compile(): an argument left out keeps its value
 def _compiled(name: str, what: str) -> property:
     """A ``compile`` argument as a property: read from the spec; assigning it
     calls ``compile(<name>=value)``."""
+
     def set_value(self: Any, value: Any) -> None:
         self.compile(**{name: value})
 
-    return property(lambda self: getattr(self._spec, name),
-                    errors.filter_traceback(set_value),
-                    doc=f"{what}; assigning calls ``compile({name}=...)``.")
+    return property(
+        lambda self: getattr(self._spec, name),
+        errors.filter_traceback(set_value),
+        doc=f"{what}; assigning calls ``compile({name}=...)``.",
+    )
 
 
 class TrainerBase:
@@ -59,7 +62,9 @@ class TrainerBase:
         if not isinstance(value, TrainState):
             raise TypeError(errors.expected("state", "a jaxfit.TrainState", value))
         if value.loss_scale is None and self.policy.loss_scaling:
-            value = value.replace(loss_scale=precision_lib.initial_loss_scale(self.policy))
+            value = value.replace(
+                loss_scale=precision_lib.initial_loss_scale(self.policy)
+            )
         value = strong(value)
         new_def: Any = jax.tree.structure(value)  # PyTreeDef: no stubs
         if new_def != jax.tree.structure(self.state):
@@ -75,7 +80,8 @@ class TrainerBase:
     @params.setter
     def params(self, value: Any) -> None:
         self.state = self.state.replace(  # placed, and checked, as a state is
-            params=precision_lib.cast_for_storage(self.policy, strong(value)))
+            params=precision_lib.cast_for_storage(self.policy, strong(value))
+        )
 
     @property
     def seed(self) -> int:
@@ -113,15 +119,22 @@ class TrainerBase:
     def learning_rate(self, value: float) -> None:
         current = hyperparams.get(self.state.opt_state)
         if current is None:
-            raise ValueError(errors.expected(
-                "learning_rate", "an optimizer built with optax.inject_hyperparams, "
-                "e.g. optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)",
-                self.optimizer, "Its learning rate cannot be changed otherwise."))
+            raise ValueError(
+                errors.expected(
+                    "learning_rate",
+                    "an optimizer built with optax.inject_hyperparams, "
+                    "e.g. optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)",
+                    self.optimizer,
+                    "Its learning rate cannot be changed otherwise.",
+                )
+            )
         # placed like the current rate, so a running fit's compiled step still fits
-        new = self._spec.placement.place(np.asarray(value, dtype=current.dtype),
-                                         current.sharding)
+        new = self._spec.placement.place(
+            np.asarray(value, dtype=current.dtype), current.sharding
+        )
         self.session.state = self.state.replace(
-            opt_state=hyperparams.replace(self.state.opt_state, new))
+            opt_state=hyperparams.replace(self.state.opt_state, new)
+        )
 
     def _place_state(self, state: TrainState) -> None:
         """Places a state of a (possibly) new structure: shardings, then the
@@ -129,16 +142,26 @@ class TrainerBase:
         where = self._spec.placement
         self._shardings = where.state_shardings(state, self._spec.optimizer)
         self.session.state = where.place(state, self._shardings)
-        self._predict = jax.jit(step_lib.make_predict_step(self._spec.apply, self._spec.policy),
-                                in_shardings=(self._shardings, where.batch_sharding(1),
-                                              where.batch_sharding(1)),
-                                out_shardings=where.batch_sharding(1))
+        self._predict = jax.jit(
+            step_lib.make_predict_step(self._spec.apply, self._spec.policy),
+            in_shardings=(
+                self._shardings,
+                where.batch_sharding(1),
+                where.batch_sharding(1),
+            ),
+            out_shardings=where.batch_sharding(1),
+        )
 
     # -- compile: the optimizer, loss and metrics ---------------------------------
     @errors.filter_traceback
-    def compile(self, optimizer: Any = _UNCHANGED, loss: Any = _UNCHANGED,
-                metrics: Any = _UNCHANGED, loss_weights: Any = _UNCHANGED,
-                weighted_metrics: Any = _UNCHANGED) -> None:
+    def compile(
+        self,
+        optimizer: Any = _UNCHANGED,
+        loss: Any = _UNCHANGED,
+        metrics: Any = _UNCHANGED,
+        loss_weights: Any = _UNCHANGED,
+        weighted_metrics: Any = _UNCHANGED,
+    ) -> None:
         """Changes the optimizer, loss or metrics between calls (Keras' ``compile``).
 
         The params, model state, step and rng are kept. A new optimizer (another
@@ -164,30 +187,45 @@ class TrainerBase:
 
         Example:
           >>> import jax.numpy as jnp, optax, jaxfit
-          >>> trainer = jaxfit.Trainer(lambda p, x: x @ p["w"], {"w": jnp.zeros((3, 1))},
-          ...                          optimizer=optax.sgd(0.1), loss="mse")
+          >>> trainer = jaxfit.Trainer(
+          ...     lambda p, x: x @ p["w"],
+          ...     {"w": jnp.zeros((3, 1))},
+          ...     optimizer=optax.sgd(0.1),
+          ...     loss="mse",
+          ... )
           >>> trainer.compile(optimizer=optax.adam(1e-3), metrics=["mae"])
           >>> trainer.loss, trainer.metrics
           ('mse', ['mae'])
         """
         if self.session.running:
-            raise RuntimeError("compile: the trainer is running a fit; change the "
-                               "optimizer, loss or metrics between calls.")
+            raise RuntimeError(
+                "compile: the trainer is running a fit; change the "
+                "optimizer, loss or metrics between calls."
+            )
         old = self._spec
         pick = lambda new, current: current if new is _UNCHANGED else new  # noqa: E731
         spec = compiler.Spec(
-            old.apply, old.policy, old.placement, pick(optimizer, old.optimizer),
-            pick(loss, old.loss), pick(metrics, old.metrics),
+            old.apply,
+            old.policy,
+            old.placement,
+            pick(optimizer, old.optimizer),
+            pick(loss, old.loss),
+            pick(metrics, old.metrics),
             pick(weighted_metrics, old.weighted_metrics),
-            pick(loss_weights, old.loss_weights))
+            pick(loss_weights, old.loss_weights),
+        )
         validate.optimizer(spec.optimizer)
         validate.names(spec.loss, spec.metrics, spec.weighted_metrics)
         self._spec = spec
         self._compiler.clear()  # rebuilt, with the new objective, when next used
         if spec.optimizer is not old.optimizer:
-            self._place_state(self.state.replace(
-                opt_state=None if spec.optimizer is None else strong(
-                    spec.optimizer.init(self.state.params))))
+            self._place_state(
+                self.state.replace(
+                    opt_state=None
+                    if spec.optimizer is None
+                    else strong(spec.optimizer.init(self.state.params))
+                )
+            )
 
     optimizer = _compiled("optimizer", "The optax optimizer")
     loss = _compiled("loss", "The loss")
@@ -197,19 +235,37 @@ class TrainerBase:
 
     def _require(self, call: str, optimizer: bool) -> None:
         """Fails before anything runs when ``call`` needs what was not given."""
-        missing = [name for name, value in (
-            ("optimizer", self.optimizer if optimizer else True), ("loss", self.loss))
-            if value is None]
+        missing = [
+            name
+            for name, value in (
+                ("optimizer", self.optimizer if optimizer else True),
+                ("loss", self.loss),
+            )
+            if value is None
+        ]
         if missing:
             raise ValueError(
                 f"{call}: this trainer has no {' and no '.join(missing)} (it was built "
                 "for inference, e.g. by Trainer.load without them). Pass them with "
                 "trainer.compile(" + ", ".join(f"{m}=..." for m in missing) + ") or "
-                "to Trainer(...).")
+                "to Trainer(...)."
+            )
 
-
-    def _prepare(self, x: Any, y: Any, batch_size: int, accumulate_steps: int = 1,
-                 argname: str = "") -> compiler.Compiled:
-        return self._compiler.prepare(self._spec, self.state, self._shardings, x, y,
-                                      batch_size, accumulate_steps, argname)
-
+    def _prepare(
+        self,
+        x: Any,
+        y: Any,
+        batch_size: int,
+        accumulate_steps: int = 1,
+        argname: str = "",
+    ) -> compiler.Compiled:
+        return self._compiler.prepare(
+            self._spec,
+            self.state,
+            self._shardings,
+            x,
+            y,
+            batch_size,
+            accumulate_steps,
+            argname,
+        )

@@ -57,12 +57,15 @@ def class_weight(value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, dict) or not all(
-        isinstance(k, numbers.Integral) and cast(int, k) >= 0 and isinstance(v, numbers.Real)
+        isinstance(k, numbers.Integral)
+        and cast(int, k) >= 0
+        and isinstance(v, numbers.Real)
         for k, v in value.items()
     ):
         raise ValueError(
             errors.expected(
-                "class_weight", "a dict mapping class indices (int >= 0) to weights",
+                "class_weight",
+                "a dict mapping class indices (int >= 0) to weights",
                 value,
             )
         )
@@ -87,33 +90,53 @@ def arrays(tree: Any, argname: str, trainable: bool) -> None:
                 dtype = np.asarray(leaf).dtype
             except Exception:  # noqa: BLE001 - whatever numpy makes of it
                 dtype = np.dtype(object)
-        if dtype.kind in "OUSV" and not jnp.issubdtype(dtype, jnp.inexact) and not (
-                jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)):
-            raise TypeError(errors.expected(
-                where, "an array of numbers", leaf,
-                "Keep strings and other Python objects out of the params and state "
-                "(close over them in apply_fn)."))
+        if (
+            dtype.kind in "OUSV"
+            and not jnp.issubdtype(dtype, jnp.inexact)
+            and not (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key))
+        ):
+            raise TypeError(
+                errors.expected(
+                    where,
+                    "an array of numbers",
+                    leaf,
+                    "Keep strings and other Python objects out of the params and state "
+                    "(close over them in apply_fn).",
+                )
+            )
         if trainable and not jnp.issubdtype(dtype, jnp.inexact):
-            raise TypeError(errors.expected(
-                where, "a floating-point array (params are what the optimizer "
-                "trains)", leaf,
-                "Make it a float array (e.g. jnp.float32), or pass non-trainable "
-                "values (counters, integer tables) as Trainer(..., state=...) to an "
-                "apply_fn that declares `state`."))
+            raise TypeError(
+                errors.expected(
+                    where,
+                    "a floating-point array (params are what the optimizer trains)",
+                    leaf,
+                    "Make it a float array (e.g. jnp.float32), or pass non-trainable "
+                    "values (counters, integer tables) as Trainer(..., state=...) to an "
+                    "apply_fn that declares `state`.",
+                )
+            )
 
 
 def optimizer(optimizer: Any) -> None:
-    if optimizer is not None and not (hasattr(optimizer, "init")
-                                      and hasattr(optimizer, "update")):
-        raise TypeError(errors.expected(
-            "optimizer", "an optax.GradientTransformation, e.g. optax.adam(1e-3)",
-            optimizer))
+    if optimizer is not None and not (
+        hasattr(optimizer, "init") and hasattr(optimizer, "update")
+    ):
+        raise TypeError(
+            errors.expected(
+                "optimizer",
+                "an optax.GradientTransformation, e.g. optax.adam(1e-3)",
+                optimizer,
+            )
+        )
 
 
 def names(loss: Any, metrics: Any, weighted_metrics: Any) -> None:
     """Unknown loss or metric names fail at construction, before any data is seen."""
+
     def leaves(tree):
-        return jax.tree.leaves(tree, is_leaf=lambda v: isinstance(v, str) or callable(v))
+        return jax.tree.leaves(
+            tree, is_leaf=lambda v: isinstance(v, str) or callable(v)
+        )
 
     for leaf in leaves(loss):
         losses.get(leaf, argname="loss")
@@ -121,4 +144,3 @@ def names(loss: Any, metrics: Any, weighted_metrics: Any) -> None:
     for argname, spec in (("metrics", metrics), ("weighted_metrics", weighted_metrics)):
         for leaf in leaves(spec):
             metrics_lib.resolve(leaf, probe, probe, argname=argname)
-

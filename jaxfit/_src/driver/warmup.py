@@ -23,8 +23,12 @@ import jax
 
 def specs(tree: Any) -> Any:
     """Shapes, dtypes and shardings of ``tree``'s arrays (what lowering needs)."""
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
-        a.shape, a.dtype, sharding=getattr(a, "sharding", None)), tree)
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=getattr(a, "sharding", None)
+        ),
+        tree,
+    )
 
 
 def sharded(sharding: Any) -> Any:

@@ -54,14 +54,16 @@ def parse(yield_every: Any, now: Callable[[], float] | None = None) -> YieldPoli
             return YieldPolicy(None, False, clock)
         if yield_every == "auto":
             return YieldPolicy(AUTO_MS, False, clock)
-    elif (isinstance(yield_every, numbers.Real) and not isinstance(yield_every, bool)
-          and cast(float, yield_every) >= 0):  # a Real: see validate
+    elif (
+        isinstance(yield_every, numbers.Real)
+        and not isinstance(yield_every, bool)
+        and cast(float, yield_every) >= 0
+    ):  # a Real: see validate
         return YieldPolicy(float(yield_every), False, clock)
     raise ValueError(
         errors.expected(
             "yield_every",
-            "one of 'auto', 'batch', 'epoch', 'never' or a number of milliseconds "
-            ">= 0",
+            "one of 'auto', 'batch', 'epoch', 'never' or a number of milliseconds >= 0",
             yield_every,
         )
     )

@@ -38,18 +38,28 @@ def plot_history(history: Any, keys: list[str] | None = None, ax: Any = None) ->
     return figure
 
 
-def _draw(history: Any, ax: Any, keys: list[str], first_colour: int,
-          linestyle: str = "-") -> list[Any]:
+def _draw(
+    history: Any, ax: Any, keys: list[str], first_colour: int, linestyle: str = "-"
+) -> list[Any]:
     """Draws ``keys`` (and their ``val_`` twins, dashed) on ``ax``, colours
     ``C<first_colour>``...; returns the lines."""
     lines = []
     for i, key in enumerate(keys):
         colour = f"C{(first_colour + i) % 10}"
-        lines += ax.plot([e + 1 for e in history.epochs_of(key)], history.history[key],
-                         label=key, color=colour, linestyle=linestyle)
+        lines += ax.plot(
+            [e + 1 for e in history.epochs_of(key)],
+            history.history[key],
+            label=key,
+            color=colour,
+            linestyle=linestyle,
+        )
         val = f"val_{key}"
         if val in history.history:
-            lines += ax.plot([e + 1 for e in history.epochs_of(val)],
-                             history.history[val], label=val, linestyle="--",
-                             color=colour)
+            lines += ax.plot(
+                [e + 1 for e in history.epochs_of(val)],
+                history.history[val],
+                label=val,
+                linestyle="--",
+                color=colour,
+            )
     return lines

@@ -21,15 +21,17 @@ from jaxfit._src.runner.checks import (
 )
 from jaxfit._src.runner.schema import ConfigError, RunConfig
 
-DEFAULTS = {"classification": ("sparse_categorical_crossentropy_from_logits",
-                               ["accuracy"]),
-            "regression": ("mse", ["mae"])}
+DEFAULTS = {
+    "classification": ("sparse_categorical_crossentropy_from_logits", ["accuracy"]),
+    "regression": ("mse", ["mae"]),
+}
 
 
 def _data(config: RunConfig) -> datasets.Dataset | datasets.StreamDataset:
     loader = registry.lookup(config.data.name, datasets.DATASETS, "data.name")
     return datasets.as_dataset(
-        registry.call(loader, config.data.args, {"seed": config.seed}), "data.name")
+        registry.call(loader, config.data.args, {"seed": config.seed}), "data.name"
+    )
 
 
 @dataclasses.dataclass
@@ -47,9 +49,15 @@ def _model(config: RunConfig, data: Any) -> Any:
     builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
     builtin = builder in zoo.MODELS.values()
     try:
-        model = registry.call(builder, config.model.args, {
-            "sample_x": data.sample_x, "num_outputs": data.num_outputs,
-            "seed": config.seed})
+        model = registry.call(
+            builder,
+            config.model.args,
+            {
+                "sample_x": data.sample_x,
+                "num_outputs": data.num_outputs,
+                "seed": config.seed,
+            },
+        )
     except ConfigError:
         raise
     except Exception as error:
@@ -60,11 +68,14 @@ def _model(config: RunConfig, data: Any) -> Any:
             f"model.name: expected {config.model.name!r} with model.args "
             f"{dict(config.model.args)} to build on the data of data.name "
             f"{config.data.name!r} (sample x of shape {shapes}), got "
-            f"{type(error).__name__}: {_first_line(error)}") from None
+            f"{type(error).__name__}: {_first_line(error)}"
+        ) from None
     if not isinstance(model, Model):
-        raise ConfigError(f"model.name: expected {config.model.name!r} to build a "
-                          f"jaxfit.Model (see jaxfit.from_flax), got "
-                          f"{type(model).__name__}.")
+        raise ConfigError(
+            f"model.name: expected {config.model.name!r} to build a "
+            f"jaxfit.Model (see jaxfit.from_flax), got "
+            f"{type(model).__name__}."
+        )
     return model
 
 
@@ -79,11 +90,14 @@ def _prepare(config: RunConfig, check_fit: bool = True) -> _Prepared:
     loss, metrics = DEFAULTS[data.task]
     try:
         trainer = Trainer(
-            model, optimizer=optim.build(config.optimizer),
+            model,
+            optimizer=optim.build(config.optimizer),
             loss=config.loss if config.loss is not None else loss,
             metrics=config.metrics if config.metrics is not None else metrics,
-            loss_weights=config.loss_weights, seed=config.seed,
-            precision=config.precision)
+            loss_weights=config.loss_weights,
+            seed=config.seed,
+            precision=config.precision,
+        )
         if check_fit:
             data = _check_fit(data, trainer, arguments)
         _check_test_split(config, data, trainer)
@@ -92,7 +106,3 @@ def _prepare(config: RunConfig, check_fit: bool = True) -> _Prepared:
             raise
         raise _trainer_error(config, error) from None
     return _Prepared(data, trainer, arguments)
-
-
-
-

@@ -38,8 +38,10 @@ _FIT_CHECKS: dict[str, Callable[[Any], Any]] = {
 
 # The same thing under the other method's name (tfjs' validationBatches is
 # Keras' validation_steps).
-_COUNTERPARTS = {"validation_batches": "validation_steps",
-                 "validation_steps": "validation_batches"}
+_COUNTERPARTS = {
+    "validation_batches": "validation_steps",
+    "validation_steps": "validation_batches",
+}
 
 
 def _callback_class(name: str, key: str) -> Any:
@@ -47,10 +49,15 @@ def _callback_class(name: str, key: str) -> Any:
     if registry.is_import_path(name):
         return registry.import_callable(name, key)
     if name not in callbacks_lib.__all__ or name in ("Callback", "MonitorCallback"):
-        choices = [n for n in callbacks_lib.__all__
-                   if n not in ("Callback", "MonitorCallback", "History")]
-        raise ConfigError(f"{key}: unknown callback {name!r}; expected one of "
-                          f"{choices} or 'package.module:callable'.")
+        choices = [
+            n
+            for n in callbacks_lib.__all__
+            if n not in ("Callback", "MonitorCallback", "History")
+        ]
+        raise ConfigError(
+            f"{key}: unknown callback {name!r}; expected one of "
+            f"{choices} or 'package.module:callable'."
+        )
     return getattr(callbacks_lib, name)
 
 
@@ -64,8 +71,9 @@ def _leaves(spec: Any) -> list[tuple[str, Any]]:
     return [("", spec)]
 
 
-def _argument_error(key: str, error: BaseException, names: Any, owner: str
-                    ) -> ConfigError:
+def _argument_error(
+    key: str, error: BaseException, names: Any, owner: str
+) -> ConfigError:
     """``key.<argument>: ...`` from a constructor's ``"<argument>: expected ..."``
     (or ``"<owner>: <argument>: ..."``), else ``key: ...``."""
     message = str(error).removeprefix(f"{owner}: ")
@@ -87,11 +95,21 @@ def check(config: RunConfig) -> RunConfig:
     """
 
     builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
-    model_args = registry.check_args(builder, config.model.args, "model.args",
-                                     _MODEL_KEYS, strict=builder in zoo.MODELS.values())
+    model_args = registry.check_args(
+        builder,
+        config.model.args,
+        "model.args",
+        _MODEL_KEYS,
+        strict=builder in zoo.MODELS.values(),
+    )
     loader = registry.lookup(config.data.name, datasets.DATASETS, "data.name")
-    data_args = registry.check_args(loader, config.data.args, "data.args", ("seed",),
-                                    strict=loader in datasets.DATASETS.values())
+    data_args = registry.check_args(
+        loader,
+        config.data.args,
+        "data.args",
+        ("seed",),
+        strict=loader in datasets.DATASETS.values(),
+    )
     optimizer = optim.check(config.optimizer)
     for suffix, name in _leaves(config.loss):
         if registry.is_import_path(name):
@@ -102,8 +120,11 @@ def check(config: RunConfig) -> RunConfig:
         except (ValueError, TypeError) as error:
             raise schema.keyed(f"loss{suffix}", error, "loss") from None
     probe = jax.ShapeDtypeStruct((1, 2), np.float32)
-    metric_specs = config.metrics.items() if isinstance(config.metrics, dict) else [
-        ("", config.metrics)]
+    metric_specs = (
+        config.metrics.items()
+        if isinstance(config.metrics, dict)
+        else [("", config.metrics)]
+    )
     for output, names in metric_specs:
         for suffix, name in _leaves(names):
             key = f"metrics{'.' + output if output else ''}{suffix}"
@@ -114,12 +135,17 @@ def check(config: RunConfig) -> RunConfig:
     callbacks = []
     for i, callback in enumerate(config.callbacks):
         cls = _callback_class(callback.name, f"callbacks[{i}].name")
-        args = registry.check_args(cls, callback.args, f"callbacks[{i}].args",
-                                   strict=not registry.is_import_path(callback.name))
+        args = registry.check_args(
+            cls,
+            callback.args,
+            f"callbacks[{i}].args",
+            strict=not registry.is_import_path(callback.name),
+        )
         callbacks.append(dataclasses.replace(callback, args=args))
     with tempfile.TemporaryDirectory() as run_dir:  # constructors check the values
-        _callbacks(dataclasses.replace(config, callbacks=callbacks), run_dir,
-                   backup=False)
+        _callbacks(
+            dataclasses.replace(config, callbacks=callbacks), run_dir, backup=False
+        )
     compile_cache.checked(config.compilation_cache)
     for name, check_value in _FIT_CHECKS.items():
         if hasattr(config.fit, name):
@@ -128,19 +154,24 @@ def check(config: RunConfig) -> RunConfig:
             except (ValueError, TypeError) as error:
                 raise schema.keyed(f"fit.{name}", error, name) from None
     return dataclasses.replace(
-        config, model=dataclasses.replace(config.model, args=model_args),
-        data=dataclasses.replace(config.data, args=data_args), optimizer=optimizer,
-        callbacks=callbacks)
+        config,
+        model=dataclasses.replace(config.model, args=model_args),
+        data=dataclasses.replace(config.data, args=data_args),
+        optimizer=optimizer,
+        callbacks=callbacks,
+    )
 
 
-def load(path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
-         ) -> RunConfig:
+def load(
+    path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
+) -> RunConfig:
     """The validated config at ``path`` (with ``--set`` overrides), fully checked."""
     return _load(path, overrides)[0]
 
 
-def _load(path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
-          ) -> tuple[RunConfig, Callable[[str], str]]:
+def _load(
+    path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
+) -> tuple[RunConfig, Callable[[str], str]]:
     config, _, locate = config_lib.load_located(path, overrides)
     with _located(locate):
         config = check(config)
@@ -159,8 +190,6 @@ def _located(locate: Callable[[str], str]) -> Iterator[None]:
         raise ConfigError(locate(str(error)), located=True) from None
 
 
-
-
 def _streaming(data: Any) -> bool:
     return isinstance(data, datasets.StreamDataset)
 
@@ -176,7 +205,8 @@ def fit_arguments(config: RunConfig, data: Any) -> dict[str, Any]:
     streaming = _streaming(data)
     trainer_cls = trainer_lib.Trainer
     accepted = schema.trainer_arguments(
-        trainer_cls.fit_dataset if streaming else trainer_cls.fit)
+        trainer_cls.fit_dataset if streaming else trainer_cls.fit
+    )
     defaults = schema.defaults(type(config.fit))
     arguments = {}
     for name, value in schema.to_dict(config.fit).items():
@@ -184,24 +214,33 @@ def fit_arguments(config: RunConfig, data: Any) -> dict[str, Any]:
             arguments[name] = value
         elif name not in defaults or value != defaults[name]:
             raise ConfigError(_misplaced(config, name, streaming))
-    if streaming and data.validation is None and arguments.get(
-            "validation_batches") is not None:
-        raise ConfigError(f"fit.validation_batches: the dataset from data.name "
-                          f"{config.data.name!r} has no 'validation' stream to "
-                          "limit; return one with the 'train' stream, or remove "
-                          "fit.validation_batches.")
+    if (
+        streaming
+        and data.validation is None
+        and arguments.get("validation_batches") is not None
+    ):
+        raise ConfigError(
+            f"fit.validation_batches: the dataset from data.name "
+            f"{config.data.name!r} has no 'validation' stream to "
+            "limit; return one with the 'train' stream, or remove "
+            "fit.validation_batches."
+        )
     return arguments
 
 
 def _misplaced(config: RunConfig, name: str, streaming: bool) -> str:
     if streaming:
-        what = ("applies to in-memory arrays only (Trainer.fit); the dataset from "
-                f"data.name {config.data.name!r} returns streams, trained with "
-                "Trainer.fit_dataset")
+        what = (
+            "applies to in-memory arrays only (Trainer.fit); the dataset from "
+            f"data.name {config.data.name!r} returns streams, trained with "
+            "Trainer.fit_dataset"
+        )
     else:
-        what = ("applies to streams of batches only (Trainer.fit_dataset); the dataset "
-                f"from data.name {config.data.name!r} returns arrays, trained with "
-                "Trainer.fit")
+        what = (
+            "applies to streams of batches only (Trainer.fit_dataset); the dataset "
+            f"from data.name {config.data.name!r} returns arrays, trained with "
+            "Trainer.fit"
+        )
     other = _COUNTERPARTS.get(name)
     kind = "streams" if streaming else "arrays"
     fix = f"use fit.{other} (the same limit, for {kind})" if other else "remove it"
@@ -233,17 +272,25 @@ def _trainer_error(config: RunConfig, error: BaseException) -> ConfigError:
     if name in _TOP_LEVEL:
         return ConfigError(message)
     if name in _MODEL_ARGS or "the model cannot be applied" in message:
-        return ConfigError(f"model.name: expected {config.model.name!r} to take the "
-                           f"data of data.name {config.data.name!r}: {message}")
+        return ConfigError(
+            f"model.name: expected {config.model.name!r} to take the "
+            f"data of data.name {config.data.name!r}: {message}"
+        )
     leaf = name.rsplit(": ", 1)[-1]
     if leaf.startswith("y") and config.loss is not None:
-        return ConfigError(f"loss: expected labels that suit it from data.name "
-                           f"{config.data.name!r}: {message}")
+        return ConfigError(
+            f"loss: expected labels that suit it from data.name "
+            f"{config.data.name!r}: {message}"
+        )
     if leaf.startswith("y") and config.metrics is not None:
-        return ConfigError(f"metrics: expected labels that suit them from data.name "
-                           f"{config.data.name!r}: {message}")
-    return ConfigError(f"data.name: expected data from {config.data.name!r} that "
-                       f"suits the config: {message}")
+        return ConfigError(
+            f"metrics: expected labels that suit them from data.name "
+            f"{config.data.name!r}: {message}"
+        )
+    return ConfigError(
+        f"data.name: expected data from {config.data.name!r} that "
+        f"suits the config: {message}"
+    )
 
 
 class _Checked(Exception):
@@ -277,11 +324,19 @@ def _check_fit(data: Any, trainer: Any, arguments: dict[str, Any]) -> Any:
                 first = list(itertools.islice(train, 1))
                 data = dataclasses.replace(data, train=itertools.chain(first, train))
                 train = iter(first)
-            trainer.fit_dataset(train, validation_data=data.validation,
-                                callbacks=[_stop_before_training()], **arguments)
+            trainer.fit_dataset(
+                train,
+                validation_data=data.validation,
+                callbacks=[_stop_before_training()],
+                **arguments,
+            )
         else:
-            trainer.fit(data.x_train, data.y_train,
-                        callbacks=[_stop_before_training()], **arguments)
+            trainer.fit(
+                data.x_train,
+                data.y_train,
+                callbacks=[_stop_before_training()],
+                **arguments,
+            )
     except _Checked:
         pass
     return data
@@ -293,14 +348,20 @@ def _check_test_split(config: RunConfig, data: Any, trainer: Any) -> None:
     if _streaming(data) or data.x_test is None:
         return
     try:
-        trainer.evaluate(data.x_test, data.y_test, batch_size=config.fit.batch_size,
-                         callbacks=[_stop_before_training()])
+        trainer.evaluate(
+            data.x_test,
+            data.y_test,
+            batch_size=config.fit.batch_size,
+            callbacks=[_stop_before_training()],
+        )
     except _Checked:
         pass
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"data.name: expected a test split from "
-                          f"{config.data.name!r} that the model and the loss take, "
-                          f"got: {error}") from None
+        raise ConfigError(
+            f"data.name: expected a test split from "
+            f"{config.data.name!r} that the model and the loss take, "
+            f"got: {error}"
+        ) from None
 
 
 def _unlocated(message: str) -> str:
@@ -332,9 +393,13 @@ def _callbacks(config: RunConfig, run_dir: str, backup: bool = True) -> list[Any
         try:
             built.append(cls(**_in_run_dir(callback.args, run_dir)))
         except (TypeError, ValueError) as error:
-            raise _argument_error(f"callbacks[{i}].args", error, callback.args,
-                                  callback.name) from None
+            raise _argument_error(
+                f"callbacks[{i}].args", error, callback.args, callback.name
+            ) from None
     if backup and config.backup is not False:
-        built.append(callbacks_lib.BackupAndRestore(
-            os.path.join(run_dir, "backup"), save_freq=config.backup))
+        built.append(
+            callbacks_lib.BackupAndRestore(
+                os.path.join(run_dir, "backup"), save_freq=config.backup
+            )
+        )
     return built

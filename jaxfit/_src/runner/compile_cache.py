@@ -45,11 +45,13 @@ from jaxfit._src.runner.schema import ConfigError, _describe
 DEFAULT = ".jax_cache"  # the config's default: in the workdir
 
 # JAX's settings the block changes (and restores), and their values while on.
-ON = {"jax_enable_compilation_cache": True,
-      # JAX's default, 1 s, leaves out nearly every program of a small run
-      "jax_persistent_cache_min_compile_time_secs": 0.0,
-      # -1: no minimum entry size (0 would let JAX pick one per filesystem)
-      "jax_persistent_cache_min_entry_size_bytes": -1}
+ON = {
+    "jax_enable_compilation_cache": True,
+    # JAX's default, 1 s, leaves out nearly every program of a small run
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    # -1: no minimum entry size (0 would let JAX pick one per filesystem)
+    "jax_persistent_cache_min_entry_size_bytes": -1,
+}
 SETTINGS = ("jax_compilation_cache_dir", *ON)
 
 
@@ -77,8 +79,10 @@ def checked(value: Any) -> Any:
     """
     if value is False or (isinstance(value, (str, os.PathLike)) and os.fspath(value)):
         return value
-    raise ConfigError(f"compilation_cache: expected a directory or false (off), got "
-                      f"{_describe(value)}")
+    raise ConfigError(
+        f"compilation_cache: expected a directory or false (off), got "
+        f"{_describe(value)}"
+    )
 
 
 def directory(configured: Any, given: Any, workdir: str) -> str | None:
@@ -115,11 +119,16 @@ def enabled(path: str | None) -> Iterator[Cache]:
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:
-            raise ConfigError(f"compilation_cache: cannot create the directory "
-                              f"{path!r}: {error.strerror or error}.") from None
+            raise ConfigError(
+                f"compilation_cache: cannot create the directory "
+                f"{path!r}: {error.strerror or error}."
+            ) from None
     saved = {name: getattr(jax.config, name) for name in SETTINGS}
-    values = {"jax_compilation_cache_dir": path, **ON} if path is not None else {
-        "jax_enable_compilation_cache": False}
+    values = (
+        {"jax_compilation_cache_dir": path, **ON}
+        if path is not None
+        else {"jax_enable_compilation_cache": False}
+    )
     try:
         for name, value in values.items():
             jax.config.update(name, value)

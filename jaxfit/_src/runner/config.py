@@ -66,11 +66,13 @@ def resolve(config: str | os.PathLike[str]) -> str:
     if os.path.exists(path) or os.sep in path or "/" in path:
         return path  # a missing path is reported by read(), which names it
     configs = shipped()
-    name = path[:-len(".yaml")] if path.endswith(".yaml") else path
+    name = path[: -len(".yaml")] if path.endswith(".yaml") else path
     if name in configs:
         return str(configs[name])
-    raise ConfigError(f"config: no file {path!r} and no shipped config of that name "
-                      f"(shipped: {', '.join(configs)}; see jaxfit configs).")
+    raise ConfigError(
+        f"config: no file {path!r} and no shipped config of that name "
+        f"(shipped: {', '.join(configs)}; see jaxfit configs)."
+    )
 
 
 def copy_shipped(directory: str | os.PathLike[str]) -> list[pathlib.Path]:
@@ -86,11 +88,14 @@ def copy_shipped(directory: str | os.PathLike[str]) -> list[pathlib.Path]:
     configs = shipped()
     taken = [path.name for path in configs.values() if (target / path.name).exists()]
     if taken:
-        raise ConfigError(f"DIR: {os.fspath(directory)!r} has {', '.join(taken)} "
-                          "already; nothing was copied (choose another directory).")
+        raise ConfigError(
+            f"DIR: {os.fspath(directory)!r} has {', '.join(taken)} "
+            "already; nothing was copied (choose another directory)."
+        )
     target.mkdir(parents=True, exist_ok=True)
-    return [pathlib.Path(shutil.copy(path, target / path.name))
-            for path in configs.values()]
+    return [
+        pathlib.Path(shutil.copy(path, target / path.name)) for path in configs.values()
+    ]
 
 
 def _lines(node: Any, prefix: str, out: dict[str, int]) -> None:
@@ -116,8 +121,9 @@ def read(path: str | os.PathLike[str]) -> tuple[Any, dict[str, int]]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as error:
-        raise ConfigError(f"config: cannot read {path!r}: {error.strerror or error}.") \
-            from None
+        raise ConfigError(
+            f"config: cannot read {path!r}: {error.strerror or error}."
+        ) from None
     try:
         raw = yaml.safe_load(text)
         node = yaml.compose(text)
@@ -129,8 +135,9 @@ def read(path: str | os.PathLike[str]) -> tuple[Any, dict[str, int]]:
     return raw if raw is not None else {}, lines
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]
-                    ) -> tuple[dict[str, Any], dict[str, str]]:
+def apply_overrides(
+    raw: dict[str, Any], overrides: Iterable[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Sets each ``key.path=value`` in a copy of ``raw``; returns it and the
     ``{key path: "--set ..."}`` origins for error messages."""
     yaml = _yaml()
@@ -151,8 +158,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item}: {'.'.join(parts[:depth + 1])} is not "
-                                  f"a section (it is {child!r}).")
+                raise ConfigError(
+                    f"--set {item}: {'.'.join(parts[: depth + 1])} is not "
+                    f"a section (it is {child!r})."
+                )
             node = child
         node[parts[-1]] = value
         origin[key] = f"--set {item}"
@@ -162,8 +171,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]
 _KEY = re.compile(r"[A-Za-z_][\w.\[\]]*")
 
 
-def load(path: str | os.PathLike[str], overrides: Iterable[str] = ()
-         ) -> tuple[schema.RunConfig, dict[str, Any]]:
+def load(
+    path: str | os.PathLike[str], overrides: Iterable[str] = ()
+) -> tuple[schema.RunConfig, dict[str, Any]]:
     """The validated config at ``path`` with ``overrides``, and its raw mapping.
 
     Raises:
@@ -174,8 +184,9 @@ def load(path: str | os.PathLike[str], overrides: Iterable[str] = ()
     return config, raw
 
 
-def load_located(path: str | os.PathLike[str], overrides: Iterable[str] = ()
-                 ) -> tuple[schema.RunConfig, dict[str, Any], Callable[[str], str]]:
+def load_located(
+    path: str | os.PathLike[str], overrides: Iterable[str] = ()
+) -> tuple[schema.RunConfig, dict[str, Any], Callable[[str], str]]:
     """``load``, plus ``locate(message)``: an error message that starts with a key
     path (``fit.batch_size: ...``), with that key's line or ``--set`` appended.
     ``path`` may name a shipped config (``resolve``)."""

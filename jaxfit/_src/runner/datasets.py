@@ -78,8 +78,10 @@ class StreamDataset:
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     """Shuffles once (seeded), then keeps the last ``test_fraction`` for testing."""
     if not 0.0 <= test_fraction < 1.0:
-        raise ConfigError(f"data.args.test_fraction: expected a number in [0, 1), got "
-                          f"{test_fraction!r} ({type(test_fraction).__name__})")
+        raise ConfigError(
+            f"data.args.test_fraction: expected a number in [0, 1), got "
+            f"{test_fraction!r} ({type(test_fraction).__name__})"
+        )
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     cut = len(x) - int(round(len(x) * test_fraction))
@@ -89,19 +91,22 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
         raise ConfigError(
             f"data.args.test_fraction: expected a fraction that leaves samples for "
             f"both training and testing of the {len(x)} samples, got {test_fraction!r} "
-            f"({type(test_fraction).__name__}) ({len(x) - cut} test samples)")
+            f"({type(test_fraction).__name__}) ({len(x) - cut} test samples)"
+        )
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
-def digits(test_fraction: Rate = 0.2, as_images: bool = False, seed: int = 0
-           ) -> Dataset:
+def digits(
+    test_fraction: Rate = 0.2, as_images: bool = False, seed: int = 0
+) -> Dataset:
     """scikit-learn's 1,797 8x8 handwritten digits (shipped with it, no download),
     scaled to [0, 1]; ``as_images`` gives ``(n, 8, 8, 1)`` for CNNs."""
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
-        raise ImportError("The digits dataset needs scikit-learn: pip install "
-                          "'jaxfit[run]'.") from error
+        raise ImportError(
+            "The digits dataset needs scikit-learn: pip install 'jaxfit[run]'."
+        ) from error
     data = load_digits()
     x = (data.data / 16.0).astype(np.float32)
     if as_images:
@@ -111,32 +116,42 @@ def digits(test_fraction: Rate = 0.2, as_images: bool = False, seed: int = 0
     return Dataset(x_train, y_train, x_test, y_test, "classification", 10)
 
 
-def synthetic_classification(num_samples: PositiveInt = 1000,
-                             num_features: PositiveInt = 20,
-                             num_classes: Annotated[int, Bounds(2)] = 3,
-                             noise: NonNegativeFloat = 1.0, test_fraction: Rate = 0.2,
-                             seed: int = 0) -> Dataset:
+def synthetic_classification(
+    num_samples: PositiveInt = 1000,
+    num_features: PositiveInt = 20,
+    num_classes: Annotated[int, Bounds(2)] = 3,
+    noise: NonNegativeFloat = 1.0,
+    test_fraction: Rate = 0.2,
+    seed: int = 0,
+) -> Dataset:
     """Gaussian clusters around random class centres (``noise`` is their spread)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(num_classes, num_features)) * 2.0
     y = rng.integers(0, num_classes, size=num_samples).astype(np.int32)
-    x = (centres[y] + noise * rng.normal(size=(num_samples, num_features)))
-    x_train, y_train, x_test, y_test = _split(x.astype(np.float32), y, test_fraction,
-                                              seed)
+    x = centres[y] + noise * rng.normal(size=(num_samples, num_features))
+    x_train, y_train, x_test, y_test = _split(
+        x.astype(np.float32), y, test_fraction, seed
+    )
     return Dataset(x_train, y_train, x_test, y_test, "classification", num_classes)
 
 
-def synthetic_regression(num_samples: PositiveInt = 1000, num_features: PositiveInt = 8,
-                         num_targets: PositiveInt = 1, noise: NonNegativeFloat = 0.1,
-                         test_fraction: Rate = 0.2, seed: int = 0) -> Dataset:
+def synthetic_regression(
+    num_samples: PositiveInt = 1000,
+    num_features: PositiveInt = 8,
+    num_targets: PositiveInt = 1,
+    noise: NonNegativeFloat = 0.1,
+    test_fraction: Rate = 0.2,
+    seed: int = 0,
+) -> Dataset:
     """``y = sin(x @ w1) @ w2 + noise``: a smooth nonlinear target."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(num_samples, num_features)).astype(np.float32)
     w1 = rng.normal(size=(num_features, 16)) / np.sqrt(num_features)
     w2 = rng.normal(size=(16, num_targets)) / 4.0
     y = np.sin(x @ w1) @ w2 + noise * rng.normal(size=(num_samples, num_targets))
-    x_train, y_train, x_test, y_test = _split(x, y.astype(np.float32), test_fraction,
-                                              seed)
+    x_train, y_train, x_test, y_test = _split(
+        x, y.astype(np.float32), test_fraction, seed
+    )
     return Dataset(x_train, y_train, x_test, y_test, "regression", num_targets)
 
 
@@ -147,24 +162,32 @@ DATASETS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _task(value: Mapping[str, Any], y: Any, key: str
-          ) -> Literal["classification", "regression"]:
+def _task(
+    value: Mapping[str, Any], y: Any, key: str
+) -> Literal["classification", "regression"]:
     task = value.get("task")
     if task is None:
         leaf = np.asarray(jax.tree.leaves(y)[0])
-        return "classification" if np.issubdtype(leaf.dtype, np.integer) else (
-            "regression")
+        return (
+            "classification"
+            if np.issubdtype(leaf.dtype, np.integer)
+            else ("regression")
+        )
     if task not in TASKS:
-        raise ConfigError(f"{key}: expected the dataset's 'task' to be one of "
-                          f"{list(TASKS)}, got {task!r}.")
+        raise ConfigError(
+            f"{key}: expected the dataset's 'task' to be one of "
+            f"{list(TASKS)}, got {task!r}."
+        )
     return task
 
 
 def _check_keys(value: Mapping[str, Any], allowed: tuple[str, ...], key: str) -> None:
     unknown = sorted(str(k) for k in value if k not in allowed)
     if unknown:
-        raise ConfigError(f"{key}: the dataset callable returned unknown keys "
-                          f"{unknown}; expected {list(allowed)}.")
+        raise ConfigError(
+            f"{key}: the dataset callable returned unknown keys "
+            f"{unknown}; expected {list(allowed)}."
+        )
 
 
 def _first_batch(source: Any, key: str) -> tuple[Any, Any]:
@@ -194,13 +217,16 @@ def _streams(value: Mapping[str, Any], key: str) -> StreamDataset:
     outputs = value.get("num_outputs")
     if outputs is None:
         if task == "classification":
-            raise ConfigError(f"{key}: a classification dataset of streams must give "
-                              "'num_outputs' (the number of classes): one batch does "
-                              "not tell it.")
+            raise ConfigError(
+                f"{key}: a classification dataset of streams must give "
+                "'num_outputs' (the number of classes): one batch does "
+                "not tell it."
+            )
         outputs = int(np.prod(np.shape(jax.tree.leaves(y)[0])[1:]))
     sample_x = jax.tree.map(lambda a: np.asarray(a[:2]), x)
-    return StreamDataset(train, value.get("validation"), value.get("test"), task,
-                         int(outputs), sample_x)
+    return StreamDataset(
+        train, value.get("validation"), value.get("test"), task, int(outputs), sample_x
+    )
 
 
 def as_dataset(value: Any, key: str) -> Dataset | StreamDataset:
@@ -219,13 +245,22 @@ def as_dataset(value: Any, key: str) -> Dataset | StreamDataset:
         y = np.asarray(value["y_train"])
         task = _task(value, y, key)
         outputs = value.get("num_outputs") or (
-            int(y.max()) + 1 if task == "classification" else int(np.prod(y.shape[1:])))
-        return Dataset(value["x_train"], value["y_train"], value.get("x_test"),
-                       value.get("y_test"), task, outputs)
-    raise ConfigError(f"{key}: expected the dataset callable to return arrays "
-                      "{'x_train', 'y_train'[, 'x_test', 'y_test', 'task', "
-                      "'num_outputs']} or streams {'train'[, 'validation', 'test', "
-                      f"'task', 'num_outputs']}}, got {_kind(value)}.")
+            int(y.max()) + 1 if task == "classification" else int(np.prod(y.shape[1:]))
+        )
+        return Dataset(
+            value["x_train"],
+            value["y_train"],
+            value.get("x_test"),
+            value.get("y_test"),
+            task,
+            outputs,
+        )
+    raise ConfigError(
+        f"{key}: expected the dataset callable to return arrays "
+        "{'x_train', 'y_train'[, 'x_test', 'y_test', 'task', "
+        "'num_outputs']} or streams {'train'[, 'validation', 'test', "
+        f"'task', 'num_outputs']}}, got {_kind(value)}."
+    )
 
 
 def _kind(value: Any) -> str:

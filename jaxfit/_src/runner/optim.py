@@ -35,10 +35,15 @@ SCHEDULES = {
 
 def _factory(config: OptimizerConfig) -> Any:
     factory = getattr(optax, config.name, None)
-    if config.name.startswith("_") or not callable(factory) or isinstance(
-            factory, type):
-        raise ConfigError(f"optimizer.name: expected an optax optimizer such as "
-                          f"'adam', 'adamw', 'sgd', got {config.name!r}.")
+    if (
+        config.name.startswith("_")
+        or not callable(factory)
+        or isinstance(factory, type)
+    ):
+        raise ConfigError(
+            f"optimizer.name: expected an optax optimizer such as "
+            f"'adam', 'adamw', 'sgd', got {config.name!r}."
+        )
     return factory
 
 
@@ -55,20 +60,24 @@ def check(config: OptimizerConfig) -> OptimizerConfig:
         wrong type, or values optax refuses; naming the key.
     """
     factory = _factory(config)
-    args = registry.check_args(factory, config.args, "optimizer.args",
-                               provided=("learning_rate",), strict=True)
+    args = registry.check_args(
+        factory, config.args, "optimizer.args", provided=("learning_rate",), strict=True
+    )
     rate = config.learning_rate
     if isinstance(rate, ScheduleConfig):
         schedule = SCHEDULES[rate.schedule]
         schedule_args = registry.check_args(
-            schedule, rate.args, "optimizer.learning_rate.args", strict=True)
+            schedule, rate.args, "optimizer.learning_rate.args", strict=True
+        )
         rate = dataclasses.replace(rate, args=schedule_args)
         try:
             schedule(**schedule_args)
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"optimizer.learning_rate.args: expected arguments "
-                              f"optax.{schedule.__name__} accepts, got "
-                              f"{schedule_args} ({_first_line(error)})") from None
+            raise ConfigError(
+                f"optimizer.learning_rate.args: expected arguments "
+                f"optax.{schedule.__name__} accepts, got "
+                f"{schedule_args} ({_first_line(error)})"
+            ) from None
     checked = dataclasses.replace(config, learning_rate=rate, args=args)
     key = "optimizer.args" if args else "optimizer.name"
     try:
@@ -80,9 +89,11 @@ def check(config: OptimizerConfig) -> OptimizerConfig:
 
         jax.eval_shape(step, params)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{key}: expected arguments optax.{config.name} accepts, "
-                          f"got {dict(args)} (init/update raised "
-                          f"{_first_line(error)})") from None
+        raise ConfigError(
+            f"{key}: expected arguments optax.{config.name} accepts, "
+            f"got {dict(args)} (init/update raised "
+            f"{_first_line(error)})"
+        ) from None
     return checked
 
 

@@ -28,33 +28,46 @@ def import_callable(spec: str, key: str) -> Callable[..., Any]:
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as error:  # noqa: BLE001 - any import-time failure of user code
-        raise ConfigError(f"{key}: cannot import module {module_name!r} of {spec!r}: "
-                          f"{type(error).__name__}: {error}") from None
+        raise ConfigError(
+            f"{key}: cannot import module {module_name!r} of {spec!r}: "
+            f"{type(error).__name__}: {error}"
+        ) from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise ConfigError(f"{key}: module {module_name!r} has no attribute "
-                              f"{attribute!r} ({spec!r}).")
+            raise ConfigError(
+                f"{key}: module {module_name!r} has no attribute "
+                f"{attribute!r} ({spec!r})."
+            )
         target = getattr(target, part)
     if not callable(target):
-        raise ConfigError(f"{key}: expected {spec!r} to be callable, got "
-                          f"{type(target).__name__}.")
+        raise ConfigError(
+            f"{key}: expected {spec!r} to be callable, got {type(target).__name__}."
+        )
     return target
 
 
-def lookup(name: str, registry: Mapping[str, Callable[..., Any]], key: str
-           ) -> Callable[..., Any]:
+def lookup(
+    name: str, registry: Mapping[str, Callable[..., Any]], key: str
+) -> Callable[..., Any]:
     """A built-in by name, or user code by import path."""
     if is_import_path(name):
         return import_callable(name, key)
     if name not in registry:
-        raise ConfigError(f"{key}: unknown name {name!r}; expected one of "
-                          f"{sorted(registry)} or 'package.module:callable'.")
+        raise ConfigError(
+            f"{key}: unknown name {name!r}; expected one of "
+            f"{sorted(registry)} or 'package.module:callable'."
+        )
     return registry[name]
 
 
-def check_args(fn: Callable[..., Any], args: Mapping[str, Any], key: str,
-               provided: tuple[str, ...] = (), *, strict: bool = False
-               ) -> dict[str, Any]:
+def check_args(
+    fn: Callable[..., Any],
+    args: Mapping[str, Any],
+    key: str,
+    provided: tuple[str, ...] = (),
+    *,
+    strict: bool = False,
+) -> dict[str, Any]:
     """``args`` checked and converted for ``fn`` (see ``schema.convert_arguments``;
     ``strict`` for built-ins, whose annotations are the spec).
 
@@ -69,28 +82,38 @@ def check_args(fn: Callable[..., Any], args: Mapping[str, Any], key: str,
         return dict(args)  # a builtin without a signature: let the call decide
     clash = sorted(set(args) & set(provided))
     if clash:
-        raise ConfigError(f"{key}.{clash[0]}: set by the runner; remove it from "
-                          f"{key}.")
+        raise ConfigError(f"{key}.{clash[0]}: set by the runner; remove it from {key}.")
     params = signature.parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     for name in args:
         if name not in params and not accepts_any:
-            names = [n for n, p in params.items()
-                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                     and n not in provided]
-            raise ConfigError(f"{key}.{name}: unknown argument; "
-                              f"{getattr(fn, '__name__', fn)} takes {names}.")
+            names = [
+                n
+                for n, p in params.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and n not in provided
+            ]
+            raise ConfigError(
+                f"{key}.{name}: unknown argument; "
+                f"{getattr(fn, '__name__', fn)} takes {names}."
+            )
     given = set(args) | {n for n in provided if n in params}
     for name, param in params.items():
-        if (param.default is param.empty and name not in given
-                and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)):
-            raise ConfigError(f"{key}.{name}: missing required argument of "
-                              f"{getattr(fn, '__name__', fn)}.")
+        if (
+            param.default is param.empty
+            and name not in given
+            and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+        ):
+            raise ConfigError(
+                f"{key}.{name}: missing required argument of "
+                f"{getattr(fn, '__name__', fn)}."
+            )
     return schema.convert_arguments(fn, args, key, strict=strict)
 
 
-def call(fn: Callable[..., Any], args: Mapping[str, Any], provided: Mapping[str, Any]
-         ) -> Any:
+def call(
+    fn: Callable[..., Any], args: Mapping[str, Any], provided: Mapping[str, Any]
+) -> Any:
     """``fn(**args, **{k: v for the provided keywords fn declares})``."""
     params: Mapping[str, inspect.Parameter]
     try:

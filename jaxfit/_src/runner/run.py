@@ -130,10 +130,14 @@ class RunResult:
     metrics: dict[str, Any]
 
 
-def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
-        overrides: tuple[str, ...] | list[str] = (), resume: str | None = None,
-        compilation_cache: str | os.PathLike[str] | bool | None = None
-        ) -> RunResult:
+def run(
+    config: str | os.PathLike[str] | RunConfig,
+    workdir: str = "runs",
+    *,
+    overrides: tuple[str, ...] | list[str] = (),
+    resume: str | None = None,
+    compilation_cache: str | os.PathLike[str] | bool | None = None,
+) -> RunResult:
     """Runs one experiment and returns where it went and how it ended.
 
     Args:
@@ -161,14 +165,24 @@ def run(config: str | os.PathLike[str] | RunConfig, workdir: str = "runs", *,
     from_config = compilation_cache is None
     with contextlib.ExitStack() as stack:
         with _located(locate if from_config else _unlocated):
-            cache = stack.enter_context(compile_cache.enabled(  # before any compile
-                compile_cache.directory(config.compilation_cache, compilation_cache,
-                                        home)))
+            cache = stack.enter_context(
+                compile_cache.enabled(  # before any compile
+                    compile_cache.directory(
+                        config.compilation_cache, compilation_cache, home
+                    )
+                )
+            )
         return _run(config, locate, resumed, workdir, made_workdir, cache)
 
 
-def _run(config: RunConfig, locate: Callable[[str], str], resumed: str | None,
-         workdir: str, made_workdir: bool, cache: compile_cache.Cache) -> RunResult:
+def _run(
+    config: RunConfig,
+    locate: Callable[[str], str],
+    resumed: str | None,
+    workdir: str,
+    made_workdir: bool,
+    cache: compile_cache.Cache,
+) -> RunResult:
     """``run`` with JAX's compilation cache on (``cache``): what is discarded when a
     config is refused before training, the cache directory if this run made it."""
     try:
@@ -187,20 +201,24 @@ def _run(config: RunConfig, locate: Callable[[str], str], resumed: str | None,
             callbacks = _callbacks(built, run_dir)
         if resumed is None and lead:
             resolved = {**schema.to_dict(config), "environment": _environment()}
-            with open(os.path.join(run_dir, "config.yaml"), "w",
-                      encoding="utf-8") as f:
+            with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
                 config_lib._yaml().safe_dump(resolved, f, sort_keys=False)
-        logging = _logging_to(os.path.join(run_dir, "run.log")) if lead else (
-            contextlib.nullcontext())
+        logging = (
+            _logging_to(os.path.join(run_dir, "run.log"))
+            if lead
+            else (contextlib.nullcontext())
+        )
         with logging:
             try:
-                history, metrics = _train(config, prepared, [tracker, *callbacks],
-                                          run_dir, say, lead)
+                history, metrics = _train(
+                    config, prepared, [tracker, *callbacks], run_dir, say, lead
+                )
             except KeyboardInterrupt:
                 if resumed is None and not tracker.started:
                     raise  # nothing trained yet: nothing is left (below)
-                raise _interrupted(config, prepared.trainer, tracker, run_dir,
-                                   lead) from None
+                raise _interrupted(
+                    config, prepared.trainer, tracker, run_dir, lead
+                ) from None
     except RunInterrupted:
         raise
     except (TypeError, ValueError, KeyboardInterrupt) as error:
@@ -209,8 +227,9 @@ def _run(config: RunConfig, locate: Callable[[str], str], resumed: str | None,
         # the fit call's own checks refused the config, or Ctrl-C came before
         # training began: leave nothing behind
         if resumed is None:
-            _discard(run_dir if lead else None, workdir if made_workdir else None,
-                     cache)
+            _discard(
+                run_dir if lead else None, workdir if made_workdir else None, cache
+            )
         if isinstance(error, (ConfigError, KeyboardInterrupt)):
             raise
         with _located(locate):
@@ -218,8 +237,9 @@ def _run(config: RunConfig, locate: Callable[[str], str], resumed: str | None,
     return RunResult(run_dir, history, metrics)
 
 
-def _resolve(config: Any, overrides: Any, resume: str | None
-             ) -> tuple[RunConfig, Callable[[str], str], str | None]:
+def _resolve(
+    config: Any, overrides: Any, resume: str | None
+) -> tuple[RunConfig, Callable[[str], str], str | None]:
     """The checked config, how to locate its keys in the YAML file, and the run
     directory being resumed (``None`` for a new run)."""
     if resume is None:
@@ -232,16 +252,21 @@ def _resolve(config: Any, overrides: Any, resume: str | None
         raise ConfigError("--set: cannot change the config of a resumed run.")
     config, locate = _load(os.path.join(run_dir, "config.yaml"))
     if os.path.exists(os.path.join(run_dir, "history.json")):
-        raise ConfigError(f"--resume: {run_dir!r} finished already (it has "
-                          "history.json); start a new run instead.")
+        raise ConfigError(
+            f"--resume: {run_dir!r} finished already (it has "
+            "history.json); start a new run instead."
+        )
     if config.backup is False:
-        raise ConfigError(f"--resume: {run_dir!r} ran with backup: false; there is "
-                          "nothing to resume from.")
+        raise ConfigError(
+            f"--resume: {run_dir!r} ran with backup: false; there is "
+            "nothing to resume from."
+        )
     return config, locate, run_dir
 
 
-def _open_run_dir(config: RunConfig, workdir: str, resumed: str | None, lead: bool
-                  ) -> tuple[str, RunConfig, str]:
+def _open_run_dir(
+    config: RunConfig, workdir: str, resumed: str | None, lead: bool
+) -> tuple[str, RunConfig, str]:
     """``(run_dir, config to build callbacks from, header line)``: a new directory
     (process 0 makes it, the others are told its path), or the resumed one with
     the lines and CSV rows after its backup dropped (they come again)."""
@@ -251,27 +276,35 @@ def _open_run_dir(config: RunConfig, workdir: str, resumed: str | None, lead: bo
     start = _resume_point(config, resumed)
     if lead:
         _trim_for_resume(config, resumed, start[0])
-    return resumed, _appending_csv(config), (
-        f"jaxfit run: resuming {config.name} in {resumed} "
-        f"{_position_words(*start, config.fit.epochs, None, 'at')}")
+    return (
+        resumed,
+        _appending_csv(config),
+        (
+            f"jaxfit run: resuming {config.name} in {resumed} "
+            f"{_position_words(*start, config.fit.epochs, None, 'at')}"
+        ),
+    )
 
 
-def _interrupted(config: RunConfig, trainer: Any, tracker: Any, run_dir: str,
-                 lead: bool) -> RunInterrupted:
+def _interrupted(
+    config: RunConfig, trainer: Any, tracker: Any, run_dir: str, lead: bool
+) -> RunInterrupted:
     """Ctrl-C during training: one line (where, and how to resume) on stderr.
     fit has stopped its background work (feeders, checkpoint writes) in its
     ``finally`` before this runs."""
-    line = (f"jaxfit run: interrupted {_stopped_at(trainer, tracker)}; "
-            + (f"resume with: jaxfit run --resume {run_dir}"
-               if config.backup is not False else
-               "it ran with backup: false, so it cannot be resumed"))
+    line = f"jaxfit run: interrupted {_stopped_at(trainer, tracker)}; " + (
+        f"resume with: jaxfit run --resume {run_dir}"
+        if config.backup is not False
+        else "it ran with backup: false, so it cannot be resumed"
+    )
     if lead:
         print(line, file=sys.stderr, flush=True)
     return RunInterrupted(line, run_dir)
 
 
-def _discard(run_dir: str | None, made_workdir: str | None,
-             cache: compile_cache.Cache) -> None:
+def _discard(
+    run_dir: str | None, made_workdir: str | None, cache: compile_cache.Cache
+) -> None:
     """Removes a run directory that never trained (process 0's), the compilation
     cache directory if this run made it, and a workdir made for them."""
     if run_dir is not None:
@@ -294,19 +327,30 @@ class RunInterrupted(KeyboardInterrupt):
         self.run_dir = run_dir
 
 
-def _train(config: RunConfig, prepared: _Prepared, callbacks: list[Any],
-           run_dir: str, say: Callable[..., None], lead: bool
-           ) -> tuple[Any, dict[str, Any]]:
+def _train(
+    config: RunConfig,
+    prepared: _Prepared,
+    callbacks: list[Any],
+    run_dir: str,
+    say: Callable[..., None],
+    lead: bool,
+) -> tuple[Any, dict[str, Any]]:
     """Fits, evaluates on the test split, and writes the run directory's files."""
     data, trainer, arguments = prepared.data, prepared.trainer, prepared.arguments
     if _streaming(data):
-        history = trainer.fit_dataset(data.train, validation_data=data.validation,
-                                      callbacks=callbacks, **arguments)
+        history = trainer.fit_dataset(
+            data.train,
+            validation_data=data.validation,
+            callbacks=callbacks,
+            **arguments,
+        )
     else:
-        history = trainer.fit(data.x_train, data.y_train, callbacks=callbacks,
-                              **arguments)
-    metrics: dict[str, Any] = {"final_epoch": {
-        key: values[-1] for key, values in history.history.items()}}
+        history = trainer.fit(
+            data.x_train, data.y_train, callbacks=callbacks, **arguments
+        )
+    metrics: dict[str, Any] = {
+        "final_epoch": {key: values[-1] for key, values in history.history.items()}
+    }
     ending, lines = _ending(config, callbacks, history)
     metrics.update(ending)
     for line in lines:
@@ -314,8 +358,9 @@ def _train(config: RunConfig, prepared: _Prepared, callbacks: list[Any],
     if _streaming(data) and data.test is not None:
         metrics["test"] = trainer.evaluate_dataset(data.test)
     elif not _streaming(data) and data.x_test is not None:
-        metrics["test"] = trainer.evaluate(data.x_test, data.y_test,
-                                           batch_size=config.fit.batch_size)
+        metrics["test"] = trainer.evaluate(
+            data.x_test, data.y_test, batch_size=config.fit.batch_size
+        )
     if "test" in metrics:
         say("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in metrics["test"].items()))
     if lead:
@@ -323,53 +368,71 @@ def _train(config: RunConfig, prepared: _Prepared, callbacks: list[Any],
         history.to_csv(os.path.join(run_dir, "history.csv"))
         _write_json(os.path.join(run_dir, "metrics.json"), metrics)
         _plot(history, os.path.join(run_dir, "curves.png"))
-    trainer.save(os.path.join(run_dir, "checkpoint"),  # every process: orbax
-                 metadata={"config": schema.to_dict(config)})
+    trainer.save(
+        os.path.join(run_dir, "checkpoint"),  # every process: orbax
+        metadata={"config": schema.to_dict(config)},
+    )
     say(f"run directory: {run_dir}")
     return history, metrics
 
 
-def _ending(config: RunConfig, callbacks: list[Any], history: Any
-            ) -> tuple[dict[str, Any], list[str]]:
+def _ending(
+    config: RunConfig, callbacks: list[Any], history: Any
+) -> tuple[dict[str, Any], list[str]]:
     """How training ended, for metrics.json and run.log: the last epoch, whether
     a callback stopped it early, and which epoch's weights the run ends with (the
     test evaluation's and checkpoint/'s). Epochs count from 1, as printed."""
 
     last = history.epoch[-1] + 1 if history.epoch else config.fit.initial_epoch
-    out: dict[str, Any] = {"last_epoch": last, "weights_epoch": last,
-                           "weights": "the last epoch's"}
+    out: dict[str, Any] = {
+        "last_epoch": last,
+        "weights_epoch": last,
+        "weights": "the last epoch's",
+    }
     lines = []
     names = [c.name for c in config.callbacks]
     built = [c for c in callbacks if not isinstance(c, _Tracker)]
-    for i, callback in enumerate(built[:len(names)]):
+    for i, callback in enumerate(built[: len(names)]):
         if not isinstance(callback, callbacks_lib.EarlyStopping):
             continue
         who = f"callbacks[{i}] {names[i]}"
         if callback.stopped_epoch > 0:
-            out["stopped_early"] = {"by": who, "epoch": callback.stopped_epoch + 1,
-                                    "monitor": callback.monitor,
-                                    "patience": callback.patience}
-            lines.append(f"early stopping: {who} ended the run after epoch "
-                         f"{callback.stopped_epoch + 1}/{config.fit.epochs}: "
-                         f"{callback.monitor} did not improve for "
-                         f"{callback.patience} epoch"
-                         f"{'' if callback.patience == 1 else 's'}")
+            out["stopped_early"] = {
+                "by": who,
+                "epoch": callback.stopped_epoch + 1,
+                "monitor": callback.monitor,
+                "patience": callback.patience,
+            }
+            lines.append(
+                f"early stopping: {who} ended the run after epoch "
+                f"{callback.stopped_epoch + 1}/{config.fit.epochs}: "
+                f"{callback.monitor} did not improve for "
+                f"{callback.patience} epoch"
+                f"{'' if callback.patience == 1 else 's'}"
+            )
         if callback.restore_best_weights and callback.best_weights is not None:
             out["weights_epoch"] = callback.best_epoch + 1
-            out["weights"] = (f"restored by {who} (restore_best_weights): the best "
-                              f"{callback.monitor}, {callback.best:.6g}")
-            lines.append(f"weights: epoch {callback.best_epoch + 1}'s, restored by "
-                         f"{who} (best {callback.monitor}: {callback.best:.4f}); "
-                         "checkpoint/ and the test evaluation use them")
+            out["weights"] = (
+                f"restored by {who} (restore_best_weights): the best "
+                f"{callback.monitor}, {callback.best:.6g}"
+            )
+            lines.append(
+                f"weights: epoch {callback.best_epoch + 1}'s, restored by "
+                f"{who} (best {callback.monitor}: {callback.best:.4f}); "
+                "checkpoint/ and the test evaluation use them"
+            )
     if "stopped_early" not in out and last < config.fit.epochs:
         out["stopped_early"] = {"by": "stop_training", "epoch": last}
-        lines.append(f"stopped: training ended after epoch {last}/{config.fit.epochs} "
-                     "(stop_training)")
+        lines.append(
+            f"stopped: training ended after epoch {last}/{config.fit.epochs} "
+            "(stop_training)"
+        )
     return out, lines
 
 
-def validate(path: str | os.PathLike[str],
-             overrides: tuple[str, ...] | list[str] = ()) -> tuple[RunConfig, str]:
+def validate(
+    path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
+) -> tuple[RunConfig, str]:
     """``jaxfit validate``: every check ``run`` makes before training, and only
     those; returns the config and ``"arrays"`` or ``"streams"``.
 

@@ -28,10 +28,12 @@ _MAX_PATH = 4096  # bytes of a run directory path broadcast to the other process
 
 
 def _environment() -> dict[str, Any]:
-    return {"versions": orbax_io.versions(),
-            "devices": [str(d) for d in jax.devices()],
-            "backend": jax.default_backend(),
-            "created": datetime.datetime.now().isoformat(timespec="seconds")}
+    return {
+        "versions": orbax_io.versions(),
+        "devices": [str(d) for d in jax.devices()],
+        "backend": jax.default_backend(),
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def _make_run_dir(workdir: str, name: str) -> str:
@@ -83,11 +85,17 @@ def _write_json(path: str, value: Any) -> None:
         json.dump(value, f, indent=2)
 
 
-def _position_words(epoch: int, batch: int, epochs: int | None, steps: int | None,
-                    preposition: str = "in") -> str:
+def _position_words(
+    epoch: int,
+    batch: int,
+    epochs: int | None,
+    steps: int | None,
+    preposition: str = "in",
+) -> str:
     """Where a run stands, 1-based as the progress lines count: ``in epoch 3/4
     after batch 2/8``, ``after epoch 2/4``; ``preposition="at"`` for where one
     starts (``at epoch 3/4``)."""
+
     def of(n: int, total: int | None) -> str:
         return f"{n}/{total}" if total else str(n)
 
@@ -95,8 +103,11 @@ def _position_words(epoch: int, batch: int, epochs: int | None, steps: int | Non
         words = f"at epoch {of(epoch + 1, epochs)}"
         return words + (f", after batch {of(batch, steps)}" if batch else "")
     if batch == 0:
-        return "before the first batch" if epoch == 0 else (
-            f"after epoch {of(epoch, epochs)}")
+        return (
+            "before the first batch"
+            if epoch == 0
+            else (f"after epoch {of(epoch, epochs)}")
+        )
     return f"in epoch {of(epoch + 1, epochs)} after batch {of(batch, steps)}"
 
 
@@ -130,9 +141,13 @@ def _stopped_at(trainer: Any, tracker: _Tracker) -> str:
     tells (the steps dispatched before Ctrl-C finish), else as of the last yield
     point."""
     position: Any = getattr(getattr(trainer, "session", None), "position", None) or (
-        getattr(trainer, "_position", None))
-    epoch, batch = (position.epoch, position.batch) if hasattr(
-        position, "batch") else (tracker.epoch, tracker.batch)
+        getattr(trainer, "_position", None)
+    )
+    epoch, batch = (
+        (position.epoch, position.batch)
+        if hasattr(position, "batch")
+        else (tracker.epoch, tracker.batch)
+    )
     params = trainer.history.params if trainer.history is not None else {}
     return _position_words(epoch, batch, params.get("epochs"), params.get("steps"))
 
@@ -141,8 +156,7 @@ def _resume_point(config: RunConfig, run_dir: str) -> tuple[int, int]:
     """``(epoch, batch)`` (0-based) where ``--resume`` continues: the newest
     complete backup's position, or the start."""
 
-    backups = callbacks_lib.BackupAndRestore(
-        os.path.join(run_dir, "backup"))._backups()
+    backups = callbacks_lib.BackupAndRestore(os.path.join(run_dir, "backup"))._backups()
     if not backups:
         return config.fit.initial_epoch, 0
     position = orbax_io.read_info(backups[-1][1]).get("position") or {}
@@ -160,8 +174,11 @@ def _trim_for_resume(config: RunConfig, run_dir: str, epoch: int) -> None:
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
-        kept = [line for line in lines if not (
-            (match := _EPOCH_LINE.match(line)) and int(match.group(1)) > epoch)]
+        kept = [
+            line
+            for line in lines
+            if not ((match := _EPOCH_LINE.match(line)) and int(match.group(1)) > epoch)
+        ]
         with open(path, "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in kept))
     for callback in config.callbacks:
@@ -173,17 +190,24 @@ def _trim_for_resume(config: RunConfig, run_dir: str, epoch: int) -> None:
             continue
         with open(csv_path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f, delimiter=separator))
-        kept_rows = rows[:1] + [row for row in rows[1:]
-                                if row and row[0].isdigit() and int(row[0]) < epoch]
+        kept_rows = rows[:1] + [
+            row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) < epoch
+        ]
         with open(csv_path, "w", newline="", encoding="utf-8") as f:
             csv.writer(f, delimiter=separator).writerows(kept_rows)
 
 
 def _appending_csv(config: RunConfig) -> RunConfig:
     """A resumed run's CSVLoggers append to what the first part wrote."""
-    return dataclasses.replace(config, callbacks=[
-        dataclasses.replace(c, args={**c.args, "append": True})
-        if c.name == "CSVLogger" else c for c in config.callbacks])
+    return dataclasses.replace(
+        config,
+        callbacks=[
+            dataclasses.replace(c, args={**c.args, "append": True})
+            if c.name == "CSVLogger"
+            else c
+            for c in config.callbacks
+        ],
+    )
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
@@ -206,9 +230,11 @@ def _shared_path(path: str | None) -> str:
     if path is not None:
         encoded = os.fsencode(path)
         if len(encoded) > _MAX_PATH:
-            raise ValueError(f"workdir: the run directory path is longer than "
-                             f"{_MAX_PATH} bytes: {path!r}")
-        buffer[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+            raise ValueError(
+                f"workdir: the run directory path is longer than "
+                f"{_MAX_PATH} bytes: {path!r}"
+            )
+        buffer[: len(encoded)] = np.frombuffer(encoded, np.uint8)
     shared = np.asarray(multihost_utils.broadcast_one_to_all(buffer), np.uint8)
     return os.fsdecode(shared.tobytes().rstrip(b"\0"))
 
@@ -229,19 +255,23 @@ def show(run_dir: str | os.PathLike[str]) -> str:
     run_dir = os.fspath(run_dir)
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(path):
-        raise ConfigError(f"run_dir: expected a jaxfit run directory (with "
-                          f"config.yaml), got {run_dir!r}.")
+        raise ConfigError(
+            f"run_dir: expected a jaxfit run directory (with "
+            f"config.yaml), got {run_dir!r}."
+        )
     with open(path, encoding="utf-8") as f:
         config = config_lib._yaml().safe_load(f)
     environment = config.get("environment") or {}
-    lines = [f"run: {config['name']}  ({run_dir})",
-             f"model: {config['model']['name']} {config['model']['args'] or ''}".rstrip(),
-             f"data: {config['data']['name']} {config['data']['args'] or ''}".rstrip(),
-             f"optimizer: {config['optimizer']['name']} "
-             f"learning_rate={config['optimizer']['learning_rate']}",
-             f"created: {environment.get('created', '?')} on "
-             f"{environment.get('backend', '?')}, jax "
-             f"{environment.get('versions', {}).get('jax', '?')}"]
+    lines = [
+        f"run: {config['name']}  ({run_dir})",
+        f"model: {config['model']['name']} {config['model']['args'] or ''}".rstrip(),
+        f"data: {config['data']['name']} {config['data']['args'] or ''}".rstrip(),
+        f"optimizer: {config['optimizer']['name']} "
+        f"learning_rate={config['optimizer']['learning_rate']}",
+        f"created: {environment.get('created', '?')} on "
+        f"{environment.get('backend', '?')}, jax "
+        f"{environment.get('versions', {}).get('jax', '?')}",
+    ]
     finished = os.path.isfile(os.path.join(run_dir, "history.json"))
     lines += _outcome(run_dir, config) if finished else _unfinished(run_dir)
     return "\n".join(lines)
@@ -251,8 +281,10 @@ def _unfinished(run_dir: str) -> list[str]:
     """``jaxfit show`` of a run without history.json: how to resume it, and
     where it was interrupted."""
     backup = os.path.isdir(os.path.join(run_dir, "backup"))
-    lines = ["status: not finished" + (f" (resume with jaxfit run --resume {run_dir})"
-                                       if backup else "")]
+    lines = [
+        "status: not finished"
+        + (f" (resume with jaxfit run --resume {run_dir})" if backup else "")
+    ]
     stopped = _last_interruption(run_dir)
     return lines + ([f"last: {stopped}"] if stopped else [])
 
@@ -267,23 +299,32 @@ def _outcome(run_dir: str, config: dict[str, Any]) -> list[str]:
         metrics = json.load(f)
     lines: list[str] = []
     epochs = config.get("fit", {}).get("epochs")
-    lines.append(f"epochs: {len(history['epoch'])}" + (
-        f" (the last: {metrics['last_epoch']}/{epochs})" if "last_epoch" in metrics
-        else ""))
+    lines.append(
+        f"epochs: {len(history['epoch'])}"
+        + (
+            f" (the last: {metrics['last_epoch']}/{epochs})"
+            if "last_epoch" in metrics
+            else ""
+        )
+    )
     stopped = metrics.get("stopped_early")
     if stopped:
-        lines.append(f"stopped early: by {stopped['by']} after epoch "
-                     f"{stopped['epoch']}")
+        lines.append(
+            f"stopped early: by {stopped['by']} after epoch {stopped['epoch']}"
+        )
     if "weights_epoch" in metrics:
-        lines.append(f"weights: epoch {metrics['weights_epoch']}'s "
-                     f"({metrics.get('weights', '')})")
+        lines.append(
+            f"weights: epoch {metrics['weights_epoch']}'s "
+            f"({metrics.get('weights', '')})"
+        )
     lines.append("final epoch: " + _format(metrics["final_epoch"]))
     if "val_loss" in history:
         values = history["val_loss"]
-        epochs_of = history["epoch"][-len(values):]
+        epochs_of = history["epoch"][-len(values) :]
         best = int(np.nanargmin(values))
-        lines.append(f"best val_loss: {values[best]:.4f} at epoch "
-                     f"{epochs_of[best] + 1}")
+        lines.append(
+            f"best val_loss: {values[best]:.4f} at epoch {epochs_of[best] + 1}"
+        )
     if "test" in metrics:
         lines.append("test: " + _format(metrics["test"]))
     lines.append("files: " + ", ".join(sorted(os.listdir(run_dir))))
@@ -296,8 +337,9 @@ def _last_interruption(run_dir: str) -> str | None:
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
-        found = [line.strip() for line in f
-                 if line.startswith("jaxfit run: interrupted")]
+        found = [
+            line.strip() for line in f if line.startswith("jaxfit run: interrupted")
+        ]
     return found[-1].removeprefix("jaxfit run: ").split(";")[0] if found else None
 
 

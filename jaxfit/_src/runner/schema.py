@@ -118,9 +118,9 @@ class CallbackConfig:
 FIT_EXCLUDED = {
     "callbacks": "the config has its own `callbacks` section",
     "validation_data": "comes from the data: `fit.validation_split` of the arrays, "
-                       "or the dataset's 'validation' stream",
+    "or the dataset's 'validation' stream",
     "sample_weight": "per-sample weights come with the data (a stream's batches may "
-                     "carry 'sample_weight')",
+    "carry 'sample_weight')",
     "now": "the clock of the yield policy, injected by tests",
 }
 # Where the runner's default differs from the trainer's: one line per epoch reads
@@ -137,11 +137,16 @@ def trainer_arguments(method: Any) -> dict[str, tuple[Any, Any]]:
     keyword-only parameters)."""
     hints = typing.get_type_hints(method)
     if dataclasses.is_dataclass(method):
-        return {field.name: (hints.get(field.name, Any), field.default)
-                for field in dataclasses.fields(method) if field.name not in FIT_EXCLUDED}
-    return {name: (hints.get(name, Any), parameter.default)
-            for name, parameter in inspect.signature(method).parameters.items()
-            if parameter.kind is parameter.KEYWORD_ONLY and name not in FIT_EXCLUDED}
+        return {
+            field.name: (hints.get(field.name, Any), field.default)
+            for field in dataclasses.fields(method)
+            if field.name not in FIT_EXCLUDED
+        }
+    return {
+        name: (hints.get(name, Any), parameter.default)
+        for name, parameter in inspect.signature(method).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY and name not in FIT_EXCLUDED
+    }
 
 
 def make_fit_config(fit: Any, fit_dataset: Any) -> type:
@@ -149,8 +154,10 @@ def make_fit_config(fit: Any, fit_dataset: Any) -> type:
     ``fit_dataset`` takes (``validation_batches``)."""
     arguments = {**trainer_arguments(fit_dataset), **trainer_arguments(fit)}
     order = list(trainer_arguments(fit)) + [
-        name for name in trainer_arguments(fit_dataset) if name not in
-        trainer_arguments(fit)]
+        name
+        for name in trainer_arguments(fit_dataset)
+        if name not in trainer_arguments(fit)
+    ]
     fields = []
     for name in order:
         tp, default = arguments[name]
@@ -159,8 +166,9 @@ def make_fit_config(fit: Any, fit_dataset: Any) -> type:
         if default is inspect.Parameter.empty:
             field = dataclasses.field(metadata=metadata)
         elif isinstance(default, (list, dict, set)):
-            field = dataclasses.field(default_factory=functools.partial(copy.copy, default),
-                                      metadata=metadata)
+            field = dataclasses.field(
+                default_factory=functools.partial(copy.copy, default), metadata=metadata
+            )
         else:
             field = dataclasses.field(default=default, metadata=metadata)
         fields.append((name, tp, field))
@@ -169,11 +177,13 @@ def make_fit_config(fit: Any, fit_dataset: Any) -> type:
     cls.__doc__ = (
         "The ``fit`` section: the arguments of ``Trainer.fit`` and "
         "``Trainer.fit_dataset`` (``FitArgs`` and ``StreamFitArgs``), less "
-        f"{sorted(FIT_EXCLUDED)}.")
+        f"{sorted(FIT_EXCLUDED)}."
+    )
     return cls
 
 
 if typing.TYPE_CHECKING:
+
     class FitConfig:  # the fields are Trainer.fit's arguments, made at import
         def __getattr__(self, name: str) -> Any: ...
 else:
@@ -209,18 +219,12 @@ class RunConfig:
     environment: dict[str, Any] | None = None
 
 
-
-
-
-
-
-
-
-
-
-
-def parse(raw: Any, lines: Mapping[str, int] | None = None, source: str = "",
-          origin: Mapping[str, str] | None = None) -> RunConfig:
+def parse(
+    raw: Any,
+    lines: Mapping[str, int] | None = None,
+    source: str = "",
+    origin: Mapping[str, str] | None = None,
+) -> RunConfig:
     """Validates a plain mapping (from YAML) into a ``RunConfig``.
 
     Args:
@@ -234,26 +238,17 @@ def parse(raw: Any, lines: Mapping[str, int] | None = None, source: str = "",
         the file line (or ``--set``) when known.
     """
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source or 'config'}: expected a mapping at the top level, "
-                          f"got {_describe(raw)}")
+        raise ConfigError(
+            f"{source or 'config'}: expected a mapping at the top level, "
+            f"got {_describe(raw)}"
+        )
     try:
         return _build(RunConfig, raw, "")
     except _Mismatch as mismatch:
-        raise ConfigError(f"{mismatch.path}: {mismatch}"
-                          f"{where(mismatch.path, lines, source, origin)}",
-                          located=True) from None
-
-
-
-
-
-
-
-
-
-
-
-
+        raise ConfigError(
+            f"{mismatch.path}: {mismatch}{where(mismatch.path, lines, source, origin)}",
+            located=True,
+        ) from None
 
 
 def defaults(cls: Any) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def keyed(key: str, error: BaseException | str, *names: str) -> ConfigError:
     message = str(error)
     for prefix in (key, *names):
         if prefix and message.startswith(f"{prefix}: "):
-            message = message[len(prefix) + 2:]
+            message = message[len(prefix) + 2 :]
             break
     return ConfigError(f"{key}: {message}")
 
@@ -59,11 +59,13 @@ class Bounds:
     def contains(self, value: float) -> bool:
         if isinstance(value, float) and math.isnan(value):
             return False
-        if self.low is not None and (value <= self.low if self.low_open
-                                     else value < self.low):
+        if self.low is not None and (
+            value <= self.low if self.low_open else value < self.low
+        ):
             return False
-        return self.high is None or (value < self.high if self.high_open
-                                     else value <= self.high)
+        return self.high is None or (
+            value < self.high if self.high_open else value <= self.high
+        )
 
     def words(self, tp: Any) -> str:
         if tp is int and self.high is None and not self.low_open:
@@ -76,8 +78,10 @@ class Bounds:
             return f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
         if self.low is None:
             return f"{noun} {'<' if self.high_open else '<='} {self.high:g}"
-        return (f"{noun} in {'(' if self.low_open else '['}{self.low:g}, "
-                f"{self.high:g}{')' if self.high_open else ']'}")
+        return (
+            f"{noun} in {'(' if self.low_open else '['}{self.low:g}, "
+            f"{self.high:g}{')' if self.high_open else ']'}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +189,10 @@ def _convert(value: Any, tp: Any, path: str, minimum: int | None = None) -> Any:
         return [_convert(v, item, f"{path}[{i}]", minimum) for i, v in enumerate(value)]
     if origin is dict and isinstance(value, Mapping):
         key_tp, value_tp = typing.get_args(tp)
-        return {_convert(k, key_tp, f"{path}.{k}"): _convert(v, value_tp, f"{path}.{k}")
-                for k, v in value.items()}
+        return {
+            _convert(k, key_tp, f"{path}.{k}"): _convert(v, value_tp, f"{path}.{k}")
+            for k, v in value.items()
+        }
     converted = _scalar(value, tp, origin, minimum)
     if converted is not _NO:
         return converted
@@ -200,8 +206,10 @@ def _scalar(value: Any, tp: Any, origin: Any, minimum: int | None) -> Any:
     """``value`` as the scalar type ``tp`` (a literal, None, bool, int, float,
     str), or ``_NO``."""
     if origin is Literal:
-        matches = any(value == option and type(value) is type(option)
-                      for option in typing.get_args(tp))
+        matches = any(
+            value == option and type(value) is type(option)
+            for option in typing.get_args(tp)
+        )
         return value if matches else _NO
     if tp is type(None):
         return None if value is None else _NO
@@ -224,7 +232,8 @@ def _annotated(value: Any, tp: Any, path: str, minimum: int | None) -> Any:
     converted = _convert(value, base, path, minimum)
     for mark in marks:
         if (isinstance(mark, Bounds) and not mark.contains(converted)) or (
-                isinstance(mark, MinLength) and len(converted) < mark.minimum):
+            isinstance(mark, MinLength) and len(converted) < mark.minimum
+        ):
             raise _Mismatch(path, f"expected {_expected(tp)}, got {_describe(value)}")
     return converted
 
@@ -256,8 +265,11 @@ def _annotations(fn: Any) -> dict[str, Any]:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return {}
-    return {name: p.annotation for name, p in parameters.items()
-            if p.annotation is not p.empty and not isinstance(p.annotation, str)}
+    return {
+        name: p.annotation
+        for name, p in parameters.items()
+        if p.annotation is not p.empty and not isinstance(p.annotation, str)
+    }
 
 
 def _not_from_yaml(tp: Any) -> bool:
@@ -269,7 +281,10 @@ def _not_from_yaml(tp: Any) -> bool:
     if not isinstance(tp, type):
         return False
     return issubclass(tp, numbers.Number) or tp.__module__.split(".")[0] in (
-        "jax", "jaxlib", "numpy")
+        "jax",
+        "jaxlib",
+        "numpy",
+    )
 
 
 def yaml_type(tp: Any) -> Any:
@@ -301,8 +316,9 @@ def _mentions_float(tp: Any) -> bool:
     return any(_mentions_float(arg) for arg in typing.get_args(tp))
 
 
-def convert_arguments(fn: Any, args: Mapping[str, Any], key: str, *,
-                      strict: bool = False) -> dict[str, Any]:
+def convert_arguments(
+    fn: Any, args: Mapping[str, Any], key: str, *, strict: bool = False
+) -> dict[str, Any]:
     """``args`` for ``fn``, checked and converted by ``fn``'s annotations.
 
     With ``strict`` (the built-ins and optax), every argument whose annotation
@@ -336,18 +352,28 @@ def convert_arguments(fn: Any, args: Mapping[str, Any], key: str, *,
     return out
 
 
-def where(path: str, lines: Mapping[str, int] | None, source: str,
-          origin: Mapping[str, str] | None) -> str:
+def where(
+    path: str,
+    lines: Mapping[str, int] | None,
+    source: str,
+    origin: Mapping[str, str] | None,
+) -> str:
     """`` (file, line N)`` for the deepest known prefix of ``path``."""
     probe = path
     while probe:
         if origin and probe in origin:
             return f" (from {origin[probe]})"
         if lines and probe in lines:
-            return f" ({source}, line {lines[probe]})" if source else (
-                f" (line {lines[probe]})")
-        probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe) if re.search(
-            r"(\.[^.\[]*|\[\d+\])$", probe) else ""
+            return (
+                f" ({source}, line {lines[probe]})"
+                if source
+                else (f" (line {lines[probe]})")
+            )
+        probe = (
+            re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
+            if re.search(r"(\.[^.\[]*|\[\d+\])$", probe)
+            else ""
+        )
     return f" ({source})" if source else ""
 
 
@@ -357,14 +383,18 @@ def _build(cls: Any, raw: Mapping[str, Any], prefix: str) -> Any:
     dot = f"{prefix}." if prefix else ""
     for key in raw:
         if key not in fields:
-            raise _Mismatch(f"{dot}{key}", f"unknown key; expected one of "
-                                           f"{sorted(fields)}")
+            raise _Mismatch(
+                f"{dot}{key}", f"unknown key; expected one of {sorted(fields)}"
+            )
     values = {}
     for name, field in fields.items():
         if name in raw:
-            values[name] = _convert(raw[name], hints[name], f"{dot}{name}",
-                                    field.metadata.get("min"))
-        elif (field.default is dataclasses.MISSING
-              and field.default_factory is dataclasses.MISSING):
+            values[name] = _convert(
+                raw[name], hints[name], f"{dot}{name}", field.metadata.get("min")
+            )
+        elif (
+            field.default is dataclasses.MISSING
+            and field.default_factory is dataclasses.MISSING
+        ):
             raise _Mismatch(f"{dot}{name}", "missing required key")
     return cls(**values)

@@ -27,8 +27,10 @@ from jaxfit._src.runner.schema import (
     Widths,
 )
 
-MSG_NO_FLAX = ("The built-in models (mlp, cnn, resnet) are Flax modules: pip install "
-               "'jaxfit[run]' (or 'jaxfit[flax]').")
+MSG_NO_FLAX = (
+    "The built-in models (mlp, cnn, resnet) are Flax modules: pip install "
+    "'jaxfit[run]' (or 'jaxfit[flax]')."
+)
 
 
 def _linen() -> Any:
@@ -40,10 +42,26 @@ def _linen() -> Any:
 
 
 # Flax Linen activations that take one array (``mlp``'s ``activation``).
-Activation = Literal["relu", "relu6", "gelu", "silu", "swish", "sigmoid", "tanh", "elu",
-                     "selu", "celu", "leaky_relu", "softplus", "soft_sign",
-                     "log_sigmoid", "hard_tanh", "hard_sigmoid", "hard_silu",
-                     "hard_swish"]
+Activation = Literal[
+    "relu",
+    "relu6",
+    "gelu",
+    "silu",
+    "swish",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "celu",
+    "leaky_relu",
+    "softplus",
+    "soft_sign",
+    "log_sigmoid",
+    "hard_tanh",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+]
 
 
 def _images(name: str, sample_x: Any) -> None:
@@ -51,12 +69,16 @@ def _images(name: str, sample_x: Any) -> None:
     leaves = jax.tree.leaves(sample_x)
     shape = np.shape(leaves[0]) if len(leaves) == 1 else None
     if shape is None or len(shape) != 4:
-        got = (f"x of shape {tuple(shape)}" if shape is not None
-               else f"x with {len(leaves)} arrays")
+        got = (
+            f"x of shape {tuple(shape)}"
+            if shape is not None
+            else f"x with {len(leaves)} arrays"
+        )
         raise ConfigError(
             f"model.name: expected data of images (n, height, width, channels) for "
             f"{name!r}, got {got}. For digits set data.args.as_images: true, or use "
-            "the mlp.")
+            "the mlp."
+        )
 
 
 def _adapt(module: Any, sample_x: Any, seed: int) -> Any:
@@ -65,9 +87,15 @@ def _adapt(module: Any, sample_x: Any, seed: int) -> Any:
     return from_flax(module, sample_x, seed=seed)
 
 
-def mlp(*, sample_x: Any, num_outputs: int, seed: int = 0,
-        hidden: Widths = (128,), dropout: Rate = 0.0,
-        activation: Activation = "relu") -> Any:
+def mlp(
+    *,
+    sample_x: Any,
+    num_outputs: int,
+    seed: int = 0,
+    hidden: Widths = (128,),
+    dropout: Rate = 0.0,
+    activation: Activation = "relu",
+) -> Any:
     """Dense layers of sizes ``hidden`` (inputs flattened), ``dropout`` after each."""
     nn: Any = _linen()
     act = getattr(nn, activation)
@@ -85,9 +113,15 @@ def mlp(*, sample_x: Any, num_outputs: int, seed: int = 0,
     return _adapt(MLP(), sample_x, seed)
 
 
-def cnn(*, sample_x: Any, num_outputs: int, seed: int = 0,
-        channels: Widths = (16, 32), dense: PositiveInt = 64, dropout: Rate = 0.0
-        ) -> Any:
+def cnn(
+    *,
+    sample_x: Any,
+    num_outputs: int,
+    seed: int = 0,
+    channels: Widths = (16, 32),
+    dense: PositiveInt = 64,
+    dropout: Rate = 0.0,
+) -> Any:
     """3x3 conv + ReLU + 2x2 average pool per entry of ``channels``, then dense."""
     _images("cnn", sample_x)
     nn: Any = _linen()
@@ -108,9 +142,14 @@ def cnn(*, sample_x: Any, num_outputs: int, seed: int = 0,
     return _adapt(CNN(), sample_x, seed)
 
 
-def resnet(*, sample_x: Any, num_outputs: int, seed: int = 0,
-           stage_channels: NonEmptyWidths = (16, 32, 64),
-           blocks_per_stage: PositiveInt = 1) -> Any:
+def resnet(
+    *,
+    sample_x: Any,
+    num_outputs: int,
+    seed: int = 0,
+    stage_channels: NonEmptyWidths = (16, 32, 64),
+    blocks_per_stage: PositiveInt = 1,
+) -> Any:
     """A ResNet-style CNN: a conv stem, then per stage ``blocks_per_stage``
     residual blocks (conv-BN-ReLU-conv-BN + shortcut; stride 2 from the second
     stage), global average pooling and a dense head. Batch-norm statistics are
@@ -124,15 +163,18 @@ def resnet(*, sample_x: Any, num_outputs: int, seed: int = 0,
 
         @nn.compact
         def __call__(self, x, train: bool):
-            norm = lambda: nn.BatchNorm(use_running_average=not train,  # noqa: E731
-                                        momentum=0.9)
-            y = nn.Conv(self.width, (3, 3), (self.stride, self.stride),
-                        use_bias=False)(x)
+            def norm():
+                return nn.BatchNorm(use_running_average=not train, momentum=0.9)
+
+            y = nn.Conv(self.width, (3, 3), (self.stride, self.stride), use_bias=False)(
+                x
+            )
             y = nn.relu(norm()(y))
             y = norm()(nn.Conv(self.width, (3, 3), use_bias=False)(y))
             if x.shape != y.shape:
-                x = nn.Conv(self.width, (1, 1), (self.stride, self.stride),
-                            use_bias=False)(x)
+                x = nn.Conv(
+                    self.width, (1, 1), (self.stride, self.stride), use_bias=False
+                )(x)
                 x = norm()(x)
             return nn.relu(x + y)
 
