@@ -74,8 +74,7 @@ def from_equinox(
       >>> import equinox as eqx, jax, numpy as np, optax, jaxfit
       >>> mlp = eqx.nn.MLP(3, 1, width_size=4, depth=1, key=jax.random.PRNGKey(0))
       >>> model = jaxfit.from_equinox(mlp)
-      >>> x = np.ones((8, 3), np.float32)
-      ... y = np.zeros((8, 1), np.float32)
+      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
       >>> trainer = jaxfit.Trainer(model, optimizer=optax.sgd(0.1), loss="mse")
       >>> trainer.fit(x, y, epochs=2, batch_size=4, verbose=0).epoch
       [0, 1]

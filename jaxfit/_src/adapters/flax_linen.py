@@ -71,8 +71,7 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
 
     Example:
       >>> import flax.linen as nn, numpy as np, optax, jaxfit
-      >>> x = np.ones((8, 3), np.float32)
-      ... y = np.zeros((8, 1), np.float32)
+      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
       >>> model = jaxfit.from_flax(nn.Dense(1), x[:2])
       >>> sorted(model.params), model.state
       (['bias', 'kernel'], {})

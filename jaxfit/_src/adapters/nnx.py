@@ -78,8 +78,7 @@ def from_nnx(module: Any) -> Model:
       >>> model = jaxfit.from_nnx(nnx.Linear(3, 1, rngs=nnx.Rngs(0)))
       >>> sorted(model.params), model.state
       (['bias', 'kernel'], {})
-      >>> x = np.ones((8, 3), np.float32)
-      ... y = np.zeros((8, 1), np.float32)
+      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
       >>> trainer = jaxfit.Trainer(model, optimizer=optax.sgd(0.1), loss="mse")
       >>> trainer.fit(x, y, epochs=2, batch_size=4, verbose=0).epoch
       [0, 1]

@@ -22,9 +22,7 @@ class LambdaCallback(callback_lib.Callback):
     Example:
       >>> import jaxfit
       >>> seen = []
-      >>> cb = jaxfit.callbacks.LambdaCallback(
-      ...     on_epoch_end=lambda e, logs: seen.append(e)
-      ... )
+      >>> cb = jaxfit.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(e))
     """
 
     @errors.filter_traceback

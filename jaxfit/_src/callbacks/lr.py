@@ -102,9 +102,8 @@ class ReduceLROnPlateau(MonitorCallback):
 
     Example:
       >>> import jaxfit
-      >>> reduce = jaxfit.callbacks.ReduceLROnPlateau(
-      ...     monitor="loss", factor=0.5, patience=3
-      ... )
+      >>> reduce = jaxfit.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5,
+      ...                                             patience=3)
       >>> reduce.factor, reduce.patience
       (0.5, 3)
     """

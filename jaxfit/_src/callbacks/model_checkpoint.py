@@ -65,8 +65,7 @@ class ModelCheckpoint(MonitorCallback):
     Example:
       >>> import jaxfit
       >>> checkpoint = jaxfit.callbacks.ModelCheckpoint(
-      ...     "/tmp/ckpts/ckpt-{epoch:02d}-{loss:.3f}", monitor="loss", max_to_keep=3
-      ... )
+      ...     "/tmp/ckpts/ckpt-{epoch:02d}-{loss:.3f}", monitor="loss", max_to_keep=3)
     """
 
     runs_last = True

@@ -34,7 +34,6 @@ class MonitorCallback(Callback):
       >>> import jaxfit
       >>> class Best(jaxfit.callbacks.MonitorCallback):
       ...     best = None
-      ...
       ...     def on_epoch_end(self, epoch, logs=None):
       ...         value = self.get_monitor_value(logs)
       ...         if value is not None and self.is_improvement(value, self.best):

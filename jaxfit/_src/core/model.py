@@ -27,9 +27,7 @@ class Model:
 
     Example:
       >>> import jax.numpy as jnp, jaxfit
-      >>> model = jaxfit.Model(
-      ...     lambda params, x: x @ params["w"], {"w": jnp.ones((2, 1))}
-      ... )
+      >>> model = jaxfit.Model(lambda params, x: x @ params["w"], {"w": jnp.ones((2, 1))})
       >>> model.state is None
       True
     """

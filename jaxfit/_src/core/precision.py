@@ -3,9 +3,9 @@
 Synopsis::
 
     pol = precision.policy("mixed_float16")
-    params = precision.cast_for_storage(pol, params)  # once, at init
-    apply = precision.make_compute_apply(pol, apply)  # inside the step builders
-    loss_scale = precision.initial_loss_scale(pol)  # TrainState.loss_scale
+    params = precision.cast_for_storage(pol, params)      # once, at init
+    apply = precision.make_compute_apply(pol, apply)      # inside the step builders
+    loss_scale = precision.initial_loss_scale(pol)        # TrainState.loss_scale
 
 The four policies follow Keras 3's ``DTypePolicy`` names:
 

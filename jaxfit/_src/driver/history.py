@@ -23,8 +23,7 @@ class History(Callback):
     Example:
       >>> import jaxfit
       >>> h = jaxfit.History()
-      >>> h.on_epoch_end(0, {"loss": 0.5})
-      ... h.on_epoch_end(1, {"loss": 0.25})
+      >>> h.on_epoch_end(0, {"loss": 0.5}); h.on_epoch_end(1, {"loss": 0.25})
       >>> len(h), h.best("loss")
       (2, (1, 0.25))
     """

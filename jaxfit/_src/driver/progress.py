@@ -55,8 +55,7 @@ class ProgressBar(Callback):
       >>> out = io.StringIO()
       >>> bar = jaxfit.callbacks.ProgressBar(verbose=2, stream=out, now=lambda: 0.0)
       >>> bar.set_params({"epochs": 3, "steps": 4})
-      >>> bar.on_epoch_begin(0)
-      ... bar.on_epoch_end(0, {"loss": 0.5})
+      >>> bar.on_epoch_begin(0); bar.on_epoch_end(0, {"loss": 0.5})
       >>> print(out.getvalue(), end="")
       Epoch 1/3 - 0.00s 0ms/step - loss: 0.5000
     """

@@ -102,11 +102,9 @@ class Trainer(TrainerBase, Checkpointing):
       >>> import jax.numpy as jnp, numpy as np, optax, jaxfit
       >>> def apply(params, x):
       ...     return x @ params["w"]
-      >>> x = np.ones((8, 3), np.float32)
-      ... y = np.zeros((8, 1), np.float32)
-      >>> trainer = jaxfit.Trainer(
-      ...     apply, {"w": jnp.zeros((3, 1))}, optimizer=optax.sgd(0.1), loss="mse"
-      ... )
+      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
+      >>> trainer = jaxfit.Trainer(apply, {"w": jnp.zeros((3, 1))},
+      ...                          optimizer=optax.sgd(0.1), loss="mse")
       >>> history = trainer.fit(x, y, epochs=2, batch_size=4, verbose=0)
       >>> history.epoch
       [0, 1]

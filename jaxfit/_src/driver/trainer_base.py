@@ -187,12 +187,8 @@ class TrainerBase:
 
         Example:
           >>> import jax.numpy as jnp, optax, jaxfit
-          >>> trainer = jaxfit.Trainer(
-          ...     lambda p, x: x @ p["w"],
-          ...     {"w": jnp.zeros((3, 1))},
-          ...     optimizer=optax.sgd(0.1),
-          ...     loss="mse",
-          ... )
+          >>> trainer = jaxfit.Trainer(lambda p, x: x @ p["w"], {"w": jnp.zeros((3, 1))},
+          ...                          optimizer=optax.sgd(0.1), loss="mse")
           >>> trainer.compile(optimizer=optax.adam(1e-3), metrics=["mae"])
           >>> trainer.loss, trainer.metrics
           ('mse', ['mae'])
