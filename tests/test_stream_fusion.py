@@ -51,6 +51,24 @@ def _ticks():
     return lambda: next(counter) * 1000.0  # every block is past the yield interval
 
 
+def _same_weights(got, want):
+    np.testing.assert_allclose(
+        np.asarray(got.params["w"]), np.asarray(want.params["w"]), rtol=1e-5, atol=1e-6
+    )
+
+
+def _labelled(count, rows, seed):
+    """``count`` batches of ``rows`` samples with 3-class integer labels."""
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            rng.normal(size=(rows, 3)).astype(np.float32),
+            rng.integers(0, 3, size=rows).astype(np.int32),
+        )
+        for _ in range(count)
+    ]
+
+
 class Blocks(jaxfit.callbacks.Callback):
     """Records each yield point's last batch (per epoch) and every batch's logs."""
 
@@ -104,12 +122,7 @@ def test_steps_per_epoch_cuts_blocks_at_each_epoch_end():
         verbose=0,
         yield_every="batch",
     )
-    np.testing.assert_allclose(
-        np.asarray(trainer.params["w"]),
-        np.asarray(unfused.params["w"]),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    _same_weights(trainer, unfused)
 
 
 def test_per_batch_logs_and_weights_equal_the_unfused_run():
@@ -141,23 +154,11 @@ def test_per_batch_logs_and_weights_equal_the_unfused_run():
         np.testing.assert_allclose(
             history.history[key], expected.history[key], rtol=2e-5, err_msg=key
         )
-    np.testing.assert_allclose(
-        np.asarray(fused.params["w"]),
-        np.asarray(unfused.params["w"]),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    _same_weights(fused, unfused)
 
 
 def test_class_weights_in_fused_blocks_equal_the_unfused_run():
-    rng = np.random.default_rng(1)
-    batches = [
-        (
-            rng.normal(size=(6, 3)).astype(np.float32),
-            rng.integers(0, 3, size=6).astype(np.int32),
-        )
-        for _ in range(7)
-    ]
+    batches = _labelled(7, 6, seed=1)
 
     def trainer():
         return jaxfit.Trainer(
@@ -174,12 +175,7 @@ def test_class_weights_in_fused_blocks_equal_the_unfused_run():
     unfused.fit_dataset(
         batches, class_weight=weights, epochs=2, verbose=0, yield_every="batch"
     )
-    np.testing.assert_allclose(
-        np.asarray(fused.params["w"]),
-        np.asarray(unfused.params["w"]),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    _same_weights(fused, unfused)
 
 
 class Broken(Exception):
@@ -204,23 +200,11 @@ def test_a_producer_error_inside_a_would_be_block_trains_the_batches_before_it()
     assert set(threading.enumerate()) <= before
     unfused = _trainer()
     unfused.fit_dataset(batches[:5], verbose=0, yield_every="batch")
-    np.testing.assert_allclose(
-        np.asarray(trainer.params["w"]),
-        np.asarray(unfused.params["w"]),
-        rtol=1e-5,
-        atol=1e-6,
-    )
+    _same_weights(trainer, unfused)
 
 
 def test_a_bad_label_inside_a_would_be_block_is_named_after_the_batches_before_it():
-    rng = np.random.default_rng(2)
-    batches = [
-        (
-            rng.normal(size=(4, 3)).astype(np.float32),
-            rng.integers(0, 3, size=4).astype(np.int32),
-        )
-        for _ in range(6)
-    ]
+    batches = _labelled(6, 4, seed=2)
     batches[3][1][2] = 7  # class 7 of a 3-class model
     trainer = jaxfit.Trainer(
         linear_apply,
