@@ -199,8 +199,9 @@ class Trainer(TrainerBase, Checkpointing):
         it. ``shuffle`` draws a fresh permutation per epoch from the seed. With
         ``steps_per_epoch``, batches form one stream continued across epochs
         (reshuffled at each pass). Batch callbacks receive each batch's own logs
-        (tfjs semantics, not Keras' running means) at the next yield point; see
-        ``yield_every`` in DESIGN.md. ``now`` injects the clock used by the yield
+        (tfjs semantics, not Keras' running means) at the next yield point
+        (``yield_every``: ``"auto"`` every 125 ms, ``"batch"``, ``"epoch"``,
+        ``"never"`` or a number of milliseconds). ``now`` injects the clock used by the yield
         policy (tests). Validation runs the ``on_test_*`` hooks, as Keras.
         ``accumulate_steps=k`` accumulates the gradients of ``k`` batches and applies
         their mean once (``optax.MultiSteps``): the effective batch is ``k`` times
