@@ -151,15 +151,20 @@ def test_fit_is_not_reentrant():
 
 
 def test_a_real_ctrl_c_during_fit_leaves_a_usable_state_and_restores_the_handler():
+    import _thread
     import signal
 
+    # Python's own Ctrl-C handler, whatever a library imported earlier left there
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     trainer = _trainer(optimizer=optax.adam(0.01))
     count = []
 
     def on_batch_end(batch, logs):
         count.append(batch)
         if len(count) == 3:
-            signal.raise_signal(signal.SIGINT)
+            # SIGINT as the interpreter sees it (through Python's handler), also
+            # where a native library installed its own C-level handler
+            _thread.interrupt_main(signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(
