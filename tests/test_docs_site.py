@@ -180,7 +180,7 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
     code = "".join(c for c, skipped in blocks if not skipped)
     for marker, module in NEEDS.items():
         if marker in code:
-            pytest.importorskip(module)
+            pytest.importorskip(module, reason=f"the page's examples need {module}")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__main__"}
     for i, (block, skipped) in enumerate(blocks):
@@ -240,7 +240,7 @@ def test_streaming_callback_example_runs():
 
 
 def test_checkpoint_example_runs(tmp_path, capsys):
-    pytest.importorskip("orbax.checkpoint")
+    pytest.importorskip("orbax.checkpoint", reason="checkpoints are the ckpt extra")
     example = _block(
         "guides/checkpoints.md", 'BackupAndRestore("/tmp/jaxfit-demo/backup"'
     )
@@ -252,7 +252,7 @@ def test_checkpoint_example_runs(tmp_path, capsys):
 
 
 def test_resume_example_resumes_exactly(tmp_path, capsys):
-    pytest.importorskip("orbax.checkpoint")
+    pytest.importorskip("orbax.checkpoint", reason="checkpoints are the ckpt extra")
     _run(
         _block("guides/checkpoints.md", "simulated preemption"),
         {},
@@ -263,7 +263,7 @@ def test_resume_example_resumes_exactly(tmp_path, capsys):
 
 
 def test_flax_example_runs():
-    pytest.importorskip("flax")
+    pytest.importorskip("flax", reason="from_flax needs the flax extra")
     namespace: dict = {}
     exec(
         compile(

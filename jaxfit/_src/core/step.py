@@ -331,8 +331,8 @@ def make_block(step: Callable[..., Any], partial: bool = False):
     def some(state, totals, batches):
         slots = batches["mask"].shape[0]
         real = jnp.sum(jnp.any(batches["mask"] > 0, axis=1)).astype(jnp.int32)
-        shapes = jax.eval_shape(step, state, jax.tree.map(lambda a: a[0], batches))[1]
-        logs = jax.tree.map(lambda s: jnp.zeros((slots, *s.shape), s.dtype), shapes)
+        # a batch's logs are shaped like the totals they merge into: no extra trace
+        logs = jax.tree.map(lambda t: jnp.zeros((slots, *t.shape), t.dtype), totals)
 
         def one(i, carry):
             state, totals, logs = carry

@@ -12,7 +12,9 @@ this role there; here the blocks stay fused and each batch's logs stay its own.
   from the seed, gathered a block at a time and prefetched.
 - ``StreamSource``: an iterable, generator function, grain or tf.data-like source;
   one iterator per epoch (or one continued across epochs with ``steps_per_epoch``),
-  batches checked, padded and put on the device by a feeder thread.
+  batches read, checked and grouped into fused blocks by a feeder thread, each
+  block stacked, padded and put on the device by the loop while the one before
+  runs.
 """
 
 from __future__ import annotations
