@@ -117,19 +117,22 @@ def checked_dir(
                 argname, f"{what}", errors.Description(f"{text!r}, which is a file")
             )
         )
-    if os.path.isdir(resolved) and os.listdir(resolved):
-        if not (is_owned(resolved) or (owned is not None and owned(resolved))):
-            raise PathError(
-                errors.expected(
-                    argname,
-                    f"{what} that is new, empty or made by jaxfit",
-                    errors.Description(
-                        f"{text!r}, an existing directory with other files in it"
-                    ),
-                    "jaxfit never writes over what it did not create: name a "
-                    "new directory.",
-                )
+    if (
+        os.path.isdir(resolved)
+        and os.listdir(resolved)
+        and not (is_owned(resolved) or (owned is not None and owned(resolved)))
+    ):
+        raise PathError(
+            errors.expected(
+                argname,
+                f"{what} that is new, empty or made by jaxfit",
+                errors.Description(
+                    f"{text!r}, an existing directory with other files in it"
+                ),
+                "jaxfit never writes over what it did not create: name a "
+                "new directory.",
             )
+        )
     return os.path.abspath(text)
 
 
