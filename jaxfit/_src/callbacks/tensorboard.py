@@ -8,11 +8,38 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from jaxfit._src import errors
+from jaxfit._src import errors, paths
 from jaxfit._src.core import placement
 from jaxfit._src.driver.callback import Callback
 
 MSG_NO_WRITER = "TensorBoard needs tensorboardX: pip install 'jaxfit[tensorboard]'."
+_RUNS = ("train", "validation")  # the subdirectories this callback writes
+_EVENTS = "events.out.tfevents."  # how an event file's name starts
+
+
+def _is_log_dir(path: str) -> bool:
+    """Whether the directory ``path`` holds only what this callback writes:
+    ``train/`` and ``validation/`` with event files, event files, the marker."""
+
+    def only_events(directory: str, subdirectories: tuple[str, ...]) -> bool:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return False
+        for entry in entries:
+            if entry.is_symlink():
+                return False
+            if entry.is_dir() and entry.name in subdirectories:
+                if not only_events(entry.path, ()):
+                    return False
+            elif not (
+                entry.is_file()
+                and (entry.name.startswith(_EVENTS) or entry.name == paths.MARKER)
+            ):
+                return False
+        return True
+
+    return only_events(path, _RUNS)
 
 
 class TensorBoard(Callback):
@@ -25,12 +52,26 @@ class TensorBoard(Callback):
     at the yield point where they arrive, so no extra sync is forced. Files are
     flushed at every epoch end.
 
+    ``log_dir`` follows jaxfit's path policy (``jaxfit._src.paths``): it may be
+    missing (made at ``on_train_begin``, with jaxfit's ``.jaxfit`` marker),
+    empty, made by jaxfit, or a TensorBoard log directory (only ``train/`` and
+    ``validation/`` with event files, and event files); ``""``, ``"."``, the
+    working directory, the home directory, their parents, the filesystem root,
+    a file and a directory with other files in it are refused, when the
+    callback is made and again when training begins. (Keras writes into any
+    directory.)
+
     Args:
       log_dir: the directory for the event files. Defaults to `"logs"`.
       histogram_freq: every this many epochs, a histogram of each parameter
         (0: never). Defaults to `0`.
       update_freq: ``"epoch"``, ``"batch"`` or a number of batches. Defaults to
         `"epoch"`.
+
+    Raises:
+      ValueError: ``log_dir`` is refused (one line, naming ``log_dir``), or
+        ``histogram_freq`` / ``update_freq`` is out of range.
+      TypeError: ``log_dir`` is not a path.
 
     Example:
       >>> import jaxfit, tempfile
@@ -68,6 +109,7 @@ class TensorBoard(Callback):
             raise ValueError(
                 errors.expected("histogram_freq", "an integer >= 0", histogram_freq)
             )
+        _checked(log_dir)
         self.log_dir = os.fspath(log_dir)
         self.histogram_freq = histogram_freq
         self.update_freq = update_freq
@@ -78,15 +120,15 @@ class TensorBoard(Callback):
         if jax.process_index() != 0:  # only process 0 writes files
             return _NULL_WRITER
         if name not in self._writers:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError as error:
-                raise ImportError(MSG_NO_WRITER) from error
-            self._writers[name] = SummaryWriter(os.path.join(self.log_dir, name))
+            self._writers[name] = _summary_writer()(os.path.join(self.log_dir, name))
         return self._writers[name]
 
     def on_train_begin(self, logs=None):
-        self._writer("train")  # fail early when tensorboardX is missing
+        if jax.process_index() == 0:  # only process 0 writes files
+            _summary_writer()  # fail early when tensorboardX is missing
+            _checked(self.log_dir)  # nothing has moved in since __init__
+            paths.make_dir(self.log_dir, kind="tensorboard")
+        self._writer("train")
         self._global_batch = int(placement.fetch(self.trainer.state.step))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -120,6 +162,20 @@ class TensorBoard(Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+def _summary_writer() -> Any:
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as error:
+        raise ImportError(MSG_NO_WRITER) from error
+    return SummaryWriter
+
+
+def _checked(log_dir: Any) -> str:
+    return paths.checked_dir(
+        log_dir, "log_dir", what="a log directory", owned=_is_log_dir
+    )
 
 
 class _NullWriter:

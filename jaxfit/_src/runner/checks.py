@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import dataclasses
+import inspect
 import itertools
 import os
 import tempfile
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxfit._src import callbacks as callbacks_lib
+from jaxfit._src import errors, paths
 from jaxfit._src.core import losses
 from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.driver import trainer as trainer_lib
@@ -368,30 +370,148 @@ def _unlocated(message: str) -> str:
     return message
 
 
-_PATH_ARGS = ("filepath", "filename", "log_dir", "backup_dir")  # made run-relative
+_PATH_ARGS = ("filepath", "filename", "log_dir", "backup_dir")  # in the run dir
+
+# What the runner itself writes into a run directory (and the path policy's
+# marker): a callback's path may not be one of them or inside one.
+RUN_DIR_ENTRIES = (
+    "config.yaml",
+    "run.log",
+    "history.json",
+    "history.csv",
+    "metrics.json",
+    "curves.png",
+    "checkpoint",
+    "backup",
+    paths.MARKER,
+)
 
 
 _MODEL_KEYS = ("sample_x", "num_outputs", "seed")
 
 
-def _in_run_dir(args: dict[str, Any], run_dir: str) -> dict[str, Any]:
-    """Relative ``filepath`` / ``filename`` / ``log_dir`` / ``backup_dir`` arguments
-    made relative to the run directory."""
+def _run_path(value: str, run_dir: str, key: str) -> str:
+    """``value``, a callback's path argument, inside ``run_dir``.
+
+    A config's callbacks write into their run directory only: a path is
+    relative to it, and one that is absolute, leaves it (``..``, a symbolic
+    link), names the run directory itself, or names one of the runner's own
+    files (``RUN_DIR_ENTRIES``) is refused. (In Python, a callback takes any
+    path its own policy allows.)
+
+    Raises:
+      ConfigError: naming ``key``.
+    """
+    fix = (
+        "a config's callbacks write into the run directory: give a relative "
+        "path such as 'logs' or 'training.csv'"
+    )
+    if "\0" in value:
+        raise ConfigError(
+            errors.expected(key, "a path without NUL characters", value).rstrip(".")
+        )
+    if os.path.isabs(value) or value.startswith("~"):
+        raise ConfigError(
+            errors.expected(key, "a path relative to the run directory", value, fix)
+        )
+    relative = os.path.normpath(value) if value.strip() else "."
+    first = relative.split(os.sep, 1)[0]
+    if relative == "." or first == os.pardir:
+        raise ConfigError(
+            errors.expected(key, "a path inside the run directory", value, fix)
+        )
+    if any(first == name or first.startswith(name + ".") for name in RUN_DIR_ENTRIES):
+        raise ConfigError(
+            errors.expected(
+                key,
+                "a path that is none of the run directory's own entries "
+                f"({', '.join(RUN_DIR_ENTRIES)})",
+                value,
+                "Name another file or directory.",
+            )
+        )
+    if paths.within(run_dir, relative) is None:  # a symbolic link out of it
+        raise ConfigError(
+            errors.expected(key, "a path inside the run directory", value, fix)
+        )
+    return os.path.join(run_dir, relative)
+
+
+def _in_run_dir(
+    args: dict[str, Any], run_dir: str, key: str = "callbacks.args"
+) -> dict[str, Any]:
+    """The ``filepath`` / ``filename`` / ``log_dir`` / ``backup_dir`` arguments
+    made paths in the run directory (see ``_run_path``; ``key`` is the args'
+    config key, for the messages).
+
+    Raises:
+      ConfigError: a path that is absolute or leaves the run directory.
+    """
     args = dict(args)
     for name in _PATH_ARGS:
-        if isinstance(args.get(name), str) and not os.path.isabs(args[name]):
-            args[name] = os.path.join(run_dir, args[name])
+        if isinstance(args.get(name), str):
+            args[name] = _run_path(args[name], run_dir, f"{key}.{name}")
     return args
 
 
-def _callbacks(config: RunConfig, run_dir: str, backup: bool = True) -> list[Any]:
-    """The config's callbacks (paths in ``run_dir``), and BackupAndRestore."""
+def _path_defaults(cls: Any) -> dict[str, str]:
+    """The path arguments ``cls`` defaults to a string (``TensorBoard``'s
+    ``log_dir="logs"``): given explicitly, so they land in the run directory
+    rather than in the working directory."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {
+        name: p.default
+        for name, p in parameters.items()
+        if name in _PATH_ARGS and isinstance(p.default, str)
+    }
 
-    built = []
+
+def _distinct(args: dict[str, Any], key: str, taken: list[tuple[str, str]]) -> None:
+    """No two callbacks of a config write to one path, or one inside another's
+    (``taken``: the earlier ``(relative path, key)``, added to).
+
+    Raises:
+      ConfigError: naming this argument and the earlier one.
+    """
+    for name in _PATH_ARGS:
+        value = args.get(name)
+        if not isinstance(value, str):
+            continue
+        relative = os.path.normpath(value)
+        for other, other_key in taken:
+            if os.path.commonpath([relative, other]) in (relative, other):
+                raise ConfigError(
+                    errors.expected(
+                        f"{key}.{name}",
+                        f"a path of its own, not {other_key}'s or one inside it",
+                        value,
+                    ).rstrip(".")
+                )
+        taken.append((relative, f"{key}.{name}"))
+
+
+def _callbacks(config: RunConfig, run_dir: str, backup: bool = True) -> list[Any]:
+    """The config's callbacks (paths in ``run_dir``, see ``_run_path``; no two on
+    one path), and BackupAndRestore.
+
+    Raises:
+      ConfigError: a path refused, or a constructor refusing its arguments,
+        naming ``callbacks[i].args.<argument>``.
+    """
+
+    built: list[Any] = []
+    taken: list[tuple[str, str]] = []
     for i, callback in enumerate(config.callbacks):
         cls = _callback_class(callback.name, f"callbacks[{i}].name")
+        key = f"callbacks[{i}].args"
+        args = {**_path_defaults(cls), **callback.args}
+        resolved = _in_run_dir(args, run_dir, key)
+        _distinct(args, key, taken)
         try:
-            built.append(cls(**_in_run_dir(callback.args, run_dir)))
+            built.append(cls(**resolved))
         except (TypeError, ValueError) as error:
             raise _argument_error(
                 f"callbacks[{i}].args", error, callback.args, callback.name

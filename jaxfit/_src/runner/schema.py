@@ -8,8 +8,11 @@ reading ``1e-3`` as a string must be absorbed for float fields only, and the
 core stays free of a large dependency for ~150 lines of checking.
 
 Every field's type is read from its annotation. A field with ``metadata={"min":
-k}`` must be >= k. Unknown keys, wrong types and missing required fields raise
-``ConfigError`` naming ``section.key`` (and ``section.list[i].key``).
+k}`` must be >= k; one with ``metadata={"check": fn}`` is also checked by
+``fn(value, key path)`` (the run's ``name`` is one path component, the
+``seed`` fits every PRNG it seeds). Unknown keys, wrong types and missing
+required fields raise ``ConfigError`` naming ``section.key`` (and
+``section.list[i].key``).
 
 The arguments of the callables a config names (``model.args``, ``data.args``,
 ``optimizer.args``, schedule and callback arguments) are checked by the same
@@ -35,6 +38,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from jaxfit._src import paths
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.driver import arguments as arguments_lib
 from jaxfit._src.runner.types import (  # noqa: F401 - the schema's vocabulary
@@ -65,6 +69,31 @@ from jaxfit._src.runner.types import (  # noqa: F401 - the schema's vocabulary
 
 def _positive(default: Any = None, minimum: int = 1) -> Any:
     return dataclasses.field(default=default, metadata={"min": minimum})
+
+
+# A seed is the key of jax.random.PRNGKey (which takes up to 2**63 - 1), of
+# numpy's generators and of scikit-learn's ``random_state`` (below 2**32): the
+# range every one of them takes.
+SEED_LIMIT = 2**32
+
+
+def _run_name(value: str, path: str) -> None:
+    """The run directory is ``<workdir>/<name>-<timestamp>``: ``name`` must be
+    one path component (``paths.component``), never a way out of the workdir."""
+    try:
+        paths.component(value, path)
+    except paths.PathError as error:
+        message = str(error).removeprefix(f"{path}: ").removesuffix(".")
+        raise _Mismatch(path, message) from None
+
+
+def _seed(value: int, path: str) -> None:
+    if value >= SEED_LIMIT:
+        raise _Mismatch(
+            path,
+            f"expected an integer in [0, 2**32) (a seed jax.random.PRNGKey, numpy "
+            f"and scikit-learn all take), got {_describe(value)}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,9 +225,14 @@ Precision = Literal[precision_lib.PRECISIONS]  # type: ignore[valid-type]
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """One experiment. ``loss`` and ``metrics`` default by the data's task."""
+    """One experiment. ``loss`` and ``metrics`` default by the data's task.
 
-    name: str
+    ``name`` names the run directory (``<workdir>/<name>-<timestamp>``): one
+    path component of at most 200 characters, without a separator, ``..``, NUL
+    or control characters. ``seed`` is in ``[0, 2**32)``.
+    """
+
+    name: str = dataclasses.field(metadata={"check": _run_name})
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
@@ -207,7 +241,7 @@ class RunConfig:
     metrics: list[str] | dict[str, list[str]] | None = None
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     callbacks: list[CallbackConfig] = dataclasses.field(default_factory=list)
-    seed: int = _positive(0, minimum=0)
+    seed: int = dataclasses.field(default=0, metadata={"min": 0, "check": _seed})
     precision: Precision = "float32"
     # BackupAndRestore in the run directory: "epoch", every N batches, or false.
     backup: Literal["epoch", False] | int = _positive("epoch")

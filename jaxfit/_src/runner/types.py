@@ -392,6 +392,9 @@ def _build(cls: Any, raw: Mapping[str, Any], prefix: str) -> Any:
             values[name] = _convert(
                 raw[name], hints[name], f"{dot}{name}", field.metadata.get("min")
             )
+            check = field.metadata.get("check")
+            if check is not None:  # a by-value check: raises _Mismatch
+                check(values[name], f"{dot}{name}")
         elif (
             field.default is dataclasses.MISSING
             and field.default_factory is dataclasses.MISSING

@@ -9,10 +9,17 @@ architecture arguments from ``model.args`` plus ``sample_x``, ``num_outputs`` an
 The signatures are the spec of ``model.args``: their annotations (``PositiveInt``,
 ``Rate``..., from ``schema``) are checked at validate time with the key path,
 e.g. ``model.args.hidden[1]: expected a positive integer, got 0 (int)``.
+
+Before a model's parameters are made, their shapes are computed abstractly
+(``jax.eval_shape`` of ``init``): a model whose parameters alone would not fit
+in the memory of one device (the host's memory on CPU) is a ``ConfigError``
+naming the argument behind its largest layer (``model.args.hidden[0]``) and
+both sizes, where allocating them would fail later with a raw out-of-memory.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -81,10 +88,97 @@ def _images(name: str, sample_x: Any) -> None:
         )
 
 
-def _adapt(module: Any, sample_x: Any, seed: int) -> Any:
+def _memory_limit() -> tuple[int | None, str]:
+    """The bytes one device holds (JAX's ``bytes_limit``), else the host's
+    physical memory (CPU), with words for the message."""
+    device = jax.local_devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 - a backend without memory statistics
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"the memory of one {device.platform} device"
+    try:
+        return (
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "the host's memory",
+        )
+    except (AttributeError, ValueError, OSError):
+        return None, ""
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.3g} {unit}"
+        count /= 1024
+    return f"{count:.3g} PiB"  # not reached
+
+
+def _check_size(
+    module: Any, sample_x: Any, blame: Callable[[str], tuple[str, Any]]
+) -> None:
+    """Refuses a model whose variables do not fit in memory, before any is made.
+
+    ``blame(layer)`` names the ``model.args`` key and value behind a top-level
+    layer (``"Dense_0"``) of the module.
+
+    Raises:
+      ConfigError: naming that key, the largest layer and both sizes.
+    """
+    limit, where = _memory_limit()
+    if limit is None:
+        return
+    key = jax.random.PRNGKey(0)
+    shapes = jax.eval_shape(
+        lambda x: module.init({"params": key, "dropout": key}, x), sample_x
+    )
+    leaves = jax.tree_util.tree_flatten_with_path(shapes)[0]
+    sizes = [
+        (int(np.prod(leaf.shape, dtype=np.float64)) * leaf.dtype.itemsize, path, leaf)
+        for path, leaf in leaves
+    ]
+    total = sum(size for size, _, _ in sizes)
+    if total <= limit:
+        return
+    largest, path, leaf = max(sizes, key=lambda item: item[0])
+    names = [str(getattr(entry, "key", entry)) for entry in path]
+    layer = names[1] if len(names) > 1 else names[0]  # past "params"
+    arg, value = blame(layer)
+    count = sum(int(np.prod(leaf.shape, dtype=np.float64)) for _, _, leaf in sizes)
+    raise ConfigError(
+        f"{arg}: expected a model whose parameters fit in {where} "
+        f"({_size(limit)}), got {value!r} ({type(value).__name__}): "
+        f"{'/'.join(names[1:])} alone is {tuple(leaf.shape)} ({_size(largest)}), "
+        f"the model {count:.3g} parameters ({_size(total)}); make it smaller"
+    )
+
+
+def _adapt(
+    module: Any,
+    sample_x: Any,
+    seed: int,
+    blame: Callable[[str], tuple[str, Any]],
+) -> Any:
     from jaxfit._src.adapters.flax_linen import from_flax
 
+    _check_size(module, sample_x, blame)
     return from_flax(module, sample_x, seed=seed)
+
+
+def _by_index(
+    prefix: str, key: str, values: Any, others: dict[str, tuple[str, Any]]
+) -> Callable[[str], tuple[str, Any]]:
+    """``blame`` for layers ``<prefix>_<i>`` made from ``values[i]`` (the
+    ``model.args`` key ``key``); ``others`` names the rest."""
+
+    def blame(layer: str) -> tuple[str, Any]:
+        name, _, index = layer.rpartition("_")
+        if name == prefix and index.isdigit() and int(index) < len(values):
+            return f"{key}[{index}]", values[int(index)]
+        return others.get(layer, (key, list(values)))
+
+    return blame
 
 
 def mlp(
@@ -110,7 +204,9 @@ def mlp(
                     x = nn.Dropout(dropout, deterministic=not train)(x)
             return nn.Dense(num_outputs)(x)
 
-    return _adapt(MLP(), sample_x, seed)
+    return _adapt(
+        MLP(), sample_x, seed, _by_index("Dense", "model.args.hidden", hidden, {})
+    )
 
 
 def cnn(
@@ -139,7 +235,9 @@ def cnn(
                 x = nn.Dropout(dropout, deterministic=not train)(x)
             return nn.Dense(num_outputs)(x)
 
-    return _adapt(CNN(), sample_x, seed)
+    others = {"Dense_0": ("model.args.dense", dense)}
+    blame = _by_index("Conv", "model.args.channels", channels, others)
+    return _adapt(CNN(), sample_x, seed, blame)
 
 
 def resnet(
@@ -190,7 +288,11 @@ def resnet(
             x = x.mean(axis=(1, 2))
             return nn.Dense(num_outputs)(x)
 
-    return _adapt(ResNet(), sample_x, seed)
+    def blame(layer: str) -> tuple[str, Any]:
+        del layer  # every layer's width is one of stage_channels
+        return "model.args.stage_channels", list(stage_channels)
+
+    return _adapt(ResNet(), sample_x, seed, blame)
 
 
 MODELS: dict[str, Callable[..., Any]] = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
