@@ -18,14 +18,29 @@ import numpy as np
 from jaxfit._src import errors
 from jaxfit._src.data import checks
 
+# numpy dtype kinds of numbers: bool, signed and unsigned integers, floating
+# point, complex (strings, bytes, objects, datetimes and records are refused)
+NUMBER_KINDS = "biufc"
+REAL_KINDS = "biuf"  # sample weights
 
-def to_numpy(tree: Any, argname: str) -> Any:
+MSG_SCALAR_LEAF = (
+    "A list, tuple or dict is read as a pytree of arrays (one leaf each); convert "
+    "nested lists of numbers with np.asarray."
+)
+MSG_STREAM = (
+    "For a stream of batches (a generator, a grain or tf.data dataset) use "
+    "Trainer.fit_dataset."
+)
+
+
+def to_numpy(tree: Any, argname: str, kinds: str = NUMBER_KINDS) -> Any:
     """Converts every leaf to a numpy array, rejecting non-array leaves.
 
     Host data stays on the host (batches move to the device one block at a time,
     so a dataset larger than device memory trains); ``jax.Array`` leaves already
     on device are kept there and batches are gathered on device, without a copy
-    of the whole array.
+    of the whole array. A leaf whose dtype kind is not in ``kinds`` (strings,
+    Python objects...) is refused with a ``TypeError`` naming ``argname``.
     """
 
     def convert(leaf):
@@ -36,11 +51,30 @@ def to_numpy(tree: Any, argname: str) -> Any:
                 )
             return leaf
         array = np.asarray(leaf)
-        if array.dtype == object:
-            raise TypeError(errors.expected(argname, "arrays of numbers", leaf))
+        if array.dtype.kind not in kinds:
+            stream = callable(leaf) or (
+                hasattr(leaf, "__iter__")
+                and array.ndim == 0
+                and not isinstance(leaf, (str, bytes))
+            )
+            raise TypeError(
+                errors.expected(
+                    argname,
+                    "arrays of numbers"
+                    if kinds == NUMBER_KINDS
+                    else "arrays of real numbers",
+                    leaf,
+                    MSG_STREAM if stream else "",
+                )
+            )
         if array.ndim == 0:
             raise ValueError(
-                errors.expected(argname, "arrays with a leading sample axis", leaf)
+                errors.expected(
+                    argname,
+                    "arrays with a leading sample axis",
+                    leaf,
+                    MSG_SCALAR_LEAF if _in_container(tree) else "",
+                )
             )
         if array.dtype == np.float64:
             array = array.astype(np.float32)
@@ -51,6 +85,19 @@ def to_numpy(tree: Any, argname: str) -> Any:
     if tree is None:
         return None
     return jax.tree.map(convert, tree)
+
+
+def _in_container(tree: Any) -> bool:
+    return isinstance(tree, (list, tuple, dict))
+
+
+def require_arrays(tree: Any, argname: str, what: str) -> None:
+    """Raises ``ValueError`` naming ``argname`` when ``tree`` holds no array
+    (``None``, ``{}``, ``()``): ``what`` says what was expected."""
+    if not jax.tree.leaves(tree):
+        raise ValueError(
+            errors.expected(argname, f"an array or a pytree of arrays ({what})", tree)
+        )
 
 
 def num_samples(trees: dict[str, Any]) -> int:
@@ -81,9 +128,11 @@ def standardize(
     ``sample_weight`` is one vector for every output, or one per output
     structured like ``y``. Shared by arrays and by each batch of a stream.
     """
+    require_arrays(x, argprefix + "x", "the inputs")
     x = to_numpy(x, argprefix + "x")
+    require_arrays(y, argprefix + "y", "the labels (targets)")
     y = to_numpy(y, argprefix + "y")
-    sample_weight = to_numpy(sample_weight, argprefix + "sample_weight")
+    sample_weight = to_numpy(sample_weight, argprefix + "sample_weight", REAL_KINDS)
     n = num_samples(
         {
             argprefix + "x": x,

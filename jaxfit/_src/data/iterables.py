@@ -15,12 +15,21 @@ rejected with its index before it reaches jit.
 A background thread (``Feeder``) prepares batches, groups consecutive ones of a
 bucket into fused blocks (see ``Feeder`` for when a block ends early) and moves
 them to the device ``depth`` blocks ahead of use; its exceptions are re-raised in
-the caller with the batch index, and it is always joined.
+the caller with the batch index.
+
+A stream cannot hang the caller: whoever waits for the producer (the loop for a
+block, ``read_first`` for the first batch) waits in ``WAIT_S`` slices, so Ctrl-C
+is delivered at once and an optional producer timeout raises ``TimeoutError``
+naming the batch waited for. The threads are daemons and are joined when they
+finish, except one blocked inside the producer's ``__next__``: Python cannot stop
+a thread, so it is told to stop and left to end by itself when the producer
+returns (it touches nothing of jaxfit's after that).
 """
 
 from __future__ import annotations
 
 import collections.abc
+import functools
 import itertools
 import queue
 import threading
@@ -34,12 +43,33 @@ import numpy as np
 from jaxfit._src import errors
 from jaxfit._src.data import arrays, checks
 
+# Whoever waits for the producer waits in slices of this long (only while there
+# is nothing to take): Ctrl-C and the producer timeout act within one slice.
+WAIT_S = 0.05
+# ``Feeder.close`` waits this long for a thread inside the producer's __next__
+# (a slow producer's next batch), then leaves it (never after an error or a
+# Ctrl-C: then it leaves it at once).
+CLOSE_GRACE_S = 0.5
+
+MSG_TIMEOUT = (
+    "The producer (the dataset's iterator) is blocked or slower than that. Raise "
+    "producer_timeout, or pass None to wait as long as it takes (Ctrl-C still "
+    "interrupts)."
+)
+
 MSG_ONE_SHOT = (
     "{argname}: a one-shot iterator (such as a generator object) cannot be iterated "
     "again for epoch {epoch}. Pass the generator function itself (it is called afresh "
-    "each epoch), an iterable such as a list or a grain dataset, or set "
-    "steps_per_epoch so that one iterator continues across epochs."
+    "each epoch), an iterable such as a list or a grain dataset{more}."
 )
+# MSG_ONE_SHOT's ending for the training stream (validation starts afresh each time)
+MORE_STEPS = ", or set steps_per_epoch so that one iterator continues across epochs"
+
+
+def one_shot_message(argname: str, epoch: int) -> str:
+    """``MSG_ONE_SHOT`` for ``argname`` (``"dataset"``, ``"validation_data"``)."""
+    more = MORE_STEPS if argname == "dataset" else ""
+    return MSG_ONE_SHOT.format(argname=argname, epoch=epoch, more=more)
 
 
 def parse_batch(batch: Any, index: int, argname: str) -> tuple[Any, Any, Any]:
@@ -57,11 +87,37 @@ def parse_batch(batch: Any, index: int, argname: str) -> tuple[Any, Any, Any]:
         return batch["xs"], batch["ys"], batch.get("sample_weight")
     if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
         return batch[0], batch[1], batch[2] if len(batch) == 3 else None
+    fix = (
+        "A stream yields whole batches; for in-memory arrays use Trainer.fit(x, y) "
+        "(or pass a list of (x, y) batches)."
+        if hasattr(batch, "shape") and hasattr(batch, "dtype")
+        else ""
+    )
     raise ValueError(
         errors.expected(
             f"{argname} batch {index}",
             "{'xs': x, 'ys': y[, 'sample_weight': w]} or a tuple (x, y[, w])",
             batch,
+            fix,
+        )
+    )
+
+
+def _not_a_stream(source: Any, argname: str) -> TypeError:
+    fix = {
+        dict: "A dict is one batch: pass a list of batches ([batch]) or a "
+        "generator function.",
+        str: "",
+        bytes: "",
+    }
+    kind = next(k for k in fix if isinstance(source, k))
+    return TypeError(
+        errors.expected(
+            argname,
+            "an iterable of batches, a generator function, a grain dataset or a "
+            "tf.data.Dataset",
+            source,
+            fix[kind],
         )
     )
 
@@ -72,6 +128,10 @@ class Stream:
     def __init__(self, source: Any, argname: str = "dataset"):
         self.argname = argname
         self.one_shot = False
+        self._source = source
+        self._called = False  # whether ``_factory`` is the user's own function
+        if isinstance(source, (str, bytes, dict)):  # iterable, but not of batches
+            raise _not_a_stream(source, argname)
         if hasattr(source, "as_numpy_iterator"):  # tf.data, never imported
             self._factory: Callable[[], Iterable[Any]] = source.as_numpy_iterator
         elif hasattr(source, "__iter__"):
@@ -79,7 +139,7 @@ class Stream:
             self.one_shot = isinstance(source, collections.abc.Iterator)
             self._factory = lambda: source
         elif callable(source):  # a generator function, called afresh each epoch
-            self._factory = source
+            self._factory, self._called = source, True
         else:
             raise TypeError(
                 errors.expected(
@@ -93,9 +153,78 @@ class Stream:
 
     def iterator(self, epoch: int) -> Iterator[Any]:
         if self.one_shot and self._iterations > 0:
-            raise ValueError(MSG_ONE_SHOT.format(argname=self.argname, epoch=epoch))
+            raise ValueError(one_shot_message(self.argname, epoch))
         self._iterations += 1
-        return iter(self._factory())
+        items = self._factory()
+        if self._called and not hasattr(items, "__iter__"):
+            raise TypeError(
+                errors.expected(
+                    self.argname,
+                    "a generator function, or a function returning an iterable of "
+                    "batches",
+                    errors.Description(
+                        f"{errors.describe(self._source)}, which returned "
+                        f"{errors.describe(items)}"
+                    ),
+                )
+            )
+        return iter(items)
+
+
+END = object()  # ``read_first``: the iterator had no item
+
+
+def read_first(iterator: Iterator[Any], timeout: float | None, where: str) -> Any:
+    """``next(iterator)`` (``END`` when it has no item), read on a helper thread
+    while the caller waits in ``WAIT_S`` slices.
+
+    Ctrl-C in the caller is delivered at once, however the producer blocks; with
+    ``timeout`` (seconds) a producer that gives nothing in that time raises
+    ``TimeoutError`` naming ``where`` (``"dataset batch 0 of epoch 0"``). A
+    producer still blocked then cannot be stopped (Python cannot stop a thread):
+    its daemon thread ends when it returns. The producer's own exception is
+    re-raised here.
+    """
+    box: queue.Queue = queue.Queue(maxsize=1)
+
+    def read() -> None:
+        try:
+            box.put((next(iterator, END), None))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller
+            box.put((None, error))
+
+    asked = time.perf_counter()
+    reader = threading.Thread(target=read, name="jaxfit-first-batch", daemon=True)
+    reader.start()
+    while True:
+        try:
+            item, error = box.get(timeout=WAIT_S)
+            break
+        except queue.Empty:
+            _check_timeout(timeout, asked, lambda: where)
+    reader.join(timeout=WAIT_S)  # it has put its item: it is ending
+    if error is not None:
+        raise error
+    return item
+
+
+def _check_timeout(
+    timeout: float | None, asked: float, where: Callable[[], str]
+) -> None:
+    """Raises ``TimeoutError`` when the producer was asked for the batch
+    ``where()`` names more than ``timeout`` seconds ago."""
+    if timeout is None:
+        return
+    waited = time.perf_counter() - asked
+    if waited >= timeout:
+        raise TimeoutError(
+            errors.expected(
+                "producer_timeout",
+                f"{where()} (0-based) within {timeout:g} s",
+                errors.Description(f"no batch after {waited:.2f} s"),
+                MSG_TIMEOUT,
+            )
+        )
 
 
 # A block being filled is sent off after this long even if not full, so a slow
@@ -361,9 +490,21 @@ class Feeder:
     ``fill_s`` seconds, or (with ``fill_s``) its last batch took ``SLOW_MS`` to
     come. Iterating yields ``(device block, number of batches, partial)``; the
     thread reads ``depth`` groups ahead, and each block is put on the device
-    while the one before it runs (dispatch is asynchronous). Producer errors are
-    re-raised in the consumer naming the batch. ``close()`` stops and joins the
-    thread; it runs when iteration ends, fails, or the consumer stops early.
+    while the one before it runs (dispatch is asynchronous). The first ``skip``
+    batches are read and prepared but not sent (resuming mid-stream: the
+    batcher's checks and padding size are as if they had run); indices count
+    from the stream's start. Producer errors are re-raised in the consumer
+    naming the batch.
+
+    The consumer waits for a block in ``WAIT_S`` slices (only when none is
+    ready), so Ctrl-C is delivered at once; with ``timeout`` (seconds), a
+    producer that has given no batch for that long raises ``TimeoutError``
+    naming the batch (``where(index)``, e.g. ``"dataset batch 3 of epoch 0"``).
+    ``close()`` stops the thread and joins it; it runs when iteration ends, fails,
+    or the consumer stops early. A thread blocked inside the producer's
+    ``__next__`` cannot be stopped (Python cannot stop a thread): ``close`` waits
+    ``CLOSE_GRACE_S`` for it (not at all after an error or a Ctrl-C), then leaves
+    the daemon thread to end by itself when the producer returns.
     """
 
     def __init__(
@@ -376,14 +517,21 @@ class Feeder:
         fill_s: float | None = None,
         period: int | None = None,
         depth: int = 2,
-        start_index: int = 0,
+        skip: int = 0,
+        timeout: float | None = None,
+        where: Callable[[int], str] | None = None,
     ):
         self._items, self._batcher, self._put_device = items, batcher, put
         self._most = size
         self._fill_s, self._period = fill_s, period
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._index = start_index
+        self._skip = skip
+        self._timeout = timeout
+        self._where = where or (lambda index: f"{batcher.argname} batch {index}")
+        # (index, when) while the thread waits for the producer's batch ``index``
+        self._asked: tuple[int, float] | None = None
+        self._closed = self._left = False
         self._thread = threading.Thread(
             target=self._run, name="jaxfit-feeder", daemon=True
         )
@@ -426,15 +574,24 @@ class Feeder:
         )
 
     def _run(self) -> None:
-        index, opened = self._index, 0.0
+        index, opened = 0, 0.0
         group: list[Any] = []
-        asked = time.perf_counter()
         try:
-            for raw in self._items:
+            items = iter(self._items)
+            while True:
+                asked = time.perf_counter()
+                self._asked = (index, asked)  # the producer's batch index awaited
+                raw = next(items, END)
+                self._asked = None
+                if raw is END:
+                    break
                 waited = time.perf_counter() - asked  # the producer's time
                 if self._stop.is_set():
                     return
                 batch = self._batcher(raw, index)
+                index += 1
+                if index <= self._skip:  # ran before the resumed position
+                    continue
                 if group and batch.size != group[0].size:  # a new shape bucket
                     if not self._send(group):
                         return
@@ -442,18 +599,17 @@ class Feeder:
                 if not group:
                     opened = time.perf_counter()
                 group.append(batch)
-                if self._due(group, opened, index, waited):
+                if self._due(group, opened, index - 1, waited):
                     if not self._send(group):
                         return
                     group = []
-                index += 1
-                asked = time.perf_counter()
             if group and not self._send(group):
                 return
             self._put(_END)
         except _AtBatch as failure:
             self._put(_Failure(failure.error, failure.index))
         except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
+            self._asked = None
             try:  # the batches read before the failure still train
                 if group and not self._send(group):
                     return
@@ -462,35 +618,70 @@ class Feeder:
                 return
             self._put(_Failure(error, index))
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Feeder:
+        return self
+
+    def __next__(self) -> tuple[Any, int, bool]:
+        if self._closed:
+            raise StopIteration
         try:
-            while True:
-                item = self._queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    error = item.error
-                    note = (
-                        f"jaxfit: raised while preparing batch {item.index} of the data"
-                    )
-                    if hasattr(error, "add_note"):
-                        error.add_note(note)
-                    raise error
+            item = self._take()
+            if isinstance(item, _Failure):
+                error = item.error
+                note = f"jaxfit: raised while preparing batch {item.index} of the data"
+                if hasattr(error, "add_note"):
+                    error.add_note(note)
+                raise error
+            if item is not _END:
                 # stacked and put here, by the loop, while the device runs the
                 # block before: the thread is left to the producer
                 block = self._put_device(self._batcher.block(item, self._most))
-                yield block, len(item), len(item) < self._most
-        finally:
-            self.close()
+                return block, len(item), len(item) < self._most
+        except BaseException:
+            self.close(grace=0.0)  # a Ctrl-C, a timeout or an error: leave now
+            raise
+        self.close()
+        raise StopIteration
 
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
+    def _take(self) -> Any:
+        """The next item of the queue; waits in ``WAIT_S`` slices while it is empty
+        (Ctrl-C lands between them), checking the producer timeout."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        while True:
             try:
-                self._queue.get_nowait()
+                return self._queue.get(timeout=WAIT_S)
+            except queue.Empty:
+                asked = self._asked
+                if asked is not None:
+                    where = functools.partial(self._where, asked[0])
+                    _check_timeout(self._timeout, asked[1], where)
+                elif not self._thread.is_alive() and self._queue.empty():
+                    raise RuntimeError(
+                        f"jaxfit: the feeder thread of {self._batcher.argname} ended "
+                        "without a batch, an end or an error (a jaxfit bug)."
+                    ) from None
+
+    def close(self, grace: float = CLOSE_GRACE_S) -> None:
+        """Stops the thread and joins it; one blocked inside the producer is
+        waited for ``grace`` seconds, then left (see the class docstring)."""
+        self._closed = True
+        self._stop.set()
+        deadline = None
+        while not self._left and self._thread.is_alive():
+            try:
+                self._queue.get_nowait()  # unblocks a put
             except queue.Empty:
                 pass
-            self._thread.join(timeout=0.05)
+            if self._asked is not None:  # inside the producer's __next__
+                now = time.perf_counter()
+                deadline = now + grace if deadline is None else deadline
+                if now >= deadline:
+                    self._left = True  # ends by itself when the producer returns
+                    return
+            self._thread.join(timeout=0.01)
 
 
 def _fails(batcher: Batcher, batch: Batch) -> bool:
@@ -504,15 +695,3 @@ def _fails(batcher: Batcher, batch: Batch) -> bool:
 def take(iterator: Iterator[Any], count: int | None) -> Iterator[Any]:
     """At most ``count`` items (all when ``None``)."""
     return iterator if count is None else itertools.islice(iterator, count)
-
-
-def skip(iterator: Iterator[Any], count: int, batcher: Batcher) -> Iterator[Any]:
-    """``iterator`` without its first ``count`` items (resuming mid-stream).
-
-    The skipped batches still pass through ``batcher`` (host only, nothing moves to
-    the device), so its checks and padding size are as if they had been run.
-    """
-    iterator = iter(iterator)
-    for index, raw in enumerate(itertools.islice(iterator, count)):
-        batcher(raw, index)
-    return iterator

@@ -121,7 +121,12 @@ class StreamSource:
 
     ``fill_ms``: the yield interval; a block being filled is sent off after it or
     ``iterables.FILL_MS``, whichever is shorter. Several processes group by counts
-    only, so that they run the same compiled blocks.
+    only, so that they run the same compiled blocks. ``producer_timeout``
+    (seconds, or ``None``): the longest wait for any one batch of the producer,
+    the first included, before a ``TimeoutError`` naming the batch; every wait
+    is in short slices, so Ctrl-C interrupts it at once. ``evaluation``: the
+    stream is evaluated (validation, ``evaluate_dataset``), so its batches are
+    named without an epoch.
     """
 
     def __init__(
@@ -136,8 +141,11 @@ class StreamSource:
         steps_per_epoch: int | None = None,
         initial_epoch: int = 0,
         fill_ms: float | None = iterables.FILL_MS,
+        producer_timeout: float | None = None,
+        evaluation: bool = False,
     ):
         self.argname = argname
+        self._timeout = producer_timeout
         self.stream = iterables.Stream(dataset, argname)
         self.batcher = iterables.Batcher(argname, class_weight, multiple)
         self._put, self._processes = put, processes
@@ -145,8 +153,12 @@ class StreamSource:
         fill = iterables.FILL_MS if fill_ms is None else min(fill_ms, iterables.FILL_MS)
         self._fill_s = None if processes > 1 else fill / 1000.0
         first_epoch = self.stream.iterator(initial_epoch)
-        first = next(first_epoch, _MISSING)
-        if first is _MISSING:
+        first = iterables.read_first(
+            first_epoch,
+            producer_timeout,
+            f"{argname} batch 0" if evaluation else self._train_where(initial_epoch)(0),
+        )
+        if first is iterables.END:
             raise ValueError(
                 errors.expected(
                     argname, "at least one batch", errors.Description("no batches")
@@ -162,7 +174,7 @@ class StreamSource:
         self.padded_size = int(example["mask"].shape[1])
         self._batch_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(example))
         self._pending = [itertools.chain([first], first_epoch)]  # the first iterator
-        self._feeds: list[Iterator[Any]] = []
+        self._feeds: list[iterables.Feeder] = []
         # callbacks' params["steps"]: steps_per_epoch, else a sized dataset's length
         # (tfjs: dataset.size), so the progress bar shows a total
         self.steps = steps_per_epoch if steps_per_epoch is not None else self._length
@@ -184,16 +196,33 @@ class StreamSource:
         return max(1, min(STREAM_MAX_BLOCK, BLOCK_BYTES // max(self._batch_bytes, 1)))
 
     def _feeder(
-        self, source: Iterator[Any], start: int, size: int, period: int | None = None
+        self,
+        source: Iterator[Any],
+        start: int,
+        size: int,
+        where: Callable[[int], str],
+        period: int | None = None,
     ) -> iterables.Feeder:
         return iterables.Feeder(
-            iterables.skip(source, start, self.batcher),
+            source,
             self.batcher,
             self._put_streamed,
             size=size,
             fill_s=self._fill_s,
             period=period,
-            start_index=start,
+            skip=start,
+            timeout=self._timeout,
+            where=where,
+        )
+
+    def _train_where(self, epoch: int) -> Callable[[int], str]:
+        """Names a training batch by its index in the feeder: from ``epoch``'s
+        start, or with ``steps_per_epoch`` from the continued stream's start."""
+        steps, argname = self._steps, self.argname
+        if steps is None:
+            return lambda index: f"{argname} batch {index} of epoch {epoch}"
+        return lambda index: (
+            f"{argname} batch {index % steps} of epoch {epoch + index // steps}"
         )
 
     def _put_streamed(self, block: Any) -> Any:
@@ -206,11 +235,19 @@ class StreamSource:
     def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterable[Any]:
         steps = self._steps
         if steps is None:  # an epoch is one pass over a fresh iterator
-            return self._feeder(self._iterator(epoch), start, size)
+            return self._feeder(
+                self._iterator(epoch), start, size, self._train_where(epoch)
+            )
         if not self._feeds:  # one iterator continues across epochs; after a
             skip = (epoch - self._initial) * steps + start  # resume, skip what ran
             self._feeds.append(
-                iter(self._feeder(self._iterator(epoch), skip, size, period=steps))
+                self._feeder(
+                    self._iterator(epoch),
+                    skip,
+                    size,
+                    self._train_where(self._initial),
+                    period=steps,
+                )
             )
         return _counted(self._feeds[0], steps - start)
 
@@ -221,6 +258,7 @@ class StreamSource:
             self._put_streamed,
             size=size,
             fill_s=self._fill_s,
+            timeout=self._timeout,
         )
 
     def train_specs(self, size: int) -> list[tuple[Any, bool]]:
@@ -254,9 +292,7 @@ class StreamSource:
     def close(self) -> None:
         """Stops a feeder that spans epochs."""
         for feed in self._feeds:
-            close = getattr(feed, "close", None)
-            if close is not None:
-                close()
+            feed.close()
         self._feeds.clear()
 
 
@@ -270,9 +306,6 @@ def _counted(feed: Iterator[Any], count: int) -> Iterator[Any]:
             return
         taken += item[1]
         yield item
-
-
-_MISSING = object()
 
 
 def _specs(data: dict[str, Any], slots: int, rows: int) -> Any:

@@ -65,6 +65,7 @@ class StreamFitArgs:
     initial_epoch: int = 0
     steps_per_epoch: int | None = None
     yield_every: YieldEvery = "auto"
+    producer_timeout: float | None = None
     now: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
@@ -72,6 +73,7 @@ class StreamFitArgs:
         validate.positive_int(
             "validation_batches", self.validation_batches, allow_none=True
         )
+        validate.producer_timeout(self.producer_timeout)
 
 
 def _common(args: FitArgs | StreamFitArgs) -> None:

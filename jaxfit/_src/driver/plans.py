@@ -63,6 +63,7 @@ def fit_plan(
     """``fit`` on arrays: the validation split (before class weights, which
     weight training batches only), the source, the compiled steps."""
     data, n = arrays.standardize(x, y, args.sample_weight)
+    _samples(n, "x", data)
     if args.class_weight is not None:  # every class of the whole y, before any split
         checks.check_class_weight(args.class_weight, data["y"])
     validation = None
@@ -71,6 +72,7 @@ def fit_plan(
         validation = arrays.standardize(
             vx, vy, vw[0] if vw else None, "validation_data."
         )
+        _samples(validation[1], "validation_data.x", validation[0])
     elif args.validation_split > 0:
         data, held_out = arrays.split_last(data, n, args.validation_split)
         val_n = int(held_out["sample_weight"][0].shape[0])
@@ -84,8 +86,6 @@ def fit_plan(
                 )
             )
         validation = held_out, val_n
-    if n == 0:
-        raise ValueError(errors.expected("x", "at least one sample", x))
     data = arrays.with_class_weight(data, args.class_weight)
     source = array_source(
         data,
@@ -123,20 +123,34 @@ def fit_plan(
     )
 
 
+def _samples(n: int, argname: str, data: dict[str, Any]) -> None:
+    """Refuses data of no samples (an empty split, a filter that kept nothing)."""
+    if n == 0:
+        raise ValueError(errors.expected(argname, "at least one sample", data["x"]))
+
+
 def stream_fit_plan(
     prepare: Prepare, where: Placement, dataset: Any, args: StreamFitArgs
 ) -> loop.FitPlan:
-    """``fit_dataset``: a one-shot iterator is refused before anything is read
-    when more than one pass is needed; the first batch is traced and checked."""
+    """``fit_dataset``: a one-shot iterator (training or validation) is refused
+    before anything is read when more than one pass is needed; the first batch
+    is traced and checked."""
+    passes = args.epochs - args.initial_epoch
     if (
         iterables.Stream(dataset, "dataset").one_shot
         and args.steps_per_epoch is None
-        and args.epochs - args.initial_epoch > 1
+        and passes > 1
+    ):
+        raise ValueError(iterables.one_shot_message("dataset", args.initial_epoch + 1))
+    validation_data = args.validation_data
+    if (
+        validation_data is not None
+        and not isinstance(validation_data, tuple)
+        and iterables.Stream(validation_data, "validation_data").one_shot
+        and passes > 1
     ):
         raise ValueError(
-            iterables.MSG_ONE_SHOT.format(
-                argname="dataset", epoch=args.initial_epoch + 1
-            )
+            iterables.one_shot_message("validation_data", args.initial_epoch + 1)
         )
     policy = yield_policy.parse(args.yield_every, args.now)
     source = stream_source(
@@ -147,6 +161,7 @@ def stream_fit_plan(
         steps_per_epoch=args.steps_per_epoch,
         initial_epoch=args.initial_epoch,
         fill_ms=policy.every_ms,
+        producer_timeout=args.producer_timeout,
     )
     compiled = prepare(*source.example, source.batch_size, 1, "dataset batch 0: ")
     source.check_labels(compiled)
@@ -158,6 +173,7 @@ def stream_fit_plan(
         source.batch_size,
         "validation_data",
         compiled,
+        args.producer_timeout,
     )
     return loop.FitPlan(
         source,
@@ -182,6 +198,7 @@ def array_eval_plan(
     argname: str = "",
 ) -> loop.EvalPlan:
     """Evaluation over standardised arrays, one padded batch per call."""
+    _samples(n, argname + "x", data)
     source = array_source(data, n, batch_size, where, argname=argname)
     compiled = prepare(*source.example, source.batch_size, accumulate_steps, argname)
     return loop.EvalPlan(
@@ -197,10 +214,12 @@ def eval_plan(
     batch_size: int,
     argname: str,
     compiled: Compiled | None = None,
+    producer_timeout: float | None = None,
 ) -> loop.EvalPlan | None:
     """Evaluation over a tuple of arrays or a stream of batches (``None`` for no
     data). ``compiled`` is the training step's (validation shares its structure);
-    without it the stream's first batch builds the eval step."""
+    without it the stream's first batch builds the eval step. A stream waits at
+    most ``producer_timeout`` seconds for each batch."""
     if data is None:
         return None
     if isinstance(data, tuple):
@@ -210,7 +229,9 @@ def eval_plan(
         return array_eval_plan(
             prepare, where, standard, n, batch_size, batches, argname=argname + "."
         )
-    source = stream_source(data, argname, where)
+    source = stream_source(
+        data, argname, where, producer_timeout=producer_timeout, evaluation=True
+    )
     if compiled is None:
         compiled = prepare(
             *source.example, source.batch_size, 1, f"{argname} batch 0: "

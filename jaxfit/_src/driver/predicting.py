@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxfit._src import errors
 from jaxfit._src.core import placement
 from jaxfit._src.core.placement import Placement
 from jaxfit._src.data import arrays
@@ -26,9 +27,13 @@ def predict(
 ) -> Any:
     """Runs ``predict_step(state, x_batch, mask)`` over ``x`` in padded batches;
     ``callbacks(steps)`` gets the ``on_predict_*`` hooks."""
+    arrays.require_arrays(x, "x", "the inputs")
     data = arrays.to_numpy(x, "x")
+    n = arrays.num_samples({"x": data})
+    if n == 0:
+        raise ValueError(errors.expected("x", "at least one sample", data))
     batches = arrays.Batches(
-        arrays.num_samples({"x": data}),
+        n,
         batch_size,
         shuffle=False,
         seed=0,

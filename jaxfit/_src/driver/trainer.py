@@ -256,6 +256,7 @@ class Trainer(TrainerBase, Checkpointing):
         initial_epoch: int = 0,
         steps_per_epoch: int | None = None,
         yield_every: YieldEvery = "auto",
+        producer_timeout: float | None = None,
         now: Callable[[], float] | None = None,
     ) -> History:
         """Trains on a stream of batches (TensorFlow.js ``fitDataset``).
@@ -280,6 +281,16 @@ class Trainer(TrainerBase, Checkpointing):
             Defaults to `None`.
           validation_batches: at most this many validation batches per
             evaluation. Defaults to `None` (all).
+          producer_timeout: the most seconds to wait for any one batch of
+            ``dataset`` (the first included) or of a validation stream; longer
+            raises ``TimeoutError`` naming the batch (0-based, and its epoch).
+            ``None`` waits as long as it takes. Either way the wait is
+            interruptible: Ctrl-C stops ``fit_dataset`` at once, even while the
+            producer is blocked. A producer blocked inside its ``__next__``
+            cannot itself be stopped (Python cannot stop a thread): its daemon
+            thread is left to end when the producer returns, and the trainer is
+            usable at once (its state that of the last block run). Defaults to
+            `None`.
 
         Returns:
           The ``History`` of this run.
@@ -287,6 +298,7 @@ class Trainer(TrainerBase, Checkpointing):
         Raises:
           ValueError, TypeError: bad arguments or a malformed first batch, before
             any step; a later malformed batch names its index.
+          TimeoutError: the producer gave no batch within ``producer_timeout``.
         """
         for _ in self.iterate_fit_dataset(
             dataset, arguments.bind(StreamFitArgs, locals())
@@ -359,7 +371,12 @@ class Trainer(TrainerBase, Checkpointing):
 
     @errors.filter_traceback
     def evaluate_dataset(
-        self, dataset: Any, *, batches: int | None = None, callbacks: Any = None
+        self,
+        dataset: Any,
+        *,
+        batches: int | None = None,
+        callbacks: Any = None,
+        producer_timeout: float | None = None,
     ) -> dict[str, float]:
         """Evaluates over a stream of batches (tfjs ``evaluateDataset``).
 
@@ -367,14 +384,28 @@ class Trainer(TrainerBase, Checkpointing):
           dataset: any source ``fit_dataset`` accepts.
           batches: at most this many batches. Defaults to `None` (all).
           callbacks: receive the ``on_test_*`` hooks. Defaults to `None`.
+          producer_timeout: the most seconds to wait for any one batch, as in
+            ``fit_dataset``. Defaults to `None` (as long as it takes; Ctrl-C
+            still interrupts).
 
         Returns:
           ``{"loss": ..., <metric>: ...}``.
+
+        Raises:
+          ValueError, TypeError: bad arguments or a malformed first batch.
+          TimeoutError: the producer gave no batch within ``producer_timeout``.
         """
         self._require("evaluate_dataset", optimizer=False)
         validate.positive_int("batches", batches, allow_none=True)
+        validate.producer_timeout(producer_timeout)
         plan = plans.eval_plan(
-            self._prepare, self._spec.placement, dataset, batches, 1, "dataset"
+            self._prepare,
+            self._spec.placement,
+            dataset,
+            batches,
+            1,
+            "dataset",
+            producer_timeout=producer_timeout,
         )
         assert plan is not None
         return self._evaluate(plan, callbacks)

@@ -40,6 +40,24 @@ def validation_data(value: Any) -> None:
         )
 
 
+def producer_timeout(value: Any) -> None:
+    """Seconds to wait for a stream's batch: a positive number, or ``None``."""
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not cast(float, value) > 0  # refuses NaN too
+    ):
+        raise ValueError(
+            errors.expected(
+                "producer_timeout",
+                "a positive number of seconds, or None (wait as long as it takes)",
+                value,
+            )
+        )
+
+
 def validation_freq(value: Any) -> None:
     if isinstance(value, (list, tuple, set)):
         for item in value:
