@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import itertools
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Generator, Iterable, Iterator
@@ -22,7 +23,7 @@ import numpy as np
 
 from jaxfit._src.core import hyperparams, placement
 from jaxfit._src.driver import callback as callback_lib
-from jaxfit._src.driver import compiler, progress
+from jaxfit._src.driver import compiler, memory, preemption, progress
 from jaxfit._src.driver import warmup as warmup_lib
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.compiler import Compiled
@@ -65,6 +66,11 @@ class FitPlan:
     prime: bool = False
     primed: dict = dataclasses.field(default_factory=dict)
     warmup: warmup_lib.Warmup = dataclasses.field(default_factory=warmup_lib.Warmup)
+    batch_size: int = 0  # what memory errors quote (set by launch)
+    call: str = "fit"  # or "fit_dataset" (set by launch)
+    # (partial, block shape) of the train programs this fit has called: before a
+    # program's first call its memory is checked and an intact state is held
+    programs: set = dataclasses.field(default_factory=set)
 
     def epoch_blocks(self, epoch: int, start: int) -> Blocks:
         return self.source.epoch_blocks(epoch, start, self.block_size)
@@ -241,6 +247,8 @@ def launch(
     )
     callbacks = callback_lib.CallbackList(installed, trainer, params)
     trainer.history, session.callbacks = history, callbacks.callbacks
+    plan.batch_size = batch_size
+    plan.call = "fit_dataset" if hasattr(args, "validation_batches") else "fit"
     return guarded(session, plan, callbacks, trainer.compile_spec)
 
 
@@ -248,19 +256,30 @@ def guarded(
     session: FitSession, plan: FitPlan, callbacks: CallbackList, spec: compiler.Spec
 ) -> Generator[None, None, None]:
     """``fit_loop`` on a copy of the state placed for the plan's compiled steps
-    (with gradient accumulators when it accumulates); however it ends, the
-    session stops running and keeps the plain optimizer state."""
+    (with gradient accumulators when it accumulates), with SIGTERM recorded as
+    a preemption request; however it ends, the session stops running and keeps
+    the plain optimizer state. A preemption's line goes to stderr here, after
+    ``on_train_end`` (a backup in flight is complete by then)."""
     session.running = True
     try:
-        # A copy (the arrays the user holds are never donated), on the mesh.
-        compiled = plan.compiled
-        session.state = session.placement.place(
-            compiler.accumulating(spec, session.state, compiled.accumulate_steps),
-            compiled.state_shardings,
-        )
-        yield from fit_loop(session, plan, callbacks)
+        with preemption.handling():
+            # A copy (the arrays the user holds are never donated), on the mesh.
+            compiled, start = plan.compiled, session.state
+            session.state = session.placement.place(
+                compiler.accumulating(spec, start, compiled.accumulate_steps),
+                compiled.state_shardings,
+            )
+            # The state before the copy stays intact through the first train
+            # call (which may fail and take the donated copy with it).
+            session.spare = (session.state, start)
+            del start
+            yield from fit_loop(session, plan, callbacks)
+    except preemption.Preempted as stop:
+        if jax.process_index() == 0 and not preemption.nested():
+            print(stop.message, file=sys.stderr, flush=True)
+        raise
     finally:
-        session.running = False
+        session.running, session.spare = False, None
         session.state = compiler.accumulated(session.state)
         plan.source.close()  # also when the loop never started
 
@@ -274,6 +293,7 @@ def fit_loop(
     guard = _InterruptGuard()
     session.position, session.resume = Position(plan.initial_epoch), None
     session.finished = False  # read by on_train_end: a normal end, or an error
+    session.preempted = None
     callbacks.call("on_train_begin")
     # A callback (BackupAndRestore) may have restored a checkpoint: start there.
     start = session.resume or Position(plan.initial_epoch)
@@ -288,6 +308,10 @@ def fit_loop(
                 epoch_logs = yield from _run_epoch(
                     session, plan, callbacks, guard, epoch, begin
                 )
+                if session.preempted is not None:
+                    raise preemption.Preempted(
+                        _preempted_message(session, callbacks), session.preempted
+                    )
                 if session.stop_training:
                     break
         session.finished = True
@@ -296,6 +320,27 @@ def fit_loop(
         plan.source.close()
         plan.warmup.wait()
         callbacks.call("on_train_end", logs=epoch_logs)
+
+
+def _preempted_message(session: FitSession, callbacks: CallbackList) -> str:
+    """Where a preempted fit stopped, and how to resume it: one line."""
+    where = session.position
+    name = signal.Signals(session.preempted or signal.SIGTERM).name
+    head = (
+        f"jaxfit: {name} (preemption): training stopped at epoch {where.epoch} "
+        f"after {where.batch} of its batches"
+    )
+    backup = next((cb for cb in callbacks.callbacks if hasattr(cb, "backup_dir")), None)
+    status = 128 + (session.preempted or signal.SIGTERM)
+    if backup is None:
+        return (
+            f"{head}; nothing was saved (no BackupAndRestore): trainer.state is the "
+            f"state there (exit status {status})."
+        )
+    return (
+        f"{head}; a rerun of the same fit with BackupAndRestore("
+        f"{backup.backup_dir!r}) resumes from its last backup (exit status {status})."
+    )
 
 
 def _run_epoch(
@@ -311,7 +356,7 @@ def _run_epoch(
     # Stopped mid-epoch before the checkpoint: only the epoch's end is left to run.
     session.stop_training = session.stop_training or begin.stopped
     steps, totals = yield from _train(session, plan, callbacks, guard, epoch, begin)
-    if _ran_out(session, plan, epoch, steps):
+    if session.preempted is not None or _ran_out(session, plan, epoch, steps):
         return {}
     logs = _epoch_logs(session, plan, totals)
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
@@ -319,8 +364,7 @@ def _run_epoch(
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
     session.position = Position(epoch + 1)
     callbacks.call("on_epoch_end", epoch, logs=logs)
-    # every process stops together, as process 0 decided (EarlyStopping...)
-    session.stop_training = placement.agree(session.stop_training)
+    _agree(session)
     yield
     return logs
 
@@ -342,6 +386,7 @@ def _train(
     totals = begin.totals if begin.totals is not None else plan.compiled.empty_totals()
     pending: list = []
     batch = steps = begin.batch
+    processes = jax.process_count()
     plan.policy.reset()
     with _closing(_epoch_source(plan, epoch, begin)) as blocks:  # joins feeders
         for block, real, partial in blocks:
@@ -351,18 +396,33 @@ def _train(
             elif not plan.warmup.started:  # compiled beside this block's program
                 _warm(plan, session.state, totals, block, partial)
             run = plan.compiled.train_partial if partial else plan.compiled.train_block
+            program = (partial, block["mask"].shape)
+            first = program not in plan.programs
+            if first:  # may refuse it, before anything is donated
+                _first_call(session, plan, run, totals, block, program)
             with guard.critical():
-                session.state, totals, logs = run(session.state, totals, block)
+                session.state, totals, logs = _dispatch(
+                    session, plan, run, totals, block
+                )
                 session.position = Position(epoch, steps, totals)
+            if first:
+                session.spare = None  # the call went through: no longer needed
             pending.append((logs, real))
-            if plan.policy.due():
+            # a step boundary (a fused block's end): the same call on every process
+            preempted = preemption.due(processes)
+            if preempted or plan.policy.due():
                 batch = _yield_point(
                     session, names, pending, batch, callbacks, epoch, hooks
                 )
                 plan.policy.reset()
+                if preempted:
+                    session.preempted = preemption.requested() or signal.SIGTERM
+                    break
                 yield
                 if session.stop_training:
                     break
+    if session.preempted is not None:
+        return steps, totals
     _prime(session, plan, epoch)
     plan.warmup.wait()  # what compiles ahead is done by the first epoch's end
     if pending:
@@ -433,8 +493,89 @@ def _yield_point(
     """Delivers the pending batch logs, calls on_yield, agrees on stopping."""
     batch, last = _deliver(names, pending, batch, callbacks, *hooks)
     callbacks.call("on_yield", epoch, batch - 1, logs=last)
-    session.stop_training = placement.agree(session.stop_training)
+    _agree(session)
     return batch
+
+
+def _agree(session: FitSession) -> None:
+    """At a yield point: every process stops together, as process 0 decided
+    (EarlyStopping...), and learns of a preemption any of them received (it then
+    stops after the next train call, all at the same one)."""
+    session.stop_training = preemption.agreed(
+        session.stop_training, jax.process_count()
+    )
+
+
+def _first_call(
+    session: FitSession, plan: FitPlan, run: Any, totals: Any, block: Any, key: Any
+) -> None:
+    """Before a train program's first call in this fit: where the device reports
+    its memory limit, the program (compiled ahead: the executable the call then
+    runs) is refused if it cannot fit; and an intact state is held through the
+    call (the state the fit copied for the first, else a one-off device copy),
+    unless holding it would itself exceed the limit."""
+    plan.programs.add(key)
+    devices = getattr(block["mask"], "sharding", None)
+    limit = memory.device_limit(
+        devices.addressable_devices if devices is not None else jax.local_devices()
+    )
+    need = None
+    if limit is not None:
+        need = memory.needed(run.lower(session.state, totals, block).compile())
+        if need is not None and need > limit:
+            session.spare = None
+            raise memory.too_large(plan.call, plan.batch_size, need, limit)
+    spare = session.spare
+    session.spare = None
+    if (
+        need is not None
+        and limit is not None
+        and need + memory.per_device_bytes(session.state) > limit
+    ):
+        return  # the pre-check stands in: a copy would not fit beside it
+    if spare is not None and spare[0] is session.state:
+        session.spare = spare  # the fit's starting state, not yet released
+    else:
+        session.spare = (
+            session.state,
+            jax.tree.map(
+                lambda a: jax.device_put(a, a.sharding, may_alias=False),
+                session.state,
+            ),
+        )
+
+
+def _dispatch(
+    session: FitSession, plan: FitPlan, run: Any, totals: Any, block: Any
+) -> Any:
+    """``run`` on the session's state. If XLA fails the call, the state before it
+    is put back: the donated buffers when they survived, else the intact state
+    held through a program's first call; out of memory becomes jaxfit's error."""
+    state = session.state
+    try:
+        return run(state, totals, block)
+    except memory.RUNTIME_ERROR as error:
+        kept = _restore(session, state)
+        if memory.exhausted(error):
+            raise memory.ran_out(plan.call, plan.batch_size, error, kept) from error
+        raise
+
+
+def _restore(session: FitSession, state: Any) -> str:
+    """Puts back the state from before a failed call; says what ``trainer.state``
+    now is."""
+    spare, session.spare = session.spare, None
+    if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+        session.state = state
+    elif spare is not None and spare[0] is state:
+        session.state = spare[1]
+    else:
+        return (
+            "the state that call consumed is lost (this backend frees the donated "
+            "buffers of a failed call): restore a checkpoint or assign "
+            "trainer.state before training on"
+        )
+    return "trainer.state is the state before that call"
 
 
 def _prime(session: FitSession, plan: FitPlan, epoch: int) -> None:

@@ -1,12 +1,22 @@
 """Preemption: SIGTERM turned into a clean stop at the next step boundary.
 
 A TPU VM, Kubernetes and SLURM announce preemption with SIGTERM and kill the
-process some seconds later. While ``handling()`` is active (``fit`` enters it, and
-the YAML runner around a whole run), SIGTERM only records the request; the
-training loop checks ``requested()`` after each dispatched block, stops there with
-a yield point (so ``BackupAndRestore`` writes a backup of that exact position),
+process some seconds later (the grace period). While ``handling()`` is active
+(``fit`` enters it, and the YAML runner around a whole run), SIGTERM only records
+the request; the training loop calls ``due()`` after each dispatched train call
+(a step boundary: with fused blocks, the end of the block), stops there with a
+yield point (so ``BackupAndRestore`` writes a backup of that exact position),
 ends the fit as an interrupted one (backups kept) and raises ``Preempted``.
 Outside a fit, the runner checks ``requested()`` between the stages of its ending.
+
+Several processes stop at the same step. Where ``jax.distributed`` runs JAX's
+preemption service (its default), SIGTERM belongs to JAX's own notifier, which
+tells every process; ``due()`` asks JAX's preemption sync
+(``multihost_utils.reached_preemption_sync_point``) with a count of train calls
+that is the same on every process, so all of them stop after the same call
+(``handling()`` then leaves SIGTERM to JAX). Without that service, a request seen
+by one process is shared at the next regular yield point, where the loop agrees
+on stopping (``agreed``).
 
 ``Preempted`` is a ``SystemExit`` whose code is the conventional ``128 + signum``
 (143 for SIGTERM): uncaught, the process exits with that status and no
@@ -22,17 +32,23 @@ from collections.abc import Iterator
 from typing import Any
 
 _lock = threading.Lock()
-_depth = 0  # nested handling() blocks (the runner around fit)
+_depth = 0  # nested handling() blocks on the main thread (the runner around fit)
+_installed = False  # whether the outermost block installed _handler
 _previous: Any = None  # the handler handling() replaced
-_requested: int | None = None  # the signal received, until clear()
+_requested: int | None = None  # the signal this process received, until clear()
+_shared: int | None = None  # several processes: the request all of them know of
+_calls = 0  # due() calls under JAX's preemption sync (the same on every process)
 
 
 class Preempted(SystemExit):
     """SIGTERM (preemption) stopped training at a step boundary.
 
     Raised by ``fit`` / ``fit_dataset`` (and their async forms) and by
-    ``jaxfit.run``. Its ``code`` is ``128 + signum`` (143 for SIGTERM), so an
-    uncaught one exits the process with the conventional status.
+    ``jaxfit.run``, after the stop's yield point (where ``BackupAndRestore``
+    backs up the exact position) and ``on_train_end``. Its ``code`` is
+    ``128 + signum`` (143 for SIGTERM), so an uncaught one exits the process with
+    the conventional status. The trainer stays usable: ``trainer.state`` is the
+    state at the stop.
 
     Attributes:
       signum: the signal received.
@@ -54,49 +70,82 @@ def _handler(signum: int, frame: Any) -> None:
     _requested = signum
 
 
+def _jax_state() -> Any:
+    """``jax.distributed``'s state when its client runs, else None."""
+    try:
+        from jax._src import distributed
+    except ImportError:  # pragma: no cover - another jax layout
+        return None
+    state = distributed.global_state
+    return state if state.client is not None else None
+
+
+def _jax_sync() -> Any:
+    """JAX's preemption sync manager when ``jax.distributed`` runs one, else None.
+
+    Its C++ notifier owns SIGTERM then (Python still reports the default handler,
+    so ``handling()`` must ask here rather than ``signal.getsignal``)."""
+    state = _jax_state()
+    return None if state is None else state.preemption_sync_manager
+
+
+def _processes() -> int:
+    state = _jax_state()
+    return 1 if state is None else int(state.num_processes)
+
+
 @contextlib.contextmanager
 def handling() -> Iterator[None]:
     """While active, SIGTERM sets ``requested()`` instead of killing the process.
 
     Installed only from the main thread and only over the default handler (a
-    handler the user installed keeps SIGTERM); nested blocks share one
-    installation. The outermost block starts with no request recorded; a
-    request is kept after the block ends, until ``clear()`` or the next
-    outermost block.
+    handler the user installed keeps SIGTERM; JAX's preemption notifier, under
+    ``jax.distributed``, keeps it too and ``due()`` asks JAX); nested blocks
+    share one installation. The outermost block starts with no request
+    recorded; a request is kept after the block ends, until ``clear()`` or the
+    next outermost block.
     """
-    global _depth, _previous
-    usable = threading.current_thread() is threading.main_thread()
-    installed = False
-    if usable:
-        with _lock:
-            if _depth == 0:
-                current = signal.getsignal(signal.SIGTERM)
-                if current in (signal.SIG_DFL, None):
-                    _previous = current
-                    clear()  # the outermost block starts clean
-                    signal.signal(signal.SIGTERM, _handler)
-                    installed = True
-            elif signal.getsignal(signal.SIGTERM) is _handler:
-                installed = True
-            if installed:
-                _depth += 1
+    global _depth, _installed, _previous
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _lock:
+        if _depth == 0:
+            clear()  # the outermost block starts clean
+            current = signal.getsignal(signal.SIGTERM)
+            if current in (signal.SIG_DFL, None) and _jax_sync() is None:
+                _previous = current
+                signal.signal(signal.SIGTERM, _handler)
+                _installed = True
+        _depth += 1
     try:
         yield
     finally:
-        if installed:
-            with _lock:
-                _depth -= 1
-                if _depth == 0:
-                    signal.signal(
-                        signal.SIGTERM,
-                        signal.SIG_DFL if _previous is None else _previous,
-                    )
-                    _previous = None
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _installed:
+                signal.signal(
+                    signal.SIGTERM,
+                    signal.SIG_DFL if _previous is None else _previous,
+                )
+                _installed, _previous = False, None
+
+
+def nested() -> bool:
+    """Whether an outer ``handling()`` block (the runner) encloses this one: the
+    outer caller then reports a preemption itself, and ``fit`` prints nothing."""
+    return _depth > 1
 
 
 def requested() -> int | None:
-    """The preemption signal received while ``handling()`` was active, or None."""
-    return _requested
+    """The preemption request to act on, or None.
+
+    In one process: the signal received while ``handling()`` was active (or
+    ``request()``). With several processes: the request every process knows of
+    (agreed at a yield point, or reached through JAX's preemption sync), so that
+    all of them act on it at the same point.
+    """
+    return _requested if _processes() == 1 else _shared
 
 
 def request(signum: int = signal.SIGTERM) -> None:
@@ -107,5 +156,50 @@ def request(signum: int = signal.SIGTERM) -> None:
 
 def clear() -> None:
     """Forgets a recorded request (a new fit or run starts clean)."""
-    global _requested
-    _requested = None
+    global _requested, _shared
+    _requested = _shared = None
+
+
+def due(processes: int) -> bool:
+    """After each dispatched train call: whether training stops here.
+
+    Free in a single process without ``jax.distributed`` (a flag read). Under
+    JAX's preemption sync, every process calls it after the same train calls,
+    and it is True on all of them after the same one. Several processes
+    without that sync stop once their requests are shared (``agreed``), after
+    the next train call; one process never stops on its own (the others would
+    wait for it in the next collective).
+    """
+    global _calls, _requested, _shared
+    sync = _jax_sync()
+    if sync is not None:
+        _calls += 1
+        if sync.reached_sync_point(_calls):
+            _requested = _requested or signal.SIGTERM
+            _shared = _shared or _requested
+            return True
+    if processes == 1:
+        return _requested is not None
+    return _shared is not None
+
+
+def agreed(stop: bool, processes: int) -> bool:
+    """At a point every process reaches (a yield point): ``stop`` as process 0
+    decided it (``stop_training``), and each process's preemption request shared
+    with all (``requested()`` then answers on every one), in one collective (none
+    in a single process)."""
+    global _shared
+    if processes == 1:
+        return stop
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flags = np.asarray(
+        multihost_utils.process_allgather(
+            np.asarray([int(stop), _requested or 0], np.int32)
+        )
+    ).reshape(processes, 2)
+    signum = int(flags[:, 1].max())
+    if signum and _shared is None:
+        _shared = signum
+    return bool(flags[0, 0])

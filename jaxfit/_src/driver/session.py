@@ -34,6 +34,11 @@ class FitSession:
         opposed to an error or an interrupt.
       stop_training: ``trainer.stop_training`` while it runs: the fit ends at the
         next yield point.
+      preempted: the signal (SIGTERM) that stopped the fit at a step boundary, or
+        None; set by the loop, which then raises ``Preempted``.
+      spare: ``(state, intact)`` while a train program's first call runs:
+        ``intact`` holds ``state``'s values in buffers the call does not donate,
+        put back if the call fails (see ``loop._first_call``); else None.
     """
 
     state: TrainState
@@ -45,6 +50,8 @@ class FitSession:
     running: bool = False
     finished: bool = False
     stop_training: bool = False
+    preempted: int | None = None
+    spare: tuple[Any, Any] | None = None
 
     @property
     def stopping(self) -> bool:
