@@ -14,6 +14,7 @@ pytest.importorskip("sklearn", reason="the digits dataset ships with scikit-lear
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "jaxfit" / "configs"
 RUN_FILES = {
+    ".jaxfit",
     "checkpoint",
     "config.yaml",
     "curves.png",

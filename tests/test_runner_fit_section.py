@@ -201,6 +201,7 @@ def test_a_stream_dataset_runs_end_to_end_with_validation_batches(tmp_path, caps
     assert len(files) == 1
     run_dir = tmp_path / "runs" / files.pop()
     assert {p.name for p in run_dir.iterdir()} == {
+        ".jaxfit",  # the run directory's marker (its stored config, its lock)
         "checkpoint",
         "config.yaml",
         "curves.png",
@@ -443,6 +444,7 @@ def test_two_processes_share_one_run_directory_written_by_process_0(tmp_path):
     (run_dir,) = runner_helpers.run_dirs(tmp_path / "runs")
     assert str(run_dir) == results[0]["run_dir"]
     assert {p.name for p in run_dir.iterdir()} == {
+        ".jaxfit",  # the run directory's marker (its stored config, its lock)
         "checkpoint",
         "config.yaml",
         "curves.png",

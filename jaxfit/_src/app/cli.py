@@ -11,6 +11,10 @@
 CONFIG is a YAML file or the name of a shipped config (``digits_mlp``);
 ``jaxfit configs`` lists the shipped ones and ``jaxfit configs DIR`` copies them
 into DIR to edit.
+
+Exit status: 0, 2 for a refused config or command (one line on stderr), 130
+when Ctrl-C stopped a run and 143 (128 + SIGTERM) when a preemption did; both
+print one line saying where the run stopped and the command that resumes it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import importlib.metadata
 import os
 import sys
 
+from jaxfit._src.driver import preemption
 from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner import run as runner
 from jaxfit._src.runner.schema import ConfigError
@@ -122,7 +127,7 @@ def _cache_dir(text: str) -> str | bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses ``argv`` and runs the command; returns the exit code (2: a bad
-    config, 130: interrupted by Ctrl-C)."""
+    config, 130: interrupted by Ctrl-C, 143: preempted by SIGTERM)."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -152,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except runner.RunInterrupted:
         return 130  # Ctrl-C: the run printed where it stopped and how to resume
+    except preemption.Preempted as error:
+        return 128 + error.signum  # the run printed its line
     except KeyboardInterrupt:  # before a run directory existed
         print(
             f"jaxfit {args.command}: interrupted"

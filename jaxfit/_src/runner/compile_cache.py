@@ -11,7 +11,9 @@ changed.
 
 While the block runs, every program is cached whatever its size and compile time
 (JAX's defaults skip programs compiled in under a second, which are most of a small
-run's); the directory is created first, so an unusable path is a ``ConfigError``.
+run's); the directory is created first, so an unusable path is a ``ConfigError``. A
+directory the run creates is marked as jaxfit's (``paths.MARKER``; the parents it
+needs are made plain), and ``Cache.discard`` removes only such a marked one.
 ``path=None`` switches JAX's cache off for the block (``compilation_cache: false``).
 JAX reads its cache directory once per process and keeps it, so the cache object is
 dropped (``reset_cache``) on entry and on exit: the run's directory is the one used,
@@ -32,14 +34,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
+from jaxfit._src import paths
 from jaxfit._src.runner.schema import ConfigError, _describe
 
 DEFAULT = ".jax_cache"  # the config's default: in the workdir
@@ -64,10 +67,11 @@ class Cache:
     created: bool = False
 
     def discard(self) -> None:
-        """Removes the directory if this run created it: a run that leaves
-        nothing behind (a config refused before training) leaves no cache either."""
+        """Removes the directory if this run created it (and it holds jaxfit's
+        marker): a run that leaves nothing behind (a config refused before
+        training) leaves no cache either."""
         if self.path is not None and self.created:
-            shutil.rmtree(self.path, ignore_errors=True)
+            paths.remove_marked_tree(self.path)
             self.created = False
 
 
@@ -117,7 +121,16 @@ def enabled(path: str | None) -> Iterator[Cache]:
     if path is not None:
         cache.created = not os.path.isdir(path)
         try:
-            os.makedirs(path, exist_ok=True)
+            if cache.created:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                try:
+                    os.mkdir(path)
+                except FileExistsError:  # another run made it meanwhile, or a file
+                    cache.created = False
+                else:
+                    paths.mark(path, "compilation cache")
+            if not os.path.isdir(path):
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
         except OSError as error:
             raise ConfigError(
                 f"compilation_cache: cannot create the directory "

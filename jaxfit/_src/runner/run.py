@@ -1,33 +1,59 @@
 """``run(config, workdir)``: one experiment from a config, into a run directory.
 
-Order of work: load and check the config (schema, names, arguments and their
-values: ``check``), build the data, the model (on two samples) and the trainer,
-then create ``<workdir>/<name>-<timestamp>/`` and call ``fit``, which checks its
+Order of work: check ``workdir`` (an existing directory, or a path to make one
+at; ``""`` or a file is a ``ConfigError``), load and check the config (schema,
+names, arguments and their values: ``check``), build the data, the model (on two
+samples) and the trainer, then create ``<workdir>/<name>-<timestamp>/`` (always
+a new directory, marked as jaxfit's) and call ``fit``, which checks its
 arguments against the data and traces the model and the loss abstractly before
-its first step; if those checks refuse the config (or Ctrl-C comes before
-training begins) the fresh run directory is removed: a bad config leaves nothing
-behind. ``validate`` runs the same checks, stopping the ``fit`` call at
+its first step; if those checks refuse the config (or Ctrl-C or SIGTERM comes
+before training begins) the fresh run directory is removed: a bad config leaves
+nothing behind. ``validate`` runs the same checks, stopping the ``fit`` call at
 ``on_train_begin``. The run directory holds:
 
+    .jaxfit        jaxfit's marker: the resolved config the run began with
+                   (what ``--resume`` compares config.yaml with); a run holds
+                   an exclusive lock on it while it lasts
     config.yaml    the resolved config (after --set) with an ``environment``
                    section: jaxfit / jax / jaxlib / optax versions and devices
-    run.log        everything the run printed
+    run.log        everything the run printed, written line by line
+    backup/        BackupAndRestore while running; ``jaxfit run --resume RUN_DIR``
+                   continues a killed run from it. Removed last
+    checkpoint/    the final TrainState (trainer.save, the config in metadata)
     history.json   History (``epoch`` and each key per epoch); history.csv too
     curves.png     the learning curves (History.plot)
     metrics.json   the final evaluation on the test split, the last epoch's logs,
                    how training ended (``last_epoch``, ``stopped_early``) and
                    which epoch's weights it ends with (``weights_epoch``); epoch
                    numbers there count from 1, as printed (History.epoch and
-                   history.json's ``epoch`` list count from 0, as Keras')
-    checkpoint/    the final TrainState (trainer.save, the config in metadata)
-    backup/        BackupAndRestore while running (removed at a normal end);
-                   ``jaxfit run --resume RUN_DIR`` continues a killed run from it
+                   history.json's ``epoch`` list count from 0, as Keras'). The
+                   completion mark: written last
+
+The ending, once ``fit`` returns: the test evaluation, checkpoint/,
+history.json and history.csv, curves.png, then metrics.json, each written
+atomically (a temporary sibling renamed into place), and only then is backup/
+removed. A run is complete when metrics.json exists; until then backup/ holds
+the trained state, so a kill at any instant leaves either a complete run or one
+that ``--resume`` completes: a run whose training had ended resumes at its end,
+runs no step, and redoes the ending with the same weights (EarlyStopping's
+restored best ones included), giving the same files as an uninterrupted run.
 
 Ctrl-C prints one line (where the run stopped, and ``resume with: jaxfit run
 --resume RUN_DIR``), also into run.log, and raises ``RunInterrupted`` (the CLI
-exits 130). A resumed run continues from the newest backup; the lines the
-epochs after it had written to run.log and to CSVLogger files are dropped first,
-so none appears twice.
+exits 130). SIGTERM (preemption) is handled while the whole run lasts
+(``driver.preemption``): ``fit`` stops at the next step boundary with a backup of
+that position, or the ending stops before its next stage; the run prints one
+such line and raises ``Preempted`` (a ``SystemExit``: the process exits 143). A
+resumed run continues from the newest backup; the lines the epochs after it had
+written to run.log and to CSVLogger files are dropped first, so none appears
+twice (a resumed ending prints its own lines again).
+
+``--resume`` refuses, with a one-line ``ConfigError``: a directory jaxfit did not
+make, a complete run, a run with ``backup: false``, a config.yaml changed since
+the run began (naming the key; only ``MAY_CHANGE`` may change: ``fit.epochs``
+upward, ``fit.verbose`` and ``compilation_cache``), and a directory another
+process is running (it holds the directory's lock, which the operating system
+releases however that process ends).
 
 A dataset of arrays trains with ``Trainer.fit``, one of streams with
 ``Trainer.fit_dataset`` (see ``datasets``); the ``fit`` section's keys are the
@@ -43,8 +69,10 @@ config refused before training leaves no cache directory either, if it made one.
 
 Multi-process runs (``jax.process_count() > 1``): every process builds, trains,
 evaluates and saves (orbax's writes are collective), but only process 0 creates
-the run directory (its path is broadcast to the others), prints, and writes the
-plain files (config.yaml, run.log, history, curves.png, metrics.json). Each
+the run directory (its path is broadcast to the others), holds its lock, prints,
+and writes the plain files (config.yaml, run.log, history, curves.png,
+metrics.json). Every process takes process 0's view of a preemption between the
+ending's stages, and removes backup/ only once metrics.json is written. Each
 process uses the compilation cache directory on its own host; JAX writes its
 entries from process 0 and every process reads them.
 """
@@ -53,13 +81,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
-import shutil
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from jaxfit._src import callbacks as callbacks_lib
+from jaxfit._src import paths
+from jaxfit._src.core import placement
+from jaxfit._src.driver import preemption
 from jaxfit._src.runner import compile_cache, schema
 from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner.build import (  # noqa: F401
@@ -99,21 +131,31 @@ from jaxfit._src.runner.checks import (  # noqa: F401
 from jaxfit._src.runner.rundir import (  # noqa: F401
     _EPOCH_LINE,
     _MAX_PATH,
+    BACKUP,
+    COMPLETE,
+    MAY_CHANGE,
     _appending_csv,
+    _atomic,
+    _checked_workdir,
+    _config_change,
     _environment,
     _format,
     _last_interruption,
+    _locked,
     _logging_to,
     _make_run_dir,
+    _marker,
     _plot,
     _position_words,
     _process_index,
+    _remove_backups,
     _resume_point,
     _shared_path,
     _silent,
     _stopped_at,
     _Tee,
     _Tracker,
+    _training_ended,
     _trim_for_resume,
     _write_json,
     show,
@@ -144,26 +186,43 @@ def run(
       config: a YAML path, the name of a config shipped with jaxfit
         (``"digits_mlp"``; ``jaxfit configs`` lists them) or a ``RunConfig``.
         Ignored with ``resume``.
-      workdir: where run directories are created. Defaults to `"runs"`.
+      workdir: where run directories are created: an existing directory (each
+        run makes a new subdirectory) or one to make. Defaults to `"runs"`.
       overrides: ``key.path=value`` strings (the CLI's ``--set``). Defaults to `()`.
-      resume: a run directory of a killed run to continue (its config.yaml and
-        backup/ are used, and its outputs completed in place). Defaults to `None`.
+      resume: the run directory of a run that did not complete (killed, Ctrl-C,
+        preempted, in training or in its ending) to continue: its config.yaml
+        and backup/ are used, and its outputs completed in place. config.yaml
+        may differ from the config the run began with only in ``MAY_CHANGE``:
+        ``fit.epochs`` (upward), ``fit.verbose`` and ``compilation_cache``.
+        Defaults to `None`.
       compilation_cache: JAX's persistent compilation cache directory (a relative
         path is in the current directory), or ``False`` for none. Defaults to
         `None`: the config's ``compilation_cache`` (``<workdir>/.jax_cache``
         unless set; a resumed run's workdir is its run directory's parent).
 
+    Returns:
+      The run directory, the History and the metrics written to metrics.json.
+
     Raises:
-      ConfigError: an invalid config (nothing is created).
+      ConfigError: an invalid config or ``workdir`` (nothing is created); with
+        ``resume``, a directory that is not a run directory jaxfit made, a
+        complete run, one that ran with ``backup: false``, a config.yaml changed
+        outside ``MAY_CHANGE`` (naming the key), or a run directory another
+        process is running (its lock is held).
       RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``); it has printed one line,
         where the run stopped and ``resume with: jaxfit run --resume RUN_DIR``,
         also into run.log.
+      Preempted: SIGTERM (``driver.preemption``, a ``SystemExit`` with code 143);
+        it has printed the same kind of line. Before training began, the fresh
+        run directory is removed instead.
     """
-    config, locate, resumed = _resolve(config, overrides, resume)
-    made_workdir = resumed is None and not os.path.isdir(workdir)
-    home = workdir if resumed is None else os.path.dirname(resumed)
-    from_config = compilation_cache is None
-    with contextlib.ExitStack() as stack:
+    with preemption.handling(), contextlib.ExitStack() as stack:
+        if resume is None:
+            workdir = _checked_workdir(workdir)
+        config, locate, resumed = _resolve(config, overrides, resume, stack)
+        made_workdir = resumed is None and not os.path.isdir(workdir)
+        home = workdir if resumed is None else os.path.dirname(resumed)
+        from_config = compilation_cache is None
         with _located(locate if from_config else _unlocated):
             cache = stack.enter_context(
                 compile_cache.enabled(  # before any compile
@@ -172,7 +231,38 @@ def run(
                     )
                 )
             )
-        return _run(config, locate, resumed, workdir, made_workdir, cache)
+        return _run(config, locate, resumed, workdir, made_workdir, cache, stack)
+
+
+class _Where:
+    """Where a run stands once ``fit`` has returned: the ending's stage (``None``
+    while training), whether it was stopped before that stage began (SIGTERM is
+    checked between stages), and whether metrics.json is written."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.before = False
+        self.complete = False
+
+    def enter(self, stage: str) -> None:
+        """Begins ``stage``, unless a preemption was requested (on process 0)."""
+        self.stage = stage
+        _check_preemption()
+        self.before = False
+
+    def words(self) -> str:
+        """Where the ending stopped, for the stop line."""
+        if self.complete:
+            return f"{self.stage}; the run is complete (metrics.json is written)"
+        return f"after training, {'before' if self.before else 'during'} {self.stage}"
+
+
+def _check_preemption() -> None:
+    """Raises ``Preempted`` when SIGTERM came (as process 0 saw it, on every
+    process)."""
+    signum = preemption.requested()
+    if placement.agree(signum is not None):
+        raise preemption.Preempted("", signum or signal.SIGTERM)
 
 
 def _run(
@@ -182,6 +272,7 @@ def _run(
     workdir: str,
     made_workdir: bool,
     cache: compile_cache.Cache,
+    stack: contextlib.ExitStack,
 ) -> RunResult:
     """``run`` with JAX's compilation cache on (``cache``): what is discarded when a
     config is refused before training, the cache directory if this run made it."""
@@ -193,16 +284,27 @@ def _run(
             _discard(None, workdir if made_workdir else None, cache)
         raise
     lead = _process_index() == 0
-    run_dir, built, header = _open_run_dir(config, workdir, resumed, lead)
+    run_dir, built, header = _open_run_dir(config, workdir, resumed, lead, stack)
     say = print if lead else _silent
     tracker = _Tracker(config.fit.initial_epoch, lambda: say(header))
+    where = _Where()
     try:
         with _located(locate):
-            callbacks = _callbacks(built, run_dir)
+            callbacks = _callbacks(built, run_dir, backup=False)
+        if config.backup is not False:  # removed by the ending, after metrics.json
+            callbacks.append(
+                callbacks_lib.BackupAndRestore(
+                    os.path.join(run_dir, BACKUP),
+                    save_freq=config.backup,
+                    delete_checkpoint=False,
+                )
+            )
         if resumed is None and lead:
             resolved = {**schema.to_dict(config), "environment": _environment()}
-            with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-                config_lib._yaml().safe_dump(resolved, f, sort_keys=False)
+            _atomic(
+                os.path.join(run_dir, "config.yaml"),
+                functools.partial(_dump_yaml, value=resolved),
+            )
         logging = (
             _logging_to(os.path.join(run_dir, "run.log"))
             if lead
@@ -211,25 +313,46 @@ def _run(
         with logging:
             try:
                 history, metrics = _train(
-                    config, prepared, [tracker, *callbacks], run_dir, say, lead
+                    config, prepared, [tracker, *callbacks], run_dir, say, lead, where
                 )
             except KeyboardInterrupt:
                 if resumed is None and not tracker.started:
                     raise  # nothing trained yet: nothing is left (below)
-                raise _interrupted(
-                    config, prepared.trainer, tracker, run_dir, lead
-                ) from None
-    except RunInterrupted:
+                line = _stop_line("interrupted", prepared, tracker, where)
+                line += _resume_words(config, run_dir, where)
+                if lead:
+                    print(line, file=sys.stderr, flush=True)
+                raise RunInterrupted(line, run_dir) from None
+            except preemption.Preempted as error:
+                if resumed is None and not tracker.started:
+                    line = "jaxfit run: preempted before training started"
+                    raise _NotStarted(line, error.signum) from None
+                line = _stop_line(
+                    f"preempted ({signal.Signals(error.signum).name})",
+                    prepared,
+                    tracker,
+                    where,
+                )
+                line += _resume_words(config, run_dir, where)
+                if lead:
+                    print(line, file=sys.stderr, flush=True)
+                raise preemption.Preempted(line, error.signum) from None
+    except (RunInterrupted, preemption.Preempted):
         raise
-    except (TypeError, ValueError, KeyboardInterrupt) as error:
+    except (TypeError, ValueError, KeyboardInterrupt, _NotStarted) as error:
         if tracker.started:
             raise  # training had begun: the run directory stays (--resume)
-        # the fit call's own checks refused the config, or Ctrl-C came before
-        # training began: leave nothing behind
+        # the fit call's own checks refused the config, or Ctrl-C or SIGTERM came
+        # before training began: leave nothing behind
         if resumed is None:
             _discard(
                 run_dir if lead else None, workdir if made_workdir else None, cache
             )
+        if isinstance(error, _NotStarted):
+            line = str(error) + ("; nothing was created" if resumed is None else "")
+            if lead:
+                print(line, file=sys.stderr, flush=True)
+            raise preemption.Preempted(line, error.signum) from None
         if isinstance(error, (ConfigError, KeyboardInterrupt)):
             raise
         with _located(locate):
@@ -237,78 +360,126 @@ def _run(
     return RunResult(run_dir, history, metrics)
 
 
+class _NotStarted(Exception):
+    """SIGTERM before training began (turned into ``Preempted`` once the fresh
+    run directory is removed)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def _dump_yaml(path: str, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        config_lib._yaml().safe_dump(value, f, sort_keys=False)
+
+
+def _stop_line(kind: str, prepared: _Prepared, tracker: Any, where: _Where) -> str:
+    """``jaxfit run: <kind> <where it stopped>``: in training as of the trainer's
+    state, or the ending's stage."""
+    at = (
+        _stopped_at(prepared.trainer, tracker) if where.stage is None else where.words()
+    )
+    return f"jaxfit run: {kind} {at}"
+
+
+def _resume_words(config: RunConfig, run_dir: str, where: _Where) -> str:
+    """How to go on after a stop: the resume command (or why there is none)."""
+    if where.complete:
+        return ""
+    if config.backup is False:
+        return "; it ran with backup: false, so it cannot be resumed"
+    return f"; resume with: jaxfit run --resume {run_dir}"
+
+
 def _resolve(
-    config: Any, overrides: Any, resume: str | None
+    config: Any, overrides: Any, resume: str | None, stack: contextlib.ExitStack
 ) -> tuple[RunConfig, Callable[[str], str], str | None]:
     """The checked config, how to locate its keys in the YAML file, and the run
-    directory being resumed (``None`` for a new run)."""
+    directory being resumed (``None`` for a new run), locked by ``stack``."""
     if resume is None:
         if isinstance(config, RunConfig):
             return check(config), _unlocated, None
         config, locate = _load(config, overrides)
         return config, locate, None
-    run_dir = os.path.abspath(resume)
+    run_dir = os.path.abspath(os.fspath(resume))
     if overrides:
         raise ConfigError("--set: cannot change the config of a resumed run.")
-    config, locate = _load(os.path.join(run_dir, "config.yaml"))
-    if os.path.exists(os.path.join(run_dir, "history.json")):
+    expected = "--resume: expected a run directory made by jaxfit run, got"
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"{expected} {run_dir!r}, which is not a directory.")
+    marker = _marker(run_dir)
+    if marker is None or not isinstance(marker.get("config"), dict):
         raise ConfigError(
-            f"--resume: {run_dir!r} finished already (it has "
-            "history.json); start a new run instead."
+            f"{expected} {run_dir!r}, which has no run marker ({paths.MARKER}) "
+            "holding the config the run began with."
         )
+    if _process_index() == 0:
+        stack.enter_context(_locked(run_dir))  # until the run ends
+    if os.path.exists(os.path.join(run_dir, COMPLETE)):
+        raise ConfigError(
+            f"--resume: {run_dir!r} finished already (it has {COMPLETE}); "
+            "start a new run instead."
+        )
+    config, locate = _load(os.path.join(run_dir, "config.yaml"))
+    change = _config_change(marker["config"], config)
+    if change is not None:
+        raise ConfigError(locate(change))
     if config.backup is False:
         raise ConfigError(
             f"--resume: {run_dir!r} ran with backup: false; there is "
             "nothing to resume from."
         )
+    reached = _resume_point(config, run_dir)[0]
+    if reached > config.fit.epochs:
+        raise ConfigError(
+            locate(
+                f"fit.epochs: expected at least {reached}, the epochs the run's "
+                f"newest backup had trained, got {config.fit.epochs}."
+            )
+        )
     return config, locate, run_dir
 
 
 def _open_run_dir(
-    config: RunConfig, workdir: str, resumed: str | None, lead: bool
+    config: RunConfig,
+    workdir: str,
+    resumed: str | None,
+    lead: bool,
+    stack: contextlib.ExitStack,
 ) -> tuple[str, RunConfig, str]:
     """``(run_dir, config to build callbacks from, header line)``: a new directory
-    (process 0 makes it, the others are told its path), or the resumed one with
-    the lines and CSV rows after its backup dropped (they come again)."""
+    (process 0 makes and locks it, the others are told its path), or the resumed
+    one with the lines and CSV rows after its backup dropped (they come again)."""
     if resumed is None:
-        run_dir = _shared_path(_make_run_dir(workdir, config.name) if lead else None)
+        made = _make_run_dir(workdir, config.name, config) if lead else None
+        if made is not None:
+            stack.enter_context(_locked(made))  # until the run ends
+        run_dir = _shared_path(made)
         return run_dir, config, f"jaxfit run: {config.name} -> {run_dir}"
-    start = _resume_point(config, resumed)
+    epoch, batch, stopped = _resume_point(config, resumed)
     if lead:
-        _trim_for_resume(config, resumed, start[0])
+        _trim_for_resume(config, resumed, epoch)
+    words = (
+        "after its training ended: writing the run's files"
+        if _training_ended(epoch, batch, stopped, config.fit.epochs)
+        else _position_words(epoch, batch, config.fit.epochs, None, "at")
+    )
     return (
         resumed,
         _appending_csv(config),
-        (
-            f"jaxfit run: resuming {config.name} in {resumed} "
-            f"{_position_words(*start, config.fit.epochs, None, 'at')}"
-        ),
+        f"jaxfit run: resuming {config.name} in {resumed} {words}",
     )
-
-
-def _interrupted(
-    config: RunConfig, trainer: Any, tracker: Any, run_dir: str, lead: bool
-) -> RunInterrupted:
-    """Ctrl-C during training: one line (where, and how to resume) on stderr.
-    fit has stopped its background work (feeders, checkpoint writes) in its
-    ``finally`` before this runs."""
-    line = f"jaxfit run: interrupted {_stopped_at(trainer, tracker)}; " + (
-        f"resume with: jaxfit run --resume {run_dir}"
-        if config.backup is not False
-        else "it ran with backup: false, so it cannot be resumed"
-    )
-    if lead:
-        print(line, file=sys.stderr, flush=True)
-    return RunInterrupted(line, run_dir)
 
 
 def _discard(
     run_dir: str | None, made_workdir: str | None, cache: compile_cache.Cache
 ) -> None:
-    """Removes a run directory that never trained (process 0's), the compilation
-    cache directory if this run made it, and a workdir made for them."""
+    """Removes a run directory that never trained (process 0's, and only if it
+    holds jaxfit's marker), the compilation cache directory if this run made it,
+    and a workdir made for them if it is empty again."""
     if run_dir is not None:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        paths.remove_marked_tree(run_dir)
     cache.discard()
     if made_workdir is not None:
         with contextlib.suppress(OSError):  # only if still empty
@@ -334,9 +505,11 @@ def _train(
     run_dir: str,
     say: Callable[..., None],
     lead: bool,
+    where: _Where,
 ) -> tuple[Any, dict[str, Any]]:
-    """Fits, evaluates on the test split, and writes the run directory's files."""
+    """Fits, then the ending: the test evaluation and the run directory's files."""
     data, trainer, arguments = prepared.data, prepared.trainer, prepared.arguments
+    _check_preemption()  # SIGTERM while the run was being built
     if _streaming(data):
         history = trainer.fit_dataset(
             data.train,
@@ -348,6 +521,26 @@ def _train(
         history = trainer.fit(
             data.x_train, data.y_train, callbacks=callbacks, **arguments
         )
+    return history, _end(
+        config, prepared, callbacks, history, run_dir, say, lead, where
+    )
+
+
+def _end(
+    config: RunConfig,
+    prepared: _Prepared,
+    callbacks: list[Any],
+    history: Any,
+    run_dir: str,
+    say: Callable[..., None],
+    lead: bool,
+    where: _Where,
+) -> dict[str, Any]:
+    """The ending, in the module docstring's order; returns the metrics. SIGTERM
+    is honoured between its stages; until metrics.json is in place, backup/ holds
+    the trained state, so ``--resume`` redoes it all."""
+    data, trainer = prepared.data, prepared.trainer
+    where.enter("the test evaluation")
     metrics: dict[str, Any] = {
         "final_epoch": {key: values[-1] for key, values in history.history.items()}
     }
@@ -363,17 +556,27 @@ def _train(
         )
     if "test" in metrics:
         say("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in metrics["test"].items()))
+    where.enter("writing checkpoint/")
+    trainer.save(
+        os.path.join(run_dir, "checkpoint"),  # every process: orbax; atomic
+        # the experiment, not the environment (alike in a resumed ending)
+        metadata={"config": {**schema.to_dict(config), "environment": None}},
+    )
+    where.enter("writing history.json")
     if lead:
         _write_json(os.path.join(run_dir, "history.json"), history.to_dict())
-        history.to_csv(os.path.join(run_dir, "history.csv"))
-        _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        _atomic(os.path.join(run_dir, "history.csv"), history.to_csv)
+    where.enter("writing curves.png")
+    if lead:
         _plot(history, os.path.join(run_dir, "curves.png"))
-    trainer.save(
-        os.path.join(run_dir, "checkpoint"),  # every process: orbax
-        metadata={"config": schema.to_dict(config)},
-    )
+    where.enter(f"writing {COMPLETE}")
+    if lead:
+        _write_json(os.path.join(run_dir, COMPLETE), metrics)  # complete now
+    placement.agree(True)  # every process waits for it before backup/ goes
+    where.stage, where.complete = "removing backup/", True
+    _remove_backups(run_dir)
     say(f"run directory: {run_dir}")
-    return history, metrics
+    return metrics
 
 
 def _ending(
