@@ -111,6 +111,8 @@ def copy_shipped(directory: str | os.PathLike[str]) -> list[pathlib.Path]:
       ConfigError: ``directory`` is refused (naming ``DIR``), or holds a config
         of the same name.
     """
+    if os.path.isfile(directory):
+        raise ConfigError(f"DIR: {os.fspath(directory)!r} is a file, not a directory.")
     try:
         target = pathlib.Path(
             paths.checked_dir(directory, "DIR", what="a directory for the configs")
@@ -361,9 +363,9 @@ def _syntax(error: Any, text: str, source: str) -> ConfigError:
     what = ", ".join(words) if words else _first_line(error)
     if mark is None:
         return _NotYAML(f"config: not valid YAML: {what}{_located_at(source, None)}")
-    where = _located_at(source, mark.line + 1)
     return _NotYAML(
-        f"config: not valid YAML: {what}{where[:-1]}, column {mark.column + 1})"
+        f"config: not valid YAML: {what}, at column {mark.column + 1}"
+        + _located_at(source, mark.line + 1)
     )
 
 
