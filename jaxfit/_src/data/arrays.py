@@ -28,8 +28,8 @@ MSG_SCALAR_LEAF = (
     "nested lists of numbers with np.asarray."
 )
 MSG_STREAM = (
-    "For a stream of batches (a generator, a grain or tf.data dataset) use "
-    "Trainer.fit_dataset."
+    "A stream of batches (a generator, a grain or tf.data dataset) goes to "
+    "Trainer.fit_dataset or evaluate_dataset."
 )
 
 

@@ -58,18 +58,23 @@ MSG_TIMEOUT = (
 )
 
 MSG_ONE_SHOT = (
-    "{argname}: a one-shot iterator (such as a generator object) cannot be iterated "
-    "again for epoch {epoch}. Pass the generator function itself (it is called afresh "
-    "each epoch), an iterable such as a list or a grain dataset{more}."
+    "Pass the generator function itself (it is called afresh each epoch), an "
+    "iterable such as a list or a grain dataset{more}."
 )
 # MSG_ONE_SHOT's ending for the training stream (validation starts afresh each time)
 MORE_STEPS = ", or set steps_per_epoch so that one iterator continues across epochs"
 
 
 def one_shot_message(argname: str, epoch: int) -> str:
-    """``MSG_ONE_SHOT`` for ``argname`` (``"dataset"``, ``"validation_data"``)."""
+    """Refuses a one-shot iterator as ``argname`` (``"dataset"``,
+    ``"validation_data"``) when epoch ``epoch`` needs another pass over it."""
     more = MORE_STEPS if argname == "dataset" else ""
-    return MSG_ONE_SHOT.format(argname=argname, epoch=epoch, more=more)
+    return errors.expected(
+        argname,
+        f"an iterable of batches that can be iterated again for epoch {epoch}",
+        errors.Description("a one-shot iterator (such as a generator object)"),
+        MSG_ONE_SHOT.format(more=more),
+    )
 
 
 def parse_batch(batch: Any, index: int, argname: str) -> tuple[Any, Any, Any]:
