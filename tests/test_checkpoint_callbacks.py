@@ -395,16 +395,33 @@ class WatchedBackup(BackupAndRestore):
 @pytest.mark.parametrize(
     "save_freq,expected",
     [
-        ("epoch", [((0, "end"), ["backup-0"]), ((1, "end"), ["backup-1"])]),
-        # 4 batches an epoch (validation_split=0.2): backups after 3, then 6, batches
-        (3, [((0, 2), ["backup-0"]), ((1, 1), ["backup-1"])]),
+        (
+            "epoch",
+            [
+                ((0, "end"), ["backup-0"]),
+                ((1, "end"), ["backup-0", "backup-1"]),
+                ((2, "end"), ["backup-1", "backup-2"]),
+            ],
+        ),
+        # 4 batches an epoch (validation_split=0.2): backups after 3, 6, 9, 12
+        (
+            3,
+            [
+                ((0, 2), ["backup-0"]),
+                ((1, 1), ["backup-0", "backup-1"]),
+                ((2, 0), ["backup-1", "backup-2"]),
+                ((2, 3), ["backup-2", "backup-3"]),
+            ],
+        ),
     ],
 )
 def test_a_backup_is_complete_when_its_hook_returns(tmp_path, save_freq, expected):
-    # Each backup is in place, and the older one pruned, the moment the hook that
-    # took it returns: a kill right after loses nothing (test_resume kills there).
+    # Each backup is in place, and the one before the previous pruned (the two
+    # newest are kept: the previous is the fallback for a damaged newest), the
+    # moment the hook that took it returns: a kill right after loses nothing
+    # (test_resume kills there).
     backup = WatchedBackup(tmp_path, save_freq=save_freq, delete_checkpoint=False)
-    _fit(_trainer(), [backup], epochs=2)
+    _fit(_trainer(), [backup], epochs=3)
     assert backup.seen == expected
 
 
@@ -436,7 +453,7 @@ def test_background_backups_resume_exactly(tmp_path, save_freq, at):
     assert ran[0] == at[0]  # resumed from the backup the interrupted run took last
     assert history.history == expected.history and history.epoch == [0, 1, 2, 3]
     _equal(resumed.state, reference.state)
-    assert not os.path.exists(tmp_path)
+    assert os.listdir(tmp_path) == []  # its backups deleted; the directory was pytest's
 
 
 def test_a_run_that_had_stopped_early_stays_stopped(tmp_path):

@@ -1,15 +1,62 @@
-"""ModelCheckpoint: checkpoint directories during training (Keras 3 arguments)."""
+"""ModelCheckpoint: checkpoint directories during training (Keras 3 arguments).
+
+Where it writes and what it deletes: its *root* is the directory part of
+``filepath``'s fixed text (before the first format field). ``max_to_keep``
+remembers its checkpoints relative to that root (also in the state a backup
+saves), resolves them inside the root on restore (``paths.within``: an absolute
+path or one leaving the root is dropped) and deletes only jaxfit checkpoints
+strictly inside it (``paths.remove_owned``). A resumed copy of a run directory
+therefore prunes its own checkpoints, never the original's.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
+import string
 import warnings
 from typing import Any, Literal
 
-from jaxfit._src import errors
+from jaxfit._src import errors, paths
 from jaxfit._src.callbacks import saver as saver_lib
 from jaxfit._src.callbacks.monitor import MonitorCallback
+from jaxfit._src.checkpoint import orbax_io
+
+
+def _fixed_part(filepath: str) -> tuple[str, bool]:
+    """``filepath``'s literal text before its first format field, and whether
+    it has one.
+
+    Raises:
+      ValueError: ``filepath`` is not a valid format string.
+    """
+    fixed = []
+    try:
+        for literal, field, _, _ in string.Formatter().parse(filepath):
+            fixed.append(literal)
+            if field is not None:
+                return "".join(fixed), True
+    except ValueError as error:
+        raise ValueError(
+            errors.expected(
+                "filepath",
+                "a path with format fields like {epoch:02d}",
+                filepath,
+                f"It is not a valid format string ({error}); write a literal "
+                "brace as {{ or }}.",
+            )
+        ) from None
+    return "".join(fixed), False
+
+
+def _is_directory_path(text: str) -> bool:
+    """Whether ``text`` names a directory by its form: empty, ``.``/``..``, or
+    ending with a separator."""
+    seps = (os.sep,) + ((os.altsep,) if os.altsep else ())
+    return (
+        text in ("", ".", "..")
+        or text.endswith(seps)
+        or (os.path.basename(text) in (".", ".."))
+    )
 
 
 class ModelCheckpoint(MonitorCallback):
@@ -31,6 +78,18 @@ class ModelCheckpoint(MonitorCallback):
     same path's previous content included, stays complete). A state whose loss
     is NaN or infinite is never saved, so with ``TerminateOnNaN`` the newest
     checkpoint is the last finite one.
+
+    jaxfit writes over nothing it did not create. Refused at construction:
+    a ``filepath`` that is ``""``, ``"."``, the working or home directory, one of
+    their parents or the filesystem root, or an existing directory holding
+    something other than jaxfit checkpoints. With format fields the same holds
+    for the fixed part before the first field when that part is itself a
+    directory (``"ckpts/{epoch}"``: ``ckpts/``; ``"{epoch}"``: the working
+    directory, refused). At each save, a formatted path that exists must be a
+    checkpoint jaxfit wrote (its ``.jaxfit`` marker or jaxfit's
+    ``metadata.json``); otherwise the save raises, touching nothing.
+    ``max_to_keep`` deletes only checkpoints this callback wrote, inside the
+    directory of ``filepath``'s fixed part (see the module docstring).
 
     Args:
       filepath: the checkpoint directory, optionally with format fields.
@@ -56,9 +115,12 @@ class ModelCheckpoint(MonitorCallback):
         Defaults to `False`.
 
     Raises:
-      ValueError: bad arguments (at construction); a ``filepath`` field that is
-        not in the logs (at the first save), naming the available keys.
-      TypeError: ``write_in_background`` is not a bool (at construction).
+      ValueError: bad arguments, a refused ``filepath`` (at construction); a
+        ``filepath`` field that is not in the logs (at the first save), naming
+        the available keys; a formatted path that exists and is not a jaxfit
+        checkpoint (at that save).
+      TypeError: ``filepath`` is not a path, or ``write_in_background`` is not
+        a bool (at construction).
       OSError: a checkpoint could not be written (disk full, permissions),
         naming its path; the previous one at that path is kept.
 
@@ -104,6 +166,27 @@ class ModelCheckpoint(MonitorCallback):
                 )
             )
         self.filepath = os.fspath(filepath)
+        fixed, formatted = _fixed_part(self.filepath)
+        if not formatted:
+            paths.checked_dir(
+                self.filepath,
+                "filepath",
+                what="a checkpoint directory",
+                owned=orbax_io.is_checkpoint,
+            )
+        elif _is_directory_path(fixed):
+            try:
+                paths.checked_dir(
+                    fixed or ".",
+                    "filepath",
+                    what="a directory for the checkpoints",
+                    owned=orbax_io.holds_only_checkpoints,
+                )
+            except paths.PathError as error:
+                raise paths.PathError(
+                    f"{error} (the directory part of filepath={self.filepath!r})"
+                ) from None
+        self._root = os.path.abspath(os.path.dirname(fixed) or ".")
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
         self.save_weights_only = bool(save_weights_only)
@@ -117,11 +200,19 @@ class ModelCheckpoint(MonitorCallback):
         self.kept: list[str] = []  # this callback's checkpoints, oldest first
 
     def get_state(self) -> dict[str, Any]:
-        return {"best": self.best, "kept": list(self.kept), "since": self._saver.since}
+        kept = [os.path.relpath(path, self._root) for path in self.kept]
+        return {"best": self.best, "kept": kept, "since": self._saver.since}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Restores the state ``get_state`` gave; ``kept`` paths are resolved
+        inside this callback's root, and any that would leave it is dropped."""
         self.best = None if state["best"] is None else float(state["best"])
-        self.kept = [str(path) for path in state["kept"]]
+        stored = state.get("kept")
+        self.kept = [
+            os.path.normpath(os.path.join(self._root, relative))
+            for relative in (stored if isinstance(stored, list) else [])
+            if paths.within(self._root, relative) is not None
+        ]
         self._saver.since = int(state["since"])
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -136,7 +227,7 @@ class ModelCheckpoint(MonitorCallback):
             self._save(epoch, None, logs)
 
     def on_train_end(self, logs=None):
-        self._saver.wait()
+        self._saver.wait(quiet=not self.trainer.session.finished)
 
     def _path(self, epoch: int, batch: int | None, logs: dict[str, Any]) -> str:
         fields = {**logs, "epoch": epoch + 1}
@@ -174,17 +265,25 @@ class ModelCheckpoint(MonitorCallback):
         path = self._path(epoch, batch, logs)
         if path in self.kept:
             self.kept.remove(path)
-        self.kept.append(path)
-        stale = self.kept[: -self.max_to_keep] if self.max_to_keep else []
-        self.kept = self.kept[len(stale) :]
+        inside = paths.within(self._root, os.path.relpath(path, self._root))
+        stale: list[str] = []
+        if inside is not None:  # only what lies inside the root is ever pruned
+            self.kept.append(path)
+            stale = self.kept[: -self.max_to_keep] if self.max_to_keep else []
+            self.kept = self.kept[len(stale) :]
+        root = self._root
 
         def prune(written: str) -> None:  # once the new checkpoint is in place
             for old in stale:
                 if old != written:
-                    shutil.rmtree(old, ignore_errors=True)
+                    paths.remove_owned(old, root, owned=orbax_io.is_checkpoint)
 
         if self.verbose:
             print(f"Epoch {epoch + 1}: saving checkpoint to {path}")
         self._saver.write(
-            self.trainer, path, weights_only=self.save_weights_only, after=prune
+            self.trainer,
+            path,
+            weights_only=self.save_weights_only,
+            after=prune,
+            argname="filepath",
         )

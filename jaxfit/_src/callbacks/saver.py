@@ -12,6 +12,11 @@ write per callback is in flight; the next write, and the end of training, wait
 for it and re-raise its error. Until then a kill loses that newest checkpoint (the
 previous one stays complete).
 
+At the end of a fit that stopped on an error or Ctrl-C, the write in flight is
+waited for quietly: its own failure becomes a one-line warning, so the error
+that ended the fit is the one raised. Ctrl-C while a write is awaited lets it
+finish first (``orbax_io.PendingSave``).
+
 ``save_freq="epoch"`` saves at each epoch end. ``save_freq=N`` saves at the first
 yield point at which at least N batches have run since the last save: with fused
 steps the state only exists at yield points (``yield_every="batch"`` makes that
@@ -24,6 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -81,24 +87,45 @@ class Saver:
         *,
         weights_only: bool = False,
         after: Callable[[str], None] | None = None,
+        argname: str = "filepath",
+        background: bool | None = None,
     ) -> None:
+        """Writes ``trainer``'s checkpoint to ``path`` once the previous write is
+        done; ``background`` (default: the callback's) overrides the mode.
+
+        Raises:
+          paths.PathError: ``path`` is refused, naming ``argname``.
+          OSError: this write (synchronous) or the previous one failed.
+        """
+        background = self.background if background is None else background
         self.wait()
         pending = run_state.save(
             trainer,
             path,
             weights_only=weights_only,
-            background=self.background,
+            background=background,
             after=after,
+            argname=argname,
         )
-        if self.background:
+        if background:
             self._pending = pending
         else:
             pending.wait()  # in place now; a failed write raises here
 
-    def wait(self) -> None:
+    def wait(self, quiet: bool = False) -> None:
+        """Waits for the write in flight; re-raises its error, or with ``quiet``
+        (a fit ending on an error) warns it in one line."""
         pending, self._pending = self._pending, None
-        if pending is not None:
+        if pending is None:
+            return
+        try:
             pending.wait()
+        except Exception as error:
+            if not quiet:
+                raise
+            warnings.warn(
+                f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2
+            )
 
 
 def finite_loss(logs: dict[str, Any] | None) -> bool:

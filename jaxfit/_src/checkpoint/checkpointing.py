@@ -2,6 +2,9 @@
 
 A base class of ``Trainer`` that uses only its public face (``state``, ``seed``,
 ``session``), so the checkpoint edge never reaches into the trainer's privates.
+``save`` writes only where ``orbax_io.save`` allows (a new path, an empty
+directory or a jaxfit checkpoint); ``restore`` and ``load`` check the
+checkpoint's digests before reading it (``orbax_io.verify``).
 """
 
 from __future__ import annotations
@@ -38,9 +41,13 @@ class Checkpointing:
         ``path`` and renamed into place, so a crash mid-save leaves any previous
         checkpoint at ``path`` intact. Called from a callback during ``fit``, it
         records the exact point reached, which ``BackupAndRestore`` resumes from.
+        ``metadata.json`` also records the sha256 of every array file and of its
+        own content, which ``restore`` and ``load`` check, and the directory
+        holds jaxfit's marker file ``.jaxfit``.
 
         Args:
-          path: the checkpoint directory; replaced if it exists.
+          path: the checkpoint directory: new, empty, or a checkpoint jaxfit
+            wrote (then replaced). Anything else is refused.
           weights_only: keep only the params (``restore`` then replaces only the
             params). Defaults to `False`.
           metadata: JSON-serialisable data stored in ``metadata.json`` under
@@ -50,6 +57,9 @@ class Checkpointing:
           The absolute checkpoint path.
 
         Raises:
+          ValueError: ``path`` is ``""``, ``"."``, the working or home directory
+            (or a parent of one), or an existing directory that is not a
+            checkpoint jaxfit wrote; nothing is written.
           OSError: the checkpoint could not be written (disk full, permissions);
             any previous checkpoint at ``path`` is kept.
         """
@@ -73,7 +83,10 @@ class Checkpointing:
           FileNotFoundError: no checkpoint at ``path``.
           ValueError: the checkpoint does not match this trainer (another model or
             optimizer); the message names the first differing path and both shapes,
-            and ``trainer.state`` is unchanged.
+            and ``trainer.state`` is unchanged. Or it is damaged (a file changed
+            since it was written, ``metadata.json`` edited or unreadable, a
+            directory missing): one line naming the file, checked before anything
+            is read.
         """
         if self.session.running:
             raise RuntimeError(
@@ -98,13 +111,14 @@ class Checkpointing:
         trainable (with a fresh optimizer state).
 
         Raises:
-          FileNotFoundError, ValueError: as ``restore``.
+          FileNotFoundError, ValueError: as ``restore`` (a damaged checkpoint
+            included).
         """
         stored, info = run_state.load_arrays(path)
         build: Any = cls  # the Trainer this mixin is part of, with its constructor
         if kwargs.get("optimizer") is not None:
             trainer = build(apply_fn, stored["params"], **kwargs)
-            trainer.restore(path)
+            run_state.restore_state(trainer, path, info)  # verified already
             return trainer
         # for inference: everything but the optimizer state
         if stored.get("model_state") is not None:

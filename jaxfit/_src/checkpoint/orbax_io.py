@@ -5,7 +5,9 @@ A checkpoint is a directory::
     state/          orbax StandardCheckpointer: the TrainState (or {"params"} only)
     extra/          orbax: the run's other arrays (the epoch's running totals,
                     callbacks' array state); absent when there are none
-    metadata.json   versions, step, seed, position and JSON-able callback state
+    metadata.json   versions, step, seed, position, JSON-able callback state and
+                    the digests that detect corruption
+    .jaxfit         the marker of a directory jaxfit created (``paths``)
 
 Everything is written into the sibling ``.<name>.saving`` and renamed into place
 once complete, so a crash mid-save never leaves a half-written checkpoint at
@@ -13,6 +15,23 @@ once complete, so a crash mid-save never leaves a half-written checkpoint at
 crash falls between the two renames, the next read or write of ``path`` moves it
 back. The names are deterministic (not random), so every process of a multi-host
 run agrees on them.
+
+What may be replaced or deleted: ``save`` writes only to a path that is missing,
+an empty directory or a jaxfit checkpoint (``is_checkpoint``: the marker, or a
+``metadata.json`` in jaxfit's format, the second proof that also covers
+checkpoints written before the marker existed), and refuses anything else with
+a one-line ``paths.PathError`` before anything is written. The staging and
+retired siblings are removed only when they are jaxfit's too.
+
+Integrity: once every shard is on disk, ``metadata.json`` records
+``digest.files``, the sha256 of every file under ``state/`` and ``extra/``, and
+``digest.metadata``, the sha256 of its own content (canonical JSON, without that
+field), so an edited position or seed is detected as well as damaged or swapped
+arrays. ``verify`` checks both, and the metadata's own fields, before orbax
+reads anything; a damaged checkpoint raises ``CheckpointCorrupted``, one line
+naming the file. A checkpoint without ``digest`` (written before it existed) is
+not checked (the format is still ``jaxfit-checkpoint/1``; ``digest`` is
+optional in it).
 
 With several processes (``jax.process_count() > 1``) every process writes the
 shards it holds into the same staging directory, and process 0 alone cleans up,
@@ -26,16 +45,24 @@ renamed into place: the others fail at that barrier instead.
 
 Orbax copies device arrays to host memory before ``save`` returns (its default
 synchronous device-to-host transfer), so the train step may donate the state's
-buffers right after; only the file writes run in the background.
+buffers right after; the file writes run on a thread. A synchronous save waits
+for that thread; Ctrl-C while it waits lets the write finish (a second Ctrl-C
+abandons it) and is then raised. A background save still in flight when the
+interpreter exits is joined before Python shuts its thread pools down, so
+orbax's threads never fail with "cannot schedule new futures after interpreter
+shutdown".
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Callable
 from importlib import metadata as importlib_metadata
@@ -44,16 +71,35 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxfit._src import errors
+from jaxfit._src import errors, paths
 
 MSG_NO_ORBAX = "Checkpoints need orbax: pip install 'jaxfit[ckpt]' (orbax-checkpoint)."
 FORMAT = "jaxfit-checkpoint/1"
 STATE = "state"
 EXTRA = "extra"
 METADATA = "metadata.json"
+DIGEST = "sha256"
 BARRIER_TIMEOUT_MS = 10 * 60 * 1000  # as orbax's own default for an async save
+_CHUNK = 1 << 20  # bytes read at a time when hashing
 
 _SAVES = itertools.count()  # every process numbers its saves alike (SPMD order)
+
+
+class CheckpointCorrupted(ValueError):
+    """A checkpoint's files do not match what it recorded: one line naming the file.
+
+    Attributes:
+      path: the checkpoint directory.
+      file: the damaged (or missing) file or directory.
+      problem: what is wrong with it, in words.
+    """
+
+    def __init__(self, path: str, file: str, problem: str, argname: str = "path"):
+        self.path, self.file, self.problem = path, file, problem
+        super().__init__(
+            f"{argname}: the checkpoint {path!r} is damaged: {file!r} {problem}. "
+            "Nothing was restored from it."
+        )
 
 
 def orbax() -> Any:
@@ -79,14 +125,90 @@ def _siblings(path: str) -> tuple[str, str]:
     return os.path.join(parent, f".{name}.saving"), os.path.join(parent, f".{name}.old")
 
 
+def _has_jaxfit_metadata(path: str) -> bool:
+    """Whether ``path/metadata.json`` starts as jaxfit writes it (the format
+    field comes first), read without parsing a possibly damaged file."""
+    try:
+        with open(os.path.join(path, METADATA), "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return b'"format": "jaxfit-checkpoint/' in head
+
+
+def is_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a checkpoint directory jaxfit wrote: it holds the
+    marker, or a ``metadata.json`` in jaxfit's format (checkpoints written
+    before the marker). Only such a directory is ever replaced or deleted."""
+    path = os.fspath(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        return False
+    return paths.is_owned(path) or _has_jaxfit_metadata(path)
+
+
+def _is_staging(path: str) -> bool:
+    """Whether the sibling ``.<name>.saving`` / ``.<name>.old`` is jaxfit's: marked,
+    a checkpoint, or holding nothing but what a save writes (an interrupted save
+    of a jaxfit that did not mark its staging directory, or an empty one)."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return False
+    if is_checkpoint(path):
+        return True
+    return set(os.listdir(path)) <= {STATE, EXTRA, METADATA, paths.MARKER}
+
+
+def _remove_staging(path: str) -> None:
+    """Removes the staging or retired sibling ``path`` if it is jaxfit's."""
+    if _is_staging(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def holds_only_checkpoints(directory: str | os.PathLike[str]) -> bool:
+    """Whether every entry of ``directory`` is jaxfit's: checkpoints, their
+    staging and retired siblings, and the marker. Such a directory counts as
+    jaxfit's for ``paths.checked_dir`` (a backup or checkpoint directory the
+    user had created empty)."""
+    directory = os.fspath(directory)
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name == paths.MARKER:
+            continue
+        if name.startswith(".") and name.endswith((".saving", ".old")):
+            if not _is_staging(path):
+                return False
+        elif not is_checkpoint(path):
+            return False
+    return True
+
+
 def recover(path: str) -> None:
-    """Finishes an interrupted replace: puts ``.<name>.old`` back, or drops it."""
+    """Finishes an interrupted replace: puts ``.<name>.old`` back, or drops it
+    (only when it is a jaxfit checkpoint; anything else there is left alone)."""
     _, retired = _siblings(path)
-    if os.path.isdir(retired):
-        if os.path.isdir(path):
-            shutil.rmtree(retired, ignore_errors=True)
+    if os.path.isdir(retired) and is_checkpoint(retired):
+        if os.path.lexists(path):
+            if is_checkpoint(path):
+                shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(retired, path)
+
+
+def _checked_target(path: str, argname: str) -> None:
+    """Refuses a checkpoint path that is not missing, empty or a jaxfit checkpoint
+    (one line, before anything is written), and a foreign staging sibling."""
+    paths.checked_dir(path, argname, what="a checkpoint directory", owned=is_checkpoint)
+    staging, _ = _siblings(path)
+    if os.path.lexists(staging) and not _is_staging(staging):
+        raise paths.PathError(
+            errors.expected(
+                argname,
+                "a checkpoint path whose staging name is free",
+                errors.Description(
+                    f"{path!r}, next to {staging!r}, which jaxfit did not write"
+                ),
+                "Remove or rename that directory.",
+            )
+        )
 
 
 class _Sync:
@@ -121,33 +243,121 @@ class _Sync:
         return self._ocp.StandardCheckpointer(multiprocessing_options=options)
 
 
+_live: set[PendingSave] = set()  # background saves in flight
+_live_lock = threading.Lock()
+_exit_hook: list[bool] = []  # whether the join-at-exit hook is registered
+
+
+def _silence_orbax() -> None:
+    """Mutes orbax's logger (absl) for a write left running at exit: its
+    threads would otherwise log tracebacks as Python shuts down."""
+    logging.getLogger("absl").disabled = True
+
+
+def _join_at_exit() -> None:
+    """Joins the background saves still in flight. Runs in ``threading``'s own
+    shutdown hooks, before ``concurrent.futures`` refuses new work (hooks run in
+    reverse order of registration, and this one is registered after orbax's
+    imports), so a write the main thread did not wait for still completes."""
+    with _live_lock:
+        pending = list(_live)
+    for save in pending:
+        try:
+            save.join(announce=True)
+        except KeyboardInterrupt:  # a second Ctrl-C: leave it, quietly
+            _silence_orbax()
+            return
+
+
+def _register_exit_hook() -> None:
+    register = getattr(threading, "_register_atexit", None)
+    with _live_lock:
+        if _exit_hook or register is None:
+            return
+        try:
+            register(_join_at_exit)
+        except RuntimeError:  # the interpreter is already shutting down
+            return
+        _exit_hook.append(True)
+
+
 class PendingSave:
-    """A save in flight: ``wait()`` blocks until it is in place (or raises)."""
+    """A save in flight: ``wait()`` blocks until it is in place (or raises).
+
+    The files are written on a thread in both modes; without ``background`` the
+    constructor waits for it. Ctrl-C while waiting does not stop the write: it
+    finishes (announced on stderr, one line), then the KeyboardInterrupt is
+    raised; a second Ctrl-C abandons the write (the previous checkpoint at the
+    path is intact, the staging directory is cleaned at the next save).
+    """
 
     def __init__(self, path: str, finish: Callable[[], None], background: bool):
         self.path = path
         self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._run, args=(finish,), name="jaxfit-checkpoint", daemon=True
+        )
         if background:
-            self._thread = threading.Thread(
-                target=self._run, args=(finish,), name="jaxfit-checkpoint", daemon=True
-            )
-            self._thread.start()
-        else:
-            self._run(finish)
+            _register_exit_hook()
+            with _live_lock:
+                _live.add(self)
+        self._thread.start()
+        if not background:
+            self.join()
 
     def _run(self, finish: Callable[[], None]) -> None:
         try:
             finish()
         except BaseException as error:  # noqa: BLE001 - re-raised by wait()
             self._error = error
+        finally:
+            with _live_lock:
+                _live.discard(self)
 
     def done(self) -> bool:
-        return self._thread is None or not self._thread.is_alive()
+        return not self._thread.is_alive()
+
+    def join(self, announce: bool = False) -> None:
+        """Waits for the write thread; Ctrl-C is deferred until it is done (see
+        the class docstring). ``announce``: say so on stderr before waiting."""
+        if self._abandoned or not self._thread.is_alive():
+            return
+        interrupted = False
+        if announce:
+            self._announce()
+        while self._thread.is_alive():
+            try:
+                self._thread.join()
+            except KeyboardInterrupt:
+                if interrupted:  # the second Ctrl-C
+                    self._abandoned = True
+                    with _live_lock:
+                        _live.discard(self)
+                    _silence_orbax()
+                    print(
+                        f"jaxfit: abandoned the checkpoint write to {self.path!r}; "
+                        "any previous checkpoint there is intact.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    raise
+                interrupted = True
+                if not announce:
+                    self._announce()
+        if interrupted:
+            raise KeyboardInterrupt
+
+    def _announce(self) -> None:
+        print(
+            f"jaxfit: finishing the checkpoint write to {self.path!r} "
+            "(Ctrl-C again to abandon it).",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def wait(self) -> str:
-        if self._thread is not None:
-            self._thread.join()
+        self.join()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -171,40 +381,55 @@ def save(
     *,
     background: bool = False,
     after: Callable[[str], None] | None = None,
+    argname: str = "path",
 ) -> PendingSave:
     """Writes the pytrees ``items`` (``state`` and optionally ``extra``) and
     ``info`` (JSON) as the checkpoint directory ``path``, atomically.
 
-    Device-to-host copies finish before this returns; with ``background`` the
-    file writes and the final rename run on a thread (``wait()`` on the result).
-    ``after(path)`` runs once the checkpoint is in place (pruning old ones), on
-    process 0 only. Every process must call ``save`` for the same checkpoints in
-    the same order (see the module docstring for the multi-process barriers).
+    ``path`` must be missing, an empty directory or a jaxfit checkpoint (which
+    is replaced). Device-to-host copies finish before this returns; with
+    ``background`` the file writes, the digests and the final rename run on a
+    thread (``wait()`` on the result). ``after(path)`` runs once the checkpoint
+    is in place (pruning old ones), on process 0 only. Every process must call
+    ``save`` for the same checkpoints in the same order (see the module
+    docstring for the multi-process barriers).
 
     Raises:
+      paths.PathError: ``path`` is refused (``""``, the working directory, a
+        directory jaxfit did not write...), naming ``argname``; nothing is
+        written.
       OSError: the checkpoint could not be written (disk full, permissions); the
         previous checkpoint at ``path`` is untouched.
     """
+    _checked_target(os.fspath(path), argname)
     ocp = orbax()
     path = os.path.abspath(os.fspath(path))
     staging, _retired = _siblings(path)
     primary = jax.process_index() == 0
     sync = _Sync(ocp)
+    checkpointers: list[Any] = []
+    created = False
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        paths.make_dir(os.path.dirname(path))
         if primary:
             recover(path)
-            if os.path.exists(staging):  # left by a killed save
-                shutil.rmtree(staging)
+            _remove_staging(staging)  # left by a killed save
+            os.makedirs(staging)
+            created = True
+            paths.mark(staging, "checkpoint")  # renamed with it: the marker
         sync.barrier("cleared")  # nobody writes into what process 0 is clearing
-        checkpointers = []
         for name, tree in items.items():
             checkpointer = sync.checkpointer(name)
-            checkpointer.save(os.path.join(staging, name), tree)
             checkpointers.append(checkpointer)
+            checkpointer.save(os.path.join(staging, name), tree)
     except BaseException as error:
-        if primary:
-            shutil.rmtree(staging, ignore_errors=True)
+        for checkpointer in checkpointers:  # no orbax thread left writing
+            try:
+                checkpointer.close()
+            except BaseException:  # noqa: BLE001 - the first error wins
+                pass
+        if primary and created:
+            _remove_staging(staging)
         if isinstance(error, OSError):
             raise _write_error(path, error) from error
         raise
@@ -221,8 +446,9 @@ def _finish(
     info: dict[str, Any],
     after: Callable[[str], None] | None,
 ) -> None:
-    """The second half of ``save``: wait for every shard, write metadata.json and
-    rename the staging directory into place (process 0), then the last barrier."""
+    """The second half of ``save``: wait for every shard, write metadata.json with
+    the digests and rename the staging directory into place (process 0), then
+    the last barrier."""
     staging, retired = _siblings(path)
     primary = jax.process_index() == 0
     try:
@@ -231,16 +457,26 @@ def _finish(
             checkpointer.close()
         sync.barrier("written")  # every process's shards are on disk
         if primary:
+            digest = {"algorithm": DIGEST, "files": file_digests(staging, info)}
+            text = _metadata_text({**info, "digest": digest})
             with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
-                json.dump(info, f, indent=2)
-            if os.path.exists(path):
-                os.replace(path, retired)
-            os.replace(staging, path)
-            shutil.rmtree(retired, ignore_errors=True)
+                f.write(text)
+            if os.path.lexists(path):
+                if is_checkpoint(path):
+                    os.replace(path, retired)
+                elif not (os.path.isdir(path) and not os.listdir(path)):
+                    raise paths.PathError(  # appeared since save() checked it
+                        f"path: {path!r} is no longer a checkpoint jaxfit wrote; "
+                        "it was left as it is. Save to a new path."
+                    )
+            os.replace(staging, path)  # over an empty directory, if one is there
+            _remove_staging(retired)
     except Exception as error:
         if primary:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_staging(staging)
             recover(path)
+        if isinstance(error, paths.PathError):
+            raise
         raise _write_error(path, error) from error
     if primary and after is not None:
         after(path)
@@ -254,28 +490,215 @@ def _finish(
         ) from error
 
 
+# -- integrity ------------------------------------------------------------------------
+
+
+def _hash_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(root: str, items: list[str]) -> list[str]:
+    """Every file under ``root/<item>``, as sorted '/'-separated relative paths."""
+    found = []
+    for item in items:
+        top = os.path.join(root, item)
+        for directory, subdirs, names in os.walk(top):
+            subdirs.sort()
+            for name in names:
+                full = os.path.join(directory, name)
+                found.append(os.path.relpath(full, root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def file_digests(root: str, info: dict[str, Any]) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under the checkpoint's items."""
+    items = [item for item in info["contents"] if item in (STATE, EXTRA)]
+    return {rel: _hash_file(os.path.join(root, rel)) for rel in _files(root, items)}
+
+
+def _canonical_digest(info: dict[str, Any]) -> str:
+    """sha256 of ``info`` as canonical JSON, without ``digest.metadata``."""
+    body = dict(info)
+    digest = dict(body.get("digest") or {})
+    digest.pop("metadata", None)
+    body["digest"] = digest
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _metadata_text(info: dict[str, Any]) -> str:
+    """metadata.json's text, with the digest of its own content added. The
+    digest is taken of the JSON read back, exactly what a reader will see."""
+    stored = json.loads(json.dumps(info))
+    stored["digest"]["metadata"] = _canonical_digest(stored)
+    return json.dumps(stored, indent=2)
+
+
 def checked_path(path: str | os.PathLike[str], argname: str = "path") -> str:
+    """``path`` made absolute, once it holds a jaxfit checkpoint (an interrupted
+    replace finished first).
+
+    Raises:
+      FileNotFoundError: nothing like a checkpoint at ``path``.
+      CheckpointCorrupted: a jaxfit checkpoint with ``state/`` or
+        ``metadata.json`` missing.
+    """
     path = os.path.abspath(os.fspath(path))
     recover(path)
-    if not (
-        os.path.isdir(os.path.join(path, STATE))
-        and os.path.isfile(os.path.join(path, METADATA))
-    ):
-        raise FileNotFoundError(
-            errors.expected(
-                argname,
-                "a checkpoint directory written by jaxfit (with state/ and "
-                "metadata.json)",
-                path,
-            )
+    state = os.path.join(path, STATE)
+    metadata = os.path.join(path, METADATA)
+    has_state, has_metadata = os.path.isdir(state), os.path.isfile(metadata)
+    if has_state and has_metadata:
+        return path
+    if os.path.isdir(path) and (has_state or has_metadata or paths.is_owned(path)):
+        missing = metadata if not has_metadata else state
+        raise CheckpointCorrupted(path, missing, "is missing", argname)
+    raise FileNotFoundError(
+        errors.expected(
+            argname,
+            "a checkpoint directory written by jaxfit (with state/ and metadata.json)",
+            path,
         )
-    return path
+    )
 
 
-def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint's ``metadata.json``."""
-    with open(os.path.join(checked_path(path), METADATA), encoding="utf-8") as f:
-        return json.load(f)
+def read_info(path: str | os.PathLike[str], argname: str = "path") -> dict[str, Any]:
+    """The checkpoint's ``metadata.json``, parsed (not checked against its digest:
+    see ``verify``).
+
+    Raises:
+      FileNotFoundError: as ``checked_path``.
+      CheckpointCorrupted: ``metadata.json`` is not a JSON object.
+    """
+    path = checked_path(path, argname)
+    metadata = os.path.join(path, METADATA)
+    try:
+        with open(metadata, "rb") as f:
+            info = json.loads(f.read().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise CheckpointCorrupted(
+            path, metadata, f"is not UTF-8 text ({error.reason})", argname
+        ) from None
+    except json.JSONDecodeError as error:
+        raise CheckpointCorrupted(
+            path, metadata, f"is not valid JSON ({error})", argname
+        ) from None
+    if not isinstance(info, dict):
+        raise CheckpointCorrupted(path, metadata, "is not a JSON object", argname)
+    return info
+
+
+_FIELDS: dict[str, Any] = {  # metadata.json's fields and their JSON types
+    "format": str,
+    "contents": list,
+    "weights_only": bool,
+    "step": int,
+    "metadata": dict,
+}
+_RUN_FIELDS: dict[str, Any] = {"seed": int, "position": dict, "callbacks": dict}
+_POSITION: dict[str, Any] = {"epoch": int, "batch": int, "stopped": bool}
+
+
+def _check_fields(path: str, info: dict[str, Any], argname: str) -> None:
+    metadata = os.path.join(path, METADATA)
+
+    def check(where: dict[str, Any], fields: dict[str, Any], prefix: str) -> None:
+        for key, kind in fields.items():
+            value = where.get(key)
+            wrong = isinstance(value, bool) and kind is int
+            if not isinstance(value, kind) or wrong:
+                raise CheckpointCorrupted(
+                    path,
+                    metadata,
+                    f"has no valid {prefix}{key!r} (a JSON {kind.__name__} expected)",
+                    argname,
+                )
+
+    check(info, _FIELDS, "")
+    if not info["format"].startswith("jaxfit-checkpoint/"):
+        raise CheckpointCorrupted(
+            path, metadata, f"has the format {info['format']!r}", argname
+        )
+    if info["format"] != FORMAT:
+        raise ValueError(
+            f"{argname}: the checkpoint {path!r} has the format "
+            f"{info['format']!r}, newer than this jaxfit reads ({FORMAT!r}). "
+            "Upgrade jaxfit to read it."
+        )
+    if STATE not in info["contents"] or not set(info["contents"]) <= {STATE, EXTRA}:
+        raise CheckpointCorrupted(
+            path, metadata, f"lists the contents {info['contents']!r}", argname
+        )
+    if not info["weights_only"]:
+        check(info, _RUN_FIELDS, "")
+        check(info["position"], _POSITION, "position.")
+
+
+def verify(path: str | os.PathLike[str], argname: str = "path") -> dict[str, Any]:
+    """Checks the checkpoint at ``path`` before anything of it is read by orbax;
+    returns its metadata.
+
+    Checked: ``metadata.json`` parses, matches the digest of its own content and
+    has every field a restore reads; every file under ``state/`` and ``extra/``
+    is there, matches its recorded digest, and no file was added. A checkpoint
+    written before digests existed is checked for its fields only.
+
+    Raises:
+      FileNotFoundError: no checkpoint at ``path``.
+      CheckpointCorrupted: the first damaged file, in one line.
+      ValueError: a newer checkpoint format than this jaxfit reads.
+    """
+    path = checked_path(path, argname)
+    info = read_info(path, argname)
+    metadata = os.path.join(path, METADATA)
+    digest = info.get("digest")
+    if digest is not None:
+        if not (
+            isinstance(digest, dict)
+            and digest.get("algorithm") == DIGEST
+            and isinstance(digest.get("files"), dict)
+            and isinstance(digest.get("metadata"), str)
+        ):
+            raise CheckpointCorrupted(
+                path, metadata, "has a damaged 'digest' field", argname
+            )
+        if _canonical_digest(info) != digest["metadata"]:
+            raise CheckpointCorrupted(
+                path,
+                metadata,
+                "does not match the digest of its content it recorded (edited "
+                "or damaged after it was written)",
+                argname,
+            )
+    _check_fields(path, info, argname)
+    for item in info["contents"]:
+        if not os.path.isdir(os.path.join(path, item)):
+            raise CheckpointCorrupted(
+                path, os.path.join(path, item), "is missing", argname
+            )
+    if digest is None:
+        return info  # written before digests: not checked
+    recorded: dict[str, Any] = digest["files"]
+    present = _files(path, info["contents"])
+    for rel in sorted(set(recorded) | set(present)):
+        file = os.path.join(path, *rel.split("/"))
+        if rel not in present:
+            problem = "is missing (metadata.json records it)"
+        elif rel not in recorded:
+            problem = "is not part of the checkpoint as it was written"
+        elif _hash_file(file) != recorded[rel]:
+            problem = (
+                "does not match the digest recorded in metadata.json (damaged, or "
+                "copied from another checkpoint)"
+            )
+        else:
+            continue
+        raise CheckpointCorrupted(path, file, problem, argname)
+    return info
 
 
 def _stored_tree(ocp: Any, directory: str) -> Any:
@@ -284,35 +707,64 @@ def _stored_tree(ocp: Any, directory: str) -> Any:
     return getattr(stored, "tree", stored)
 
 
+def _unreadable(path: str, directory: str, error: Exception) -> CheckpointCorrupted:
+    """orbax failed to read a checkpoint that passed ``verify`` (or had no
+    digest to check): the error in one line, naming the directory."""
+    reason = " ".join(str(error).split())[:200] or type(error).__name__
+    return CheckpointCorrupted(
+        path,
+        directory,
+        f"could not be read by orbax ({type(error).__name__}: {reason})",
+    )
+
+
 def restore(path: str, item: str, target: Any) -> Any:
     """Restores ``item`` shaped, typed and placed like ``target`` (arrays).
 
     The stored tree is compared with ``target`` first; a mismatch raises before
-    anything is read, naming the first differing path and both shapes.
+    anything is read, naming the first differing path and both shapes. Call
+    ``verify`` first.
+
+    Raises:
+      ValueError: the stored tree does not match ``target``.
+      CheckpointCorrupted: orbax could not read the stored files.
     """
     ocp = orbax()
     directory = os.path.join(path, item)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    mismatch = first_mismatch(
-        _signature(_stored_tree(ocp, directory)), _signature(abstract)
-    )
+    try:
+        stored = _stored_tree(ocp, directory)
+    except Exception as error:
+        raise _unreadable(path, directory, error) from error
+    mismatch = first_mismatch(_signature(stored), _signature(abstract))
     if mismatch:  # checked first: a failed orbax read leaves async errors behind
         raise ValueError(
             f"path: the checkpoint at {path!r} does not match this trainer: "
             f"{mismatch}. Nothing was restored. Build the Trainer with the same "
             "model, parameters and optimizer as the run that saved it."
         )
-    return ocp.StandardCheckpointer().restore(directory, abstract)
+    try:
+        return ocp.StandardCheckpointer().restore(directory, abstract)
+    except Exception as error:
+        raise _unreadable(path, directory, error) from error
 
 
 def restore_numpy(path: str, item: str) -> Any:
-    """Restores ``item`` as host numpy arrays, whatever devices wrote it."""
+    """Restores ``item`` as host numpy arrays, whatever devices wrote it. Call
+    ``verify`` first.
+
+    Raises:
+      CheckpointCorrupted: orbax could not read the stored files.
+    """
     ocp = orbax()
     directory = os.path.join(path, item)
-    template = jax.tree.map(
-        lambda m: np.empty(m.shape, m.dtype), _stored_tree(ocp, directory)
-    )
-    return ocp.StandardCheckpointer().restore(directory, template)
+    try:
+        template = jax.tree.map(
+            lambda m: np.empty(m.shape, m.dtype), _stored_tree(ocp, directory)
+        )
+        return ocp.StandardCheckpointer().restore(directory, template)
+    except Exception as error:
+        raise _unreadable(path, directory, error) from error
 
 
 def first_mismatch(

@@ -11,6 +11,12 @@ what a resumed run needs to continue bit for bit: the shuffling order comes from
 saved optimizer step.
 
 A weights-only checkpoint holds ``{"params"}`` and the metadata.
+
+Every restore (``restore_state``, ``restore_run``, ``load_arrays``) first checks
+the checkpoint with ``orbax_io.verify`` (its digests and fields) before orbax
+reads anything, and a full checkpoint's restored step must be the one its
+metadata records: a damaged checkpoint raises ``orbax_io.CheckpointCorrupted``
+(one line naming the file) and nothing of the trainer changes.
 """
 
 from __future__ import annotations
@@ -72,8 +78,15 @@ def save(
     metadata: dict[str, Any] | None = None,
     background: bool = False,
     after: Callable[[str], None] | None = None,
+    argname: str = "path",
 ) -> orbax_io.PendingSave:
-    """Writes ``trainer``'s checkpoint to ``path`` (see the module docstring)."""
+    """Writes ``trainer``'s checkpoint to ``path`` (see the module docstring).
+
+    Raises:
+      paths.PathError: ``path`` is refused (see ``orbax_io.save``), naming
+        ``argname``, before anything is written.
+      OSError: the checkpoint could not be written.
+    """
     session = trainer.session
     position = session.position
     info: dict[str, Any] = {
@@ -89,6 +102,7 @@ def save(
             info,
             background=background,
             after=after,
+            argname=argname,
         )
     plain, arrays = _callback_states(session.callbacks)
     extra: dict[str, Any] = {}
@@ -105,31 +119,79 @@ def save(
     items = {orbax_io.STATE: trainer.state}
     if extra:
         items[orbax_io.EXTRA] = extra
-    return orbax_io.save(path, items, info, background=background, after=after)
+    return orbax_io.save(
+        path, items, info, background=background, after=after, argname=argname
+    )
 
 
-def restore_state(trainer: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+def restore_state(
+    trainer: Any, path: str | os.PathLike[str], info: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Puts the checkpoint's TrainState (or only its params) and seed into
     ``trainer``; returns the checkpoint's metadata.
 
-    Raises before changing anything when the checkpoint does not match.
+    ``info``: the metadata ``orbax_io.verify`` returned for ``path`` (checked
+    here when not given).
+
+    Raises:
+      FileNotFoundError: no checkpoint at ``path``.
+      orbax_io.CheckpointCorrupted: the checkpoint is damaged.
+      ValueError: it does not match the trainer. Nothing changes on any error.
     """
-    path = orbax_io.checked_path(path)
-    info = orbax_io.read_info(path)
-    if info.get("weights_only"):
+    if info is None:
+        info = orbax_io.verify(path)
+    path = os.path.abspath(os.fspath(path))
+    if info["weights_only"]:
         restored = orbax_io.restore(path, orbax_io.STATE, {"params": trainer.params})
         trainer.session.state = trainer.state.replace(params=restored["params"])
-    else:
-        trainer.session.state = orbax_io.restore(path, orbax_io.STATE, trainer.state)
-        trainer.seed = int(info["seed"])
+        return info
+    state = orbax_io.restore(path, orbax_io.STATE, trainer.state)
+    step = np.asarray(placement.fetch(state.step))
+    if step.ndim == 0 and int(step) != info["step"]:
+        raise orbax_io.CheckpointCorrupted(
+            path,
+            os.path.join(path, orbax_io.STATE),
+            f"holds step {int(step)}, but metadata.json records step {info['step']}",
+        )
+    trainer.session.state = state
+    trainer.seed = info["seed"]
     return info
 
 
+def _callback_state(
+    path: str, key: str, state: Any, arrays: dict[str, Any]
+) -> dict[str, Any]:
+    """A callback's stored state with its arrays put back in place."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise orbax_io.CheckpointCorrupted(
+            path,
+            os.path.join(path, orbax_io.METADATA),
+            f"has a damaged state for the callback {key!r}",
+        )
+    out = {}
+    for field, value in state.items():
+        if value == ARRAYS:
+            if field not in arrays.get(key, {}):
+                raise orbax_io.CheckpointCorrupted(
+                    path,
+                    os.path.join(path, orbax_io.EXTRA),
+                    f"lacks the arrays of {key}.{field}",
+                )
+            value = arrays[key][field]
+        out[field] = value
+    return out
+
+
 def restore_run(trainer: Any, path: str | os.PathLike[str]) -> Position:
-    """Restores everything a full checkpoint holds; returns where to resume."""
-    path = orbax_io.checked_path(path)
-    info = orbax_io.read_info(path)
-    if info.get("weights_only"):
+    """Restores everything a full checkpoint holds; returns where to resume.
+
+    Raises:
+      FileNotFoundError, orbax_io.CheckpointCorrupted, ValueError: as
+        ``restore_state``; also ValueError for a weights-only checkpoint.
+    """
+    info = orbax_io.verify(path)
+    path = os.path.abspath(os.fspath(path))
+    if info["weights_only"]:
         raise ValueError(
             f"path: expected a full checkpoint to resume from, got the "
             f"weights-only checkpoint {path!r}."
@@ -139,16 +201,16 @@ def restore_run(trainer: Any, path: str | os.PathLike[str]) -> Position:
         if orbax_io.EXTRA in info["contents"]
         else {}
     )
-    restore_state(trainer, path)
+    arrays = extra.get("callbacks", {}) if isinstance(extra, dict) else {}
+    states = {
+        key: _callback_state(path, key, info["callbacks"][key], arrays)
+        for key, _ in callback_keys(trainer.session.callbacks)
+        if info["callbacks"].get(key) is not None
+    }  # all checked before anything of the trainer changes
+    restore_state(trainer, path, info)
     for key, callback in callback_keys(trainer.session.callbacks):
-        state = info["callbacks"].get(key)
-        if state is None:
-            continue
-        state = {
-            field: extra["callbacks"][key][field] if value == ARRAYS else value
-            for field, value in state.items()
-        }
-        callback.set_state(state)
+        if key in states:
+            callback.set_state(states[key])
     position = info["position"]
     totals = None
     if "totals" in extra:  # restored as dicts of numpy; the loop wants MeanStates
@@ -159,10 +221,10 @@ def restore_run(trainer: Any, path: str | os.PathLike[str]) -> Position:
         where = trainer.session.placement  # replicated, as the compiled step has them
         totals = where.place(host, jax.tree.map(lambda _: where.replicated, host))
     return Position(
-        int(position["epoch"]),
-        int(position["batch"]),
+        position["epoch"],
+        position["batch"],
         totals,
-        bool(position["stopped"]),
+        position["stopped"],
     )
 
 
@@ -173,6 +235,22 @@ def load_params(path: str | os.PathLike[str]) -> Any:
 
 def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The checkpoint's stored state as host arrays (its ``TrainState`` fields, or
-    ``{"params"}`` for a weights-only checkpoint) and its metadata."""
-    path = orbax_io.checked_path(path)
-    return orbax_io.restore_numpy(path, orbax_io.STATE), orbax_io.read_info(path)
+    ``{"params"}`` for a weights-only checkpoint) and its metadata.
+
+    Raises:
+      FileNotFoundError, orbax_io.CheckpointCorrupted: as ``restore_state``.
+    """
+    info = orbax_io.verify(path)
+    path = os.path.abspath(os.fspath(path))
+    stored = orbax_io.restore_numpy(path, orbax_io.STATE)
+    raw = stored.get("step") if isinstance(stored, dict) else None
+    step = None if raw is None else np.asarray(raw)
+    if not info["weights_only"] and (
+        step is None or (step.ndim == 0 and int(step) != info["step"])
+    ):
+        raise orbax_io.CheckpointCorrupted(
+            path,
+            os.path.join(path, orbax_io.STATE),
+            f"does not hold the step {info['step']} that metadata.json records",
+        )
+    return stored, info
