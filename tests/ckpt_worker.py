@@ -55,7 +55,10 @@ def trainer():
 
 
 def listing(directory):
-    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    """The directory's entries but jaxfit's marker file."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(name for name in os.listdir(directory) if name != ".jaxfit")
 
 
 class Backup(jaxfit.callbacks.BackupAndRestore):
