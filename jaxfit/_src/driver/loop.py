@@ -271,7 +271,7 @@ def guarded(
             )
             # The state before the copy stays intact through the first train
             # call (which may fail and take the donated copy with it).
-            session.spare = (session.state, start)
+            session.spare = memory.Spare(session.state, start)
             del start
             yield from fit_loop(session, plan, callbacks)
     except preemption.Preempted as stop:
@@ -358,7 +358,8 @@ def _run_epoch(
     steps, totals = yield from _train(session, plan, callbacks, guard, epoch, begin)
     if session.preempted is not None or _ran_out(session, plan, epoch, steps):
         return {}
-    logs = _epoch_logs(session, plan, totals)
+    with _failures(session, plan):
+        logs = _epoch_logs(session, plan, totals)
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
         val_logs = evaluate_loop(session.state, plan.validation, callbacks, plan.warmup)
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -397,22 +398,22 @@ def _train(
                 _warm(plan, session.state, totals, block, partial)
             run = plan.compiled.train_partial if partial else plan.compiled.train_block
             program = (partial, block["mask"].shape)
-            first = program not in plan.programs
-            if first:  # may refuse it, before anything is donated
-                _first_call(session, plan, run, totals, block, program)
-            with guard.critical():
-                session.state, totals, logs = _dispatch(
-                    session, plan, run, totals, block
+            if program not in plan.programs:  # may refuse it, before it runs
+                plan.programs.add(program)
+                if plan.call == "fit_dataset":  # what errors quote: its batches
+                    plan.batch_size = program[1][-1]
+                memory.before_first_call(
+                    session, run, totals, block, plan.call, plan.batch_size
                 )
+            with guard.critical(), _failures(session, plan, session.state):
+                session.state, totals, logs = run(session.state, totals, block)
                 session.position = Position(epoch, steps, totals)
-            if first:
-                session.spare = None  # the call went through: no longer needed
             pending.append((logs, real))
             # a step boundary (a fused block's end): the same call on every process
             preempted = preemption.due(processes)
             if preempted or plan.policy.due():
                 batch = _yield_point(
-                    session, names, pending, batch, callbacks, epoch, hooks
+                    session, plan, pending, batch, callbacks, epoch, hooks
                 )
                 plan.policy.reset()
                 if preempted:
@@ -426,9 +427,17 @@ def _train(
     _prime(session, plan, epoch)
     plan.warmup.wait()  # what compiles ahead is done by the first epoch's end
     if pending:
-        batch, last = _deliver(names, pending, batch, callbacks, *hooks)
+        with _failures(session, plan):
+            batch, last = _deliver(names, pending, batch, callbacks, *hooks)
         callbacks.call("on_yield", epoch, batch - 1, logs=last)
     return steps, totals
+
+
+def _failures(session: FitSession, plan: FitPlan, state: Any = None) -> Any:
+    """``memory.failures`` for this fit: a failed train call (reported by its
+    dispatch, given its input ``state``, or at a later sync) puts the state
+    before it back and turns out of memory into jaxfit's error."""
+    return memory.failures(session, plan.call, plan.batch_size, state)
 
 
 def _warm(plan: FitPlan, state: Any, totals: Any, block: Any, partial: bool) -> None:
@@ -483,7 +492,7 @@ def _epoch_source(plan: FitPlan, epoch: int, begin: Position) -> Blocks:
 
 def _yield_point(
     session: FitSession,
-    names: list[str],
+    plan: FitPlan,
     pending: list,
     batch: int,
     callbacks: CallbackList,
@@ -491,7 +500,10 @@ def _yield_point(
     hooks: tuple[str, str],
 ) -> int:
     """Delivers the pending batch logs, calls on_yield, agrees on stopping."""
-    batch, last = _deliver(names, pending, batch, callbacks, *hooks)
+    with _failures(session, plan):
+        batch, last = _deliver(
+            plan.compiled.log_names, pending, batch, callbacks, *hooks
+        )
     callbacks.call("on_yield", epoch, batch - 1, logs=last)
     _agree(session)
     return batch
@@ -504,78 +516,6 @@ def _agree(session: FitSession) -> None:
     session.stop_training = preemption.agreed(
         session.stop_training, jax.process_count()
     )
-
-
-def _first_call(
-    session: FitSession, plan: FitPlan, run: Any, totals: Any, block: Any, key: Any
-) -> None:
-    """Before a train program's first call in this fit: where the device reports
-    its memory limit, the program (compiled ahead: the executable the call then
-    runs) is refused if it cannot fit; and an intact state is held through the
-    call (the state the fit copied for the first, else a one-off device copy),
-    unless holding it would itself exceed the limit."""
-    plan.programs.add(key)
-    devices = getattr(block["mask"], "sharding", None)
-    limit = memory.device_limit(
-        devices.addressable_devices if devices is not None else jax.local_devices()
-    )
-    need = None
-    if limit is not None:
-        need = memory.needed(run.lower(session.state, totals, block).compile())
-        if need is not None and need > limit:
-            session.spare = None
-            raise memory.too_large(plan.call, plan.batch_size, need, limit)
-    spare = session.spare
-    session.spare = None
-    if (
-        need is not None
-        and limit is not None
-        and need + memory.per_device_bytes(session.state) > limit
-    ):
-        return  # the pre-check stands in: a copy would not fit beside it
-    if spare is not None and spare[0] is session.state:
-        session.spare = spare  # the fit's starting state, not yet released
-    else:
-        session.spare = (
-            session.state,
-            jax.tree.map(
-                lambda a: jax.device_put(a, a.sharding, may_alias=False),
-                session.state,
-            ),
-        )
-
-
-def _dispatch(
-    session: FitSession, plan: FitPlan, run: Any, totals: Any, block: Any
-) -> Any:
-    """``run`` on the session's state. If XLA fails the call, the state before it
-    is put back: the donated buffers when they survived, else the intact state
-    held through a program's first call; out of memory becomes jaxfit's error."""
-    state = session.state
-    try:
-        return run(state, totals, block)
-    except memory.RUNTIME_ERROR as error:
-        kept = _restore(session, state)
-        if memory.exhausted(error):
-            raise memory.ran_out(plan.call, plan.batch_size, error, kept) from error
-        raise
-
-
-def _restore(session: FitSession, state: Any) -> str:
-    """Puts back the state from before a failed call; says what ``trainer.state``
-    now is."""
-    spare, session.spare = session.spare, None
-    if not any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
-        session.state = state
-    elif spare is not None and spare[0] is state:
-        session.state = spare[1]
-    else:
-        return (
-            "the state that call consumed is lost (this backend frees the donated "
-            "buffers of a failed call): restore a checkpoint or assign "
-            "trainer.state before training on"
-        )
-    return "trainer.state is the state before that call"
 
 
 def _prime(session: FitSession, plan: FitPlan, epoch: int) -> None:

@@ -18,9 +18,14 @@ state through each program's first call, when an allocation too large fails
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import jax
+
+from jaxfit._src.core.state import Position
 
 # A seam for tests: the device limit in bytes to use instead of what the devices
 # report (None: ask them). A CPU test sets a tiny one to see the refusal.
@@ -79,10 +84,10 @@ def per_device_bytes(tree: Any) -> int:
 
 def size(num_bytes: float) -> str:
     """``"512.0 MiB"``, ``"1.5 GiB"``: what messages quote."""
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
-        if num_bytes >= scale or unit == "MiB":
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if num_bytes >= scale:
             return f"{num_bytes / scale:.1f} {unit}"
-    raise AssertionError("unreachable")
+    return f"{int(num_bytes)} bytes"
 
 
 def _advice(call: str, batch_size: int) -> str:
@@ -123,4 +128,107 @@ def ran_out(
     return DeviceMemoryError(
         f"{call}: the device ran out of memory in the train step at "
         f"batch_size={batch_size} ({cause}); {kept}. {_advice(call, batch_size)}"
+    )
+
+
+@dataclasses.dataclass
+class Spare:
+    """An intact copy of the state, held from before a train program's first call
+    until a sync confirms it ran (the next yield point or epoch end).
+
+    Attributes:
+      of: the state whose values ``intact`` holds, while no call has run on it.
+      intact: that state in buffers no call donates.
+      position: where training stood then (None until the first call).
+    """
+
+    of: Any
+    intact: Any
+    position: Position | None = None
+
+
+def before_first_call(
+    session: Any, run: Any, totals: Any, block: Any, call: str, batch_size: int
+) -> None:
+    """Before a train program's first call in a fit.
+
+    Where the device reports its memory limit, the program is lowered and
+    compiled ahead (the executable the call then runs) and refused if it cannot
+    fit, before anything is donated. Then an intact state is held through the
+    call until a sync confirms it: the state the fit copied at its start for the
+    first call (no copy made), else a one-off device copy; none when holding it
+    would itself exceed the limit.
+    """
+    sharding = getattr(block["mask"], "sharding", None)
+    limit = device_limit(
+        sharding.addressable_devices if sharding is not None else jax.local_devices()
+    )
+    need = None
+    if limit is not None:
+        need = needed(run.lower(session.state, totals, block).compile())
+        if need is not None and need > limit:
+            spare, session.spare = session.spare, None
+            if spare is not None and spare.of is session.state:
+                session.state = spare.intact  # the very state the fit started from
+            raise too_large(call, batch_size, need, limit)
+    spare = session.spare
+    if spare is not None and spare.position is None:  # the fit's start state:
+        spare = spare if spare.of is session.state else None  # unless replaced
+    if spare is None and not (
+        need is not None
+        and limit is not None
+        and need + per_device_bytes(session.state) > limit
+    ):
+        copy = lambda a: jax.device_put(a, a.sharding, may_alias=False)  # noqa: E731
+        spare = Spare(session.state, jax.tree.map(copy, session.state))
+    if spare is not None and spare.position is None:
+        spare.position = session.position
+    session.spare = spare
+
+
+@contextlib.contextmanager
+def failures(
+    session: Any, call: str, batch_size: int, state: Any = None
+) -> Iterator[None]:
+    """Around a train call (``state``: its input) or a sync that may report a
+    call's failure: if XLA failed one, the state before it is put back and out
+    of memory becomes ``DeviceMemoryError``; at a sync that succeeds, every
+    call before it ran, so the spare is let go."""
+    try:
+        yield
+        if state is None and session.spare is not None:
+            # the calls since the spare ran (a yield point may fetch nothing):
+            # one wait per new program and fit
+            jax.block_until_ready(session.state)
+    except RUNTIME_ERROR as error:
+        kept = restore(session, state)
+        if exhausted(error):
+            raise ran_out(call, batch_size, error, kept) from error
+        raise
+    if state is None:
+        session.spare = None
+
+
+def restore(session: Any, state: Any = None) -> str:
+    """After a failed call: the state before it back in ``session``, the
+    dispatch's own input when XLA kept its donated buffers, else the spare.
+    Returns what ``trainer.state`` now is, for the message."""
+    spare, session.spare = session.spare, None
+    if state is not None and not any(
+        leaf.is_deleted() for leaf in jax.tree.leaves(state)
+    ):
+        session.state = state
+        return "trainer.state is the state before that call"
+    if spare is not None and spare.position is not None:
+        session.state = spare.intact
+        where = spare.position
+        session.position = Position(where.epoch, where.batch)
+        return (
+            "trainer.state is the state before that step first ran "
+            f"(epoch {where.epoch}, after {where.batch} of its batches)"
+        )
+    return (
+        "the state that call consumed is lost (this backend frees the buffers "
+        "donated to a failed call): restore a checkpoint or assign trainer.state "
+        "before training on"
     )

@@ -36,9 +36,9 @@ class FitSession:
         next yield point.
       preempted: the signal (SIGTERM) that stopped the fit at a step boundary, or
         None; set by the loop, which then raises ``Preempted``.
-      spare: ``(state, intact)`` while a train program's first call runs:
-        ``intact`` holds ``state``'s values in buffers the call does not donate,
-        put back if the call fails (see ``loop._first_call``); else None.
+      spare: a ``memory.Spare`` (an intact copy of the state, put back if a call
+        fails) from before a train program's first call until a sync confirms
+        it ran; else None.
     """
 
     state: TrainState
@@ -51,7 +51,7 @@ class FitSession:
     finished: bool = False
     stop_training: bool = False
     preempted: int | None = None
-    spare: tuple[Any, Any] | None = None
+    spare: Any = None  # memory.Spare
 
     @property
     def stopping(self) -> bool:
