@@ -61,6 +61,27 @@ CASES = [
         "fit_dataset",
     ),
     (
+        "fit_x_a_generator_object",
+        lambda t: t.fit((b for b in [B]), None),
+        TypeError,
+        "x",
+        "fit_dataset",
+    ),
+    (
+        "fit_validation_steps_without_validation",
+        lambda t: t.fit(X, Y, validation_steps=2),
+        ValueError,
+        "validation_steps",
+        "validation_split",
+    ),
+    (
+        "fit_validation_freq_without_validation",
+        lambda t: t.fit(X, Y, validation_freq=2),
+        ValueError,
+        "validation_freq",
+        "validation_freq=2",
+    ),
+    (
         "fit_x_nested_lists",
         lambda t: t.fit([[1.0, 2.0, 3.0]] * 8, Y),
         ValueError,
@@ -179,6 +200,34 @@ CASES = [
         "<U1",
     ),
     (
+        "fit_dataset_batch_lengths_differ",
+        lambda t: t.fit_dataset([(X, Y[:3])]),
+        ValueError,
+        "dataset batch 0",
+        "x: 8, y: 3",
+    ),
+    (
+        "fit_dataset_function_needs_arguments",
+        lambda t: t.fit_dataset(lambda n: iter([B] * n)),
+        TypeError,
+        "dataset",
+        "functools.partial",
+    ),
+    (
+        "fit_dataset_validation_batches_without_validation",
+        lambda t: t.fit_dataset([B], validation_batches=2),
+        ValueError,
+        "validation_batches",
+        "validation_data",
+    ),
+    (
+        "fit_dataset_validation_arrays_as_a_list",
+        lambda t: t.fit_dataset([B], validation_data=[X, Y]),
+        ValueError,
+        "validation_data batch 0",
+        "tuple (x, y[, sample_weight])",
+    ),
+    (
         "fit_dataset_function_returns_none",
         lambda t: t.fit_dataset(lambda: None),
         TypeError,
@@ -271,3 +320,30 @@ def test_the_trainer_trains_after_a_refused_call():
         trainer.fit(None, Y)
     history = trainer.fit(X, Y, verbose=0)
     assert history.epoch == [0] and int(trainer.state.step) == 1
+
+
+LATER_BATCH_CASES = [
+    # (id, the bad second batch, error type, text of the message)
+    ("none", None, ValueError, "None"),
+    ("y_strings", (B[0], WORDS[:4]), TypeError, "<U1"),
+    ("sample_weight_strings", (*B, WORDS[:4]), TypeError, "real numbers"),
+]
+
+
+@pytest.mark.parametrize(
+    "bad,error,detail",
+    [c[1:] for c in LATER_BATCH_CASES],
+    ids=[c[0] for c in LATER_BATCH_CASES],
+)
+def test_a_bad_later_batch_is_named_by_its_index(bad, error, detail):
+    """A stream's later batch is read while training runs: the batches before it
+    train, and the error names it (its message and a note)."""
+    trainer = _trainer()
+    with pytest.raises(Exception) as info:
+        trainer.fit_dataset([(*B, np.ones(4, np.float32)), bad], verbose=0)
+    assert type(info.value) is error, repr(info.value)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("dataset batch 1"), message
+    assert detail in message
+    assert "batch 1" in " ".join(info.value.__notes__)
+    assert not trainer.session.running

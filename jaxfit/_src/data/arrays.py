@@ -8,6 +8,7 @@ one fancy-indexing call per leaf and moved to the device ahead of use.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -87,21 +88,41 @@ def to_numpy(tree: Any, argname: str, kinds: str = NUMBER_KINDS) -> Any:
     return jax.tree.map(convert, tree)
 
 
+def _is_stream(value: Any) -> bool:
+    """A generator (function or object), an iterator or a dataset object: what
+    ``fit_dataset`` takes, not an array."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return False
+    return (
+        isinstance(value, collections.abc.Iterator)
+        or hasattr(value, "as_numpy_iterator")
+        or callable(value)
+    )
+
+
 def _in_container(tree: Any) -> bool:
     return isinstance(tree, (list, tuple, dict))
 
 
 def require_arrays(tree: Any, argname: str, what: str) -> None:
-    """Raises ``ValueError`` naming ``argname`` when ``tree`` holds no array
-    (``None``, ``{}``, ``()``): ``what`` says what was expected."""
+    """Raises naming ``argname`` when ``tree`` is a stream of batches (a
+    ``TypeError``) or holds no array (``None``, ``{}``, ``()``: a ``ValueError``);
+    ``what`` says what was expected."""
+    if _is_stream(tree):
+        raise TypeError(
+            errors.expected(
+                argname, f"an array or a pytree of arrays ({what})", tree, MSG_STREAM
+            )
+        )
     if not jax.tree.leaves(tree):
         raise ValueError(
             errors.expected(argname, f"an array or a pytree of arrays ({what})", tree)
         )
 
 
-def num_samples(trees: dict[str, Any]) -> int:
-    """The common leading dimension of every leaf; a clear error when they differ."""
+def num_samples(trees: dict[str, Any], head: str = "x, y and sample_weight") -> int:
+    """The common leading dimension of every leaf; a clear error (``head``: the
+    argument it names) when they differ."""
     counts: dict[str, int] = {}
     for argname, tree in trees.items():
         if tree is None:
@@ -113,8 +134,8 @@ def num_samples(trees: dict[str, Any]) -> int:
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{name}: {n}" for name, n in counts.items())
         raise ValueError(
-            "x, y and sample_weight: expected the same number of samples (leading "
-            f"dimension) in every array, got {detail}. Pass arrays of equal length."
+            f"{head}: expected the same number of samples (leading dimension) in "
+            f"every array, got {detail}. Pass arrays of equal length."
         )
     return next(iter(counts.values()))
 
@@ -133,13 +154,12 @@ def standardize(
     require_arrays(y, argprefix + "y", "the labels (targets)")
     y = to_numpy(y, argprefix + "y")
     sample_weight = to_numpy(sample_weight, argprefix + "sample_weight", REAL_KINDS)
-    n = num_samples(
-        {
-            argprefix + "x": x,
-            argprefix + "y": y,
-            argprefix + "sample_weight": sample_weight,
-        }
-    )
+    if argprefix.endswith(": "):  # one batch of a stream: "dataset batch 3: "
+        names, head = ("x", "y", "sample_weight"), argprefix[:-2]
+    else:  # "" or "validation_data."
+        names = (argprefix + "x", argprefix + "y", argprefix + "sample_weight")
+        head = argprefix.rstrip(".") or "x, y and sample_weight"
+    n = num_samples(dict(zip(names, (x, y, sample_weight))), head)
     num_outputs = len(jax.tree.leaves(y))
     if sample_weight is None:
         weights = [np.ones(n, np.float32)] * num_outputs

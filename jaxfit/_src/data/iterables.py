@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections.abc
 import functools
+import inspect
 import itertools
 import queue
 import threading
@@ -92,12 +93,14 @@ def parse_batch(batch: Any, index: int, argname: str) -> tuple[Any, Any, Any]:
         return batch["xs"], batch["ys"], batch.get("sample_weight")
     if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
         return batch[0], batch[1], batch[2] if len(batch) == 3 else None
-    fix = (
-        "A stream yields whole batches; for in-memory arrays use Trainer.fit(x, y) "
-        "(or pass a list of (x, y) batches)."
-        if hasattr(batch, "shape") and hasattr(batch, "dtype")
-        else ""
-    )
+    fix = ""
+    if hasattr(batch, "shape") and hasattr(batch, "dtype"):  # arrays, not batches
+        fix = (
+            "For in-memory validation arrays pass a tuple (x, y[, sample_weight])."
+            if argname == "validation_data"
+            else "A stream yields whole batches; for in-memory arrays use "
+            "Trainer.fit(x, y) (or pass a list of (x, y) batches)."
+        )
     raise ValueError(
         errors.expected(
             f"{argname} batch {index}",
@@ -144,6 +147,7 @@ class Stream:
             self.one_shot = isinstance(source, collections.abc.Iterator)
             self._factory = lambda: source
         elif callable(source):  # a generator function, called afresh each epoch
+            _check_no_arguments(source, argname)
             self._factory, self._called = source, True
         else:
             raise TypeError(
@@ -174,6 +178,26 @@ class Stream:
                 )
             )
         return iter(items)
+
+
+def _check_no_arguments(fn: Callable[..., Any], argname: str) -> None:
+    """A generator function is called without arguments: refuse one that needs
+    some before it is called (Python's own error would not name ``argname``)."""
+    try:
+        inspect.signature(fn).bind()
+    except TypeError:
+        raise TypeError(
+            errors.expected(
+                argname,
+                "a generator function that takes no arguments (it is called afresh "
+                "each epoch)",
+                fn,
+                "Bind its arguments first, e.g. functools.partial(gen, n) or "
+                "lambda: gen(n).",
+            )
+        ) from None
+    except ValueError:  # no signature to read (a builtin): let the call tell
+        pass
 
 
 END = object()  # ``read_first``: the iterator had no item
@@ -335,7 +359,11 @@ class Batcher:
             weights = self._ones.get(n)
             if weights is None:
                 weights = self._ones[n] = (np.ones(n, np.float32),) * self._outputs
-        elif type(weight) is np.ndarray and weight.shape == (n,):
+        elif (
+            type(weight) is np.ndarray
+            and weight.shape == (n,)
+            and weight.dtype.kind in arrays.REAL_KINDS
+        ):
             weights = (weight.astype(np.float32, copy=False),) * self._outputs
         else:
             return None

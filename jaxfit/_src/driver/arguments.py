@@ -50,6 +50,14 @@ class FitArgs:
             validate.positive_int(name, getattr(self, name), allow_none=True)
         validate.validation_freq(self.validation_freq)
         validate.positive_int("accumulate_steps", self.accumulate_steps)
+        if self.validation_data is None and self.validation_split == 0:
+            validate.unused_without_validation(
+                self,
+                "validation_steps",
+                "validation_batch_size",
+                "validation_freq",
+                needs="validation_data or validation_split",
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +82,12 @@ class StreamFitArgs:
             "validation_batches", self.validation_batches, allow_none=True
         )
         validate.producer_timeout(self.producer_timeout)
+        if self.validation_data is None:
+            validate.unused_without_validation(
+                self,
+                "validation_batches",
+                needs="validation_data",
+            )
 
 
 def _common(args: FitArgs | StreamFitArgs) -> None:

@@ -206,7 +206,9 @@ class Trainer(TrainerBase, Checkpointing):
         ``accumulate_steps=k`` accumulates the gradients of ``k`` batches and applies
         their mean once (``optax.MultiSteps``): the effective batch is ``k`` times
         larger at the same memory (an accumulation left partial when ``fit`` ends
-        is dropped).
+        is dropped). ``validation_steps``, ``validation_batch_size`` and
+        ``validation_freq`` without ``validation_data`` or ``validation_split``
+        cannot act and are refused (Keras ignores them).
 
         Returns:
           The ``History`` callback of this run (also ``trainer.history``).
@@ -280,7 +282,8 @@ class Trainer(TrainerBase, Checkpointing):
             (batched like the first training batch), or any dataset as above.
             Defaults to `None`.
           validation_batches: at most this many validation batches per
-            evaluation. Defaults to `None` (all).
+            evaluation; refused without ``validation_data``. Defaults to `None`
+            (all).
           producer_timeout: the most seconds to wait for any one batch of
             ``dataset`` (the first included) or of a validation stream; longer
             raises ``TimeoutError`` naming the batch (0-based, and its epoch).

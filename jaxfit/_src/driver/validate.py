@@ -58,6 +58,26 @@ def producer_timeout(value: Any) -> None:
         )
 
 
+def unused_without_validation(args: Any, *names: str, needs: str) -> None:
+    """A validation control set (away from its default) in a call that does not
+    validate cannot act: refused, naming it (a control that cannot act is an
+    error). ``needs``: what would make the call validate."""
+    for name in names:
+        value = getattr(args, name)
+        if value != type(args).__dataclass_fields__[name].default:
+            raise ValueError(
+                errors.expected(
+                    name,
+                    f"it only with {needs} (it shapes validation alone)",
+                    errors.Description(
+                        f"{name}={value!r} without "
+                        + ("either" if " or " in needs else "it")
+                    ),
+                    f"Pass {needs}, or leave {name} out.",
+                )
+            )
+
+
 def validation_freq(value: Any) -> None:
     if isinstance(value, (list, tuple, set)):
         for item in value:
