@@ -62,7 +62,8 @@ def interrupted(call):
         return
     say("not interrupted")
 
-trainer.fit_dataset([B], verbose=0)  # compiled: the Ctrl-Cs land in the waits
+trainer.fit_dataset([B] * 2, verbose=0)  # compiled, so every Ctrl-C lands in
+trainer.evaluate_dataset([B] * 2)  # a wait, never inside a compilation
 interrupted(lambda: trainer.fit_dataset(sleeps_after(3), epochs=2, verbose=0))
 interrupted(lambda: trainer.fit_dataset(WaitsInNext(), verbose=0))
 interrupted(lambda: trainer.evaluate_dataset(sleeps_after(2)))
@@ -108,7 +109,7 @@ def test_ctrl_c_interrupts_a_blocked_producer_at_once(tmp_path):
         expect("blocked", 60)
         sent = interrupt()
         _, err = proc.communicate(timeout=15)  # ends, not hangs
-        assert time.monotonic() - sent < 10
+        assert time.monotonic() - sent < 5  # measured: 0.5 s, the shutdown
     finally:
         if proc.poll() is None:
             proc.kill()
