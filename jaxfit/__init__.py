@@ -11,7 +11,9 @@ argument, what was expected and what was received. The traceback of an error tha
 is the user's (a bad argument, or an exception raised by your callback, apply
 function or data) shows your frames only: jaxfit's own frames are removed, as
 Keras and JAX do. Set the environment variable ``JAXFIT_TRACEBACK_FILTERING=off``
-to see them.
+to see them. SIGTERM (preemption) while ``fit`` trains stops it at the next step
+boundary and raises ``Preempted`` (exit status 143); a train step larger than
+the device raises ``MemoryError`` before it runs.
 """
 
 from jaxfit import callbacks as callbacks
@@ -28,6 +30,7 @@ from jaxfit._src.core.state import TrainState as TrainState
 from jaxfit._src.driver.arguments import FitArgs as FitArgs
 from jaxfit._src.driver.arguments import StreamFitArgs as StreamFitArgs
 from jaxfit._src.driver.history import History as History
+from jaxfit._src.driver.preemption import Preempted as Preempted
 from jaxfit._src.driver.trainer import Trainer as Trainer
 from jaxfit._src.runner.run import run as _run
 
@@ -44,6 +47,7 @@ __all__ = [
     "FitArgs",
     "History",
     "Model",
+    "Preempted",
     "StreamFitArgs",
     "TrainState",
     "Trainer",

@@ -12,6 +12,7 @@ PUBLIC = {
         "FitArgs",
         "History",
         "Model",
+        "Preempted",
         "StreamFitArgs",
         "TrainState",
         "Trainer",

@@ -261,6 +261,7 @@ def guarded(
     the plain optimizer state. A preemption's line goes to stderr here, after
     ``on_train_end`` (a backup in flight is complete by then)."""
     session.running = True
+    report = not preemption.active()  # else the outer caller (the runner) reports
     try:
         with preemption.handling():
             # A copy (the arrays the user holds are never donated), on the mesh.
@@ -275,7 +276,7 @@ def guarded(
             del start
             yield from fit_loop(session, plan, callbacks)
     except preemption.Preempted as stop:
-        if jax.process_index() == 0 and not preemption.nested():
+        if report and jax.process_index() == 0:
             print(stop.message, file=sys.stderr, flush=True)
         raise
     finally:

@@ -131,10 +131,11 @@ def handling() -> Iterator[None]:
                 _installed, _previous = False, None
 
 
-def nested() -> bool:
-    """Whether an outer ``handling()`` block (the runner) encloses this one: the
-    outer caller then reports a preemption itself, and ``fit`` prints nothing."""
-    return _depth > 1
+def active() -> bool:
+    """Whether a ``handling()`` block is active. ``fit`` asks before entering its
+    own: inside an outer one (the runner's), the outer caller reports a
+    preemption itself and ``fit`` prints nothing."""
+    return _depth > 0
 
 
 def requested() -> int | None:
