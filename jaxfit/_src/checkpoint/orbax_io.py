@@ -295,6 +295,9 @@ class PendingSave:
         self.path = path
         self._error: BaseException | None = None
         self._abandoned = False
+        # Waited on instead of Thread.join: a join interrupted by Ctrl-C can
+        # leave the thread marked as stopped while it still runs (CPython).
+        self._done = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(finish,), name="jaxfit-checkpoint", daemon=True
         )
@@ -314,21 +317,22 @@ class PendingSave:
         finally:
             with _live_lock:
                 _live.discard(self)
+            self._done.set()
 
     def done(self) -> bool:
-        return not self._thread.is_alive()
+        return self._done.is_set()
 
     def join(self, announce: bool = False) -> None:
         """Waits for the write thread; Ctrl-C is deferred until it is done (see
         the class docstring). ``announce``: say so on stderr before waiting."""
-        if self._abandoned or not self._thread.is_alive():
+        if self._abandoned or self._done.is_set():
             return
         interrupted = False
         if announce:
             self._announce()
-        while self._thread.is_alive():
+        while not self._done.is_set():
             try:
-                self._thread.join()
+                self._done.wait(0.25)
             except KeyboardInterrupt:
                 if interrupted:  # the second Ctrl-C
                     self._abandoned = True
