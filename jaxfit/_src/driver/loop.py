@@ -406,8 +406,13 @@ def _train(
                 memory.before_first_call(
                     session, run, totals, block, plan.call, plan.batch_size
                 )
-            with guard.critical(), _failures(session, plan, session.state):
-                session.state, totals, logs = run(session.state, totals, block)
+            with guard.critical():
+                state = session.state
+                try:
+                    session.state, totals, logs = run(state, totals, block)
+                except memory.RUNTIME_ERROR as error:  # XLA failed it at dispatch
+                    memory.failed(session, plan.call, plan.batch_size, error, state)
+                    raise
                 session.position = Position(epoch, steps, totals)
             pending.append((logs, real))
             # a step boundary (a fused block's end): the same call on every process
@@ -434,11 +439,11 @@ def _train(
     return steps, totals
 
 
-def _failures(session: FitSession, plan: FitPlan, state: Any = None) -> Any:
-    """``memory.failures`` for this fit: a failed train call (reported by its
-    dispatch, given its input ``state``, or at a later sync) puts the state
-    before it back and turns out of memory into jaxfit's error."""
-    return memory.failures(session, plan.call, plan.batch_size, state)
+def _failures(session: FitSession, plan: FitPlan) -> Any:
+    """``memory.failures`` for this fit, around a sync: a train call that failed
+    (XLA reports it there) puts the state before it back, and out of memory
+    becomes jaxfit's error."""
+    return memory.failures(session, plan.call, plan.batch_size)
 
 
 def _warm(plan: FitPlan, state: Any, totals: Any, block: Any, partial: bool) -> None:

@@ -187,26 +187,32 @@ def before_first_call(
 
 
 @contextlib.contextmanager
-def failures(
-    session: Any, call: str, batch_size: int, state: Any = None
-) -> Iterator[None]:
-    """Around a train call (``state``: its input) or a sync that may report a
-    call's failure: if XLA failed one, the state before it is put back and out
-    of memory becomes ``DeviceMemoryError``; at a sync that succeeds, every
-    call before it ran, so the spare is let go."""
+def failures(session: Any, call: str, batch_size: int) -> Iterator[None]:
+    """Around a sync, where XLA reports a train call that failed after its
+    dispatch: the state before it is put back (``failed``). When the sync
+    succeeds, every call before it ran, and the spare is let go."""
     try:
         yield
-        if state is None and session.spare is not None:
+        if session.spare is not None:
             # the calls since the spare ran (a yield point may fetch nothing):
             # one wait per new program and fit
             jax.block_until_ready(session.state)
     except RUNTIME_ERROR as error:
-        kept = restore(session, state)
-        if exhausted(error):
-            raise ran_out(call, batch_size, error, kept) from error
+        failed(session, call, batch_size, error)
         raise
-    if state is None:
-        session.spare = None
+    session.spare = None
+
+
+def failed(
+    session: Any, call: str, batch_size: int, error: BaseException, state: Any = None
+) -> None:
+    """After XLA failed a train call (``state``: its input, when the dispatch
+    itself raised): puts the state before it back (``restore``) and raises
+    ``DeviceMemoryError`` for out of memory; returns for the caller to re-raise
+    any other error."""
+    kept = restore(session, state)
+    if exhausted(error):
+        raise ran_out(call, batch_size, error, kept) from error
 
 
 def restore(session: Any, state: Any = None) -> str:
