@@ -216,6 +216,17 @@ class Trainer(TrainerBase, Checkpointing):
         Raises:
           ValueError, TypeError: bad arguments, raised before any step runs.
           RuntimeError: when called from inside a running ``fit``.
+          MemoryError: the train step does not fit in device memory: refused
+            before it runs where the device reports its limit (GPU, TPU), or XLA's
+            ``RESOURCE_EXHAUSTED`` while it ran; the message names ``batch_size``.
+            ``trainer.state`` is then the state before the failing step (see the
+            Devices guide for what is guaranteed).
+          Preempted: SIGTERM (preemption) arrived while it trained: training
+            stopped at the next step boundary (with fused steps, the block's
+            end), after a yield point where ``BackupAndRestore`` backs up that
+            exact position; a ``SystemExit`` with code 143. ``trainer.state`` is
+            the state at the stop, and rerunning the same ``fit`` with the same
+            ``BackupAndRestore`` resumes there.
         """
         args = arguments.bind(FitArgs, locals())
         for _ in self.iterate_fit(x, y, args):
@@ -227,7 +238,8 @@ class Trainer(TrainerBase, Checkpointing):
         """``fit`` that awaits the event loop at every yield point (notebooks).
 
         Takes the same keyword arguments as ``fit`` (checked as ``FitArgs``);
-        other coroutines run while it trains.
+        other coroutines run while it trains. Raises as ``fit`` does
+        (``Preempted`` included).
         """
         for _ in self.iterate_fit(x, y, FitArgs(**kwargs)):
             await asyncio.sleep(0)
@@ -302,6 +314,8 @@ class Trainer(TrainerBase, Checkpointing):
           ValueError, TypeError: bad arguments or a malformed first batch, before
             any step; a later malformed batch names its index.
           TimeoutError: the producer gave no batch within ``producer_timeout``.
+          MemoryError, Preempted: as in ``fit`` (a new, larger batch shape is
+            checked before its first step too).
         """
         for _ in self.iterate_fit_dataset(
             dataset, arguments.bind(StreamFitArgs, locals())
