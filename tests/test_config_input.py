@@ -212,6 +212,24 @@ CASES = [
         13,
     ),
     (
+        "oversized dataset",
+        BASE.replace(
+            "runner_helpers:tiny_data",
+            f"synthetic_regression\n  args: {{num_samples: {10**12}}}",
+        ).encode(),
+        [],
+        r"^jaxfit \w+: data\.args\.num_samples: expected a dataset that fits in the "
+        rf"host's memory \(.*\), got {10**12} \(int\)",
+        6,
+    ),
+    (
+        "nothing to train",
+        BASE.replace("  epochs: 1\n", "  epochs: 1\n  initial_epoch: 1\n").encode(),
+        [],
+        r"^jaxfit \w+: fit\.initial_epoch: expected an epoch before fit\.epochs",
+        11,
+    ),
+    (
         "oversized hidden layer",
         MLP.replace("[8]", f"[{10**12}]").encode(),
         [],

@@ -155,6 +155,7 @@ def check(config: RunConfig) -> RunConfig:
                 check_value(getattr(config.fit, name))
             except (ValueError, TypeError) as error:
                 raise schema.keyed(f"fit.{name}", error, name) from None
+    _trains_something(config)
     return dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, args=model_args),
@@ -162,6 +163,28 @@ def check(config: RunConfig) -> RunConfig:
         optimizer=optimizer,
         callbacks=callbacks,
     )
+
+
+def _trains_something(config: RunConfig) -> None:
+    """A run trains at least one epoch: ``fit.initial_epoch`` < ``fit.epochs``
+    (``Trainer.fit`` itself, as Keras, takes ``initial_epoch >= epochs`` as
+    nothing to do; a run would end with no history to write).
+
+    Raises:
+      ConfigError: naming ``fit.initial_epoch``.
+    """
+    fit = cast(Any, config.fit)
+    epochs, initial = getattr(fit, "epochs", None), getattr(fit, "initial_epoch", 0)
+    if isinstance(epochs, int) and isinstance(initial, int) and initial >= epochs:
+        raise ConfigError(
+            errors.expected(
+                "fit.initial_epoch",
+                f"an epoch before fit.epochs ({epochs}: the index of the final "
+                "epoch, as in Keras)",
+                initial,
+                "The run would train nothing: raise fit.epochs.",
+            )
+        )
 
 
 def load(

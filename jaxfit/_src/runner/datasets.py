@@ -16,6 +16,10 @@ does not tell the number of classes).
 
 ``task`` defaults from the labels' dtype: integers are ``"classification"``.
 
+The synthetic datasets refuse sizes whose arrays would not fit in the host's
+memory (a ``ConfigError`` naming the larger of ``num_samples`` and
+``num_features`` / ``num_targets``) before numpy tries to allocate them.
+
 The built-ins' signatures are the spec of ``data.args``: their annotations
 (``PositiveInt``, ``Rate``..., from ``schema``) are checked at validate time with
 the key path; what depends on two arguments (a split that leaves a side empty) is
@@ -27,6 +31,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import itertools
+import os
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -96,6 +101,35 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
+def _host_memory() -> int | None:
+    """The host's physical memory in bytes, where the platform tells it."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _fits(rows: tuple[str, int], width: tuple[str, int], columns: int) -> None:
+    """Refuses a synthetic dataset whose float64 array of ``rows`` times
+    ``columns`` numbers does not fit in the host's memory, naming the larger of
+    the two arguments ``rows`` and ``width`` (``(name, value)`` each).
+
+    Raises:
+      ConfigError: naming ``data.args.<argument>`` and both sizes.
+    """
+    limit = _host_memory()
+    needed = float(rows[1]) * float(columns) * 8
+    if limit is None or needed <= limit:
+        return
+    name, value = rows if rows[1] >= width[1] else width
+    raise ConfigError(
+        f"data.args.{name}: expected a dataset that fits in the host's memory "
+        f"({limit / 2**30:.3g} GiB), got {value!r} ({type(value).__name__}): "
+        f"{rows[1]} {rows[0].removeprefix('num_')} of {width[1]} "
+        f"{width[0].removeprefix('num_')} need {needed / 2**30:.3g} GiB as float64"
+    )
+
+
 def digits(
     test_fraction: Rate = 0.2, as_images: bool = False, seed: int = 0
 ) -> Dataset:
@@ -125,6 +159,9 @@ def synthetic_classification(
     seed: int = 0,
 ) -> Dataset:
     """Gaussian clusters around random class centres (``noise`` is their spread)."""
+    features = ("num_features", num_features)
+    _fits(("num_classes", num_classes), features, num_features)  # the centres
+    _fits(("num_samples", num_samples), features, 2 * num_features + 1)
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(num_classes, num_features)) * 2.0
     y = rng.integers(0, num_classes, size=num_samples).astype(np.int32)
@@ -144,6 +181,9 @@ def synthetic_regression(
     seed: int = 0,
 ) -> Dataset:
     """``y = sin(x @ w1) @ w2 + noise``: a smooth nonlinear target."""
+    samples = ("num_samples", num_samples)
+    _fits(samples, ("num_features", num_features), num_features + 16)
+    _fits(samples, ("num_targets", num_targets), 3 * num_targets + 16)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(num_samples, num_features)).astype(np.float32)
     w1 = rng.normal(size=(num_features, 16)) / np.sqrt(num_features)
