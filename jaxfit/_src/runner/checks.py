@@ -1,6 +1,13 @@
 """Config checks: everything `jaxfit validate` runs and `jaxfit run` runs before
 training (the schema's by-value checks, names, the fit section against the data,
-the trainer's own fit checks unstarted), each error located in the YAML file."""
+the trainer's own fit checks unstarted), each error located in the YAML file.
+
+A config's callbacks write inside their run directory only: their ``filepath``
+/ ``filename`` / ``log_dir`` / ``backup_dir`` arguments (and such a default, as
+TensorBoard's ``log_dir="logs"``) are relative to it; an absolute path, one
+that leaves it, the run directory itself, one of the runner's own entries
+(``RUN_DIR_ENTRIES``) and two callbacks on one path are refused at validate
+time (``_run_path``, ``_distinct``)."""
 
 from __future__ import annotations
 
