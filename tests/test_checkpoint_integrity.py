@@ -363,7 +363,7 @@ save, wait = ocp.StandardCheckpointer.save, ocp.StandardCheckpointer.wait_until_
 def slow_save(self, directory, *args, **kwargs):
     result = save(self, directory, *args, **kwargs)
     name = str(directory)  # the last epoch's writes are slow
-    self.slow = 3.0 if "backup-1" in name else 1.0 if "ckpt-2" in name else 0.0
+    self.slow = 4.0 if "backup-1" in name else 2.0 if "ckpt-2" in name else 0.0
     return result
 
 def slow_wait(self):  # a slow disk: the writes are in flight for a while

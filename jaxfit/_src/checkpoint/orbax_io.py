@@ -60,10 +60,12 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -81,6 +83,7 @@ METADATA = "metadata.json"
 DIGEST = "sha256"
 BARRIER_TIMEOUT_MS = 10 * 60 * 1000  # as orbax's own default for an async save
 _CHUNK = 1 << 20  # bytes read at a time when hashing
+ANNOUNCE_AFTER_S = 1.0  # a wait for a write after Ctrl-C says so after this long
 
 _SAVES = itertools.count()  # every process numbers its saves alike (SPMD order)
 
@@ -263,7 +266,7 @@ def _join_at_exit() -> None:
         pending = list(_live)
     for save in pending:
         try:
-            save.join(announce=True)
+            save.join(at_exit=True)
         except KeyboardInterrupt:  # a second Ctrl-C: leave it, quietly
             _silence_orbax()
             return
@@ -286,9 +289,10 @@ class PendingSave:
 
     The files are written on a thread in both modes; without ``background`` the
     constructor waits for it. Ctrl-C while waiting does not stop the write: it
-    finishes (announced on stderr, one line), then the KeyboardInterrupt is
-    raised; a second Ctrl-C abandons the write (the previous checkpoint at the
-    path is intact, the staging directory is cleaned at the next save).
+    finishes (a wait longer than a second says so on stderr, one line), then the
+    KeyboardInterrupt is raised; a second Ctrl-C abandons the write (the
+    previous checkpoint at the path is intact, the staging directory is cleaned
+    at the next save).
     """
 
     def __init__(self, path: str, finish: Callable[[], None], background: bool):
@@ -322,40 +326,43 @@ class PendingSave:
     def done(self) -> bool:
         return self._done.is_set()
 
-    def join(self, announce: bool = False) -> None:
+    def join(self, at_exit: bool = False) -> None:
         """Waits for the write thread; Ctrl-C is deferred until it is done (see
-        the class docstring). ``announce``: say so on stderr before waiting."""
+        the class docstring). A wait after Ctrl-C (or, ``at_exit``, any wait)
+        that lasts more than ``ANNOUNCE_AFTER_S`` says so on stderr, once."""
         if self._abandoned or self._done.is_set():
             return
         interrupted = False
-        if announce:
-            self._announce()
+        announce_at = time.monotonic() + ANNOUNCE_AFTER_S if at_exit else None
         while not self._done.is_set():
             try:
-                self._done.wait(0.25)
+                self._done.wait(0.1)
             except KeyboardInterrupt:
                 if interrupted:  # the second Ctrl-C
-                    self._abandoned = True
-                    with _live_lock:
-                        _live.discard(self)
-                    _silence_orbax()
-                    print(
-                        f"jaxfit: abandoned the checkpoint write to {self.path!r}; "
-                        "any previous checkpoint there is intact.",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    self._abandon()
                     raise
                 interrupted = True
-                if not announce:
-                    self._announce()
+                if announce_at is None:
+                    announce_at = time.monotonic() + ANNOUNCE_AFTER_S
+            if announce_at is not None and time.monotonic() >= announce_at:
+                announce_at = math.inf  # once
+                print(
+                    f"jaxfit: finishing the checkpoint write to {self.path!r} "
+                    "(Ctrl-C again to abandon it).",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if interrupted:
             raise KeyboardInterrupt
 
-    def _announce(self) -> None:
+    def _abandon(self) -> None:
+        self._abandoned = True
+        with _live_lock:
+            _live.discard(self)
+        _silence_orbax()
         print(
-            f"jaxfit: finishing the checkpoint write to {self.path!r} "
-            "(Ctrl-C again to abandon it).",
+            f"jaxfit: abandoned the checkpoint write to {self.path!r}; any "
+            "previous checkpoint there is intact.",
             file=sys.stderr,
             flush=True,
         )
