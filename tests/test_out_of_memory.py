@@ -86,12 +86,13 @@ def test_a_train_step_that_fits_runs_and_the_check_compiles_nothing_more(
 
 
 def _huge_when(flag):
-    """An apply whose train step allocates a terabyte per row when ``x``'s batch
-    has at least ``flag["rows"]`` rows (while ``flag["on"]``)."""
+    """An apply whose train step (and eval step, with ``flag["eval"]``) allocates
+    a terabyte per row when ``x``'s batch has at least ``flag["rows"]`` rows
+    (while ``flag["on"]``)."""
 
     def apply(params, x, *, train):
         out = linear_apply(params, x)
-        if train and flag["on"] and x.shape[0] >= flag["rows"]:
+        if (train or flag.get("eval")) and flag["on"] and x.shape[0] >= flag["rows"]:
             # a terabyte per row: more than any one device here can allocate
             big = jnp.broadcast_to(x[:, :1, None], (x.shape[0], 2**22, 2**16))
             big = jnp.sort(big * params["w"][0, 0], axis=2)
@@ -144,3 +145,16 @@ def test_a_stream_step_that_runs_out_mid_fit_puts_back_the_state_before_it():
     assert int(trainer.state.step) == 3
     assert _same(trainer.params, reference.params)
     assert _same(trainer.state.opt_state, reference.state.opt_state)
+
+
+def test_an_evaluation_that_runs_out_leaves_the_state_as_it_was():
+    trainer = _trainer(_huge_when({"on": True, "rows": 16, "eval": True}))
+    trainer.fit(X, Y, batch_size=8, verbose=0)
+    before = jax.tree.map(np.asarray, trainer.state)
+    with pytest.raises(MemoryError) as info:
+        trainer.evaluate(X, Y, batch_size=16)
+    text = _one_line(info.value)
+    assert text.startswith("evaluation: the device ran out of memory"), text
+    assert "batch_size=16" in text and "trainer.state is unchanged" in text, text
+    assert _same(trainer.state, before)
+    assert set(trainer.evaluate(X, Y, batch_size=8)) == {"loss"}

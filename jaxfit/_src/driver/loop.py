@@ -189,11 +189,25 @@ def evaluate_loop(
         warmup.wait()  # the eval steps may be compiling in the background
     callbacks.call("on_test_begin")
     totals = plan.compiled.empty_totals()
-    pending = []
+    pending: list = []
+    rows = [0]  # the batch size of the last block, for an out-of-memory error
+    with memory.evaluating(rows):
+        return _evaluate(state, plan, callbacks, totals, pending, rows)
+
+
+def _evaluate(
+    state: Any,
+    plan: EvalPlan,
+    callbacks: CallbackList,
+    totals: Any,
+    pending: list,
+    rows: list[int],
+) -> dict[str, float]:
     with _closing(plan.source.eval_blocks(plan.limit, plan.block_size)) as blocks:
         for block, real, partial in blocks:
+            rows[0] = block["mask"].shape[-1]
             run = plan.compiled.eval_partial if partial else plan.compiled.eval_block
-            totals, logs = run(state, totals, block)
+            totals, logs = run(state, totals, block)  # the state is not donated
             pending.append((logs, real))
     if not pending:
         raise ValueError("validation data: expected at least one batch, got none.")

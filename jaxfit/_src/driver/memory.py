@@ -215,6 +215,27 @@ def failed(
         raise ran_out(call, batch_size, error, kept) from error
 
 
+@contextlib.contextmanager
+def evaluating(rows: list[int]) -> Iterator[None]:
+    """Around an evaluation (``evaluate``, validation): XLA's out of memory as
+    ``DeviceMemoryError``; the state is not donated to the eval step, so it is
+    intact. ``rows[0]``: the batch size of the block last dispatched."""
+    try:
+        yield
+    except RUNTIME_ERROR as error:
+        if not exhausted(error):
+            raise
+        text = str(error).strip()
+        cause = text.splitlines()[0].rstrip(".") if text else type(error).__name__
+        raise DeviceMemoryError(
+            f"evaluation: the device ran out of memory in the eval step at "
+            f"batch_size={rows[0]} ({cause}); trainer.state is unchanged (the eval "
+            "step does not consume it). Evaluate in smaller batches (batch_size, "
+            "or validation_batch_size in fit), or compute in less: "
+            "Trainer(precision='mixed_bfloat16')."
+        ) from error
+
+
 def restore(session: Any, state: Any = None) -> str:
     """After a failed call: the state before it back in ``session``, the
     dispatch's own input when XLA kept its donated buffers, else the spare.
