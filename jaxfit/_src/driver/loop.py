@@ -4,6 +4,11 @@ The loop yields (to its front) exactly at yield points. Between them it only
 dispatches compiled blocks: no host-device sync. At a yield point it fetches the
 batch logs of everything run since the last one in one transfer and calls the
 batch hooks for each of those batches, in order, with that batch's own logs.
+
+After each train call (a step boundary; with fused steps, the block's end) the
+loop asks ``preemption.due()`` (a flag read in one process): a SIGTERM makes that
+boundary a yield point and ends the fit with ``Preempted``. A train call XLA
+fails (out of memory) puts the state before it back (``memory``).
 """
 
 from __future__ import annotations
