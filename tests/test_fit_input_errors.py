@@ -347,3 +347,25 @@ def test_a_bad_later_batch_is_named_by_its_index(bad, error, detail):
     assert detail in message
     assert "batch 1" in " ".join(info.value.__notes__)
     assert not trainer.session.running
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**70, 1.5, True, "0"])
+def test_a_seed_jax_cannot_take_is_named(seed):
+    with pytest.raises(
+        ValueError, match=r"^seed: expected an integer in \[0, 2\*\*63\)"
+    ):
+        jaxfit.Trainer(
+            linear_apply, linear_params(), optimizer=optax.sgd(0.1), seed=seed
+        )
+
+
+def test_the_largest_seed_works():
+    trainer = jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=optax.sgd(0.1),
+        loss="mse",
+        seed=2**63 - 1,
+    )
+    trainer.fit(X, Y, epochs=1, batch_size=4, verbose=0)
+    assert int(trainer.state.step) == 2

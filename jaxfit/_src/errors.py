@@ -200,6 +200,24 @@ def non_negative_int(argname: str, value: Any) -> None:
         raise ValueError(expected(argname, "an integer >= 0", value))
 
 
+MAX_SEED = 2**63 - 1  # the largest seed jax.random.PRNGKey takes
+
+
+def seed(argname: str, value: Any) -> None:
+    """Raises ``ValueError`` unless ``value`` is an int in ``[0, 2**63)``, the
+    seeds ``jax.random.PRNGKey`` takes (``bool`` is refused).
+
+    Raises:
+      ValueError: with the message of ``expected``.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not 0 <= value <= MAX_SEED
+    ):
+        raise ValueError(expected(argname, "an integer in [0, 2**63)", value))
+
+
 # -- traceback filtering ------------------------------------------------------------
 
 TRACEBACK_FILTERING = "JAXFIT_TRACEBACK_FILTERING"

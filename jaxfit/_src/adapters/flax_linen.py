@@ -86,7 +86,7 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
         "a flax.linen.Module",
         "For a flax.nnx.Module use jaxfit.from_nnx(module).",
     )
-    errors.non_negative_int("seed", seed)
+    errors.seed("seed", seed)
     call = _CallArgs(module)
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(int(seed)))
     # one compiled init rather than an eager dispatch (and compile) per op

@@ -133,7 +133,7 @@ class Trainer(TrainerBase, Checkpointing):
         validate.arrays(params, "params", trainable=True)
         validate.arrays(state, "state", trainable=False)
         validate.optimizer(optimizer)
-        validate.non_negative_int("seed", seed)
+        errors.seed("seed", seed)
         validate.names(loss, metrics, weighted_metrics)
         where = placement.Placement(mesh, data_axis, param_sharding)
         self.policy = precision_lib.policy(precision)
