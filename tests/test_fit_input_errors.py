@@ -369,3 +369,14 @@ def test_the_largest_seed_works():
     )
     trainer.fit(X, Y, epochs=1, batch_size=4, verbose=0)
     assert int(trainer.state.step) == 2
+
+
+def test_a_steps_per_epoch_too_large_to_plan_is_named():
+    trainer = jaxfit.Trainer(
+        linear_apply, linear_params(), optimizer=optax.sgd(0.1), loss="mse"
+    )
+    with pytest.raises(
+        ValueError, match=r"^steps_per_epoch: expected at most \d+ batches"
+    ):
+        trainer.fit(X, Y, batch_size=4, steps_per_epoch=2**70, verbose=0)
+    assert int(trainer.state.step) == 0

@@ -23,6 +23,9 @@ from jaxfit._src.data import checks
 # point, complex (strings, bytes, objects, datetimes and records are refused)
 NUMBER_KINDS = "biufc"
 REAL_KINDS = "biuf"  # sample weights
+# An epoch's index plan is built whole on the host (int64 index + float32 mask per
+# slot): at most this many slots, so a steps_per_epoch typo cannot exhaust memory.
+MAX_EPOCH_SLOTS = 2**27
 
 MSG_SCALAR_LEAF = (
     "A list, tuple or dict is read as a pytree of arrays (one leaf each); convert "
@@ -271,6 +274,17 @@ class Batches:
         self.seed = seed
         self.batches_per_pass = math.ceil(n / self.batch_size)
         self.steps_per_epoch = steps_per_epoch or self.batches_per_pass
+        if self.steps_per_epoch * self.padded_size > MAX_EPOCH_SLOTS:
+            most = MAX_EPOCH_SLOTS // self.padded_size
+            raise ValueError(
+                errors.expected(
+                    "steps_per_epoch",
+                    f"at most {most} batches of {self.padded_size} for one epoch of "
+                    "arrays (its index plan is built on the host)",
+                    steps_per_epoch,
+                    "Use more epochs of fewer steps.",
+                )
+            )
 
     def _pass(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if self.shuffle:
