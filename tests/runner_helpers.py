@@ -3,6 +3,7 @@
 import os
 import pathlib
 import signal
+import signal as signal_lib
 
 import jax.numpy as jnp
 import numpy as np
@@ -201,3 +202,53 @@ def sigint_data(**kwargs):
     """A dataset callable interrupted (Ctrl-C) while it loads."""
     os.kill(os.getpid(), signal.SIGINT)
     return tiny_data(**kwargs)
+
+
+def tiny_split(num_samples=64, num_test=16, seed=0):
+    """``tiny_data`` with a test split (the run's ending evaluates it)."""
+    data = tiny_data(num_samples + num_test, seed)
+    x, y = data["x_train"], data["y_train"]
+    return {
+        "x_train": x[:num_samples],
+        "y_train": y[:num_samples],
+        "x_test": x[num_samples:],
+        "y_test": y[num_samples:],
+        "task": "regression",
+    }
+
+
+class Slow(jaxfit.callbacks.Callback):
+    """Sleeps ``seconds`` at each epoch's end (a run that lasts a while)."""
+
+    def __init__(self, seconds=0.2):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        time.sleep(self.seconds)
+
+
+class SignalAt(jaxfit.callbacks.Callback):
+    """Sends ``signal`` (a name: ``SIGTERM``, ``SIGINT``) to this process once, at
+    ``hook`` (``on_epoch_end`` of ``epoch``, or ``on_train_end``), unless
+    ``marker`` exists (it is created then), so a resumed run goes on."""
+
+    def __init__(self, signal, hook, marker, epoch=0):
+        super().__init__()
+        self.signum = getattr(signal_lib, signal)
+        self.hook, self.marker, self.epoch = hook, marker, epoch
+
+    def _fire(self):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), self.signum)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.hook == "on_epoch_end" and epoch == self.epoch:
+            self._fire()
+
+    def on_train_end(self, logs=None):
+        if self.hook == "on_train_end":
+            self._fire()

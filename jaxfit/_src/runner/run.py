@@ -246,7 +246,7 @@ class _Where:
 
     def enter(self, stage: str) -> None:
         """Begins ``stage``, unless a preemption was requested (on process 0)."""
-        self.stage = stage
+        self.stage, self.before = stage, True
         _check_preemption()
         self.before = False
 

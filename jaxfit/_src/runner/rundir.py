@@ -167,13 +167,16 @@ def _is_locked(run_dir: str) -> bool:
     return False
 
 
+_MISSING = object()  # a key one side of ``_changes`` lacks
+
+
 def _changes(old: Any, new: Any, key: str = "") -> Iterator[tuple[str, Any, Any]]:
     """``(dotted key, old value, new value)`` of each leaf that differs."""
     if isinstance(old, dict) and isinstance(new, dict):
         for name in [*old, *(k for k in new if k not in old)]:
             sub = f"{key}.{name}" if key else str(name)
             if name not in old or name not in new:
-                yield sub, old.get(name, "(missing)"), new.get(name, "(missing)")
+                yield sub, old.get(name, _MISSING), new.get(name, _MISSING)
             else:
                 yield from _changes(old[name], new[name], sub)
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
@@ -194,8 +197,10 @@ def _config_change(stored: dict[str, Any], config: RunConfig) -> str | None:
             and (not isinstance(new, int) or new < old)
         ):
             continue
+        began = "no such key" if old is _MISSING else repr(old)
+        now = "no such key" if new is _MISSING else repr(new)
         return (
-            f"{key}: expected the value the run began with, {old!r}, got {new!r}: "
+            f"{key}: expected the value the run began with, {began}, got {now}: "
             "--resume continues the same experiment, so config.yaml may change "
             "only fit.epochs (upward), fit.verbose and compilation_cache. Put it "
             "back, or start a new run."
