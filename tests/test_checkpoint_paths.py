@@ -362,3 +362,50 @@ def test_kept_is_stored_relative_to_the_root(tmp_path):
         ).params
     )
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+
+
+def test_a_staging_directory_left_by_a_kill_is_cleaned_at_the_end(tmp_path):
+    backup_dir = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        _trainer().fit(
+            X,
+            Y,
+            batch_size=8,
+            epochs=3,
+            verbose=0,
+            callbacks=[Interrupt(1), BackupAndRestore(backup_dir)],
+        )
+    (backup_dir / ".backup-7.saving").mkdir()  # killed before its marker was written
+    _trainer().fit(
+        X,
+        Y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        callbacks=[BackupAndRestore(backup_dir)],
+    )
+    assert not os.path.exists(backup_dir)
+
+
+def test_a_foreign_directory_named_like_staging_survives_the_end(tmp_path):
+    backup_dir = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        _trainer().fit(
+            X,
+            Y,
+            batch_size=8,
+            epochs=3,
+            verbose=0,
+            callbacks=[Interrupt(1), BackupAndRestore(backup_dir)],
+        )
+    canary = _canary(backup_dir / ".backup-7.saving")  # not what a save writes
+    _trainer().fit(
+        X,
+        Y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        callbacks=[BackupAndRestore(backup_dir)],
+    )
+    assert _alive(canary)
+    assert sorted(os.listdir(backup_dir)) == [".backup-7.saving", ".jaxfit"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
@@ -249,12 +250,14 @@ class BackupAndRestore(Callback):
         if not os.path.isdir(directory):
             return
         for name in os.listdir(directory):
-            if _NAME.match(name) or _SIBLING.match(name):
-                paths.remove_owned(
-                    os.path.join(directory, name),
-                    directory,
-                    owned=orbax_io.is_checkpoint,
-                )
+            owned: Callable[[str], bool]
+            if _NAME.match(name):
+                owned = orbax_io.is_checkpoint
+            elif _SIBLING.match(name):  # left by a killed write
+                owned = orbax_io.is_staging
+            else:
+                continue
+            paths.remove_owned(os.path.join(directory, name), directory, owned=owned)
         if paths.is_owned(directory) and os.listdir(directory) == [paths.MARKER]:
             try:
                 os.remove(os.path.join(directory, paths.MARKER))

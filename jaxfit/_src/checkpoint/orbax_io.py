@@ -149,7 +149,7 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
     return paths.is_owned(path) or _has_jaxfit_metadata(path)
 
 
-def _is_staging(path: str) -> bool:
+def is_staging(path: str) -> bool:
     """Whether the sibling ``.<name>.saving`` / ``.<name>.old`` is jaxfit's: marked,
     a checkpoint, or holding nothing but what a save writes (an interrupted save
     of a jaxfit that did not mark its staging directory, or an empty one)."""
@@ -162,7 +162,7 @@ def _is_staging(path: str) -> bool:
 
 def _remove_staging(path: str) -> None:
     """Removes the staging or retired sibling ``path`` if it is jaxfit's."""
-    if _is_staging(path):
+    if is_staging(path):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -177,7 +177,7 @@ def holds_only_checkpoints(directory: str | os.PathLike[str]) -> bool:
         if name == paths.MARKER:
             continue
         if name.startswith(".") and name.endswith((".saving", ".old")):
-            if not _is_staging(path):
+            if not is_staging(path):
                 return False
         elif not is_checkpoint(path):
             return False
@@ -201,7 +201,7 @@ def _checked_target(path: str, argname: str) -> None:
     (one line, before anything is written), and a foreign staging sibling."""
     paths.checked_dir(path, argname, what="a checkpoint directory", owned=is_checkpoint)
     staging, _ = _siblings(path)
-    if os.path.lexists(staging) and not _is_staging(staging):
+    if os.path.lexists(staging) and not is_staging(staging):
         raise paths.PathError(
             errors.expected(
                 argname,
