@@ -16,6 +16,10 @@ boundary and raises ``Preempted`` (exit status 143); a train step larger than
 the device raises ``MemoryError`` before it runs.
 """
 
+# isort: off
+from jaxfit._src import startup as _startup  # first: holds Ctrl-C during imports
+
+# isort: on
 from jaxfit import callbacks as callbacks
 from jaxfit import data as data
 from jaxfit import distributed as distributed
@@ -42,6 +46,8 @@ from_nnx = _errors.filter_traceback(_from_nnx)
 run = _errors.filter_traceback(_run)
 
 __version__ = "0.1.0"
+
+_startup.done()  # a Ctrl-C during the imports above is raised here
 
 __all__ = [
     "FitArgs",
