@@ -290,13 +290,15 @@ def test_sigterm_in_the_ending_stops_before_the_next_stage(tmp_path, cache):
     assert not (run_dir / "checkpoint").exists()
 
 
+@pytest.mark.parametrize("target", [".checkpoint.saving", "checkpoint"])
 def test_ctrl_c_in_the_ending_prints_a_resume_command_that_works(
-    tmp_path, capsys, cache, references
+    tmp_path, capsys, cache, references, target
 ):
+    # in the checkpoint's write (Ctrl-C waits for it), or after it
     reference = references(STOPPING)
     workdir = tmp_path / "runs"
     proc = _start(cache, "run", _write(tmp_path, STOPPING), "--workdir", str(workdir))
-    reached = _wait_for(proc, _appeared(workdir, "checkpoint"))
+    reached = _wait_for(proc, _appeared(workdir, target))
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     run_dir = _one_run_dir(workdir)

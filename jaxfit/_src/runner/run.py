@@ -85,7 +85,8 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jaxfit._src import callbacks as callbacks_lib
@@ -255,6 +256,35 @@ class _Where:
         if self.complete:
             return f"{self.stage}; the run is complete (metrics.json is written)"
         return f"after training, {'before' if self.before else 'during'} {self.stage}"
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ctrl-C waits for the block (the final checkpoint write: interrupted inside
+    orbax, its threads would leave a staging directory half-written) and is
+    raised when it ends; a second Ctrl-C raises at once. Only in the main
+    thread, over Python's own SIGINT handler."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        del frame
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _check_preemption() -> None:
@@ -557,11 +587,12 @@ def _end(
     if "test" in metrics:
         say("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in metrics["test"].items()))
     where.enter("writing checkpoint/")
-    trainer.save(
-        os.path.join(run_dir, "checkpoint"),  # every process: orbax; atomic
-        # the experiment, not the environment (alike in a resumed ending)
-        metadata={"config": {**schema.to_dict(config), "environment": None}},
-    )
+    with _sigint_deferred():
+        trainer.save(
+            os.path.join(run_dir, "checkpoint"),  # every process: orbax; atomic
+            # the experiment, not the environment (alike in a resumed ending)
+            metadata={"config": {**schema.to_dict(config), "environment": None}},
+        )
     where.enter("writing history.json")
     if lead:
         _write_json(os.path.join(run_dir, "history.json"), history.to_dict())
