@@ -9,7 +9,9 @@ import pathlib
 SRC = pathlib.Path(__file__).resolve().parent.parent / "jaxfit" / "_src"
 # bottom to top; a package imports only from its own layer or those below it
 LAYERS = [
+    "startup",
     "errors",
+    "paths",
     "core",
     "data",
     "report",

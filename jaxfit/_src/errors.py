@@ -213,7 +213,7 @@ def seed(argname: str, value: Any) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Integral)
-        or not 0 <= value <= MAX_SEED
+        or not 0 <= int(value) <= MAX_SEED
     ):
         raise ValueError(expected(argname, "an integer in [0, 2**63)", value))
 
