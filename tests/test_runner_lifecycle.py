@@ -308,7 +308,7 @@ def test_ctrl_c_in_the_ending_prints_a_resume_command_that_works(
     assert proc.returncode == 130, err
     resume = f"; resume with: jaxfit run --resume {run_dir}\n"
     assert re.fullmatch(
-        r"jaxfit run: interrupted after training, during [^\n;]+" + re.escape(resume),
+        r"jaxfit run: interrupted after training, before [^\n;]+" + re.escape(resume),
         err,
     ), err
     _resume(capsys, run_dir, cache)

@@ -40,7 +40,8 @@ restored best ones included), giving the same files as an uninterrupted run.
 
 Ctrl-C prints one line (where the run stopped, and ``resume with: jaxfit run
 --resume RUN_DIR``), also into run.log, and raises ``RunInterrupted`` (the CLI
-exits 130). SIGTERM (preemption) is handled while the whole run lasts
+exits 130); in the ending it stops the run before the ending's next stage (a
+second Ctrl-C at once). SIGTERM (preemption) is handled while the whole run lasts
 (``driver.preemption``): ``fit`` stops at the next step boundary with a backup of
 that position, or the ending stops before its next stage; the run prints one
 such line and raises ``Preempted`` (a ``SystemExit``: the process exits 143). A
@@ -237,17 +238,22 @@ def run(
 
 class _Where:
     """Where a run stands once ``fit`` has returned: the ending's stage (``None``
-    while training), whether it was stopped before that stage began (SIGTERM is
-    checked between stages), and whether metrics.json is written."""
+    while training), whether it was stopped before that stage began (SIGTERM and
+    Ctrl-C are checked between stages), Ctrl-C received while it lasts, and
+    whether metrics.json is written."""
 
     def __init__(self) -> None:
         self.stage: str | None = None
         self.before = False
         self.complete = False
+        self.interrupts: list[int] = []
 
     def enter(self, stage: str) -> None:
-        """Begins ``stage``, unless a preemption was requested (on process 0)."""
+        """Begins ``stage``, unless Ctrl-C came or a preemption was requested (on
+        process 0)."""
         self.stage, self.before = stage, True
+        if self.interrupts:
+            raise KeyboardInterrupt
         _check_preemption()
         self.before = False
 
@@ -259,31 +265,32 @@ class _Where:
 
 
 @contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Ctrl-C waits for the block (the final checkpoint write: interrupted inside
-    orbax, its threads would leave a staging directory half-written) and is
-    raised when it ends; a second Ctrl-C raises at once. Only in the main
-    thread, over Python's own SIGINT handler."""
+def _sigint_deferred(where: _Where) -> Iterator[None]:
+    """Ctrl-C during the ending is recorded (``where.interrupts``) and acted on at
+    the next stage boundary, or when the block ends; a second Ctrl-C raises at
+    once. Raised wherever it lands, a KeyboardInterrupt could strike inside
+    orbax's checkpoint write (its threads then leave a half-written staging
+    directory) or inside a garbage-collector callback, where Python drops it.
+    Only in the main thread, over Python's own SIGINT handler."""
     if (
         threading.current_thread() is not threading.main_thread()
         or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
     ):
         yield
         return
-    received: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         del frame
-        if received:
+        if where.interrupts:
             raise KeyboardInterrupt
-        received.append(signum)
+        where.interrupts.append(signum)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if received:
+    if where.interrupts:
         raise KeyboardInterrupt
 
 
@@ -551,9 +558,10 @@ def _train(
         history = trainer.fit(
             data.x_train, data.y_train, callbacks=callbacks, **arguments
         )
-    return history, _end(
-        config, prepared, callbacks, history, run_dir, say, lead, where
-    )
+    with _sigint_deferred(where):
+        return history, _end(
+            config, prepared, callbacks, history, run_dir, say, lead, where
+        )
 
 
 def _end(
@@ -567,7 +575,7 @@ def _end(
     where: _Where,
 ) -> dict[str, Any]:
     """The ending, in the module docstring's order; returns the metrics. SIGTERM
-    is honoured between its stages; until metrics.json is in place, backup/ holds
+    and Ctrl-C are honoured between its stages; until metrics.json is in place, backup/ holds
     the trained state, so ``--resume`` redoes it all."""
     data, trainer = prepared.data, prepared.trainer
     where.enter("the test evaluation")
@@ -587,12 +595,11 @@ def _end(
     if "test" in metrics:
         say("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in metrics["test"].items()))
     where.enter("writing checkpoint/")
-    with _sigint_deferred():
-        trainer.save(
-            os.path.join(run_dir, "checkpoint"),  # every process: orbax; atomic
-            # the experiment, not the environment (alike in a resumed ending)
-            metadata={"config": {**schema.to_dict(config), "environment": None}},
-        )
+    trainer.save(
+        os.path.join(run_dir, "checkpoint"),  # every process: orbax; atomic
+        # the experiment, not the environment (alike in a resumed ending)
+        metadata={"config": {**schema.to_dict(config), "environment": None}},
+    )
     where.enter("writing history.json")
     if lead:
         _write_json(os.path.join(run_dir, "history.json"), history.to_dict())
