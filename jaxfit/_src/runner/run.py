@@ -72,8 +72,9 @@ Multi-process runs (``jax.process_count() > 1``): every process builds, trains,
 evaluates and saves (orbax's writes are collective), but only process 0 creates
 the run directory (its path is broadcast to the others), holds its lock, prints,
 and writes the plain files (config.yaml, run.log, history, curves.png,
-metrics.json). Every process takes process 0's view of a preemption between the
-ending's stages, and removes backup/ only once metrics.json is written. Each
+metrics.json). Between the ending's stages every process shares its preemption
+request with the others (they stop together), and backup/ is removed only once
+metrics.json is written. Each
 process uses the compilation cache directory on its own host; JAX writes its
 entries from process 0 and every process reads them.
 """
@@ -89,6 +90,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import jax
 
 from jaxfit._src import callbacks as callbacks_lib
 from jaxfit._src import paths
@@ -295,11 +298,13 @@ def _sigint_deferred(where: _Where) -> Iterator[None]:
 
 
 def _check_preemption() -> None:
-    """Raises ``Preempted`` when SIGTERM came (as process 0 saw it, on every
-    process)."""
+    """Raises ``Preempted`` when SIGTERM came. With several processes, each one's
+    request is shared first (one collective, which every process reaches at the
+    same stage), so all of them stop at the same point."""
+    preemption.agreed(False, jax.process_count())
     signum = preemption.requested()
-    if placement.agree(signum is not None):
-        raise preemption.Preempted("", signum or signal.SIGTERM)
+    if signum is not None:
+        raise preemption.Preempted("", signum)
 
 
 def _run(
