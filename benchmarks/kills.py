@@ -4,7 +4,8 @@ For each of N trials a small experiment (``python -m jaxfit run``: a tanh MLP on
 synthetic data, a few epochs, EarlyStopping, CSVLogger and the default backups) is
 started, killed after a random time drawn over the whole of an uninterrupted run
 (start-up, training, the ending: final evaluation, checkpoint, history, curves,
-metrics) with SIGKILL, SIGTERM or SIGINT, then ``jaxfit run --resume RUN_DIR`` is
+metrics; every other trial within its last quarter, so that the ending's short
+window is hit often) with SIGKILL, SIGTERM or SIGINT, then ``jaxfit run --resume RUN_DIR`` is
 called until the run is complete. The completed run is compared with the
 uninterrupted one: the final checkpoint's params bit for bit, ``history.json``
 and ``metrics.json`` (the numbers; the wall times aside), the CSVLogger file
@@ -146,7 +147,9 @@ def _show(home: pathlib.Path, run_dir: pathlib.Path) -> str:
 def trial(home, reference, duration, rng, index):
     workdir = home / f"w{index}"
     name = rng.choice(list(SIGNALS))
-    delay = rng.uniform(0.0, duration * 1.05)
+    # every other trial in the last quarter: the ending's short window gets kills too
+    low = 0.75 * duration if index % 2 else 0.0
+    delay = rng.uniform(low, duration * 1.05)
     process = _jaxfit(home, "run", "config.yaml", "--workdir", str(workdir))
     time.sleep(delay)
     process.send_signal(SIGNALS[name])
