@@ -169,8 +169,12 @@ def test_from_flax_rejects_an_nnx_module(linen):
 
 
 def test_from_flax_rejects_a_bad_seed(linen):
-    with pytest.raises(ValueError, match=r"seed: expected an integer >= 0, got -1"):
-        jaxfit.from_flax(linen.Dense(1), np.ones((2, 3), np.float32), seed=-1)
+    for seed in (-1, 2**63):
+        with pytest.raises(
+            ValueError,
+            match=rf"seed: expected an integer in \[0, 2\*\*63\), got {seed}",
+        ):
+            jaxfit.from_flax(linen.Dense(1), np.ones((2, 3), np.float32), seed=seed)
 
 
 # -- Flax NNX ---------------------------------------------------------------------

@@ -248,7 +248,8 @@ def test_checkpoint_example_runs(tmp_path, capsys):
     epochs, best_step = map(int, capsys.readouterr().out.split())
     assert epochs == 5 and 4 <= best_step <= 20
     demo = tmp_path / "jaxfit-demo"
-    assert sorted(p.name for p in demo.iterdir()) == ["best", "final"]  # backup gone
+    # the backup is gone; .jaxfit marks the directory BackupAndRestore made
+    assert sorted(p.name for p in demo.iterdir()) == [".jaxfit", "best", "final"]
 
 
 def test_resume_example_resumes_exactly(tmp_path, capsys):

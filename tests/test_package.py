@@ -78,7 +78,7 @@ def test_a_config_by_name(capsys, tmp_path, monkeypatch):
     # a file in the current directory comes before a shipped config of that name
     (tmp_path / "regression.yaml").write_text("name: [", encoding="utf-8")
     code, _, err = run_cli(capsys, "validate", "regression.yaml")
-    assert code == 2 and "regression.yaml: not valid YAML" in err
+    assert code == 2 and "not valid YAML" in err and "(regression.yaml, line 1)" in err
 
 
 # --- the built package --------------------------------------------------------------
