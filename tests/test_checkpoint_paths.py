@@ -409,3 +409,19 @@ def test_a_foreign_directory_named_like_staging_survives_the_end(tmp_path):
     )
     assert _alive(canary)
     assert sorted(os.listdir(backup_dir)) == [".backup-7.saving", ".jaxfit"]
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_a_save_interrupted_inside_orbax_is_cleaned_by_the_next_save(tmp_path, marked):
+    # what a kill inside orbax's write (or inside the removal of that staging
+    # directory, which removes the marker last) leaves: orbax's temporary item
+    # directory, with or without the marker
+    trainer = _trainer()
+    staging = tmp_path / ".ckpt.saving"
+    (staging / "state.orbax-checkpoint-tmp-1733").mkdir(parents=True)
+    (staging / "state.orbax-checkpoint-tmp-1733" / "d").write_bytes(b"\0" * 8)
+    if marked:
+        (staging / ".jaxfit").write_text("{}")
+    path = trainer.save(tmp_path / "ckpt")
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+    assert int(_trainer().restore(path)["step"]) == 0

@@ -23,6 +23,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -262,7 +263,7 @@ def remove_owned(
         return False
     if not (is_owned(real) or (owned is not None and owned(real))):
         return False
-    shutil.rmtree(real, ignore_errors=True)
+    remove_tree(real)
     return True
 
 
@@ -273,8 +274,35 @@ def remove_marked_tree(path: str | os.PathLike[str]) -> bool:
     real = os.path.realpath(os.fspath(path))
     if real in _protected() or not is_owned(real) or os.path.islink(path):
         return False
-    shutil.rmtree(real, ignore_errors=True)
+    remove_tree(real)
     return True
+
+
+_LAST = ("metadata.json", MARKER)  # what proves a directory is jaxfit's goes last
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """Removes the directory ``path`` (which the caller checked is jaxfit's) with
+    everything in it, the files that prove it is jaxfit's (``metadata.json``,
+    the marker) last: a removal interrupted at any instant leaves a directory
+    still recognisably jaxfit's, which the next one finishes."""
+    path = os.fspath(path)
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    names.sort(
+        key=lambda name: (name in _LAST, _LAST.index(name) if name in _LAST else 0)
+    )
+    for name in names:
+        entry = os.path.join(path, name)
+        if os.path.isdir(entry) and not os.path.islink(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def component(name: Any, argname: str) -> str:

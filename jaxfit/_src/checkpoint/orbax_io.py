@@ -53,7 +53,6 @@ import itertools
 import logging
 import math
 import os
-import shutil
 import sys
 import threading
 import time
@@ -125,19 +124,25 @@ def is_checkpoint(path: str | os.PathLike[str]) -> bool:
 
 def is_staging(path: str) -> bool:
     """Whether the sibling ``.<name>.saving`` / ``.<name>.old`` is jaxfit's: marked,
-    a checkpoint, or holding nothing but what a save writes (an interrupted save
-    of a jaxfit that did not mark its staging directory, or an empty one)."""
+    a checkpoint, or holding nothing but what a save writes, orbax's temporary
+    item directories included (a save killed before its marker, an empty one)."""
     if not os.path.isdir(path) or os.path.islink(path):
         return False
     if is_checkpoint(path):
         return True
-    return set(os.listdir(path)) <= {STATE, EXTRA, METADATA, paths.MARKER}
+    return all(
+        name in (STATE, EXTRA, METADATA, paths.MARKER)
+        or name.startswith(
+            (f"{STATE}.orbax-checkpoint-tmp", f"{EXTRA}.orbax-checkpoint-tmp")
+        )
+        for name in os.listdir(path)
+    )
 
 
 def _remove_staging(path: str) -> None:
     """Removes the staging or retired sibling ``path`` if it is jaxfit's."""
     if is_staging(path):
-        shutil.rmtree(path, ignore_errors=True)
+        paths.remove_tree(path)
 
 
 def holds_only_checkpoints(directory: str | os.PathLike[str]) -> bool:
@@ -165,7 +170,7 @@ def recover(path: str) -> None:
     if os.path.isdir(retired) and is_checkpoint(retired):
         if os.path.lexists(path):
             if is_checkpoint(path):
-                shutil.rmtree(retired, ignore_errors=True)
+                paths.remove_tree(retired)
         else:
             os.replace(retired, path)
 

@@ -490,7 +490,7 @@ def _remove_backups(run_dir: str) -> None:
             and os.path.isdir(path)
             and not os.path.islink(path)
         ):
-            shutil.rmtree(path, ignore_errors=True)
+            paths.remove_tree(path)
     with contextlib.suppress(OSError):
         if set(os.listdir(backup)) <= {paths.MARKER}:
             shutil.rmtree(backup)
