@@ -181,3 +181,35 @@ def test_a_real_ctrl_c_during_fit_leaves_a_usable_state_and_restores_the_handler
     assert np.all(np.isfinite(np.asarray(trainer.params["w"])))
     trainer.fit(X, Y, batch_size=2, epochs=1, verbose=0)
     assert int(trainer.state.step) == 8
+
+
+def test_a_ctrl_c_that_something_swallowed_still_ends_the_fit():
+    import signal
+
+    # Python drops an exception raised inside a garbage-collection callback (jaxlib
+    # runs one): a KeyboardInterrupt raised there never reaches the loop. Here a
+    # callback swallows it the same way; the fit must still end at the next step.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    trainer = _trainer(optimizer=optax.adam(0.01))
+    count = []
+
+    def on_batch_end(batch, logs):
+        count.append(batch)
+        if len(count) == 3:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass  # lost, as in a gc callback
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(
+            X,
+            Y,
+            batch_size=2,
+            epochs=2,
+            yield_every="batch",
+            verbose=0,
+            callbacks=[{"on_train_batch_end": on_batch_end}],
+        )
+    assert int(trainer.state.step) == 4  # the step dispatched after it, no more
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -119,23 +119,34 @@ def _deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
 
 
 class _InterruptGuard:
-    """Defers Ctrl-C that lands between a step's dispatch and storing its result.
+    """Defers Ctrl-C that lands between a step's dispatch and storing its result,
+    and never loses one.
 
     The dispatched call consumes (donates) the previous state; if
     KeyboardInterrupt struck before the new state was stored, ``trainer.state``
     would point at deleted buffers. Inside ``critical()`` the interrupt is held
-    and raised right after; elsewhere it is raised at once, as usual.
+    and raised right after; elsewhere it is raised at once, as usual. Python
+    drops an exception raised inside a garbage-collection callback (jaxlib runs
+    one), so every Ctrl-C is also recorded, and ``check()`` at each step boundary
+    raises it again if the fit is still running.
     """
 
     def __init__(self) -> None:
         self.in_critical = False
         self.pending = False
+        self.interrupted = False
 
     def handler(self, signum, frame) -> None:
         del signum, frame
+        self.interrupted = True
         if self.in_critical:
             self.pending = True
         else:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raises a Ctrl-C that came during this fit and was lost on its way."""
+        if self.interrupted:
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
@@ -434,6 +445,7 @@ def _train(
                     raise
                 session.position = Position(epoch, steps, totals)
             pending.append((logs, real))
+            guard.check()
             # a step boundary (a fused block's end): the same call on every process
             preempted = preemption.due(processes)
             if preempted or plan.policy.due():
