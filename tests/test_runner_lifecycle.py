@@ -492,3 +492,44 @@ def test_show_answers_for_any_directory(tmp_path, capsys):
     (run_dir / "config.yaml").write_text("- a list\n")
     code, _, err = show(run_dir)
     assert code == 2 and "not a mapping" in err
+
+
+def test_a_damaged_newest_backup_falls_back_in_one_line_and_resumes_exactly(
+    tmp_path, cache, references
+):
+    # SIGTERM at the end of epoch 3 (of 4): backups of epochs 2 and 3 are kept
+    reference = references(BASE)
+    result, run_dir = _run_signalled(
+        tmp_path, cache, BASE, "SIGTERM", "on_epoch_end", 2
+    )
+    assert result.returncode == 143, result.stderr
+    backups = sorted(
+        (p for p in (run_dir / "backup").iterdir() if p.name.startswith("backup-")),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    assert len(backups) == 2
+    damaged = max(
+        (p for p in (backups[-1] / "state").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the array data
+    damaged.write_bytes(bytes(data))
+    resumed = subprocess.run(
+        [sys.executable, "-m", "jaxfit", "run", "--resume", str(run_dir)]
+        + ["--compilation-cache", cache],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    (warning,) = [line for line in resumed.stderr.splitlines() if "damaged" in line]
+    assert warning.startswith(
+        "jaxfit run: RuntimeWarning: BackupAndRestore: the backup"
+    )
+    assert (
+        str(damaged.relative_to(run_dir.parent)) in warning or damaged.name in warning
+    )
+    _assert_same_run(run_dir, reference)

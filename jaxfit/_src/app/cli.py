@@ -20,9 +20,12 @@ print one line saying where the run stopped and the command that resumes it.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import os
 import sys
+import warnings
+from typing import Any
 
 from jaxfit._src.driver import preemption
 from jaxfit._src.runner import config as config_lib
@@ -130,6 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     config, 130: interrupted by Ctrl-C, 143: preempted by SIGTERM)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_one_line_warning, args.command)
+        return _main(parser, args)
+
+
+def _one_line_warning(
+    command: str, message: Any, category: Any, *args: Any, **kwargs: Any
+) -> None:
+    """A warning on the command line: one line on stderr, as the errors are
+    (``jaxfit run: RuntimeWarning: BackupAndRestore: the backup ... is damaged``),
+    instead of Python's two lines with a source line of jaxfit's."""
+    del args, kwargs
+    text = " ".join(str(message).split())
+    print(f"jaxfit {command}: {category.__name__}: {text}", file=sys.stderr, flush=True)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             if (args.config is None) == (args.resume is None):

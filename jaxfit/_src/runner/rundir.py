@@ -353,11 +353,13 @@ def _resume_point(config: RunConfig, run_dir: str) -> tuple[int, int, bool]:
 
 
 def _newest_backup(run_dir: str) -> tuple[int, int, bool] | None:
-    """The newest complete backup's ``(epoch, batch, stopped)``, or ``None``."""
-    backups = callbacks_lib.BackupAndRestore(os.path.join(run_dir, BACKUP))._backups()
-    if not backups:
+    """The newest intact backup's ``(epoch, batch, stopped)`` (the one a resume
+    restores: a damaged newest one is passed over), or ``None``."""
+    backup = callbacks_lib.BackupAndRestore(os.path.join(run_dir, BACKUP))
+    newest = backup.newest_intact()
+    if newest is None:
         return None
-    position = orbax_io.read_info(backups[-1][1]).get("position") or {}
+    position = newest[1].get("position") or {}
     return (
         int(position.get("epoch", 0)),
         int(position.get("batch", 0)),
