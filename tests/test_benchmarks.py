@@ -125,3 +125,22 @@ def test_stream_rows_run_the_callbacks_workload(tmp_path):
     assert [r["impl"] for r in rows] == impls
     _check_rows(rows)
     assert "**verdict callbacks**: jaxfit-list/handloop-stream = " in table
+
+
+def test_kills_resumes_two_killed_runs_to_the_uninterrupted_one(tmp_path):
+    # benchmarks/kills.py end to end at its smallest: the reference run, then two
+    # trials (one kill anywhere, one in the run's last quarter), each resumed and
+    # compared; the script exits 1 unless both end equal
+    kills = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "kills.py")
+    out = tmp_path / "kills.json"
+    result = subprocess.run(
+        [sys.executable, kills, "--trials", "2", "--seed", "0", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 and all(row["result"] == "equal" for row in rows), rows
+    assert "2 of 2 trials complete and equal" in result.stdout
