@@ -533,3 +533,17 @@ def test_a_damaged_newest_backup_falls_back_in_one_line_and_resumes_exactly(
         str(damaged.relative_to(run_dir.parent)) in warning or damaged.name in warning
     )
     _assert_same_run(run_dir, reference)
+
+
+def test_the_ending_removes_only_its_own_backups(capsys, interrupted, cache):
+    # a directory named like a backup that jaxfit did not write, in backup/
+    foreign = interrupted / "backup" / "backup-99"
+    foreign.mkdir()
+    (foreign / "canary.txt").write_text("the user's", encoding="utf-8")
+    _resume(capsys, interrupted, cache)
+    assert (interrupted / "metrics.json").is_file()
+    assert (foreign / "canary.txt").read_text(encoding="utf-8") == "the user's"
+    assert sorted(p.name for p in (interrupted / "backup").iterdir()) == [
+        ".jaxfit",
+        "backup-99",
+    ]

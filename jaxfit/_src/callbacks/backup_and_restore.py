@@ -132,15 +132,17 @@ class BackupAndRestore(Callback):
         )
 
     def _backups(self) -> list[tuple[int, str]]:
-        """This callback's backup directories, oldest first (staging directories
-        are hidden; a damaged backup is listed too)."""
+        """This callback's backup directories, oldest first: jaxfit checkpoints
+        (their marker, or jaxfit's metadata.json) named ``backup-<n>``, a damaged
+        one included; staging directories, and a directory named like a backup
+        that jaxfit did not write, are not listed."""
         if not os.path.isdir(self.backup_dir):
             return []
         found = []
         for name in os.listdir(self.backup_dir):
             match = _NAME.match(name)
             path = os.path.join(self.backup_dir, name)
-            if match and os.path.isdir(path) and not os.path.islink(path):
+            if match and orbax_io.is_checkpoint(path):
                 found.append((int(match.group(1)), path))
         return sorted(found)
 
@@ -240,12 +242,13 @@ class BackupAndRestore(Callback):
         finished = self.trainer.session.finished
         self._saver.wait(quiet=not finished)
         if self.delete_checkpoint and finished and jax.process_index() == 0:
-            self._remove()
+            self.remove_backups()
 
-    def _remove(self) -> None:
+    def remove_backups(self) -> None:
         """Deletes what this callback wrote: its backups, their staging
         siblings, then the marker and the directory if it made the directory and
-        nothing else is in it."""
+        nothing else is in it (what ``delete_checkpoint`` does at a normal end;
+        the runner calls it once a run's ending is complete)."""
         directory = self.backup_dir
         if not os.path.isdir(directory):
             return

@@ -23,7 +23,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
@@ -475,24 +474,10 @@ def _plot(history: Any, path: str) -> None:
         plt.close(figure)
 
 
-_BACKUP_ENTRY = re.compile(r"^(backup-\d+|\.backup-\d+\.(saving|old))$")
-
-
 def _remove_backups(run_dir: str) -> None:
     """Removes what the runner's BackupAndRestore wrote in ``run_dir/backup``
-    (``backup-<n>`` and their staging siblings), then the directory if nothing
-    else is in it (its marker aside): anything else there is left alone."""
+    (its ``BackupAndRestore.remove_backups``): anything else there is left alone."""
     backup = os.path.join(run_dir, BACKUP)
     if os.path.islink(backup) or not os.path.isdir(backup):
         return
-    for name in os.listdir(backup):
-        path = os.path.join(backup, name)
-        if (
-            _BACKUP_ENTRY.match(name)
-            and os.path.isdir(path)
-            and not os.path.islink(path)
-        ):
-            paths.remove_tree(path)
-    with contextlib.suppress(OSError):
-        if set(os.listdir(backup)) <= {paths.MARKER}:
-            shutil.rmtree(backup)
+    callbacks_lib.BackupAndRestore(backup).remove_backups()
