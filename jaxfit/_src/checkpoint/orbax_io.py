@@ -404,10 +404,11 @@ def save(
         if primary:
             recover(path)
             _remove_staging(staging)  # left by a killed save
-            os.makedirs(staging)
+        sync.barrier("cleared")  # nobody writes into what process 0 is clearing
+        if primary:  # after the barrier: no process sees it before all agree
+            os.makedirs(staging, exist_ok=True)  # others' orbax may make it too
             created = True
             paths.mark(staging, "checkpoint")  # renamed with it: the marker
-        sync.barrier("cleared")  # nobody writes into what process 0 is clearing
         for name, tree in items.items():
             checkpointer = sync.checkpointer(name)
             checkpointers.append(checkpointer)
