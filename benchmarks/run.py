@@ -25,6 +25,12 @@ optional: a missing one is a skipped row.
 ``--repeat N`` runs every row N times and keeps the fastest steady epoch (shared
 machines are noisy; ratios from one run, side by side, are what to read).
 ``--set key=value`` overrides a workload size (the tests shrink everything).
+``--latency`` adds the yield-latency tables after the speed tables
+(``benchmarks/latency.py``: gaps between yield points for a heavy and a tiny
+model, arrays and a stream, and ``fit_async``'s event-loop responsiveness; at
+its ``--quick`` sizes with ``--quick``); its rows go to ``--json`` too, each
+with a ``"row"`` key instead of ``"impl"``. ``--workloads ""`` runs no speed
+rows (``--workloads "" --latency``: the latency tables alone).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import latency
 import workloads
 
 IMPLS = [
@@ -179,8 +186,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         metavar="KEY=VALUE",
         help="override a workload size",
     )
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="also print the yield-latency tables (benchmarks/latency.py)",
+    )
     args = parser.parse_args(argv)
-    names = args.workloads.split(",")
+    names = [name for name in args.workloads.split(",") if name]
     impls = args.impls.split(",")
     for name in names:
         if name not in workloads.FULL:
@@ -209,12 +221,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ),
                 flush=True,
             )
+    latency_rows = (
+        latency.run_rows(latency.ROWS, "quick" if args.quick else "full")
+        if args.latency
+        else []
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            for row in rows:
+            for row in rows + latency_rows:
                 f.write(json.dumps(row) + "\n")
     print("\n".join(table(rows)))
-    return rows
+    if latency_rows:
+        print("\n".join(latency.table(latency_rows)))
+    return rows + latency_rows
 
 
 if __name__ == "__main__":

@@ -144,3 +144,69 @@ def test_kills_resumes_two_killed_runs_to_the_uninterrupted_one(tmp_path):
     rows = json.loads(out.read_text())
     assert len(rows) == 2 and all(row["result"] == "equal" for row in rows), rows
     assert "2 of 2 trials complete and equal" in result.stdout
+
+
+LATENCY = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "latency.py")
+# one row per public call (fit, fit_dataset, fit_async, fit_dataset_async), both
+# models and both intervals; the full list runs in the benchmark itself
+LATENCY_ROWS = [
+    "heavy-arrays-auto",
+    "tiny-stream-50",
+    "async-fit-auto",
+    "async-fit_dataset-auto",
+]
+
+
+def _cells(table, row):
+    """``{column: cell}`` of ``row``'s line in the printed markdown tables."""
+    header = None
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| row |"):
+            header = cells
+        elif line.startswith(f"| {row} |"):
+            assert header and len(cells) == len(header), (header, cells)
+            return dict(zip(header, cells))
+    raise AssertionError(f"no line for {row} in:\n{table}")
+
+
+def test_latency_smoke_prints_every_row_with_numbers(tmp_path):
+    # benchmarks/latency.py at its smallest (toy models, all rows in one
+    # subprocess). Its timing targets live in the benchmark, never here: this
+    # checks that the rows are there and that their numbers parse.
+    out = tmp_path / "latency.jsonl"
+    result = subprocess.run(
+        [
+            sys.executable,
+            LATENCY,
+            "--smoke",
+            "--rows",
+            ",".join(LATENCY_ROWS),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["row"] for r in rows] == LATENCY_ROWS
+    for row in rows:
+        assert "error" not in row, row
+        # on_yield comes at least after each epoch's last batch (2 epochs)
+        assert row["steps"] == 2 * row["batches_per_epoch"] and row["yields"] >= 2
+    table = result.stdout
+    assert "### yield latency: gaps between yield points" in table
+    assert "### yield latency: fit_async responsiveness" in table
+    for row in LATENCY_ROWS:
+        cells = _cells(table, row)
+        assert cells.pop("row") == row and cells.pop("target")
+        assert cells.pop("verdict") == "n/a (smoke)"  # a toy run meets nothing
+        if cells.get("max after first yield ms") == "n/a":
+            # no tick began after the first yield: a toy fit ends right after it
+            del cells["max after first yield ms"]
+        assert len(cells) >= 6, cells
+        for column, cell in cells.items():
+            assert math.isfinite(float(cell.rstrip("x"))), (row, column, cell)
