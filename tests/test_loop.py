@@ -31,7 +31,7 @@ class _Source:
         self.mask[3, 2:] = 0.0
         self.closed = False
 
-    def epoch_blocks(self, epoch, start, size):
+    def epoch_blocks(self, epoch, start, capacity, steps):
         for first in range(start, 4, 2):
             part = slice(first, first + 2)
             yield (
@@ -42,11 +42,10 @@ class _Source:
                     "mask": self.mask[part],
                 },
                 2,
-                False,
-            )  # (block, real batches, partial)
+            )  # (block, real batches)
 
-    def eval_blocks(self, limit, size):
-        return self.epoch_blocks(0, 0, 2)
+    def eval_blocks(self, limit, capacity, steps):
+        return self.epoch_blocks(0, 0, capacity, steps)
 
     def close(self):
         self.closed = True
@@ -80,7 +79,7 @@ def test_fit_loop_trains_a_session_without_a_trainer():
     source = _Source()
     validation = loop.EvalPlan(source, compiled)
     plan = loop.FitPlan(
-        source, 2, 0, yield_policy.parse("batch"), validation, 1, compiled, block_size=2
+        source, 2, 0, yield_policy.parse("batch"), validation, 1, compiled, capacity=2
     )
     seen = []
     callbacks = callback_lib.CallbackList(
@@ -97,8 +96,7 @@ def test_fit_loop_trains_a_session_without_a_trainer():
         None,
         {},
     )
-    for _ in loop.fit_loop(session, plan, callbacks):
-        pass
+    loop.finish(loop.fit_loop(session, plan, callbacks))
     assert int(session.state.step) == 8 and session.finished and source.closed
     assert seen == [
         0,

@@ -1,11 +1,11 @@
 """Fused streams: fit_dataset groups consecutive batches into compiled blocks.
 
-Where a block ends is observable through the public API: with a clock that is
-always past the yield interval (``now=``), the loop yields after every block, so
-``on_yield``'s batch index is the last batch of each block. A block holds the
-batches of one padded shape; it ends early at a new shape bucket, at the end of
-the stream or of an epoch (``steps_per_epoch``), before an error, or after the
-fill deadline. Wide batches make the byte budget allow only three batches a block.
+Where a block ends is the feeder's grouping (driven directly here): a block
+holds up to the yield policy's current length of batches of one padded shape,
+at most its slots (the byte budget); it ends early at a new shape bucket, at the
+end of the stream or of an epoch (``steps_per_epoch``), before an error, or
+after the fill deadline. Wide batches make the byte budget allow only three
+batches a block. Through the public API, fused runs equal unfused ones.
 """
 
 import itertools
@@ -17,6 +17,7 @@ import pytest
 from conftest import linear_apply, linear_params
 
 import jaxfit
+from jaxfit._src.data import iterables, sources
 
 RNG = np.random.default_rng(0)
 WIDE = 85_000  # features: a batch of 8 is ~2.6 MiB, so 3 batches fill a block
@@ -96,23 +97,42 @@ def _fit(dataset, width=3, yield_every=20, **kwargs):
     return trainer, blocks
 
 
+def _grouping(batches, capacity=64, steps=None, period=None):
+    """The number of batches in each block the feeder makes of ``batches``."""
+    feeder = iterables.Feeder(
+        iter(batches),
+        iterables.Batcher("dataset", None),
+        lambda block: block,
+        size=capacity,
+        steps=steps,
+        period=period,
+    )
+    return [real for _, real in feeder]
+
+
 def test_a_new_shape_bucket_and_the_end_of_the_stream_end_a_block():
-    # padded to the largest size so far: 8, 8, 8 | 16, 16, then 4 padded to 16 |
-    # end; from the second epoch on every batch is padded to 16: one bucket
-    batches = _batches([8, 8, 8, 16, 16, 4])
-    _, blocks = _fit(batches, epochs=2)
-    assert blocks.ends == [(0, 2), (0, 5), (1, 5)]
+    # padded to the largest size so far: 8, 8, 8 | 16, 16, then 4 padded to 16 | end
+    assert _grouping(_batches([8, 8, 8, 16, 16, 4])) == [3, 3]
 
 
-def test_full_blocks_hold_what_the_byte_budget_allows():
-    _, blocks = _fit(_batches([8] * 7, WIDE), WIDE)
-    assert blocks.ends == [(0, 2), (0, 5), (0, 6)]
+def test_blocks_hold_what_the_byte_budget_allows():
+    source = sources.StreamSource(
+        _batches([8] * 7, WIDE), "dataset", put=lambda b, n: b, multiple=1
+    )
+    assert source.capacity(True) == 3 and source.capacity(False) == 1
+    assert _grouping(_batches([8] * 7, WIDE), capacity=3) == [3, 3, 1]
+
+
+def test_blocks_follow_the_policy_length_read_as_each_one_fills():
+    # read after each batch joins a group: 1 | 1 | 2 2 | 5 5 5 5 5
+    lengths = iter([1, 1, 2, 2, 2, 5, 5, 5, 5])
+    assert _grouping(_batches([4] * 9), steps=lambda: next(lengths, 5)) == [1, 1, 2, 5]
 
 
 def test_steps_per_epoch_cuts_blocks_at_each_epoch_end():
+    assert _grouping(_batches([8] * 8), capacity=3, period=4) == [3, 1, 3, 1]
     batches = _batches([8] * 8, WIDE)
-    trainer, blocks = _fit(lambda: iter(batches), WIDE, epochs=2, steps_per_epoch=4)
-    assert blocks.ends == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    trainer, _ = _fit(lambda: iter(batches), WIDE, epochs=2, steps_per_epoch=4)
     # the second epoch went on with the same iterator: batches 4..7, as unfused
     unfused = _trainer(WIDE)
     unfused.fit_dataset(
@@ -123,6 +143,12 @@ def test_steps_per_epoch_cuts_blocks_at_each_epoch_end():
         yield_every="batch",
     )
     _same_weights(trainer, unfused)
+
+
+def test_batches_of_no_rows_are_not_steps():
+    sizes = [0, 4, 0, 4, 4, 0]
+    assert _grouping(_batches(sizes)) == [3]
+    assert _grouping(_batches(sizes), period=2) == [2, 1]
 
 
 def test_per_batch_logs_and_weights_equal_the_unfused_run():
@@ -221,26 +247,25 @@ def test_a_bad_label_inside_a_would_be_block_is_named_after_the_batches_before_i
     assert int(trainer.state.step) == 3
 
 
-def test_a_stream_compiles_a_bounded_number_of_programs_and_a_second_fit_none(compiles):
-    # two shape buckets, each ending in a partial block; fused evaluation too
+def test_a_stream_compiles_one_program_per_padded_shape_and_a_second_fit_none(
+    compiles,
+):
+    # two shape buckets (8, then 16); blocks of any length share a program
     batches = _batches([8] * 5 + [16] * 4 + [3])
     trainer = _trainer()
     trainer.fit_dataset(batches, epochs=2, validation_data=batches[:4], verbose=0)
-    # per padded shape at most a full and a partial train program (here only
-    # partial blocks: the stream is shorter than a block), and as many eval ones
-    assert compiles.named("train_block") + compiles.named("train_partial") <= 4
-    assert compiles.named("train_partial") == 2
-    assert compiles.named("eval_block") + compiles.named("eval_partial") <= 2
+    assert compiles.named("train_block") == 2
+    assert compiles.named("eval_block") == 1  # the validation batches: one bucket
     compiles.reset()
     trainer.fit_dataset(batches, epochs=2, validation_data=batches[:4], verbose=0)
     trainer.evaluate_dataset(batches[:4])
     assert compiles.count == 0
 
 
-def test_full_and_partial_blocks_are_the_only_programs_of_a_long_stream(compiles):
+def test_one_train_program_runs_a_long_stream_in_blocks_of_any_length(compiles):
     trainer = _trainer(WIDE)
     trainer.fit_dataset(_batches([8] * 8, WIDE), epochs=2, verbose=0)
-    assert compiles.named("train_block") == 1 and compiles.named("train_partial") == 1
+    assert compiles.named("train_block") == 1
     compiles.reset()
     trainer.fit_dataset(_batches([8] * 8, WIDE, seed=1), epochs=1, verbose=0)
     assert compiles.count == 0

@@ -319,46 +319,59 @@ class Batches:
         ]
 
 
-def block_size(num_steps: int, max_block: int) -> int:
-    """The fused block length: at most ``max_block``, padding spread evenly."""
-    num_blocks = math.ceil(num_steps / max_block)
-    return math.ceil(num_steps / num_blocks)
-
-
 def blocks(
-    data: dict[str, Any], index: np.ndarray, mask: np.ndarray, size: int
+    data: dict[str, Any],
+    index: np.ndarray,
+    mask: np.ndarray,
+    capacity: int,
+    steps: Callable[[], int],
 ) -> Iterator[tuple[dict[str, Any], int]]:
-    """Yields ``(host_block, num_real_batches)``; the last block is padded with
-    all-masked batches so every block has the same shape."""
-    num_steps = index.shape[0]
-    for start in range(0, num_steps, size):
-        idx, msk = index[start : start + size], mask[start : start + size]
-        real = idx.shape[0]
-        if real < size:
-            idx = np.concatenate(
-                [idx, np.zeros((size - real, idx.shape[1]), idx.dtype)]
-            )
-            msk = np.concatenate(
-                [msk, np.zeros((size - real, msk.shape[1]), msk.dtype)]
-            )
+    """Yields ``(host_block, num_real_batches)``: each block has ``capacity``
+    slots, its first ``steps()`` (asked for each block; at most what is left)
+    real and the rest all padding (mask 0), which the compiled block skips."""
+    num_steps, start = index.shape[0], 0
+    while start < num_steps:
+        real = max(1, min(steps(), capacity, num_steps - start))
+        idx, msk = index[start : start + real], mask[start : start + real]
+        start += real
+        pad = capacity - real
         block = {
-            "x": take(data["x"], idx),
-            "y": take(data["y"], idx),
-            "sample_weight": tuple(w[idx] for w in data["sample_weight"]),
-            "mask": msk,
+            "x": _gather(data["x"], idx, pad),
+            "y": _gather(data["y"], idx, pad),
+            "sample_weight": tuple(_gather(w, idx, pad) for w in data["sample_weight"]),
+            "mask": np.concatenate([msk, np.zeros((pad, msk.shape[1]), msk.dtype)])
+            if pad
+            else msk,
         }
         yield block, real
 
 
+def _gather(tree: Any, index: np.ndarray, pad: int) -> Any:
+    """Rows ``index`` (``[slots, batch]``) of every leaf, then ``pad`` all-zero
+    slots. Host leaves gather the real slots only; device leaves gather a full
+    block (row 0 in the padding) so that their gather has one shape."""
+
+    def one(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array):
+            return leaf[
+                np.concatenate([index, np.zeros((pad, index.shape[1]), index.dtype)])
+            ]
+        rows = leaf[index]
+        if not pad:
+            return rows
+        return np.concatenate([rows, np.zeros((pad, *rows.shape[1:]), rows.dtype)])
+
+    return jax.tree.map(one, tree)
+
+
 def prefetch(
     iterator: Iterator[tuple[Any, int]], put: Callable[[Any], Any], size: int = 2
-):
+) -> Iterator[tuple[Any, int]]:
     """Moves items to the device ``size`` ahead of use with ``put`` (async);
-    yields ``(device block, real batches, False)`` (never a partial block: the
-    padding batches of a last block are computed and masked)."""
+    yields ``(device block, real batches)``."""
     queue: collections.deque = collections.deque()
     for block, real in iterator:
-        queue.append((put(block), real, False))
+        queue.append((put(block), real))
         if len(queue) >= size:
             yield queue.popleft()
     while queue:

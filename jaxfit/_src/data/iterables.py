@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections.abc
 import functools
 import inspect
-import itertools
 import queue
 import threading
 import time
@@ -515,19 +514,22 @@ class Feeder:
     """Reads raw batches on a background thread and groups them; iterating stacks
     each group into a fused block and puts it on the device.
 
-    A block holds ``size`` consecutive batches of one shape bucket. It is sent off
-    early, as a *partial* block (``size`` slots, the empty ones skipped by the
-    compiled step), when a batch opens a new bucket, the stream ends, an epoch
-    ends (every ``period`` batches, counted from the stream's start), an error
-    comes (the batches before it are sent first), it has been filling for
-    ``fill_s`` seconds, or (with ``fill_s``) its last batch took ``SLOW_MS`` to
-    come. Iterating yields ``(device block, number of batches, partial)``; the
-    thread reads ``depth`` groups ahead, and each block is put on the device
-    while the one before it runs (dispatch is asynchronous). The first ``skip``
-    batches are read and prepared but not sent (resuming mid-stream: the
-    batcher's checks and padding size are as if they had run); indices count
-    from the stream's start. Producer errors are re-raised in the consumer
-    naming the batch.
+    A block has ``size`` slots and holds up to ``steps()`` (the yield policy's
+    current block length, read as each group fills; ``size`` without it)
+    consecutive batches of one shape bucket; the empty slots are skipped by the
+    compiled step. It is sent off early when a batch opens a new bucket, the
+    stream ends, an epoch ends (every ``period`` batches, counted from the
+    stream's start), an error comes (the batches before it are sent first), it
+    has been filling for ``fill_s`` seconds, or (with ``fill_s``) its last batch
+    took ``SLOW_MS`` to come. A batch of no rows is skipped: it is not a step
+    (nor counted in ``period`` or ``skip``), whatever the block length. Iterating
+    yields ``(device block, number of batches)``; the thread reads ``depth``
+    groups ahead, and each block is put on the device while the one before it
+    runs (dispatch is asynchronous). The first ``skip`` batches are read and
+    prepared but not sent (resuming mid-stream: the batcher's checks and padding
+    size are as if they had run), and at most ``limit`` are read; indices count
+    from the stream's start (the first one is ``first``: batches of no rows read
+    before it). Producer errors are re-raised in the consumer naming the batch.
 
     The consumer waits for a block in ``WAIT_S`` slices (only when none is
     ready), so Ctrl-C is delivered at once; with ``timeout`` (seconds), a
@@ -547,15 +549,19 @@ class Feeder:
         put: Callable[[Any], Any] = jax.device_put,
         *,
         size: int = 1,
+        steps: Callable[[], int] | None = None,
         fill_s: float | None = None,
         period: int | None = None,
         depth: int = 2,
         skip: int = 0,
+        limit: int | None = None,
+        first: int = 0,
         timeout: float | None = None,
         where: Callable[[int], str] | None = None,
     ):
         self._items, self._batcher, self._put_device = items, batcher, put
-        self._most = size
+        self._most, self._first, self._limit = size, first, limit
+        self._steps = steps or (lambda: size)
         self._fill_s, self._period = fill_s, period
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -565,6 +571,7 @@ class Feeder:
         # (index, when) while the thread waits for the producer's batch ``index``
         self._asked: tuple[int, float] | None = None
         self._closed = self._left = False
+        self._held: Any = None  # an item ``wait`` took from the queue
         self._thread = threading.Thread(
             target=self._run, name="jaxfit-feeder", daemon=True
         )
@@ -596,7 +603,7 @@ class Feeder:
     def _due(
         self, group: list[Batch], opened: float, index: int, waited: float
     ) -> bool:
-        if len(group) >= self._most:
+        if len(group) >= min(self._most, self._steps()):
             return True
         if self._period is not None and (index + 1) % self._period == 0:
             return True  # an epoch of a stream continued across epochs ends here
@@ -607,11 +614,12 @@ class Feeder:
         )
 
     def _run(self) -> None:
-        index, opened = 0, 0.0
+        # index: the producer's batches (what messages name); steps: those with rows
+        index, steps, opened = self._first, 0, 0.0
         group: list[Any] = []
         try:
             items = iter(self._items)
-            while True:
+            while self._limit is None or steps < self._limit:
                 asked = time.perf_counter()
                 self._asked = (index, asked)  # the producer's batch index awaited
                 raw = next(items, END)
@@ -623,7 +631,10 @@ class Feeder:
                     return
                 batch = self._batcher(raw, index)
                 index += 1
-                if index <= self._skip:  # ran before the resumed position
+                if batch.n == 0:  # no rows: not a step
+                    continue
+                steps += 1
+                if steps <= self._skip:  # ran before the resumed position
                     continue
                 if group and batch.size != group[0].size:  # a new shape bucket
                     if not self._send(group):
@@ -632,7 +643,7 @@ class Feeder:
                 if not group:
                     opened = time.perf_counter()
                 group.append(batch)
-                if self._due(group, opened, index - 1, waited):
+                if self._due(group, opened, steps - 1, waited):
                     if not self._send(group):
                         return
                     group = []
@@ -654,7 +665,7 @@ class Feeder:
     def __iter__(self) -> Feeder:
         return self
 
-    def __next__(self) -> tuple[Any, int, bool]:
+    def __next__(self) -> tuple[Any, int]:
         if self._closed:
             raise StopIteration
         try:
@@ -669,16 +680,40 @@ class Feeder:
                 # stacked and put here, by the loop, while the device runs the
                 # block before: the thread is left to the producer
                 block = self._put_device(self._batcher.block(item, self._most))
-                return block, len(item), len(item) < self._most
+                return block, len(item)
         except BaseException:
             self.close(grace=0.0)  # a Ctrl-C, a timeout or an error: leave now
             raise
         self.close()
         raise StopIteration
 
+    def ready(self) -> bool:
+        """Whether ``__next__`` has an item to take without waiting."""
+        return self._held is not None or not self._queue.empty()
+
+    def wait(self) -> None:
+        """Waits until the next item is ready (a block, the end or an error)
+        without taking it, or until the producer timeout is due (``__next__``
+        then raises it): what ``fit_dataset_async`` waits for off the event loop,
+        on another thread. Never raises."""
+        while not self._closed and self._held is None:
+            try:
+                self._held = self._queue.get(timeout=WAIT_S)
+            except queue.Empty:
+                asked = self._asked
+                if not self._thread.is_alive() or (
+                    asked is not None
+                    and self._timeout is not None
+                    and time.perf_counter() - asked[1] >= self._timeout
+                ):
+                    return
+
     def _take(self) -> Any:
         """The next item of the queue; waits in ``WAIT_S`` slices while it is empty
         (Ctrl-C lands between them), checking the producer timeout."""
+        held, self._held = self._held, None
+        if held is not None:
+            return held
         try:
             return self._queue.get_nowait()
         except queue.Empty:
@@ -723,8 +758,3 @@ def _fails(batcher: Batcher, batch: Batch) -> bool:
     except ValueError:
         return True
     return False
-
-
-def take(iterator: Iterator[Any], count: int | None) -> Iterator[Any]:
-    """At most ``count`` items (all when ``None``)."""
-    return iterator if count is None else itertools.islice(iterator, count)

@@ -31,6 +31,7 @@ from jaxfit._src.data import arrays, checks, iterables
 
 Put = Callable[[Any, int], Any]  # (host block, global batch size) -> device block
 Rows = Callable[[int], slice]  # global batch size -> this process's rows
+Steps = Callable[[], int]  # the yield policy's length for the next block
 MAX_BLOCK = 256  # the most train steps fused into one compiled call
 # ...and the most bytes of batches per call: small batches fuse many steps (the
 # per-call cost of the host gather and device_put is what limits small models),
@@ -75,8 +76,9 @@ class ArraySource:
         self.required_steps: int | None = None
         self.example = (data["x"], data["y"])
 
-    def block_size(self, fuse: bool) -> int:
-        """Steps per compiled call: by bytes (8 MiB of batches, at most 256)."""
+    def capacity(self, fuse: bool, limit: int | None = None) -> int:
+        """A block's slots: by bytes (8 MiB of batches, at most 256), at most an
+        epoch's batches (``limit``: an evaluation's)."""
         if not fuse:
             return 1
         batch_bytes = self.batches.padded_size * sum(
@@ -84,30 +86,31 @@ class ArraySource:
             for leaf in jax.tree.leaves(self.data)
         )
         most = max(1, min(MAX_BLOCK, BLOCK_BYTES // max(batch_bytes, 1)))
-        return arrays.block_size(self.batches.steps_per_epoch, most)
+        return min(most, limit or self.batches.steps_per_epoch)
 
-    def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterable[Any]:
+    def epoch_blocks(
+        self, epoch: int, start: int, capacity: int, steps: Steps
+    ) -> Iterable[Any]:
         self.batches.seed = self._seed()  # a restored checkpoint may bring its own
         index, mask = self.batches.epoch_indices(epoch)
-        return self._blocks(index[start:], mask[start:], size)
+        return self._blocks(index[start:], mask[start:], capacity, steps)
 
-    def eval_blocks(self, limit: int | None, size: int = 1) -> Iterable[Any]:
+    def eval_blocks(self, limit: int | None, capacity: int, steps: Steps) -> Any:
         index, mask = self.batches.epoch_indices(0)
-        index, mask = index[:limit], mask[:limit]
-        return self._blocks(index, mask, arrays.block_size(len(index), size))
+        return self._blocks(index[:limit], mask[:limit], capacity, steps)
 
-    def eval_specs(self, limit: int | None, size: int = 1) -> list[tuple[Any, bool]]:
-        """``(block shapes, partial)`` of the programs ``eval_blocks`` will run."""
-        steps = len(range(self.batches.batches_per_pass)[:limit])
-        slots = arrays.block_size(steps, size)
-        return [(_specs(self.data, slots, self.batches.padded_size), False)]
+    def eval_specs(self, capacity: int) -> Any:
+        """The shapes of the blocks ``eval_blocks`` puts on the device."""
+        return _specs(self.data, capacity, self.batches.padded_size)
 
-    def _blocks(self, index: np.ndarray, mask: np.ndarray, size: int) -> Iterator[Any]:
+    def _blocks(
+        self, index: np.ndarray, mask: np.ndarray, capacity: int, steps: Steps
+    ) -> Iterator[Any]:
         """This process's rows of each block, gathered on the host and put on the
         mesh ahead of use."""
         width = index.shape[1]
         rows = self._rows(width)
-        host = arrays.blocks(self.data, index[:, rows], mask[:, rows], size)
+        host = arrays.blocks(self.data, index[:, rows], mask[:, rows], capacity, steps)
         return arrays.prefetch(host, lambda block: self._put(block, width))
 
     def close(self) -> None:
@@ -153,18 +156,9 @@ class StreamSource:
         fill = iterables.FILL_MS if fill_ms is None else min(fill_ms, iterables.FILL_MS)
         self._fill_s = None if processes > 1 else fill / 1000.0
         first_epoch = self.stream.iterator(initial_epoch)
-        first = iterables.read_first(
-            first_epoch,
-            producer_timeout,
-            f"{argname} batch 0" if evaluation else self._train_where(initial_epoch)(0),
-        )
-        if first is iterables.END:
-            raise ValueError(
-                errors.expected(
-                    argname, "at least one batch", errors.Description("no batches")
-                )
-            )
-        example = self.batcher.block([self.batcher(first, 0)])
+        where = self._train_where(initial_epoch)
+        first, skipped = self._read_first(first_epoch, evaluation, where)
+        example = self.batcher.block([self.batcher(first, skipped)])
         self._block = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), example
         )  # a one-batch block's shapes
@@ -173,12 +167,38 @@ class StreamSource:
         self.batch_size = int(example["mask"].sum())
         self.padded_size = int(example["mask"].shape[1])
         self._batch_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(example))
-        self._pending = [itertools.chain([first], first_epoch)]  # the first iterator
+        # the first iterator, and the index of its first batch (after any of no rows)
+        self._pending = [(itertools.chain([first], first_epoch), skipped)]
         self._feeds: list[iterables.Feeder] = []
         # callbacks' params["steps"]: steps_per_epoch, else a sized dataset's length
         # (tfjs: dataset.size), so the progress bar shows a total
         self.steps = steps_per_epoch if steps_per_epoch is not None else self._length
         self.required_steps = steps_per_epoch  # tfjs' ran-out-of-data warning
+
+    def _read_first(
+        self, iterator: Iterator[Any], evaluation: bool, where: Callable[[int], str]
+    ) -> tuple[Any, int]:
+        """The first batch with rows (batches of none are skipped, as everywhere)
+        and its index; a stream with none is refused."""
+        index = 0
+        while True:
+            name = f"{self.argname} batch {index}" if evaluation else where(index)
+            first = iterables.read_first(iterator, self._timeout, name)
+            if first is iterables.END:
+                raise ValueError(
+                    errors.expected(
+                        self.argname,
+                        "at least one batch with rows",
+                        errors.Description(
+                            f"{index} batches, none with rows"
+                            if index
+                            else "no batches"
+                        ),
+                    )
+                )
+            if self.batcher(first, index).n > 0:
+                return first, index
+            index += 1
 
     def check_labels(self, compiled: Any) -> None:
         """Checks every batch's labels (in the feeder thread) against the losses."""
@@ -188,29 +208,37 @@ class StreamSource:
 
         self.batcher.check = check
 
-    def block_size(self, fuse: bool) -> int:
-        """Steps per block: by bytes of the first batch (8 MiB, as arrays), at
-        most ``STREAM_MAX_BLOCK``."""
+    def capacity(self, fuse: bool, limit: int | None = None) -> int:
+        """A block's slots: by bytes of the first batch (8 MiB, as arrays), at
+        most ``STREAM_MAX_BLOCK`` (and ``limit``: an evaluation's batches)."""
         if not fuse:
             return 1
-        return max(1, min(STREAM_MAX_BLOCK, BLOCK_BYTES // max(self._batch_bytes, 1)))
+        most = max(1, min(STREAM_MAX_BLOCK, BLOCK_BYTES // max(self._batch_bytes, 1)))
+        return min(most, limit or most)
 
     def _feeder(
         self,
-        source: Iterator[Any],
-        start: int,
-        size: int,
-        where: Callable[[int], str],
+        source: tuple[Iterator[Any], int],
+        skip: int,
+        capacity: int,
+        steps: Steps,
+        where: Callable[[int], str] | None = None,
         period: int | None = None,
+        limit: int | None = None,
     ) -> iterables.Feeder:
+        """A feeder; several processes group by counts only (full blocks), so
+        that they run the same compiled calls."""
         return iterables.Feeder(
-            source,
+            source[0],
             self.batcher,
             self._put_streamed,
-            size=size,
+            size=capacity,
+            steps=steps if self._processes == 1 else None,
             fill_s=self._fill_s,
             period=period,
-            skip=start,
+            skip=skip,
+            limit=limit,
+            first=source[1],
             timeout=self._timeout,
             where=where,
         )
@@ -229,60 +257,39 @@ class StreamSource:
         """A streamed block (this process's batches) onto the mesh."""
         return self._put(block, int(block["mask"].shape[1]) * self._processes)
 
-    def _iterator(self, epoch: int) -> Iterator[Any]:
-        return self._pending.pop() if self._pending else self.stream.iterator(epoch)
+    def _iterator(self, epoch: int) -> tuple[Iterator[Any], int]:
+        if self._pending:
+            return self._pending.pop()
+        return self.stream.iterator(epoch), 0
 
-    def epoch_blocks(self, epoch: int, start: int, size: int) -> Iterable[Any]:
-        steps = self._steps
-        if steps is None:  # an epoch is one pass over a fresh iterator
+    def epoch_blocks(
+        self, epoch: int, start: int, capacity: int, steps: Steps
+    ) -> Iterable[Any]:
+        per_epoch = self._steps
+        if per_epoch is None:  # an epoch is one pass over a fresh iterator
             return self._feeder(
-                self._iterator(epoch), start, size, self._train_where(epoch)
+                self._iterator(epoch), start, capacity, steps, self._train_where(epoch)
             )
         if not self._feeds:  # one iterator continues across epochs; after a
-            skip = (epoch - self._initial) * steps + start  # resume, skip what ran
+            skip = (epoch - self._initial) * per_epoch + start  # resume, skip what ran
             self._feeds.append(
                 self._feeder(
                     self._iterator(epoch),
                     skip,
-                    size,
+                    capacity,
+                    steps,
                     self._train_where(self._initial),
-                    period=steps,
+                    period=per_epoch,
                 )
             )
-        return _counted(self._feeds[0], steps - start)
+        return _Counted(self._feeds[0], per_epoch - start)
 
-    def eval_blocks(self, limit: int | None, size: int = 1) -> Iterable[Any]:
-        return iterables.Feeder(
-            iterables.take(self._iterator(0), limit),
-            self.batcher,
-            self._put_streamed,
-            size=size,
-            fill_s=self._fill_s,
-            timeout=self._timeout,
-        )
+    def eval_blocks(self, limit: int | None, capacity: int, steps: Steps) -> Any:
+        return self._feeder(self._iterator(0), 0, capacity, steps, limit=limit)
 
-    def train_specs(self, size: int) -> list[tuple[Any, bool]]:
-        """``(block shapes, partial)`` of the train programs blocks of ``size``
-        will run: full blocks and ones that ended early (of a sized stream, or
-        with ``steps_per_epoch``, only those its length needs)."""
-        return self._kinds(
-            self._steps if self._steps is not None else self._length, size
-        )
-
-    def eval_specs(self, limit: int | None, size: int = 1) -> list[tuple[Any, bool]]:
-        """The same for evaluation (at most ``limit`` batches)."""
-        return self._kinds(self._length if limit is None else limit, size)
-
-    def _kinds(self, length: int | None, size: int) -> list[tuple[Any, bool]]:
-        if size == 1:
-            return [(self._specs(1), False)]
-        full, partial = True, True
-        if length is not None:  # partial blocks may also come from the deadlines
-            full = length >= size
-            partial = length % size != 0 or self._fill_s is not None
-        return [(self._specs(size), False)] * full + [
-            (self._specs(size), True)
-        ] * partial
+    def eval_specs(self, capacity: int) -> Any:
+        """The shapes of a block of ``capacity`` slots of the first batch's bucket."""
+        return self._specs(capacity)
 
     def _specs(self, slots: int) -> Any:
         return jax.tree.map(
@@ -296,16 +303,23 @@ class StreamSource:
         self._feeds.clear()
 
 
-def _counted(feed: Iterator[Any], count: int) -> Iterator[Any]:
+class _Counted:
     """Blocks of ``feed`` until they hold ``count`` batches (the feeder cuts its
-    blocks at epoch ends, so the count is met exactly)."""
-    taken = 0
-    while taken < count:
-        item = next(feed, None)
-        if item is None:
-            return
-        taken += item[1]
-        yield item
+    blocks at epoch ends, so the count is met exactly); waits as the feeder does."""
+
+    def __init__(self, feed: iterables.Feeder, count: int):
+        self._feed, self._left = feed, count
+        self.wait, self.ready = feed.wait, feed.ready
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> tuple[Any, int]:
+        if self._left <= 0:
+            raise StopIteration
+        item = next(self._feed)
+        self._left -= item[1]
+        return item
 
 
 def _specs(data: dict[str, Any], slots: int, rows: int) -> Any:

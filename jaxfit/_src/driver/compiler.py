@@ -33,12 +33,11 @@ class Compiled:
     """The jitted blocks for one key, and what the loop and checks read of them."""
 
     log_names: list[str]
+    # One program each for any number of batches up to the block's slots (the
+    # trip count is read from the mask: see core.step.make_block).
     train_block: Any  # (state, totals, block) -> (state, totals, batch_logs)
     eval_block: Any  # (state, totals, block) -> (totals, batch_logs)
     empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
-    # the same for a stream's block that ended early: its empty slots skipped
-    train_partial: Any = None
-    eval_partial: Any = None
     state_shardings: Any = None  # of the state these blocks take (and return)
     accumulate_steps: int = 1  # > 1: the optimizer is optax.MultiSteps
     fuse: bool = True  # whether several steps may share one compiled call
@@ -168,43 +167,29 @@ def _build(
     # along the data axis, totals and logs replicated.
     rep, data = spec.placement.replicated, spec.placement.batch_sharding(2)
 
-    # Named for compile logs and jax.monitoring: train_block, train_partial...
-    def train(partial: bool) -> Any:
-        block = _named(
-            step_lib.make_block(train_step, partial),
-            "train_partial" if partial else "train_block",
-        )
-        return jax.jit(
-            block,
-            in_shardings=(shardings, rep, data),
-            out_shardings=(shardings, rep, rep),
-            donate_argnums=(0, 1),
-        )
-
-    def evaluate(partial: bool) -> Any:
-        block = step_lib.make_block(eval_step, partial)
-        run = _named(
-            lambda s, totals, b: block(s, totals, b)[1:],
-            "eval_partial" if partial else "eval_block",
-        )
-        return jax.jit(
-            run,
-            in_shardings=(shardings, rep, data),
-            out_shardings=(rep, rep),
-            donate_argnums=(1,),
-        )
-
+    # Named for compile logs and jax.monitoring: train_block, eval_block...
+    train = jax.jit(
+        _named(step_lib.make_block(train_step), "train_block"),
+        in_shardings=(shardings, rep, data),
+        out_shardings=(shardings, rep, rep),
+        donate_argnums=(0, 1),
+    )
+    eval_block = step_lib.make_block(eval_step)
+    evaluate = jax.jit(
+        _named(lambda s, totals, b: eval_block(s, totals, b)[1:], "eval_block"),
+        in_shardings=(shardings, rep, data),
+        out_shardings=(rep, rep),
+        donate_argnums=(1,),
+    )
     names = objective.log_names
     empty = jax.jit(
         _named(lambda: step_lib.empty_logs(names), "empty_totals"), out_shardings=rep
     )
     return Compiled(
         names,
-        train(False),
-        evaluate(False),
+        train,
+        evaluate,
         empty,
-        train(True),
-        evaluate(True),
         shardings,
         accumulate_steps,
         fuse,

@@ -1,9 +1,14 @@
 """The one epoch/batch loop, a generator shared by the sync and async fronts.
 
-The loop yields (to its front) exactly at yield points. Between them it only
-dispatches compiled blocks: no host-device sync. At a yield point it fetches the
-batch logs of everything run since the last one in one transfer and calls the
-batch hooks for each of those batches, in order, with that batch's own logs.
+The loop yields ``None`` (to its front) exactly at yield points. Between them it
+only dispatches compiled blocks, sized by the yield policy: no host-device sync.
+At a yield point it waits for the device, fetches the batch logs of everything
+run since the last one in one transfer and calls the batch hooks for each of
+those batches, in order, with that batch's own logs. Before anything that
+blocks (a program's first compile, the device at a yield point or an epoch's
+end, a stream's producer) it yields a ``Wait``: ``fit_async`` runs it on another
+thread, so the event loop never waits; the sync front skips it and the loop
+blocks where it would anyway.
 
 After each train call (a step boundary; with fused steps, the block's end) the
 loop asks ``preemption.due()`` (a flag read in one process): a SIGTERM makes that
@@ -20,7 +25,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -36,8 +41,35 @@ from jaxfit._src.driver.history import History
 from jaxfit._src.driver.session import FitSession, Position
 from jaxfit._src.driver.yield_policy import YieldPolicy
 
-# (device block, number of real batches in it, partial: its empty slots skipped)
-Blocks = Iterable[tuple[Any, int, bool]]
+# (device block, number of real batches in it: they come first, the rest of its
+# slots are padding the compiled block skips)
+Blocks = Iterable[tuple[Any, int]]
+Steps = Generator[Any, None, Any]  # yields None (yield points) and Wait
+
+
+class Wait:
+    """Something the loop is about to block on: ``fit_async`` calls it on another
+    thread first. It never raises (the loop's own wait raises what it would)."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn = fn
+
+    def __call__(self) -> None:
+        try:
+            self.fn()
+        except Exception:  # noqa: BLE001 - raised again where the loop waits
+            pass
+
+
+def yield_points(steps: Steps) -> Iterator[None]:
+    """``steps`` without its ``Wait`` items: each ``next`` runs to the next
+    yield point; closing it closes ``steps``."""
+    try:
+        for item in steps:
+            if item is None:
+                yield
+    finally:
+        steps.close()
 
 
 @dataclasses.dataclass
@@ -50,7 +82,18 @@ class EvalPlan:
     # evaluate_dataset(batches=N) / validation_batches on a stream: the batches
     # asked for, for tfjs' ran-out-of-data warning; None: whatever the data gives.
     required_batches: int | None = None
-    block_size: int = 1  # the most eval steps fused per compiled call
+    capacity: int = 1  # a block's slots: the most eval steps per compiled call
+    # sizes the blocks and places the yield points (validation: fit's interval)
+    policy: YieldPolicy = dataclasses.field(
+        default_factory=lambda: YieldPolicy(None, False)
+    )
+    programs: set = dataclasses.field(default_factory=set)  # shapes called so far
+
+    def blocks(self) -> Blocks:
+        self.policy.capacity = self.capacity
+        return self.source.eval_blocks(
+            self.limit, self.capacity, self.policy.block_steps
+        )
 
 
 @dataclasses.dataclass
@@ -64,7 +107,7 @@ class FitPlan:
     validation: EvalPlan | None
     validation_freq: Any
     compiled: Compiled
-    block_size: int = 1  # steps fused per compiled call
+    capacity: int = 1  # a block's slots: the most steps per compiled call
     # In-memory data: the next epoch's first blocks are gathered and put on the
     # device while the current epoch's last steps run (before its end-of-epoch
     # sync), so the next epoch starts without waiting for the host.
@@ -73,12 +116,17 @@ class FitPlan:
     warmup: warmup_lib.Warmup = dataclasses.field(default_factory=warmup_lib.Warmup)
     batch_size: int = 0  # what memory errors quote (set by launch)
     call: str = "fit"  # or "fit_dataset" (set by launch)
-    # (partial, block shape) of the train programs this fit has called: before a
-    # program's first call its memory is checked and an intact state is held
+    # block shapes of the train programs this fit has called: before a program's
+    # first call its memory is checked and an intact state is held
     programs: set = dataclasses.field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self.policy.capacity = self.capacity
+
     def epoch_blocks(self, epoch: int, start: int) -> Blocks:
-        return self.source.epoch_blocks(epoch, start, self.block_size)
+        return self.source.epoch_blocks(
+            epoch, start, self.capacity, self.policy.block_steps
+        )
 
 
 def host_values(
@@ -177,7 +225,7 @@ class _InterruptGuard:
 
 
 @contextlib.contextmanager
-def _closing(blocks: Blocks) -> Iterator[Iterator[tuple[Any, int, bool]]]:
+def _closing(blocks: Blocks) -> Iterator[Iterator[tuple[Any, int]]]:
     """Iterates ``blocks`` and closes it (if it can be closed) however we leave."""
     iterator = iter(blocks)
     try:
@@ -194,52 +242,130 @@ def _should_validate(epoch: int, freq: Any) -> bool:
     return (epoch + 1) in freq
 
 
+def finish(steps: Steps) -> Any:
+    """Runs ``steps`` to its end, skipping its ``Wait`` items (the sync front),
+    and returns its value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
 def evaluate_loop(
     state: Any,
     plan: EvalPlan,
     callbacks: CallbackList,
     warmup: warmup_lib.Warmup | None = None,
 ) -> dict[str, float]:
-    """Runs the eval step over ``plan`` and returns the epoch logs (one sync)."""
-    if warmup is not None:
-        warmup.wait()  # the eval steps may be compiling in the background
-    callbacks.call("on_test_begin")
-    totals = plan.compiled.empty_totals()
-    pending: list = []
-    rows = [0]  # the batch size of the last block, for an out-of-memory error
-    with memory.evaluating(rows):
-        return _evaluate(state, plan, callbacks, totals, pending, rows)
+    """Runs the eval step over ``plan`` and returns the epoch logs."""
+    return finish(evaluate_steps(state, plan, callbacks, warmup))
 
 
-def _evaluate(
+def evaluate_steps(
     state: Any,
     plan: EvalPlan,
     callbacks: CallbackList,
-    totals: Any,
-    pending: list,
-    rows: list[int],
-) -> dict[str, float]:
-    with _closing(plan.source.eval_blocks(plan.limit, plan.block_size)) as blocks:
-        for block, real, partial in blocks:
-            rows[0] = block["mask"].shape[-1]
-            run = plan.compiled.eval_partial if partial else plan.compiled.eval_block
-            totals, logs = run(state, totals, block)  # the state is not donated
-            pending.append((logs, real))
-    if not pending:
-        raise ValueError("validation data: expected at least one batch, got none.")
-    _warn_if_short(sum(real for _, real in pending), plan.required_batches)
-    if callbacks.wants("on_test_batch_begin") or callbacks.wants("on_test_batch_end"):
-        _deliver(
-            plan.compiled.log_names,
-            pending,
-            0,
-            callbacks,
-            "on_test_batch_begin",
-            "on_test_batch_end",
-        )
-    logs = host_values(plan.compiled.log_names, placement.fetch(totals))
+    warmup: warmup_lib.Warmup | None = None,
+) -> Generator[Any, None, dict[str, float]]:
+    """The eval step over ``plan``, yielding at its policy's yield points (where
+    the pending test batch logs reach the batch hooks); returns the logs."""
+    if warmup is not None:  # the eval steps may be compiling in the background
+        if warmup.busy():
+            yield Wait(warmup.wait)
+        warmup.wait()
+    callbacks.call("on_test_begin")
+    pending: list = []
+    rows = [0]  # the batch size of the last block, for an out-of-memory error
+    with memory.evaluating(rows):
+        ran, totals = yield from _eval_blocks(state, plan, callbacks, pending, rows)
+        if not ran:
+            raise ValueError("validation data: expected at least one batch, got none.")
+        _warn_if_short(ran, plan.required_batches)
+        _deliver_test(plan, pending, ran, callbacks)
+        yield from _sync(totals)
+        logs = host_values(plan.compiled.log_names, placement.fetch(totals))
     callbacks.call("on_test_end", logs=logs)
     return logs
+
+
+def _eval_blocks(
+    state: Any,
+    plan: EvalPlan,
+    callbacks: CallbackList,
+    pending: list,
+    rows: list[int],
+) -> Generator[Any, None, tuple[int, Any]]:
+    """Dispatches the eval blocks; at yield points the pending logs reach the
+    test batch hooks. Returns the batches run and the totals."""
+    policy, ran, run = plan.policy, 0, plan.compiled.eval_block
+    totals = plan.compiled.empty_totals()
+    policy.reset()
+    with _closing(plan.blocks()) as blocks:
+        while (item := (yield from _next(blocks))) is not None:
+            block, real = item
+            rows[0] = block["mask"].shape[-1]
+            first = yield from _compile(plan.programs, run, state, totals, block)
+            totals, logs = run(state, totals, block)  # the state is not donated
+            policy.dispatched(real, compiled=first)
+            pending.append((logs, real))
+            ran += real
+            measuring = policy.measuring()  # the first block only measures
+            if measuring or policy.due():
+                yield from _sync(logs)
+                jax.block_until_ready(logs)
+                policy.synced()
+                if not measuring:
+                    _deliver_test(plan, pending, ran, callbacks)
+                    yield
+                    policy.reset()
+    return ran, totals
+
+
+def _deliver_test(
+    plan: EvalPlan, pending: list, ran: int, callbacks: CallbackList
+) -> None:
+    """The pending test batch logs (the last of the ``ran`` batches) to the test
+    batch hooks, if any wants them."""
+    hooks = ("on_test_batch_begin", "on_test_batch_end")
+    if pending and (callbacks.wants(hooks[0]) or callbacks.wants(hooks[1])):
+        first = ran - sum(real for _, real in pending)
+        _deliver(plan.compiled.log_names, pending, first, callbacks, *hooks)
+    pending.clear()
+
+
+def _next(blocks: Iterator[Any]) -> Generator[Any, None, Any]:
+    """The next block (``None`` at the end); a stream's feeder is waited for
+    first through a ``Wait``."""
+    wait = getattr(blocks, "wait", None)
+    if wait is not None and not getattr(blocks, "ready", lambda: False)():
+        yield Wait(wait)
+    return next(blocks, None)
+
+
+def _sync(tree: Any) -> Generator[Any, None, None]:
+    """A ``Wait`` for ``tree``'s arrays unless they are ready; the caller then
+    blocks on them (where a failed call's error is turned into jaxfit's)."""
+    if not all(_ready(leaf) for leaf in jax.tree.leaves(tree)):
+        yield Wait(lambda: jax.block_until_ready(tree))
+
+
+def _ready(leaf: Any) -> bool:
+    is_ready = getattr(leaf, "is_ready", None)
+    return is_ready is None or bool(is_ready())
+
+
+def _compile(programs: set, jitted: Any, *args: Any) -> Generator[Any, None, bool]:
+    """Before a program's first call (of this block shape): a ``Wait`` that
+    compiles it (``fit_async`` compiles off the event loop; JAX keeps the
+    executable for the call). True when this is that first call."""
+    shape = args[-1]["mask"].shape
+    if shape in programs:
+        return False
+    programs.add(shape)
+    specs = tuple(warmup_lib.specs(arg) for arg in args)
+    yield Wait(lambda: jitted.lower(*specs).compile())
+    return True
 
 
 def _warn_if_short(ran: int, required: int | None) -> None:
@@ -254,9 +380,7 @@ def _warn_if_short(ran: int, required: int | None) -> None:
         )
 
 
-def launch(
-    trainer: Any, plan: FitPlan, args: Any, batch_size: int
-) -> Generator[None, None, None]:
+def launch(trainer: Any, plan: FitPlan, args: Any, batch_size: int) -> Steps:
     """A new session on ``trainer`` with History (and the progress bar) installed,
     then the guarded loop; nothing has run yet."""
     # only process 0 prints
@@ -284,7 +408,7 @@ def launch(
 
 def guarded(
     session: FitSession, plan: FitPlan, callbacks: CallbackList, spec: compiler.Spec
-) -> Generator[None, None, None]:
+) -> Steps:
     """``fit_loop`` on a copy of the state placed for the plan's compiled steps
     (with gradient accumulators when it accumulates), with SIGTERM recorded as
     a preemption request; however it ends, the session stops running and keeps
@@ -315,9 +439,7 @@ def guarded(
         plan.source.close()  # also when the loop never started
 
 
-def fit_loop(
-    session: FitSession, plan: FitPlan, callbacks: CallbackList
-) -> Generator[None, None, None]:
+def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList) -> Steps:
     """Trains ``plan.initial_epoch .. plan.epochs - 1`` on ``session``; yields at
     yield points."""
     epoch_logs: dict[str, float] = {}
@@ -381,7 +503,7 @@ def _run_epoch(
     guard: _InterruptGuard,
     epoch: int,
     begin: Position,
-) -> Generator[None, None, dict[str, float]]:
+) -> Generator[Any, None, dict[str, float]]:
     """One epoch from ``begin.batch`` on: train, then close the epoch."""
     callbacks.call("on_epoch_begin", epoch)
     # Stopped mid-epoch before the checkpoint: only the epoch's end is left to run.
@@ -389,14 +511,17 @@ def _run_epoch(
     steps, totals = yield from _train(session, plan, callbacks, guard, epoch, begin)
     if session.preempted is not None or _ran_out(session, plan, epoch, steps):
         return {}
+    yield from _sync(totals)
     with _failures(session, plan):
         logs = _epoch_logs(session, plan, totals)
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
-        val_logs = evaluate_loop(session.state, plan.validation, callbacks, plan.warmup)
+        val_logs = yield from evaluate_steps(
+            session.state, plan.validation, callbacks, plan.warmup
+        )
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
     session.position = Position(epoch + 1)
     callbacks.call("on_epoch_end", epoch, logs=logs)
-    _agree(session)
+    _agree(session, plan.policy)
     yield
     return logs
 
@@ -408,66 +533,116 @@ def _train(
     guard: _InterruptGuard,
     epoch: int,
     begin: Position,
-) -> Generator[None, None, tuple[int, Any]]:
+) -> Generator[Any, None, tuple[int, Any]]:
     """Dispatches the epoch's blocks; at each yield point delivers the batch logs
     run since the last one. Returns the batches of the epoch run and its totals."""
-    names, hooks = (
-        plan.compiled.log_names,
-        ("on_train_batch_begin", "on_train_batch_end"),
-    )
+    hooks = ("on_train_batch_begin", "on_train_batch_end")
     totals = begin.totals if begin.totals is not None else plan.compiled.empty_totals()
     pending: list = []
     batch = steps = begin.batch
-    processes = jax.process_count()
-    plan.policy.reset()
+    processes, policy = jax.process_count(), plan.policy
+    policy.reset()
     with _closing(_epoch_source(plan, epoch, begin)) as blocks:  # joins feeders
-        for block, real, partial in blocks:
+        while True:
+            try:
+                item = yield from _next(blocks)
+            except Exception:  # the data failed: what ran before reaches the hooks
+                if pending:
+                    with _failures(session, plan):
+                        _deliver(
+                            plan.compiled.log_names, pending, batch, callbacks, *hooks
+                        )
+                raise
+            if item is None:
+                break
+            block, real = item
             steps += real
-            if partial:
-                plan.warmup.wait()  # its program may be compiling in the background
-            elif not plan.warmup.started:  # compiled beside this block's program
-                _warm(plan, session.state, totals, block, partial)
-            run = plan.compiled.train_partial if partial else plan.compiled.train_block
-            program = (partial, block["mask"].shape)
-            if program not in plan.programs:  # may refuse it, before it runs
-                plan.programs.add(program)
-                if plan.call == "fit_dataset":  # what errors quote: its batches
-                    plan.batch_size = program[1][-1]
-                memory.before_first_call(
-                    session, run, totals, block, plan.call, plan.batch_size
-                )
-            with guard.critical():
-                state = session.state
-                try:
-                    session.state, totals, logs = run(state, totals, block)
-                except memory.RUNTIME_ERROR as error:  # XLA failed it at dispatch
-                    memory.failed(session, plan.call, plan.batch_size, error, state)
-                    raise
-                session.position = Position(epoch, steps, totals)
+            first = yield from _compile(
+                plan.programs, plan.compiled.train_block, session.state, totals, block
+            )
+            if first:
+                _first_call(session, plan, totals, block)
+            totals, logs = _dispatch(session, plan, guard, totals, block, epoch, steps)
+            policy.dispatched(real, compiled=first)
             pending.append((logs, real))
+            if policy.measuring():  # the first block: how long a step takes
+                yield from _measure(session, plan, logs)
             guard.check()
             # a step boundary (a fused block's end): the same call on every process
             preempted = preemption.due(processes)
-            if preempted or plan.policy.due():
+            if preempted or policy.due():
+                yield from _sync(logs)
                 batch = _yield_point(
                     session, plan, pending, batch, callbacks, epoch, hooks
                 )
-                plan.policy.reset()
                 if preempted:
                     session.preempted = preemption.requested() or signal.SIGTERM
                     break
                 yield
+                policy.reset()
                 if session.stop_training:
                     break
     if session.preempted is not None:
         return steps, totals
     _prime(session, plan, epoch)
+    if plan.warmup.busy():
+        yield Wait(plan.warmup.wait)
     plan.warmup.wait()  # what compiles ahead is done by the first epoch's end
     if pending:
         with _failures(session, plan):
-            batch, last = _deliver(names, pending, batch, callbacks, *hooks)
+            batch, last = _deliver(
+                plan.compiled.log_names, pending, batch, callbacks, *hooks
+            )
         callbacks.call("on_yield", epoch, batch - 1, logs=last)
     return steps, totals
+
+
+def _measure(session: FitSession, plan: FitPlan, logs: Any) -> Steps:
+    """Waits for the block just dispatched and takes its time as the first
+    step-time sample (several processes agree on process 0's)."""
+    yield from _sync(logs)
+    with _failures(session, plan):
+        jax.block_until_ready(logs)
+    plan.policy.synced()
+    if plan.policy.shared:
+        _agree(session, plan.policy)
+
+
+def _first_call(session: FitSession, plan: FitPlan, totals: Any, block: Any) -> None:
+    """Before a train program's first call: the programs compiled ahead (at the
+    fit's first call), and the memory check that may refuse it."""
+    if not plan.warmup.started:  # compiled beside this block's program
+        _warm(plan, session.state, totals, block)
+    if plan.call == "fit_dataset":  # what errors quote: its batches
+        plan.batch_size = block["mask"].shape[-1]
+    memory.before_first_call(
+        session, plan.compiled.train_block, totals, block, plan.call, plan.batch_size
+    )
+
+
+def _dispatch(
+    session: FitSession,
+    plan: FitPlan,
+    guard: _InterruptGuard,
+    totals: Any,
+    block: Any,
+    epoch: int,
+    steps: int,
+) -> tuple[Any, Any]:
+    """One train call, the state and the position (``steps`` of ``epoch`` run)
+    stored before a Ctrl-C can land; a call XLA fails at dispatch puts the state
+    before it back."""
+    with guard.critical():
+        state = session.state
+        try:
+            session.state, totals, logs = plan.compiled.train_block(
+                state, totals, block
+            )
+        except memory.RUNTIME_ERROR as error:  # XLA failed it at dispatch
+            memory.failed(session, plan.call, plan.batch_size, error, state)
+            raise
+        session.position = Position(epoch, steps, totals)
+    return totals, logs
 
 
 def _failures(session: FitSession, plan: FitPlan) -> Any:
@@ -477,25 +652,12 @@ def _failures(session: FitSession, plan: FitPlan) -> Any:
     return memory.failures(session, plan.call, plan.batch_size)
 
 
-def _warm(plan: FitPlan, state: Any, totals: Any, block: Any, partial: bool) -> None:
-    """At the fit's first call: compiles the other programs it will need (a
-    stream's other block kind, the validation steps) in the background, while
-    that call compiles its own."""
-    state, totals = warmup_lib.specs(state), warmup_lib.specs(totals)
-    data = warmup_lib.sharded(getattr(jax.tree.leaves(block)[0], "sharding", None))
-    compiled, jobs = plan.compiled, []
-    train_specs = getattr(plan.source, "train_specs", None)
-    if train_specs is not None:
-        jobs += [
-            (
-                compiled.train_partial if kind else compiled.train_block,
-                (state, totals, data(spec)),
-            )
-            for spec, kind in train_specs(plan.block_size)
-            if kind != partial
-        ]
+def _warm(plan: FitPlan, state: Any, totals: Any, block: Any) -> None:
+    """At the fit's first call: compiles the validation steps in the background,
+    while that call compiles its own program."""
     validation = plan.validation
     eval_specs = getattr(validation and validation.source, "eval_specs", None)
+    jobs = []
     if (
         eval_specs is not None
         and validation is not None
@@ -504,18 +666,15 @@ def _warm(plan: FitPlan, state: Any, totals: Any, block: Any, partial: bool) -> 
             for epoch in range(plan.initial_epoch, plan.epochs)
         )
     ):
-        val = validation.compiled
+        state, totals = warmup_lib.specs(state), warmup_lib.specs(totals)
+        data = warmup_lib.sharded(getattr(jax.tree.leaves(block)[0], "sharding", None))
         replicated = warmup_lib.sharded(
             getattr(jax.tree.leaves(totals)[0], "sharding", None)
         )
+        val = validation.compiled
         val_totals = replicated(jax.eval_shape(val.empty_totals))
-        jobs += [
-            (
-                val.eval_partial if kind else val.eval_block,
-                (state, val_totals, data(spec)),
-            )
-            for spec, kind in eval_specs(validation.limit, validation.block_size)
-        ]
+        spec = data(eval_specs(validation.capacity))
+        jobs.append((val.eval_block, (state, val_totals, spec)))
     plan.warmup.start(jobs)
 
 
@@ -536,23 +695,29 @@ def _yield_point(
     epoch: int,
     hooks: tuple[str, str],
 ) -> int:
-    """Delivers the pending batch logs, calls on_yield, agrees on stopping."""
+    """Waits for the device, delivers the pending batch logs, calls on_yield,
+    agrees on stopping."""
     with _failures(session, plan):
+        jax.block_until_ready(pending[-1][0])
+        plan.policy.synced()
         batch, last = _deliver(
             plan.compiled.log_names, pending, batch, callbacks, *hooks
         )
     callbacks.call("on_yield", epoch, batch - 1, logs=last)
-    _agree(session)
+    _agree(session, plan.policy)
     return batch
 
 
-def _agree(session: FitSession) -> None:
+def _agree(session: FitSession, policy: YieldPolicy) -> None:
     """At a yield point: every process stops together, as process 0 decided
-    (EarlyStopping...), and learns of a preemption any of them received (it then
-    stops after the next train call, all at the same one)."""
-    session.stop_training = preemption.agreed(
-        session.stop_training, jax.process_count()
+    (EarlyStopping...), learns of a preemption any of them received (it then
+    stops after the next train call, all at the same one), and takes process 0's
+    step time (so that all size blocks and place yield points alike)."""
+    session.stop_training, step_s = preemption.agreed(
+        session.stop_training, jax.process_count(), policy.sample()
     )
+    if policy.shared:
+        policy.agree(step_s)
 
 
 def _prime(session: FitSession, plan: FitPlan, epoch: int) -> None:

@@ -108,8 +108,9 @@ def fit_plan(
             args.validation_steps,
             args.accumulate_steps,
             argname,
+            _policy(args, validation=True),
         )
-    policy = yield_policy.parse(args.yield_every, args.now)
+    policy = _policy(args)
     return loop.FitPlan(
         source,
         args.epochs,
@@ -118,9 +119,20 @@ def fit_plan(
         val_plan,
         args.validation_freq,
         compiled,
-        source.block_size(compiled.fuse and not policy.per_batch),
+        source.capacity(compiled.fuse and not policy.per_batch),
         prime=True,
     )
+
+
+def _policy(args: Any, validation: bool = False) -> yield_policy.YieldPolicy:
+    """A yield policy of the fit's ``yield_every`` (training and validation
+    each have their own: their step times differ). With several processes
+    validation runs whole blocks with no yield point inside (its processes
+    would otherwise have to agree on a step time of their own)."""
+    processes = jax.process_count()
+    if validation and processes > 1:
+        return yield_policy.parse("epoch", args.now, processes)
+    return yield_policy.parse(args.yield_every, args.now, processes)
 
 
 def _samples(n: int, argname: str, data: dict[str, Any]) -> None:
@@ -152,7 +164,7 @@ def stream_fit_plan(
         raise ValueError(
             iterables.one_shot_message("validation_data", args.initial_epoch + 1)
         )
-    policy = yield_policy.parse(args.yield_every, args.now)
+    policy = _policy(args)
     source = stream_source(
         dataset,
         "dataset",
@@ -174,6 +186,7 @@ def stream_fit_plan(
         "validation_data",
         compiled,
         args.producer_timeout,
+        _policy(args, validation=True),
     )
     return loop.FitPlan(
         source,
@@ -183,7 +196,7 @@ def stream_fit_plan(
         validation,
         1,
         compiled,
-        source.block_size(compiled.fuse and not policy.per_batch),
+        source.capacity(compiled.fuse and not policy.per_batch),
     )
 
 
@@ -196,13 +209,19 @@ def array_eval_plan(
     steps: int | None,
     accumulate_steps: int = 1,
     argname: str = "",
+    policy: yield_policy.YieldPolicy | None = None,
 ) -> loop.EvalPlan:
-    """Evaluation over standardised arrays, one padded batch per call."""
+    """Evaluation over standardised arrays in padded, masked batches; without a
+    ``policy`` (``evaluate``) in blocks as large as they can be, synced once."""
     _samples(n, argname + "x", data)
     source = array_source(data, n, batch_size, where, argname=argname)
     compiled = prepare(*source.example, source.batch_size, accumulate_steps, argname)
     return loop.EvalPlan(
-        source, compiled, limit=steps, block_size=source.block_size(compiled.fuse)
+        source,
+        compiled,
+        limit=steps,
+        capacity=source.capacity(compiled.fuse, steps),
+        policy=policy or yield_policy.parse("epoch"),
     )
 
 
@@ -215,6 +234,7 @@ def eval_plan(
     argname: str,
     compiled: Compiled | None = None,
     producer_timeout: float | None = None,
+    policy: yield_policy.YieldPolicy | None = None,
 ) -> loop.EvalPlan | None:
     """Evaluation over a tuple of arrays or a stream of batches (``None`` for no
     data). ``compiled`` is the training step's (validation shares its structure);
@@ -227,7 +247,14 @@ def eval_plan(
         vx, vy, *vw = data
         standard, n = arrays.standardize(vx, vy, vw[0] if vw else None, argname + ".")
         return array_eval_plan(
-            prepare, where, standard, n, batch_size, batches, argname=argname + "."
+            prepare,
+            where,
+            standard,
+            n,
+            batch_size,
+            batches,
+            argname=argname + ".",
+            policy=policy,
         )
     source = stream_source(
         data, argname, where, producer_timeout=producer_timeout, evaluation=True
@@ -242,5 +269,6 @@ def eval_plan(
         compiled,
         limit=batches,
         required_batches=batches,
-        block_size=source.block_size(compiled.fuse),
+        capacity=source.capacity(compiled.fuse, batches),
+        policy=policy or yield_policy.parse("epoch"),
     )

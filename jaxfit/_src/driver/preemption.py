@@ -184,23 +184,23 @@ def due(processes: int) -> bool:
     return _shared is not None
 
 
-def agreed(stop: bool, processes: int) -> bool:
-    """At a point every process reaches (a yield point): ``stop`` as process 0
-    decided it (``stop_training``), and each process's preemption request shared
-    with all (``requested()`` then answers on every one), in one collective (none
-    in a single process)."""
+def agreed(stop: bool, processes: int, value: float = 0.0) -> tuple[bool, float]:
+    """At a point every process reaches (a yield point): ``stop`` and ``value``
+    (the yield policy's step time) as process 0 has them, and each process's
+    preemption request shared with all (``requested()`` then answers on every
+    one), in one collective (none in a single process)."""
     global _shared
     if processes == 1:
-        return stop
+        return stop, value
     import numpy as np
     from jax.experimental import multihost_utils
 
     flags = np.asarray(
         multihost_utils.process_allgather(
-            np.asarray([int(stop), _requested or 0], np.int32)
+            np.asarray([float(stop), float(_requested or 0), value], np.float32)
         )
-    ).reshape(processes, 2)
+    ).reshape(processes, 3)
     signum = int(flags[:, 1].max())
     if signum and _shared is None:
         _shared = signum
-    return bool(flags[0, 0])
+    return bool(flags[0, 0]), float(flags[0, 2])

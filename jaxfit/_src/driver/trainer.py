@@ -228,28 +228,33 @@ class Trainer(TrainerBase, Checkpointing):
             the state at the stop, and rerunning the same ``fit`` with the same
             ``BackupAndRestore`` resumes there.
         """
-        args = arguments.bind(FitArgs, locals())
-        for _ in self.iterate_fit(x, y, args):
-            pass
+        loop.finish(self._fit_steps(x, y, arguments.bind(FitArgs, locals())))
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback
     async def fit_async(self, x: Any, y: Any, **kwargs: Any) -> History:
-        """``fit`` that awaits the event loop at every yield point (notebooks).
+        """``fit`` that never blocks the event loop (notebooks).
 
-        Takes the same keyword arguments as ``fit`` (checked as ``FitArgs``);
-        other coroutines run while it trains. Raises as ``fit`` does
-        (``Preempted`` included).
+        Takes the same keyword arguments as ``fit`` (checked as ``FitArgs``).
+        What waits (tracing and compiling, the device at each yield point, a
+        stream's producer) waits on a worker thread while the event loop runs
+        other coroutines; the callbacks run on the event loop's thread, at the
+        yield points. Raises as ``fit`` does (``Preempted`` included);
+        cancelling the task ends the fit as an interrupt would.
         """
-        for _ in self.iterate_fit(x, y, FitArgs(**kwargs)):
-            await asyncio.sleep(0)
+        args = FitArgs(**kwargs)
+        steps = await _off_loop(lambda: self._fit_steps(x, y, args))
+        await _drive(steps)
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback
     def iterate_fit(self, x: Any, y: Any, args: FitArgs) -> Iterator[None]:
-        """The generator behind ``fit`` and ``fit_async``: everything is checked,
-        traced and prepared before it returns; each ``next`` trains to the next
-        yield point. Closing it early ends the fit as an interrupt would."""
+        """The generator behind ``fit``: everything is checked, traced and
+        prepared before it returns; each ``next`` trains to the next yield
+        point. Closing it early ends the fit as an interrupt would."""
+        return loop.yield_points(self._fit_steps(x, y, args))
+
+    def _fit_steps(self, x: Any, y: Any, args: FitArgs) -> loop.Steps:
         self._start("fit")
         plan = plans.fit_plan(
             self._prepare, self._spec.placement, lambda: self.seed, x, y, args
@@ -317,23 +322,25 @@ class Trainer(TrainerBase, Checkpointing):
           MemoryError, Preempted: as in ``fit`` (a new, larger batch shape is
             checked before its first step too).
         """
-        for _ in self.iterate_fit_dataset(
-            dataset, arguments.bind(StreamFitArgs, locals())
-        ):
-            pass
+        args = arguments.bind(StreamFitArgs, locals())
+        loop.finish(self._fit_dataset_steps(dataset, args))
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback
     async def fit_dataset_async(self, dataset: Any, **kwargs: Any) -> History:
-        """``fit_dataset`` that awaits the event loop at every yield point (takes
-        the same keyword arguments, checked as ``StreamFitArgs``)."""
-        for _ in self.iterate_fit_dataset(dataset, StreamFitArgs(**kwargs)):
-            await asyncio.sleep(0)
+        """``fit_dataset`` that never blocks the event loop, as ``fit_async``
+        (takes the same keyword arguments, checked as ``StreamFitArgs``)."""
+        args = StreamFitArgs(**kwargs)
+        steps = await _off_loop(lambda: self._fit_dataset_steps(dataset, args))
+        await _drive(steps)
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback
     def iterate_fit_dataset(self, dataset: Any, args: StreamFitArgs) -> Iterator[None]:
         """The generator behind ``fit_dataset`` (see ``iterate_fit``)."""
+        return loop.yield_points(self._fit_dataset_steps(dataset, args))
+
+    def _fit_dataset_steps(self, dataset: Any, args: StreamFitArgs) -> loop.Steps:
         self._start("fit_dataset")
         plan = plans.stream_fit_plan(self._prepare, self._spec.placement, dataset, args)
         return loop.launch(self, plan, args, plan.source.padded_size)
@@ -469,6 +476,26 @@ class Trainer(TrainerBase, Checkpointing):
                 {"verbose": 0, "epochs": 1, "steps": steps},
             ),
         )
+
+
+async def _off_loop(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on a worker thread, awaited."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+async def _drive(steps: loop.Steps) -> None:
+    """Runs the loop's generator on the event loop: at a yield point the other
+    coroutines run, and a ``Wait`` runs on a worker thread (the loop's own wait
+    after it is then short). However it ends (an error, a cancel), the
+    generator is closed: the fit ends as an interrupt would."""
+    try:
+        for item in steps:
+            if item is None:
+                await asyncio.sleep(0)
+            else:
+                await _off_loop(item)
+    finally:
+        steps.close()
 
 
 # The async twins take fit's and fit_dataset's keyword arguments (checked as FitArgs

@@ -2,8 +2,8 @@
 thread while its first blocks run.
 
 A fit's first compiled call compiles its train block in the foreground; the
-programs it needs only later (a stream's partial block, which ends an epoch; the
-validation steps, at the end of the first epoch) are lowered and compiled by
+programs it needs only later (the validation steps, at the end of the first
+epoch) are lowered and compiled by
 ``jax.jit(...).lower(...).compile()`` on a thread started just before that first
 call, so their compile time overlaps its compile and the first steps instead of
 adding to the first epoch. JAX
@@ -57,6 +57,10 @@ class Warmup:
 
         self._thread = threading.Thread(target=run, name="jaxfit-compile", daemon=True)
         self._thread.start()
+
+    def busy(self) -> bool:
+        """Whether a background compile is still running."""
+        return self._thread is not None and self._thread.is_alive()
 
     def wait(self) -> None:
         if self._thread is not None:
