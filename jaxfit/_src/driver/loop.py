@@ -514,6 +514,7 @@ def _run_epoch(
     yield from _sync(totals)
     with _failures(session, plan):
         logs = _epoch_logs(session, plan, totals)
+    plan.policy.synced()  # the epoch's end is a sync: a step-time sample
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
         val_logs = yield from evaluate_steps(
             session.state, plan.validation, callbacks, plan.warmup

@@ -11,9 +11,10 @@ dispatched since the last one is about an interval (steps times the measured
 step time), or an interval of wall time has passed (the host is the slower
 side), so the host never queues more than about an interval ahead of the
 device. The first block of a fit runs one step, and the loop waits for it to
-measure (a sync, not a yield point). The estimate follows changes (a slower
-phase; validation has its own policy, its step time differs) as the mean of
-the last estimate and each new sample.
+measure (a sync, not a yield point). The estimate is the wall time of the last
+two windows (sync to sync) over their steps, so it follows changes (a slower
+phase; validation has its own policy, its step time differs) within two
+yield points.
 
 With several processes the decisions must agree (every process runs the same
 compiled calls): the policy then counts steps only, with the estimate process 0
@@ -57,6 +58,7 @@ class YieldPolicy:
     shared: bool = False
     step_s: float | None = None
     local: float | None = None  # this process's own estimate
+    last: tuple[float, int] = (0.0, 0)  # the previous window: (seconds, steps)
     yielded: float = 0.0  # when the last yield point (or the epoch) began
     start: float = 0.0  # when the current window (since the last sync) began
     steps: int = 0  # steps dispatched in the current window
@@ -106,12 +108,15 @@ class YieldPolicy:
         return (finish - self.yielded + ahead) * 1000.0 >= self.every_ms
 
     def synced(self) -> None:
-        """At a sync (everything dispatched has run): one step-time sample, the
-        window's wall time over its steps, averaged with the estimate (several
+        """At a sync (everything dispatched has run): the estimate becomes the
+        wall time of this window and the one before over their steps (several
         processes keep it as ``sample()`` and take process 0's at ``agree``)."""
         if self.every_ms is not None and self.steps > 0:
-            sample = max(self.now() - self.start, 0.0) / self.steps
-            self.local = sample if self.local is None else (self.local + sample) / 2.0
+            seconds = max(self.now() - self.start, 0.0)
+            # over this window and the one before, weighed by their steps: a
+            # one-step probe (its sync's overhead included) soon counts for little
+            self.local = (seconds + self.last[0]) / (self.steps + self.last[1])
+            self.last = (seconds, self.steps)
             if not self.shared:
                 self.step_s = self.local
         self.start, self.steps = self.now(), 0
