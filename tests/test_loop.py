@@ -12,7 +12,7 @@ from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.placement import Placement
 from jaxfit._src.core.state import TrainState
 from jaxfit._src.driver import callback as callback_lib
-from jaxfit._src.driver import loop, yield_policy
+from jaxfit._src.driver import evaluating, loop, steps, yield_policy
 from jaxfit._src.driver.compiler import Compiled
 from jaxfit._src.driver.session import FitSession
 
@@ -77,7 +77,7 @@ def test_fit_loop_trains_a_session_without_a_trainer():
     )
     session = FitSession(state, Placement(None))
     source = _Source()
-    validation = loop.EvalPlan(source, compiled)
+    validation = evaluating.EvalPlan(source, compiled)
     plan = loop.FitPlan(
         source, 2, 0, yield_policy.parse("batch"), validation, 1, compiled, capacity=2
     )
@@ -96,7 +96,7 @@ def test_fit_loop_trains_a_session_without_a_trainer():
         None,
         {},
     )
-    loop.finish(loop.fit_loop(session, plan, callbacks))
+    steps.finish(loop.fit_loop(session, plan, callbacks))
     assert int(session.state.step) == 8 and session.finished and source.closed
     assert seen == [
         0,

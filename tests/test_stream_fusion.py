@@ -17,7 +17,7 @@ import pytest
 from conftest import linear_apply, linear_params
 
 import jaxfit
-from jaxfit._src.data import iterables, sources
+from jaxfit._src.data import feeder, iterables, sources
 
 RNG = np.random.default_rng(0)
 WIDE = 85_000  # features: a batch of 8 is ~2.6 MiB, so 3 batches fill a block
@@ -99,7 +99,7 @@ def _fit(dataset, width=3, yield_every=20, **kwargs):
 
 def _grouping(batches, capacity=64, steps=None, period=None):
     """The number of batches in each block the feeder makes of ``batches``."""
-    feeder = iterables.Feeder(
+    blocks = feeder.Feeder(
         iter(batches),
         iterables.Batcher("dataset", None),
         lambda block: block,
@@ -107,7 +107,7 @@ def _grouping(batches, capacity=64, steps=None, period=None):
         steps=steps,
         period=period,
     )
-    return [real for _, real in feeder]
+    return [real for _, real in blocks]
 
 
 def test_a_new_shape_bucket_and_the_end_of_the_stream_end_a_block():

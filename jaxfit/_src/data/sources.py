@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from jaxfit._src import errors
-from jaxfit._src.data import arrays, checks, iterables
+from jaxfit._src.data import arrays, checks, feeder, iterables
 
 Put = Callable[[Any, int], Any]  # (host block, global batch size) -> device block
 Rows = Callable[[int], slice]  # global batch size -> this process's rows
@@ -120,10 +120,10 @@ class ArraySource:
 class StreamSource:
     """Batches from a stream, checked, grouped into fused blocks of one padded
     shape, padded, masked and put on the device by a feeder thread (see
-    ``iterables.Feeder``); the first batch is read ahead (to trace the model).
+    ``feeder.Feeder``); the first batch is read ahead (to trace the model).
 
     ``fill_ms``: the yield interval; a block being filled is sent off after it or
-    ``iterables.FILL_MS``, whichever is shorter. Several processes group by counts
+    ``feeder.FILL_MS``, whichever is shorter. Several processes group by counts
     only, so that they run the same compiled blocks. ``producer_timeout``
     (seconds, or ``None``): the longest wait for any one batch of the producer,
     the first included, before a ``TimeoutError`` naming the batch; every wait
@@ -143,7 +143,7 @@ class StreamSource:
         class_weight: dict[int, float] | None = None,
         steps_per_epoch: int | None = None,
         initial_epoch: int = 0,
-        fill_ms: float | None = iterables.FILL_MS,
+        fill_ms: float | None = feeder.FILL_MS,
         producer_timeout: float | None = None,
         evaluation: bool = False,
     ):
@@ -153,7 +153,7 @@ class StreamSource:
         self.batcher = iterables.Batcher(argname, class_weight, multiple)
         self._put, self._processes = put, processes
         self._steps, self._initial = steps_per_epoch, initial_epoch
-        fill = iterables.FILL_MS if fill_ms is None else min(fill_ms, iterables.FILL_MS)
+        fill = feeder.FILL_MS if fill_ms is None else min(fill_ms, feeder.FILL_MS)
         self._fill_s = None if processes > 1 else fill / 1000.0
         first_epoch = self.stream.iterator(initial_epoch)
         where = self._train_where(initial_epoch)
@@ -169,7 +169,7 @@ class StreamSource:
         self._batch_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(example))
         # the first iterator, and the index of its first batch (after any of no rows)
         self._pending = [(itertools.chain([first], first_epoch), skipped)]
-        self._feeds: list[iterables.Feeder] = []
+        self._feeds: list[feeder.Feeder] = []
         # callbacks' params["steps"]: steps_per_epoch, else a sized dataset's length
         # (tfjs: dataset.size), so the progress bar shows a total
         self.steps = steps_per_epoch if steps_per_epoch is not None else self._length
@@ -183,8 +183,8 @@ class StreamSource:
         index = 0
         while True:
             name = f"{self.argname} batch {index}" if evaluation else where(index)
-            first = iterables.read_first(iterator, self._timeout, name)
-            if first is iterables.END:
+            first = feeder.read_first(iterator, self._timeout, name)
+            if first is feeder.END:
                 raise ValueError(
                     errors.expected(
                         self.argname,
@@ -225,10 +225,10 @@ class StreamSource:
         where: Callable[[int], str] | None = None,
         period: int | None = None,
         limit: int | None = None,
-    ) -> iterables.Feeder:
+    ) -> feeder.Feeder:
         """A feeder; several processes group by counts only (full blocks), so
         that they run the same compiled calls."""
-        return iterables.Feeder(
+        return feeder.Feeder(
             source[0],
             self.batcher,
             self._put_streamed,
@@ -307,7 +307,7 @@ class _Counted:
     """Blocks of ``feed`` until they hold ``count`` batches (the feeder cuts its
     blocks at epoch ends, so the count is met exactly); waits as the feeder does."""
 
-    def __init__(self, feed: iterables.Feeder, count: int):
+    def __init__(self, feed: feeder.Feeder, count: int):
         self._feed, self._left = feed, count
         self.wait, self.ready = feed.wait, feed.ready
 

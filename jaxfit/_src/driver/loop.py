@@ -18,82 +18,29 @@ fails (out of memory) puts the state before it back (``memory``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import signal
 import sys
-import threading
 import warnings
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator
 from typing import Any
 
 import jax
-import numpy as np
 
 from jaxfit._src.core import hyperparams, placement
 from jaxfit._src.driver import callback as callback_lib
-from jaxfit._src.driver import compiler, memory, preemption, progress
+from jaxfit._src.driver import compiler, evaluating, memory, preemption, progress
+from jaxfit._src.driver import steps as steps_lib
 from jaxfit._src.driver import warmup as warmup_lib
 from jaxfit._src.driver.callback import CallbackList
 from jaxfit._src.driver.compiler import Compiled
+from jaxfit._src.driver.evaluating import EvalPlan
 from jaxfit._src.driver.history import History
+from jaxfit._src.driver.interrupts import InterruptGuard
 from jaxfit._src.driver.session import FitSession, Position
+from jaxfit._src.driver.steps import Blocks, Steps
 from jaxfit._src.driver.yield_policy import YieldPolicy
-
-# (device block, number of real batches in it: they come first, the rest of its
-# slots are padding the compiled block skips)
-Blocks = Iterable[tuple[Any, int]]
-Steps = Generator[Any, None, Any]  # yields None (yield points) and Wait
-
-
-class Wait:
-    """Something the loop is about to block on: ``fit_async`` calls it on another
-    thread first. It never raises (the loop's own wait raises what it would)."""
-
-    def __init__(self, fn: Callable[[], Any]):
-        self.fn = fn
-
-    def __call__(self) -> None:
-        try:
-            self.fn()
-        except Exception:  # noqa: BLE001 - raised again where the loop waits
-            pass
-
-
-def yield_points(steps: Steps) -> Iterator[None]:
-    """``steps`` without its ``Wait`` items: each ``next`` runs to the next
-    yield point; closing it closes ``steps``."""
-    try:
-        for item in steps:
-            if item is None:
-                yield
-    finally:
-        steps.close()
-
-
-@dataclasses.dataclass
-class EvalPlan:
-    """One evaluation pass: a source's eval blocks through the compiled eval step."""
-
-    source: Any  # data.sources.ArraySource | StreamSource
-    compiled: Compiled
-    limit: int | None = None  # at most this many batches (validation_steps...)
-    # evaluate_dataset(batches=N) / validation_batches on a stream: the batches
-    # asked for, for tfjs' ran-out-of-data warning; None: whatever the data gives.
-    required_batches: int | None = None
-    capacity: int = 1  # a block's slots: the most eval steps per compiled call
-    # sizes the blocks and places the yield points (validation: fit's interval)
-    policy: YieldPolicy = dataclasses.field(
-        default_factory=lambda: YieldPolicy(None, False)
-    )
-    programs: set = dataclasses.field(default_factory=set)  # shapes called so far
-
-    def blocks(self) -> Blocks:
-        self.policy.capacity = self.capacity
-        return self.source.eval_blocks(
-            self.limit, self.capacity, self.policy.block_steps
-        )
 
 
 @dataclasses.dataclass
@@ -129,255 +76,10 @@ class FitPlan:
         )
 
 
-def host_values(
-    names: list[str], sums: dict[str, Any], j: int | None = None
-) -> dict[str, float]:
-    """``total / count`` for each log, in ``names`` order (0 where count is 0)."""
-    values = {}
-    for name in names:
-        state = sums[name]
-        total, count = np.asarray(state.total), np.asarray(state.count)
-        if j is not None:
-            total, count = total[j], count[j]
-        values[name] = float(total / count) if count > 0 else 0.0
-    return values
-
-
-def _deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
-    """Fetches pending batch logs in one transfer and calls the batch hooks."""
-    if not (callbacks.wants(begin) or callbacks.wants(end)):
-        # Nobody reads per-batch logs: only the last batch's, for on_yield.
-        batch = first_batch + sum(real for _, real in pending)
-        last = {}
-        if callbacks.wants("on_yield"):
-            logs, real = pending[-1]
-            last = host_values(names, placement.fetch(logs), real - 1)
-        pending.clear()
-        return batch, last
-    fetched = placement.fetch([logs for logs, _ in pending])
-    batch, last = first_batch, {}
-    for logs, (_, real) in zip(fetched, pending):
-        for j in range(real):
-            callbacks.call(begin, batch, logs={})
-            last = host_values(names, logs, j)
-            callbacks.call(end, batch, logs=last)
-            batch += 1
-    pending.clear()
-    return batch, last
-
-
-class _InterruptGuard:
-    """Defers Ctrl-C that lands between a step's dispatch and storing its result,
-    and never loses one.
-
-    The dispatched call consumes (donates) the previous state; if
-    KeyboardInterrupt struck before the new state was stored, ``trainer.state``
-    would point at deleted buffers. Inside ``critical()`` the interrupt is held
-    and raised right after; elsewhere it is raised at once, as usual. Python
-    drops an exception raised inside a garbage-collection callback (jaxlib runs
-    one), so every Ctrl-C is also recorded, and ``check()`` at each step boundary
-    raises it again if the fit is still running.
-    """
-
-    def __init__(self) -> None:
-        self.in_critical = False
-        self.pending = False
-        self.interrupted = False
-
-    def handler(self, signum, frame) -> None:
-        del signum, frame
-        self.interrupted = True
-        if self.in_critical:
-            self.pending = True
-        else:
-            raise KeyboardInterrupt
-
-    def check(self) -> None:
-        """Raises a Ctrl-C that came during this fit and was lost on its way."""
-        if self.interrupted:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        usable = (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        )
-        if not usable:  # another handler owns Ctrl-C, or not the main thread
-            yield
-            return
-        signal.signal(signal.SIGINT, self.handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    @contextlib.contextmanager
-    def critical(self) -> Iterator[None]:
-        self.in_critical = True
-        try:
-            yield
-        finally:
-            self.in_critical = False
-        if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _closing(blocks: Blocks) -> Iterator[Iterator[tuple[Any, int]]]:
-    """Iterates ``blocks`` and closes it (if it can be closed) however we leave."""
-    iterator = iter(blocks)
-    try:
-        yield iterator
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
-
-
 def _should_validate(epoch: int, freq: Any) -> bool:
     if isinstance(freq, int):
         return (epoch + 1) % freq == 0
     return (epoch + 1) in freq
-
-
-def finish(steps: Steps) -> Any:
-    """Runs ``steps`` to its end, skipping its ``Wait`` items (the sync front),
-    and returns its value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
-
-
-def evaluate_loop(
-    state: Any,
-    plan: EvalPlan,
-    callbacks: CallbackList,
-    warmup: warmup_lib.Warmup | None = None,
-) -> dict[str, float]:
-    """Runs the eval step over ``plan`` and returns the epoch logs."""
-    return finish(evaluate_steps(state, plan, callbacks, warmup))
-
-
-def evaluate_steps(
-    state: Any,
-    plan: EvalPlan,
-    callbacks: CallbackList,
-    warmup: warmup_lib.Warmup | None = None,
-) -> Generator[Any, None, dict[str, float]]:
-    """The eval step over ``plan``, yielding at its policy's yield points (where
-    the pending test batch logs reach the batch hooks); returns the logs."""
-    if warmup is not None:  # the eval steps may be compiling in the background
-        if warmup.busy():
-            yield Wait(warmup.wait)
-        warmup.wait()
-    callbacks.call("on_test_begin")
-    pending: list = []
-    rows = [0]  # the batch size of the last block, for an out-of-memory error
-    with memory.evaluating(rows):
-        ran, totals = yield from _eval_blocks(state, plan, callbacks, pending, rows)
-        if not ran:
-            raise ValueError("validation data: expected at least one batch, got none.")
-        _warn_if_short(ran, plan.required_batches)
-        _deliver_test(plan, pending, ran, callbacks)
-        yield from _sync(totals)
-        logs = host_values(plan.compiled.log_names, placement.fetch(totals))
-    callbacks.call("on_test_end", logs=logs)
-    return logs
-
-
-def _eval_blocks(
-    state: Any,
-    plan: EvalPlan,
-    callbacks: CallbackList,
-    pending: list,
-    rows: list[int],
-) -> Generator[Any, None, tuple[int, Any]]:
-    """Dispatches the eval blocks; at yield points the pending logs reach the
-    test batch hooks. Returns the batches run and the totals."""
-    policy, ran, run = plan.policy, 0, plan.compiled.eval_block
-    totals = plan.compiled.empty_totals()
-    policy.reset()
-    with _closing(plan.blocks()) as blocks:
-        while (item := (yield from _next(blocks))) is not None:
-            block, real = item
-            rows[0] = block["mask"].shape[-1]
-            first = yield from _compile(plan.programs, run, state, totals, block)
-            totals, logs = run(state, totals, block)  # the state is not donated
-            policy.dispatched(real, compiled=first)
-            pending.append((logs, real))
-            ran += real
-            measuring = policy.measuring()  # the first block only measures
-            if measuring or policy.due():
-                yield from _sync(logs)
-                jax.block_until_ready(logs)
-                policy.synced()
-                if not measuring:
-                    _deliver_test(plan, pending, ran, callbacks)
-                    yield
-                    policy.reset()
-    return ran, totals
-
-
-def _deliver_test(
-    plan: EvalPlan, pending: list, ran: int, callbacks: CallbackList
-) -> None:
-    """The pending test batch logs (the last of the ``ran`` batches) to the test
-    batch hooks, if any wants them."""
-    hooks = ("on_test_batch_begin", "on_test_batch_end")
-    if pending and (callbacks.wants(hooks[0]) or callbacks.wants(hooks[1])):
-        first = ran - sum(real for _, real in pending)
-        _deliver(plan.compiled.log_names, pending, first, callbacks, *hooks)
-    pending.clear()
-
-
-def _next(blocks: Iterator[Any]) -> Generator[Any, None, Any]:
-    """The next block (``None`` at the end); a stream's feeder is waited for
-    first through a ``Wait``."""
-    wait = getattr(blocks, "wait", None)
-    if wait is not None and not getattr(blocks, "ready", lambda: False)():
-        yield Wait(wait)
-    return next(blocks, None)
-
-
-def _sync(tree: Any) -> Generator[Any, None, None]:
-    """A ``Wait`` for ``tree``'s arrays unless they are ready; the caller then
-    blocks on them (where a failed call's error is turned into jaxfit's)."""
-    if not all(_ready(leaf) for leaf in jax.tree.leaves(tree)):
-        yield Wait(lambda: jax.block_until_ready(tree))
-
-
-def _ready(leaf: Any) -> bool:
-    is_ready = getattr(leaf, "is_ready", None)
-    return is_ready is None or bool(is_ready())
-
-
-def _compile(programs: set, jitted: Any, *args: Any) -> Generator[Any, None, bool]:
-    """Before a program's first call (of this block shape): a ``Wait`` that
-    compiles it (``fit_async`` compiles off the event loop; JAX keeps the
-    executable for the call). True when this is that first call."""
-    shape = args[-1]["mask"].shape
-    if shape in programs:
-        return False
-    programs.add(shape)
-    specs = tuple(warmup_lib.specs(arg) for arg in args)
-    yield Wait(lambda: jitted.lower(*specs).compile())
-    return True
-
-
-def _warn_if_short(ran: int, required: int | None) -> None:
-    if required is not None and ran < required:
-        warnings.warn(  # tfjs' evaluateDataset warning
-            f"Your dataset iterator ran out of data during evaluation after {ran} "
-            f"batches; interrupting evaluation. Make sure that your dataset can "
-            f"generate at least `batches` batches (in this case, {required} "
-            "batches), e.g. by repeating it.",
-            UserWarning,
-            stacklevel=4,
-        )
 
 
 def launch(trainer: Any, plan: FitPlan, args: Any, batch_size: int) -> Steps:
@@ -443,7 +145,7 @@ def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList) -> Ste
     """Trains ``plan.initial_epoch .. plan.epochs - 1`` on ``session``; yields at
     yield points."""
     epoch_logs: dict[str, float] = {}
-    guard = _InterruptGuard()
+    guard = InterruptGuard()
     session.position, session.resume = Position(plan.initial_epoch), None
     session.finished = False  # read by on_train_end: a normal end, or an error
     session.preempted = None
@@ -500,7 +202,7 @@ def _run_epoch(
     session: FitSession,
     plan: FitPlan,
     callbacks: CallbackList,
-    guard: _InterruptGuard,
+    guard: InterruptGuard,
     epoch: int,
     begin: Position,
 ) -> Generator[Any, None, dict[str, float]]:
@@ -511,12 +213,12 @@ def _run_epoch(
     steps, totals = yield from _train(session, plan, callbacks, guard, epoch, begin)
     if session.preempted is not None or _ran_out(session, plan, epoch, steps):
         return {}
-    yield from _sync(totals)
+    yield from steps_lib.sync(totals)
     with _failures(session, plan):
         logs = _epoch_logs(session, plan, totals)
     plan.policy.synced()  # the epoch's end is a sync: a step-time sample
     if plan.validation is not None and _should_validate(epoch, plan.validation_freq):
-        val_logs = yield from evaluate_steps(
+        val_logs = yield from evaluating.evaluate_steps(
             session.state, plan.validation, callbacks, plan.warmup
         )
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -531,7 +233,7 @@ def _train(
     session: FitSession,
     plan: FitPlan,
     callbacks: CallbackList,
-    guard: _InterruptGuard,
+    guard: InterruptGuard,
     epoch: int,
     begin: Position,
 ) -> Generator[Any, None, tuple[int, Any]]:
@@ -543,22 +245,15 @@ def _train(
     batch = steps = begin.batch
     processes, policy = jax.process_count(), plan.policy
     policy.reset()
-    with _closing(_epoch_source(plan, epoch, begin)) as blocks:  # joins feeders
+    source = _epoch_source(plan, epoch, begin)
+    with steps_lib.closing(source) as blocks:  # joins feeders
         while True:
-            try:
-                item = yield from _next(blocks)
-            except Exception:  # the data failed: what ran before reaches the hooks
-                if pending:
-                    with _failures(session, plan):
-                        _deliver(
-                            plan.compiled.log_names, pending, batch, callbacks, *hooks
-                        )
-                raise
+            item = yield from _next(session, plan, blocks, pending, batch, callbacks)
             if item is None:
                 break
             block, real = item
             steps += real
-            first = yield from _compile(
+            first = yield from steps_lib.compile_first(
                 plan.programs, plan.compiled.train_block, session.state, totals, block
             )
             if first:
@@ -572,7 +267,7 @@ def _train(
             # a step boundary (a fused block's end): the same call on every process
             preempted = preemption.due(processes)
             if preempted or policy.due():
-                yield from _sync(logs)
+                yield from steps_lib.sync(logs)
                 batch = _yield_point(
                     session, plan, pending, batch, callbacks, epoch, hooks
                 )
@@ -587,21 +282,55 @@ def _train(
         return steps, totals
     _prime(session, plan, epoch)
     if plan.warmup.busy():
-        yield Wait(plan.warmup.wait)
+        yield steps_lib.Wait(plan.warmup.wait)
     plan.warmup.wait()  # what compiles ahead is done by the first epoch's end
     if pending:
-        with _failures(session, plan):
-            batch, last = _deliver(
-                plan.compiled.log_names, pending, batch, callbacks, *hooks
-            )
+        batch, last = _flush(session, plan, pending, batch, callbacks)
         callbacks.call("on_yield", epoch, batch - 1, logs=last)
     return steps, totals
+
+
+def _next(
+    session: FitSession,
+    plan: FitPlan,
+    blocks: Any,
+    pending: list,
+    batch: int,
+    callbacks: CallbackList,
+) -> Generator[Any, None, Any]:
+    """The next block (``None`` at the end); when the data fails, the batches
+    that ran before reach the batch hooks first."""
+    try:
+        return (yield from steps_lib.next_block(blocks))
+    except Exception:
+        if pending:
+            _flush(session, plan, pending, batch, callbacks)
+        raise
+
+
+def _flush(
+    session: FitSession,
+    plan: FitPlan,
+    pending: list,
+    batch: int,
+    callbacks: CallbackList,
+) -> tuple[int, dict[str, float]]:
+    """The pending batch logs to the train batch hooks (a sync)."""
+    with _failures(session, plan):
+        return steps_lib.deliver(
+            plan.compiled.log_names,
+            pending,
+            batch,
+            callbacks,
+            "on_train_batch_begin",
+            "on_train_batch_end",
+        )
 
 
 def _measure(session: FitSession, plan: FitPlan, logs: Any) -> Steps:
     """Waits for the block just dispatched and takes its time as the first
     step-time sample (several processes agree on process 0's)."""
-    yield from _sync(logs)
+    yield from steps_lib.sync(logs)
     with _failures(session, plan):
         jax.block_until_ready(logs)
     plan.policy.synced()
@@ -624,7 +353,7 @@ def _first_call(session: FitSession, plan: FitPlan, totals: Any, block: Any) -> 
 def _dispatch(
     session: FitSession,
     plan: FitPlan,
-    guard: _InterruptGuard,
+    guard: InterruptGuard,
     totals: Any,
     block: Any,
     epoch: int,
@@ -701,7 +430,7 @@ def _yield_point(
     with _failures(session, plan):
         jax.block_until_ready(pending[-1][0])
         plan.policy.synced()
-        batch, last = _deliver(
+        batch, last = steps_lib.deliver(
             plan.compiled.log_names, pending, batch, callbacks, *hooks
         )
     callbacks.call("on_yield", epoch, batch - 1, logs=last)
@@ -750,7 +479,7 @@ def _ran_out(session: FitSession, plan: FitPlan, epoch: int, steps: int) -> bool
 
 def _epoch_logs(session: FitSession, plan: FitPlan, totals: Any) -> dict[str, float]:
     """The epoch's loss and metrics (one sync), the learning rate and loss scale."""
-    logs = host_values(plan.compiled.log_names, placement.fetch(totals))
+    logs = steps_lib.host_values(plan.compiled.log_names, placement.fetch(totals))
     learning_rate = hyperparams.get(session.state.opt_state)
     if learning_rate is not None:  # as Keras' LR callbacks log it
         logs["learning_rate"] = float(placement.fetch(learning_rate))

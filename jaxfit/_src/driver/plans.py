@@ -16,7 +16,7 @@ import jax
 from jaxfit._src import errors
 from jaxfit._src.core.placement import Placement
 from jaxfit._src.data import arrays, checks, iterables, sources
-from jaxfit._src.driver import loop, validate, yield_policy
+from jaxfit._src.driver import evaluating, loop, validate, yield_policy
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs
 from jaxfit._src.driver.compiler import Compiled
 
@@ -66,26 +66,7 @@ def fit_plan(
     _samples(n, "x", data)
     if args.class_weight is not None:  # every class of the whole y, before any split
         checks.check_class_weight(args.class_weight, data["y"])
-    validation = None
-    if args.validation_data is not None:
-        vx, vy, *vw = args.validation_data
-        validation = arrays.standardize(
-            vx, vy, vw[0] if vw else None, "validation_data."
-        )
-        _samples(validation[1], "validation_data.x", validation[0])
-    elif args.validation_split > 0:
-        data, held_out = arrays.split_last(data, n, args.validation_split)
-        val_n = int(held_out["sample_weight"][0].shape[0])
-        n -= val_n
-        if n == 0 or val_n == 0:
-            raise ValueError(
-                errors.expected(
-                    "validation_split",
-                    "a fraction leaving samples on both sides",
-                    args.validation_split,
-                )
-            )
-        validation = held_out, val_n
+    data, n, validation = _held_out(data, n, args)
     data = arrays.with_class_weight(data, args.class_weight)
     source = array_source(
         data,
@@ -124,6 +105,54 @@ def fit_plan(
     )
 
 
+def _refuse_one_shot(dataset: Any, args: StreamFitArgs) -> None:
+    """A one-shot iterator (training or validation) cannot make a second pass."""
+    passes = args.epochs - args.initial_epoch
+    if (
+        iterables.Stream(dataset, "dataset").one_shot
+        and args.steps_per_epoch is None
+        and passes > 1
+    ):
+        raise ValueError(iterables.one_shot_message("dataset", args.initial_epoch + 1))
+    validation_data = args.validation_data
+    if (
+        validation_data is not None
+        and not isinstance(validation_data, tuple)
+        and iterables.Stream(validation_data, "validation_data").one_shot
+        and passes > 1
+    ):
+        raise ValueError(
+            iterables.one_shot_message("validation_data", args.initial_epoch + 1)
+        )
+
+
+def _held_out(
+    data: dict[str, Any], n: int, args: FitArgs
+) -> tuple[dict[str, Any], int, tuple[dict[str, Any], int] | None]:
+    """The training data and its validation data (``validation_data``, or the
+    last ``validation_split`` of ``data``), each with its number of samples."""
+    if args.validation_data is not None:
+        vx, vy, *vw = args.validation_data
+        validation = arrays.standardize(
+            vx, vy, vw[0] if vw else None, "validation_data."
+        )
+        _samples(validation[1], "validation_data.x", validation[0])
+        return data, n, validation
+    if args.validation_split <= 0:
+        return data, n, None
+    data, held_out = arrays.split_last(data, n, args.validation_split)
+    val_n = int(held_out["sample_weight"][0].shape[0])
+    if n - val_n == 0 or val_n == 0:
+        raise ValueError(
+            errors.expected(
+                "validation_split",
+                "a fraction leaving samples on both sides",
+                args.validation_split,
+            )
+        )
+    return data, n - val_n, (held_out, val_n)
+
+
 def _policy(args: Any, validation: bool = False) -> yield_policy.YieldPolicy:
     """A yield policy of the fit's ``yield_every`` (training and validation
     each have their own: their step times differ). With several processes
@@ -147,23 +176,7 @@ def stream_fit_plan(
     """``fit_dataset``: a one-shot iterator (training or validation) is refused
     before anything is read when more than one pass is needed; the first batch
     is traced and checked."""
-    passes = args.epochs - args.initial_epoch
-    if (
-        iterables.Stream(dataset, "dataset").one_shot
-        and args.steps_per_epoch is None
-        and passes > 1
-    ):
-        raise ValueError(iterables.one_shot_message("dataset", args.initial_epoch + 1))
-    validation_data = args.validation_data
-    if (
-        validation_data is not None
-        and not isinstance(validation_data, tuple)
-        and iterables.Stream(validation_data, "validation_data").one_shot
-        and passes > 1
-    ):
-        raise ValueError(
-            iterables.one_shot_message("validation_data", args.initial_epoch + 1)
-        )
+    _refuse_one_shot(dataset, args)
     policy = _policy(args)
     source = stream_source(
         dataset,
@@ -210,13 +223,13 @@ def array_eval_plan(
     accumulate_steps: int = 1,
     argname: str = "",
     policy: yield_policy.YieldPolicy | None = None,
-) -> loop.EvalPlan:
+) -> evaluating.EvalPlan:
     """Evaluation over standardised arrays in padded, masked batches; without a
     ``policy`` (``evaluate``) in blocks as large as they can be, synced once."""
     _samples(n, argname + "x", data)
     source = array_source(data, n, batch_size, where, argname=argname)
     compiled = prepare(*source.example, source.batch_size, accumulate_steps, argname)
-    return loop.EvalPlan(
+    return evaluating.EvalPlan(
         source,
         compiled,
         limit=steps,
@@ -235,7 +248,7 @@ def eval_plan(
     compiled: Compiled | None = None,
     producer_timeout: float | None = None,
     policy: yield_policy.YieldPolicy | None = None,
-) -> loop.EvalPlan | None:
+) -> evaluating.EvalPlan | None:
     """Evaluation over a tuple of arrays or a stream of batches (``None`` for no
     data). ``compiled`` is the training step's (validation shares its structure);
     without it the stream's first batch builds the eval step. A stream waits at
@@ -264,7 +277,7 @@ def eval_plan(
             *source.example, source.batch_size, 1, f"{argname} batch 0: "
         )
     source.check_labels(compiled)
-    return loop.EvalPlan(
+    return evaluating.EvalPlan(
         source,
         compiled,
         limit=batches,

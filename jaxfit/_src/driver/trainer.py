@@ -9,7 +9,6 @@ delivering each batch's logs to the callbacks at yield points.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,16 +25,21 @@ from jaxfit._src.core import placement
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core.model import Model
 from jaxfit._src.core.state import TrainState, strong
-from jaxfit._src.data import arrays
-from jaxfit._src.driver import arguments, compiler, loop, plans, predicting, validate
-from jaxfit._src.driver import callback as callback_lib
+from jaxfit._src.driver import (
+    arguments,
+    compiler,
+    loop,
+    plans,
+    steps,
+    validate,
+)
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs, Verbose, YieldEvery
 from jaxfit._src.driver.history import History
+from jaxfit._src.driver.inference import Inference
 from jaxfit._src.driver.session import FitSession
-from jaxfit._src.driver.trainer_base import TrainerBase
 
 
-class Trainer(TrainerBase, Checkpointing):
+class Trainer(Inference, Checkpointing):
     """Trains a pure JAX model with a Keras / TensorFlow.js ``fit`` API.
 
     The train and eval steps are each compiled once (ragged last batches are
@@ -228,7 +232,7 @@ class Trainer(TrainerBase, Checkpointing):
             the state at the stop, and rerunning the same ``fit`` with the same
             ``BackupAndRestore`` resumes there.
         """
-        loop.finish(self._fit_steps(x, y, arguments.bind(FitArgs, locals())))
+        steps.finish(self._fit_steps(x, y, arguments.bind(FitArgs, locals())))
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback
@@ -243,8 +247,8 @@ class Trainer(TrainerBase, Checkpointing):
         cancelling the task ends the fit as an interrupt would.
         """
         args = FitArgs(**kwargs)
-        steps = await _off_loop(lambda: self._fit_steps(x, y, args))
-        await _drive(steps)
+        run = await steps.off_loop(lambda: self._fit_steps(x, y, args))
+        await steps.drive(run)
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback
@@ -252,9 +256,9 @@ class Trainer(TrainerBase, Checkpointing):
         """The generator behind ``fit``: everything is checked, traced and
         prepared before it returns; each ``next`` trains to the next yield
         point. Closing it early ends the fit as an interrupt would."""
-        return loop.yield_points(self._fit_steps(x, y, args))
+        return steps.yield_points(self._fit_steps(x, y, args))
 
-    def _fit_steps(self, x: Any, y: Any, args: FitArgs) -> loop.Steps:
+    def _fit_steps(self, x: Any, y: Any, args: FitArgs) -> steps.Steps:
         self._start("fit")
         plan = plans.fit_plan(
             self._prepare, self._spec.placement, lambda: self.seed, x, y, args
@@ -323,7 +327,7 @@ class Trainer(TrainerBase, Checkpointing):
             checked before its first step too).
         """
         args = arguments.bind(StreamFitArgs, locals())
-        loop.finish(self._fit_dataset_steps(dataset, args))
+        steps.finish(self._fit_dataset_steps(dataset, args))
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback
@@ -331,16 +335,16 @@ class Trainer(TrainerBase, Checkpointing):
         """``fit_dataset`` that never blocks the event loop, as ``fit_async``
         (takes the same keyword arguments, checked as ``StreamFitArgs``)."""
         args = StreamFitArgs(**kwargs)
-        steps = await _off_loop(lambda: self._fit_dataset_steps(dataset, args))
-        await _drive(steps)
+        run = await steps.off_loop(lambda: self._fit_dataset_steps(dataset, args))
+        await steps.drive(run)
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback
     def iterate_fit_dataset(self, dataset: Any, args: StreamFitArgs) -> Iterator[None]:
         """The generator behind ``fit_dataset`` (see ``iterate_fit``)."""
-        return loop.yield_points(self._fit_dataset_steps(dataset, args))
+        return steps.yield_points(self._fit_dataset_steps(dataset, args))
 
-    def _fit_dataset_steps(self, dataset: Any, args: StreamFitArgs) -> loop.Steps:
+    def _fit_dataset_steps(self, dataset: Any, args: StreamFitArgs) -> steps.Steps:
         self._start("fit_dataset")
         plan = plans.stream_fit_plan(self._prepare, self._spec.placement, dataset, args)
         return loop.launch(self, plan, args, plan.source.padded_size)
@@ -351,151 +355,6 @@ class Trainer(TrainerBase, Checkpointing):
                 f"{call}: the trainer is already running a fit; it is not re-entrant."
             )
         self._require(call, optimizer=True)
-
-    # -- evaluate / predict --------------------------------------------------------
-    @errors.filter_traceback
-    def evaluate(
-        self,
-        x: Any,
-        y: Any,
-        *,
-        batch_size: int = 32,
-        sample_weight: Any = None,
-        steps: int | None = None,
-        callbacks: Any = None,
-    ) -> dict[str, float]:
-        """Evaluates the model (``train=False``) on in-memory arrays (Keras).
-
-        Args:
-          x, y: arrays or pytrees of arrays with a common leading sample axis.
-          batch_size: samples per batch (the last one padded and masked).
-            Defaults to `32`.
-          sample_weight: per-sample weights of the loss (and the
-            ``weighted_metrics``), an array of shape ``(n,)`` or one per output.
-            Defaults to `None`.
-          steps: at most this many batches. Defaults to `None` (all).
-          callbacks: receive the ``on_test_*`` hooks (see ``Callback``).
-            Defaults to `None`.
-
-        Returns:
-          ``{"loss": ..., <metric>: ...}``: means over the samples (the loss
-          weighted by ``sample_weight``, as Keras), Python floats.
-
-        Raises:
-          ValueError, TypeError: bad arguments, before anything runs.
-        """
-        self._require("evaluate", optimizer=False)
-        validate.positive_int("batch_size", batch_size)
-        validate.positive_int("steps", steps, allow_none=True)
-        data, n = arrays.standardize(x, y, sample_weight)
-        plan = plans.array_eval_plan(
-            self._prepare, self._spec.placement, data, n, batch_size, steps
-        )
-        return self._evaluate(plan, callbacks)
-
-    @errors.filter_traceback
-    def evaluate_dataset(
-        self,
-        dataset: Any,
-        *,
-        batches: int | None = None,
-        callbacks: Any = None,
-        producer_timeout: float | None = None,
-    ) -> dict[str, float]:
-        """Evaluates over a stream of batches (tfjs ``evaluateDataset``).
-
-        Args:
-          dataset: any source ``fit_dataset`` accepts.
-          batches: at most this many batches. Defaults to `None` (all).
-          callbacks: receive the ``on_test_*`` hooks. Defaults to `None`.
-          producer_timeout: the most seconds to wait for any one batch, as in
-            ``fit_dataset``. Defaults to `None` (as long as it takes; Ctrl-C
-            still interrupts).
-
-        Returns:
-          ``{"loss": ..., <metric>: ...}``.
-
-        Raises:
-          ValueError, TypeError: bad arguments or a malformed first batch.
-          TimeoutError: the producer gave no batch within ``producer_timeout``.
-        """
-        self._require("evaluate_dataset", optimizer=False)
-        validate.positive_int("batches", batches, allow_none=True)
-        validate.producer_timeout(producer_timeout)
-        plan = plans.eval_plan(
-            self._prepare,
-            self._spec.placement,
-            dataset,
-            batches,
-            1,
-            "dataset",
-            producer_timeout=producer_timeout,
-        )
-        assert plan is not None
-        return self._evaluate(plan, callbacks)
-
-    def _evaluate(self, plan: loop.EvalPlan, callbacks: Any) -> dict[str, float]:
-        callback_list = callback_lib.CallbackList(
-            callback_lib.normalize(callbacks), self, {"verbose": 0, "epochs": 1}
-        )
-        try:
-            return loop.evaluate_loop(self.state, plan, callback_list)
-        finally:
-            plan.source.close()
-
-    @errors.filter_traceback
-    def predict(self, x: Any, *, batch_size: int = 32, callbacks: Any = None) -> Any:
-        """Returns the model's outputs (``train=False``) as numpy arrays, in order.
-
-        Batches are padded to ``batch_size`` so one compilation serves them all.
-
-        Args:
-          x: an array or pytree of arrays with a leading sample axis.
-          batch_size: samples per batch. Defaults to `32`.
-          callbacks: receive ``on_predict_begin`` / ``on_predict_end``.
-            Defaults to `None`.
-
-        Returns:
-          The outputs for every sample of ``x``: a pytree like the model's output,
-          of numpy arrays.
-
-        Raises:
-          ValueError, TypeError: bad arguments, or an ``x`` the model cannot take
-            (its shapes named), before anything runs.
-        """
-        validate.positive_int("batch_size", batch_size)
-        return predicting.predict(
-            self._predict,
-            self.state,
-            self._spec.placement,
-            x,
-            batch_size,
-            lambda steps: callback_lib.CallbackList(
-                callback_lib.normalize(callbacks),
-                self,
-                {"verbose": 0, "epochs": 1, "steps": steps},
-            ),
-        )
-
-
-async def _off_loop(fn: Callable[[], Any]) -> Any:
-    """``fn()`` on a worker thread, awaited."""
-    return await asyncio.get_running_loop().run_in_executor(None, fn)
-
-
-async def _drive(steps: loop.Steps) -> None:
-    """Runs the loop's generator on the event loop: at a yield point the other
-    coroutines run, and a ``Wait`` runs on a worker thread (the loop's own wait
-    after it is then short). However it ends (an error, a cancel), the
-    generator is closed: the fit ends as an interrupt would."""
-    try:
-        for item in steps:
-            if item is None:
-                await asyncio.sleep(0)
-            else:
-                await _off_loop(item)
-    finally:
-        steps.close()
 
 
 # The async twins take fit's and fit_dataset's keyword arguments (checked as FitArgs

@@ -1,0 +1,167 @@
+"""The loop's generator protocol: what its fronts see, and the waits before it blocks.
+
+The loop is a generator (``Steps``): it yields ``None`` at each yield point and
+a ``Wait`` before anything that blocks (a program's first compile, the device,
+a stream's producer). The sync front (``finish``) skips the ``Wait`` items and
+the loop blocks where it would anyway; ``fit_async`` runs each on a worker
+thread first, so the event loop never waits. ``yield_points`` is the public
+iterator (``iterate_fit``): the yield points only. Here too: the blocks' batch
+logs fetched and delivered to the batch hooks (``deliver``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxfit._src.core import placement
+from jaxfit._src.driver import warmup as warmup_lib
+from jaxfit._src.driver.callback import CallbackList
+
+# (device block, number of real batches in it: they come first, the rest of its
+# slots are padding the compiled block skips)
+Blocks = Iterable[tuple[Any, int]]
+Steps = Generator[Any, None, Any]  # yields None (yield points) and Wait
+
+
+class Wait:
+    """Something the loop is about to block on: ``fit_async`` calls it on another
+    thread first. It never raises (the loop's own wait raises what it would)."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn = fn
+
+    def __call__(self) -> None:
+        try:
+            self.fn()
+        except Exception:  # noqa: BLE001 - raised again where the loop waits
+            pass
+
+
+def yield_points(steps: Steps) -> Iterator[None]:
+    """``steps`` without its ``Wait`` items: each ``next`` runs to the next
+    yield point; closing it closes ``steps``."""
+    try:
+        for item in steps:
+            if item is None:
+                yield
+    finally:
+        steps.close()
+
+
+def finish(steps: Steps) -> Any:
+    """Runs ``steps`` to its end, skipping its ``Wait`` items (the sync front),
+    and returns its value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def host_values(
+    names: list[str], sums: dict[str, Any], j: int | None = None
+) -> dict[str, float]:
+    """``total / count`` for each log, in ``names`` order (0 where count is 0)."""
+    values = {}
+    for name in names:
+        state = sums[name]
+        total, count = np.asarray(state.total), np.asarray(state.count)
+        if j is not None:
+            total, count = total[j], count[j]
+        values[name] = float(total / count) if count > 0 else 0.0
+    return values
+
+
+def deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
+    """Fetches pending batch logs in one transfer and calls the batch hooks."""
+    if not (callbacks.wants(begin) or callbacks.wants(end)):
+        # Nobody reads per-batch logs: only the last batch's, for on_yield.
+        batch = first_batch + sum(real for _, real in pending)
+        last = {}
+        if callbacks.wants("on_yield"):
+            logs, real = pending[-1]
+            last = host_values(names, placement.fetch(logs), real - 1)
+        pending.clear()
+        return batch, last
+    fetched = placement.fetch([logs for logs, _ in pending])
+    batch, last = first_batch, {}
+    for logs, (_, real) in zip(fetched, pending):
+        for j in range(real):
+            callbacks.call(begin, batch, logs={})
+            last = host_values(names, logs, j)
+            callbacks.call(end, batch, logs=last)
+            batch += 1
+    pending.clear()
+    return batch, last
+
+
+@contextlib.contextmanager
+def closing(blocks: Blocks) -> Iterator[Iterator[tuple[Any, int]]]:
+    """Iterates ``blocks`` and closes it (if it can be closed) however we leave."""
+    iterator = iter(blocks)
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def next_block(blocks: Iterator[Any]) -> Generator[Any, None, Any]:
+    """The next block (``None`` at the end); a stream's feeder is waited for
+    first through a ``Wait``."""
+    wait = getattr(blocks, "wait", None)
+    if wait is not None and not getattr(blocks, "ready", lambda: False)():
+        yield Wait(wait)
+    return next(blocks, None)
+
+
+def sync(tree: Any) -> Generator[Any, None, None]:
+    """A ``Wait`` for ``tree``'s arrays unless they are ready; the caller then
+    blocks on them (where a failed call's error is turned into jaxfit's)."""
+    if not all(_ready(leaf) for leaf in jax.tree.leaves(tree)):
+        yield Wait(lambda: jax.block_until_ready(tree))
+
+
+def _ready(leaf: Any) -> bool:
+    is_ready = getattr(leaf, "is_ready", None)
+    return is_ready is None or bool(is_ready())
+
+
+def compile_first(programs: set, jitted: Any, *args: Any) -> Generator[Any, None, bool]:
+    """Before a program's first call (of this block shape): a ``Wait`` that
+    compiles it (``fit_async`` compiles off the event loop; JAX keeps the
+    executable for the call). True when this is that first call."""
+    shape = args[-1]["mask"].shape
+    if shape in programs:
+        return False
+    programs.add(shape)
+    specs = tuple(warmup_lib.specs(arg) for arg in args)
+    yield Wait(lambda: jitted.lower(*specs).compile())
+    return True
+
+
+async def off_loop(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on a worker thread, awaited."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+async def drive(steps: Steps) -> None:
+    """Runs the loop's generator on the event loop: at a yield point the other
+    coroutines run, and a ``Wait`` runs on a worker thread (the loop's own wait
+    after it is then short). However it ends (an error, a cancel), the
+    generator is closed: the fit ends as an interrupt would."""
+    try:
+        for item in steps:
+            if item is None:
+                await asyncio.sleep(0)
+            else:
+                await off_loop(item)
+    finally:
+        steps.close()
