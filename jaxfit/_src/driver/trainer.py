@@ -205,8 +205,9 @@ class Trainer(Inference, Checkpointing):
         (reshuffled at each pass). Batch callbacks receive each batch's own logs
         (tfjs semantics, not Keras' running means) at the next yield point
         (``yield_every``: ``"auto"`` every 125 ms, ``"batch"``, ``"epoch"``,
-        ``"never"`` or a number of milliseconds). ``now`` injects the clock used by the yield
-        policy (tests). Validation runs the ``on_test_*`` hooks, as Keras.
+        ``"never"`` or a number of milliseconds); between yield points steps run
+        in compiled blocks of about one interval of the measured step time.
+        ``now`` injects the clock used by the yield policy (tests). Validation runs the ``on_test_*`` hooks, as Keras.
         ``accumulate_steps=k`` accumulates the gradients of ``k`` batches and applies
         their mean once (``optax.MultiSteps``): the effective batch is ``k`` times
         larger at the same memory (an accumulation left partial when ``fit`` ends
@@ -293,10 +294,11 @@ class Trainer(Inference, Checkpointing):
         and if it runs out training stops with tfjs' warning. Batches may vary in
         size: each is padded to the largest size seen so far and masked. A
         background thread reads and checks the batches and groups consecutive
-        ones of a padded shape into blocks of up to 64 that run as one compiled
-        call, as ``fit`` does; each batch's logs still reach the batch hooks
-        (the Streams guide says when a block ends early). Other arguments are as
-        in ``fit``.
+        ones of a padded shape into blocks (about one ``yield_every`` interval
+        of steps, at most 64) that run as one compiled call, as ``fit`` does;
+        each batch's logs still reach the batch hooks (the Streams guide says
+        when a block ends early). A batch of no rows is skipped (not a step).
+        Other arguments are as in ``fit``.
 
         Args:
           validation_data: a ``tuple`` ``(x, y[, sample_weight])`` of arrays
