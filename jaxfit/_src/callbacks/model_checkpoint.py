@@ -59,6 +59,46 @@ def _is_directory_path(text: str) -> bool:
     )
 
 
+def _check_max_to_keep(max_to_keep: Any) -> None:
+    """Raises ``ValueError`` unless ``max_to_keep`` is a positive int or None."""
+    if max_to_keep is not None and (
+        isinstance(max_to_keep, bool)
+        or not isinstance(max_to_keep, int)
+        or max_to_keep < 1
+    ):
+        raise ValueError(
+            errors.expected("max_to_keep", "a positive integer or None", max_to_keep)
+        )
+
+
+def _check_filepath(filepath: str, fixed: str, formatted: bool) -> None:
+    """The path policy on ``filepath``: a checkpoint directory, or (with format
+    fields) the directory part before the first field.
+
+    Raises:
+      paths.PathError: naming ``filepath``.
+    """
+    if not formatted:
+        paths.checked_dir(
+            filepath,
+            "filepath",
+            what="a checkpoint directory",
+            owned=orbax_io.is_checkpoint,
+        )
+    elif _is_directory_path(fixed):
+        try:
+            paths.checked_dir(
+                fixed or ".",
+                "filepath",
+                what="a directory for the checkpoints",
+                owned=orbax_io.holds_only_checkpoints,
+            )
+        except paths.PathError as error:
+            raise paths.PathError(
+                f"{error} (the directory part of filepath={filepath!r})"
+            ) from None
+
+
 class ModelCheckpoint(MonitorCallback):
     """Saves checkpoints during training, every epoch or every N batches.
 
@@ -155,37 +195,10 @@ class ModelCheckpoint(MonitorCallback):
                     filepath,
                 )
             )
-        if max_to_keep is not None and (
-            isinstance(max_to_keep, bool)
-            or not isinstance(max_to_keep, int)
-            or max_to_keep < 1
-        ):
-            raise ValueError(
-                errors.expected(
-                    "max_to_keep", "a positive integer or None", max_to_keep
-                )
-            )
+        _check_max_to_keep(max_to_keep)
         self.filepath = os.fspath(filepath)
         fixed, formatted = _fixed_part(self.filepath)
-        if not formatted:
-            paths.checked_dir(
-                self.filepath,
-                "filepath",
-                what="a checkpoint directory",
-                owned=orbax_io.is_checkpoint,
-            )
-        elif _is_directory_path(fixed):
-            try:
-                paths.checked_dir(
-                    fixed or ".",
-                    "filepath",
-                    what="a directory for the checkpoints",
-                    owned=orbax_io.holds_only_checkpoints,
-                )
-            except paths.PathError as error:
-                raise paths.PathError(
-                    f"{error} (the directory part of filepath={self.filepath!r})"
-                ) from None
+        _check_filepath(self.filepath, fixed, formatted)
         self._root = os.path.abspath(os.path.dirname(fixed) or ".")
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)

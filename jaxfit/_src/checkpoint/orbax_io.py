@@ -44,18 +44,19 @@ abandons it) and is then raised. A background save still in flight when the
 interpreter exits is joined before Python shuts its thread pools down, so
 orbax's threads never fail with "cannot schedule new futures after interpreter
 shutdown".
+
+Here: ``save`` (and its second half, ``_finish``), the barriers (``_Sync``),
+``verify``, ``restore`` and ``restore_numpy``. The staging names and what counts
+as jaxfit's (``is_checkpoint``, ``is_staging``, ``recover``, ``checked_path``)
+live in ``layout``, the write thread (``PendingSave``) in ``pending``; the names
+callers use are re-exported here.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import logging
-import math
 import os
-import sys
-import threading
-import time
 from collections.abc import Callable
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -63,8 +64,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxfit._src import errors, paths
-from jaxfit._src.checkpoint import integrity
+from jaxfit._src import paths
+from jaxfit._src.checkpoint import integrity, layout, pending
 
 MSG_NO_ORBAX = "Checkpoints need orbax: pip install 'jaxfit[ckpt]' (orbax-checkpoint)."
 FORMAT = integrity.FORMAT
@@ -73,7 +74,6 @@ EXTRA = integrity.EXTRA
 METADATA = integrity.METADATA
 CheckpointCorrupted = integrity.CheckpointCorrupted
 BARRIER_TIMEOUT_MS = 10 * 60 * 1000  # as orbax's own default for an async save
-ANNOUNCE_AFTER_S = 1.0  # a wait for a write after Ctrl-C says so after this long
 
 _SAVES = itertools.count()  # every process numbers its saves alike (SPMD order)
 
@@ -96,101 +96,13 @@ def versions() -> dict[str, str]:
     return {name: version(name) for name in ("jaxfit", "jax", "jaxlib", "optax")}
 
 
-def _siblings(path: str) -> tuple[str, str]:
-    parent, name = os.path.split(path)
-    return os.path.join(parent, f".{name}.saving"), os.path.join(parent, f".{name}.old")
-
-
-def _has_jaxfit_metadata(path: str) -> bool:
-    """Whether ``path/metadata.json`` starts as jaxfit writes it (the format
-    field comes first), read without parsing a possibly damaged file."""
-    try:
-        with open(os.path.join(path, METADATA), "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
-    return b'"format": "jaxfit-checkpoint/' in head
-
-
-def is_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a checkpoint directory jaxfit wrote: it holds the
-    marker, or a ``metadata.json`` in jaxfit's format (checkpoints written
-    before the marker). Only such a directory is ever replaced or deleted."""
-    path = os.fspath(path)
-    if not os.path.isdir(path) or os.path.islink(path):
-        return False
-    return paths.is_owned(path) or _has_jaxfit_metadata(path)
-
-
-def is_staging(path: str) -> bool:
-    """Whether the sibling ``.<name>.saving`` / ``.<name>.old`` is jaxfit's: marked,
-    a checkpoint, or holding nothing but what a save writes, orbax's temporary
-    item directories included (a save killed before its marker, an empty one)."""
-    if not os.path.isdir(path) or os.path.islink(path):
-        return False
-    if is_checkpoint(path):
-        return True
-    return all(
-        name in (STATE, EXTRA, METADATA, paths.MARKER)
-        or name.startswith(
-            (f"{STATE}.orbax-checkpoint-tmp", f"{EXTRA}.orbax-checkpoint-tmp")
-        )
-        for name in os.listdir(path)
-    )
-
-
-def _remove_staging(path: str) -> None:
-    """Removes the staging or retired sibling ``path`` if it is jaxfit's."""
-    if is_staging(path):
-        paths.remove_tree(path)
-
-
-def holds_only_checkpoints(directory: str | os.PathLike[str]) -> bool:
-    """Whether every entry of ``directory`` is jaxfit's: checkpoints, their
-    staging and retired siblings, and the marker. Such a directory counts as
-    jaxfit's for ``paths.checked_dir`` (a backup or checkpoint directory the
-    user had created empty)."""
-    directory = os.fspath(directory)
-    for name in os.listdir(directory):
-        path = os.path.join(directory, name)
-        if name == paths.MARKER:
-            continue
-        if name.startswith(".") and name.endswith((".saving", ".old")):
-            if not is_staging(path):
-                return False
-        elif not is_checkpoint(path):
-            return False
-    return True
-
-
-def recover(path: str) -> None:
-    """Finishes an interrupted replace: puts ``.<name>.old`` back, or drops it
-    (only when it is a jaxfit checkpoint; anything else there is left alone)."""
-    _, retired = _siblings(path)
-    if os.path.isdir(retired) and is_checkpoint(retired):
-        if os.path.lexists(path):
-            if is_checkpoint(path):
-                paths.remove_tree(retired)
-        else:
-            os.replace(retired, path)
-
-
-def _checked_target(path: str, argname: str) -> None:
-    """Refuses a checkpoint path that is not missing, empty or a jaxfit checkpoint
-    (one line, before anything is written), and a foreign staging sibling."""
-    paths.checked_dir(path, argname, what="a checkpoint directory", owned=is_checkpoint)
-    staging, _ = _siblings(path)
-    if os.path.lexists(staging) and not is_staging(staging):
-        raise paths.PathError(
-            errors.expected(
-                argname,
-                "a checkpoint path whose staging name is free",
-                errors.Description(
-                    f"{path!r}, next to {staging!r}, which jaxfit did not write"
-                ),
-                "Remove or rename that directory.",
-            )
-        )
+# What callers use from ``layout`` and ``pending``, under their old names here.
+is_checkpoint = layout.is_checkpoint
+is_staging = layout.is_staging
+holds_only_checkpoints = layout.holds_only_checkpoints
+recover = layout.recover
+checked_path = layout.checked_path
+PendingSave = pending.PendingSave
 
 
 class _Sync:
@@ -223,135 +135,6 @@ class _Sync:
             barrier_sync_key_prefix=f"{self.key}_{item}"
         )
         return self._ocp.StandardCheckpointer(multiprocessing_options=options)
-
-
-_live: set[PendingSave] = set()  # background saves in flight
-_live_lock = threading.Lock()
-_exit_hook: list[bool] = []  # whether the join-at-exit hook is registered
-
-
-def _silence_orbax() -> None:
-    """Mutes orbax's logger (absl) for a write left running at exit: its
-    threads would otherwise log tracebacks as Python shuts down."""
-    logging.getLogger("absl").disabled = True
-
-
-def _join_at_exit() -> None:
-    """Joins the background saves still in flight. Runs in ``threading``'s own
-    shutdown hooks, before ``concurrent.futures`` refuses new work (hooks run in
-    reverse order of registration, and this one is registered after orbax's
-    imports), so a write the main thread did not wait for still completes."""
-    with _live_lock:
-        pending = list(_live)
-    for save in pending:
-        try:
-            save.join(at_exit=True)
-        except KeyboardInterrupt:  # a second Ctrl-C: leave it, quietly
-            _silence_orbax()
-            return
-
-
-def _register_exit_hook() -> None:
-    register = getattr(threading, "_register_atexit", None)
-    with _live_lock:
-        if _exit_hook or register is None:
-            return
-        try:
-            register(_join_at_exit)
-        except RuntimeError:  # the interpreter is already shutting down
-            return
-        _exit_hook.append(True)
-
-
-class PendingSave:
-    """A save in flight: ``wait()`` blocks until it is in place (or raises).
-
-    The files are written on a thread in both modes; without ``background`` the
-    constructor waits for it. Ctrl-C while waiting does not stop the write: it
-    finishes (a wait longer than a second says so on stderr, one line), then the
-    KeyboardInterrupt is raised; a second Ctrl-C abandons the write (the
-    previous checkpoint at the path is intact, the staging directory is cleaned
-    at the next save).
-    """
-
-    def __init__(self, path: str, finish: Callable[[], None], background: bool):
-        self.path = path
-        self._error: BaseException | None = None
-        self._abandoned = False
-        # Waited on instead of Thread.join: a join interrupted by Ctrl-C can
-        # leave the thread marked as stopped while it still runs (CPython).
-        self._done = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(finish,), name="jaxfit-checkpoint", daemon=True
-        )
-        if background:
-            _register_exit_hook()
-            with _live_lock:
-                _live.add(self)
-        self._thread.start()
-        if not background:
-            self.join()
-
-    def _run(self, finish: Callable[[], None]) -> None:
-        try:
-            finish()
-        except BaseException as error:  # noqa: BLE001 - re-raised by wait()
-            self._error = error
-        finally:
-            with _live_lock:
-                _live.discard(self)
-            self._done.set()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def join(self, at_exit: bool = False) -> None:
-        """Waits for the write thread; Ctrl-C is deferred until it is done (see
-        the class docstring). A wait after Ctrl-C (or, ``at_exit``, any wait)
-        that lasts more than ``ANNOUNCE_AFTER_S`` says so on stderr, once."""
-        if self._abandoned or self._done.is_set():
-            return
-        interrupted = False
-        announce_at = time.monotonic() + ANNOUNCE_AFTER_S if at_exit else None
-        while not self._done.is_set():
-            try:
-                self._done.wait(0.1)
-            except KeyboardInterrupt:
-                if interrupted:  # the second Ctrl-C
-                    self._abandon()
-                    raise
-                interrupted = True
-                if announce_at is None:
-                    announce_at = time.monotonic() + ANNOUNCE_AFTER_S
-            if announce_at is not None and time.monotonic() >= announce_at:
-                announce_at = math.inf  # once
-                print(
-                    f"jaxfit: finishing the checkpoint write to {self.path!r} "
-                    "(Ctrl-C again to abandon it).",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        if interrupted:
-            raise KeyboardInterrupt
-
-    def _abandon(self) -> None:
-        self._abandoned = True
-        with _live_lock:
-            _live.discard(self)
-        _silence_orbax()
-        print(
-            f"jaxfit: abandoned the checkpoint write to {self.path!r}; any "
-            "previous checkpoint there is intact.",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def wait(self) -> str:
-        self.join()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return self.path
 
 
 def _write_error(path: str, error: BaseException) -> OSError:
@@ -391,10 +174,10 @@ def save(
       OSError: the checkpoint could not be written (disk full, permissions); the
         previous checkpoint at ``path`` is untouched.
     """
-    _checked_target(os.fspath(path), argname)
+    layout.checked_target(os.fspath(path), argname)
     ocp = orbax()
     path = os.path.abspath(os.fspath(path))
-    staging, _retired = _siblings(path)
+    staging, _retired = layout.siblings(path)
     primary = jax.process_index() == 0
     sync = _Sync(ocp)
     checkpointers: list[Any] = []
@@ -403,7 +186,7 @@ def save(
         paths.make_dir(os.path.dirname(path))
         if primary:
             recover(path)
-            _remove_staging(staging)  # left by a killed save
+            layout.remove_staging(staging)  # left by a killed save
         sync.barrier("cleared")  # nobody writes into what process 0 is clearing
         if primary:  # after the barrier: no process sees it before all agree
             os.makedirs(staging, exist_ok=True)  # others' orbax may make it too
@@ -420,7 +203,7 @@ def save(
             except BaseException:  # noqa: BLE001 - the first error wins
                 pass
         if primary and created:
-            _remove_staging(staging)
+            layout.remove_staging(staging)
         if isinstance(error, OSError):
             raise _write_error(path, error) from error
         raise
@@ -440,7 +223,7 @@ def _finish(
     """The second half of ``save``: wait for every shard, write metadata.json with
     the digests and rename the staging directory into place (process 0), then
     the last barrier."""
-    staging, retired = _siblings(path)
+    staging, retired = layout.siblings(path)
     primary = jax.process_index() == 0
     try:
         for checkpointer in checkpointers:
@@ -464,10 +247,10 @@ def _finish(
                         "it was left as it is. Save to a new path."
                     )
             os.replace(staging, path)  # over an empty directory, if one is there
-            _remove_staging(retired)
+            layout.remove_staging(retired)
     except Exception as error:
         if primary:
-            _remove_staging(staging)
+            layout.remove_staging(staging)
             recover(path)
         if isinstance(error, paths.PathError):
             raise
@@ -482,34 +265,6 @@ def _finish(
             f"place: process 0 did not finish writing it ({error}). "
             "Check process 0's error."
         ) from error
-
-
-def checked_path(path: str | os.PathLike[str], argname: str = "path") -> str:
-    """``path`` made absolute, once it holds a jaxfit checkpoint (an interrupted
-    replace finished first).
-
-    Raises:
-      FileNotFoundError: nothing like a checkpoint at ``path``.
-      CheckpointCorrupted: a jaxfit checkpoint with ``state/`` or
-        ``metadata.json`` missing.
-    """
-    path = os.path.abspath(os.fspath(path))
-    recover(path)
-    state = os.path.join(path, STATE)
-    metadata = os.path.join(path, METADATA)
-    has_state, has_metadata = os.path.isdir(state), os.path.isfile(metadata)
-    if has_state and has_metadata:
-        return path
-    if os.path.isdir(path) and (has_state or has_metadata or paths.is_owned(path)):
-        missing = metadata if not has_metadata else state
-        raise CheckpointCorrupted(path, missing, "is missing", argname)
-    raise FileNotFoundError(
-        errors.expected(
-            argname,
-            "a checkpoint directory written by jaxfit (with state/ and metadata.json)",
-            path,
-        )
-    )
 
 
 def read_info(path: str | os.PathLike[str], argname: str = "path") -> dict[str, Any]:

@@ -205,6 +205,41 @@ def _resolve(policy: str | precision.Policy | None) -> precision.Policy:
     return precision.policy("float32" if policy is None else policy)
 
 
+def _updated(
+    optimizer: optax.GradientTransformation,
+    state: TrainState,
+    grads: Any,
+    model_state: Any,
+    rng: Any,
+) -> TrainState:
+    """``state`` after one optimizer step with ``grads``."""
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(
+        step=state.step + 1,
+        params=params,
+        opt_state=opt_state,
+        model_state=model_state,
+        rng=rng,
+    )
+
+
+def _unless_non_finite(
+    pol: precision.Policy,
+    state: TrainState,
+    new_state: TrainState,
+    grads: Any,
+    rng: Any,
+) -> TrainState:
+    """``new_state`` if every gradient is finite, else ``state`` with only the
+    rng advanced; the loss scale adjusted either way (loss-scaling policies)."""
+    finite = precision.all_finite(grads)
+    skipped = state.replace(rng=rng)
+    return jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), new_state, skipped
+    ).replace(loss_scale=precision.update_loss_scale(pol, state.loss_scale, finite))
+
+
 def make_train_step(
     apply,
     objective: Objective,
@@ -255,23 +290,9 @@ def make_train_step(
         )
         if scaling:
             grads = precision.unscale(state.loss_scale, grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=params,
-            opt_state=opt_state,
-            model_state=model_state,
-            rng=rng,
-        )
+        new_state = _updated(optimizer, state, grads, model_state, rng)
         if scaling:  # Keras' LossScaleOptimizer: skip the update, adjust the scale
-            finite = precision.all_finite(grads)
-            skipped = state.replace(rng=rng)
-            new_state = jax.tree.map(
-                lambda new, old: jnp.where(finite, new, old), new_state, skipped
-            ).replace(
-                loss_scale=precision.update_loss_scale(pol, state.loss_scale, finite)
-            )
+            new_state = _unless_non_finite(pol, state, new_state, grads, rng)
         real = jnp.sum(mask) > 0
         new_state = jax.tree.map(
             lambda new, old: jnp.where(real, new, old), new_state, state

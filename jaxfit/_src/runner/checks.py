@@ -2,19 +2,16 @@
 training (the schema's by-value checks, names, the fit section against the data,
 the trainer's own fit checks unstarted), each error located in the YAML file.
 
-A config's callbacks write inside their run directory only: their ``filepath``
-/ ``filename`` / ``log_dir`` / ``backup_dir`` arguments (and such a default, as
-TensorBoard's ``log_dir="logs"``) are relative to it; an absolute path, one
-that leaves it, the run directory itself, one of the runner's own entries
-(``RUN_DIR_ENTRIES``) and two callbacks on one path are refused at validate
-time (``_run_path``, ``_distinct``)."""
+``check`` goes section by section: model, data, optimizer, loss, metrics,
+callbacks (built by ``run_callbacks``, whose docstring says where their paths
+may point), the compilation cache, then the fit values.
+"""
 
 from __future__ import annotations
 
 import collections.abc
 import contextlib
 import dataclasses
-import inspect
 import itertools
 import os
 import tempfile
@@ -25,13 +22,21 @@ import jax
 import numpy as np
 
 from jaxfit._src import callbacks as callbacks_lib
-from jaxfit._src import errors, paths
+from jaxfit._src import errors
 from jaxfit._src.core import losses
 from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.driver import trainer as trainer_lib
 from jaxfit._src.driver import validate as validate_lib
 from jaxfit._src.driver import yield_policy
-from jaxfit._src.runner import compile_cache, datasets, optim, registry, schema, zoo
+from jaxfit._src.runner import (
+    compile_cache,
+    datasets,
+    optim,
+    registry,
+    run_callbacks,
+    schema,
+    zoo,
+)
 from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner.schema import ConfigError, RunConfig
 
@@ -53,23 +58,6 @@ _COUNTERPARTS = {
 }
 
 
-def _callback_class(name: str, key: str) -> Any:
-
-    if registry.is_import_path(name):
-        return registry.import_callable(name, key)
-    if name not in callbacks_lib.__all__ or name in ("Callback", "MonitorCallback"):
-        choices = [
-            n
-            for n in callbacks_lib.__all__
-            if n not in ("Callback", "MonitorCallback", "History")
-        ]
-        raise ConfigError(
-            f"{key}: unknown callback {name!r}; expected one of "
-            f"{choices} or 'package.module:callable'."
-        )
-    return getattr(callbacks_lib, name)
-
-
 def _leaves(spec: Any) -> list[tuple[str, Any]]:
     if spec is None:
         return []
@@ -78,18 +66,6 @@ def _leaves(spec: Any) -> list[tuple[str, Any]]:
     if isinstance(spec, list):
         return [(f"[{i}]", v) for i, v in enumerate(spec)]
     return [("", spec)]
-
-
-def _argument_error(
-    key: str, error: BaseException, names: Any, owner: str
-) -> ConfigError:
-    """``key.<argument>: ...`` from a constructor's ``"<argument>: expected ..."``
-    (or ``"<owner>: <argument>: ..."``), else ``key: ...``."""
-    message = str(error).removeprefix(f"{owner}: ")
-    name = message.split(":", 1)[0]
-    if name in names:
-        return ConfigError(f"{key}.{message}")
-    return ConfigError(f"{key}: {owner}: {message}")
 
 
 def check(config: RunConfig) -> RunConfig:
@@ -103,6 +79,26 @@ def check(config: RunConfig) -> RunConfig:
       ConfigError: naming the config key.
     """
 
+    model_args, data_args = _model_and_data_args(config)
+    optimizer = optim.check(config.optimizer)
+    _check_losses(config)
+    _check_metrics(config)
+    callbacks = _checked_callbacks(config)
+    compile_cache.checked(config.compilation_cache)
+    _check_fit_values(config)
+    _trains_something(config)
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, args=model_args),
+        data=dataclasses.replace(config.data, args=data_args),
+        optimizer=optimizer,
+        callbacks=callbacks,
+    )
+
+
+def _model_and_data_args(config: RunConfig) -> tuple[Any, Any]:
+    """``model.args`` and ``data.args`` checked against (and converted by) the
+    signatures of the model builder and the dataset loader they name."""
     builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
     model_args = registry.check_args(
         builder,
@@ -119,7 +115,11 @@ def check(config: RunConfig) -> RunConfig:
         ("seed",),
         strict=loader in datasets.DATASETS.values(),
     )
-    optimizer = optim.check(config.optimizer)
+    return model_args, data_args
+
+
+def _check_losses(config: RunConfig) -> None:
+    """Each loss name (or import path) of ``loss`` resolves."""
     for suffix, name in _leaves(config.loss):
         if registry.is_import_path(name):
             registry.import_callable(name, f"loss{suffix}")
@@ -128,6 +128,10 @@ def check(config: RunConfig) -> RunConfig:
             losses.get(name)
         except (ValueError, TypeError) as error:
             raise schema.keyed(f"loss{suffix}", error, "loss") from None
+
+
+def _check_metrics(config: RunConfig) -> None:
+    """Each metric name of ``metrics`` (per output, if a mapping) resolves."""
     probe = jax.ShapeDtypeStruct((1, 2), np.float32)
     metric_specs = (
         config.metrics.items()
@@ -141,9 +145,15 @@ def check(config: RunConfig) -> RunConfig:
                 metrics_lib.resolve(name, probe, probe)
             except (ValueError, TypeError) as error:
                 raise schema.keyed(key, error, "metrics") from None
+
+
+def _checked_callbacks(config: RunConfig) -> list[Any]:
+    """The config's callbacks with their arguments converted by the classes'
+    signatures, once each has been built in a temporary run directory (the
+    constructors check the values)."""
     callbacks = []
     for i, callback in enumerate(config.callbacks):
-        cls = _callback_class(callback.name, f"callbacks[{i}].name")
+        cls = run_callbacks._callback_class(callback.name, f"callbacks[{i}].name")
         args = registry.check_args(
             cls,
             callback.args,
@@ -152,24 +162,20 @@ def check(config: RunConfig) -> RunConfig:
         )
         callbacks.append(dataclasses.replace(callback, args=args))
     with tempfile.TemporaryDirectory() as run_dir:  # constructors check the values
-        _callbacks(
+        run_callbacks._callbacks(
             dataclasses.replace(config, callbacks=callbacks), run_dir, backup=False
         )
-    compile_cache.checked(config.compilation_cache)
+    return callbacks
+
+
+def _check_fit_values(config: RunConfig) -> None:
+    """The trainer's own checks of the fit values (``_FIT_CHECKS``)."""
     for name, check_value in _FIT_CHECKS.items():
         if hasattr(config.fit, name):
             try:
                 check_value(getattr(config.fit, name))
             except (ValueError, TypeError) as error:
                 raise schema.keyed(f"fit.{name}", error, name) from None
-    _trains_something(config)
-    return dataclasses.replace(
-        config,
-        model=dataclasses.replace(config.model, args=model_args),
-        data=dataclasses.replace(config.data, args=data_args),
-        optimizer=optimizer,
-        callbacks=callbacks,
-    )
 
 
 def _trains_something(config: RunConfig) -> None:
@@ -400,156 +406,4 @@ def _unlocated(message: str) -> str:
     return message
 
 
-_PATH_ARGS = ("filepath", "filename", "log_dir", "backup_dir")  # in the run dir
-
-# What the runner itself writes into a run directory (and the path policy's
-# marker): a callback's path may not be one of them or inside one.
-RUN_DIR_ENTRIES = (
-    "config.yaml",
-    "run.log",
-    "history.json",
-    "history.csv",
-    "metrics.json",
-    "curves.png",
-    "checkpoint",
-    "backup",
-    paths.MARKER,
-)
-
-
 _MODEL_KEYS = ("sample_x", "num_outputs", "seed")
-
-
-def _run_path(value: str, run_dir: str, key: str) -> str:
-    """``value``, a callback's path argument, inside ``run_dir``.
-
-    A config's callbacks write into their run directory only: a path is
-    relative to it, and one that is absolute, leaves it (``..``, a symbolic
-    link), names the run directory itself, or names one of the runner's own
-    files (``RUN_DIR_ENTRIES``) is refused. (In Python, a callback takes any
-    path its own policy allows.)
-
-    Raises:
-      ConfigError: naming ``key``.
-    """
-    fix = (
-        "a config's callbacks write into the run directory: give a relative "
-        "path such as 'logs' or 'training.csv'"
-    )
-    if "\0" in value:
-        raise ConfigError(
-            errors.expected(key, "a path without NUL characters", value).rstrip(".")
-        )
-    if os.path.isabs(value) or value.startswith("~"):
-        raise ConfigError(
-            errors.expected(key, "a path relative to the run directory", value, fix)
-        )
-    relative = os.path.normpath(value) if value.strip() else "."
-    first = relative.split(os.sep, 1)[0]
-    if relative == "." or first == os.pardir:
-        raise ConfigError(
-            errors.expected(key, "a path inside the run directory", value, fix)
-        )
-    if any(first == name or first.startswith(name + ".") for name in RUN_DIR_ENTRIES):
-        raise ConfigError(
-            errors.expected(
-                key,
-                "a path that is none of the run directory's own entries "
-                f"({', '.join(RUN_DIR_ENTRIES)})",
-                value,
-                "Name another file or directory.",
-            )
-        )
-    if paths.within(run_dir, relative) is None:  # a symbolic link out of it
-        raise ConfigError(
-            errors.expected(key, "a path inside the run directory", value, fix)
-        )
-    return os.path.join(run_dir, relative)
-
-
-def _in_run_dir(
-    args: dict[str, Any], run_dir: str, key: str = "callbacks.args"
-) -> dict[str, Any]:
-    """The ``filepath`` / ``filename`` / ``log_dir`` / ``backup_dir`` arguments
-    made paths in the run directory (see ``_run_path``; ``key`` is the args'
-    config key, for the messages).
-
-    Raises:
-      ConfigError: a path that is absolute or leaves the run directory.
-    """
-    args = dict(args)
-    for name in _PATH_ARGS:
-        if isinstance(args.get(name), str):
-            args[name] = _run_path(args[name], run_dir, f"{key}.{name}")
-    return args
-
-
-def _path_defaults(cls: Any) -> dict[str, str]:
-    """The path arguments ``cls`` defaults to a string (``TensorBoard``'s
-    ``log_dir="logs"``): given explicitly, so they land in the run directory
-    rather than in the working directory."""
-    try:
-        parameters = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {
-        name: p.default
-        for name, p in parameters.items()
-        if name in _PATH_ARGS and isinstance(p.default, str)
-    }
-
-
-def _distinct(args: dict[str, Any], key: str, taken: list[tuple[str, str]]) -> None:
-    """No two callbacks of a config write to one path, or one inside another's
-    (``taken``: the earlier ``(relative path, key)``, added to).
-
-    Raises:
-      ConfigError: naming this argument and the earlier one.
-    """
-    for name in _PATH_ARGS:
-        value = args.get(name)
-        if not isinstance(value, str):
-            continue
-        relative = os.path.normpath(value)
-        for other, other_key in taken:
-            if os.path.commonpath([relative, other]) in (relative, other):
-                raise ConfigError(
-                    errors.expected(
-                        f"{key}.{name}",
-                        f"a path of its own, not {other_key}'s or one inside it",
-                        value,
-                    ).rstrip(".")
-                )
-        taken.append((relative, f"{key}.{name}"))
-
-
-def _callbacks(config: RunConfig, run_dir: str, backup: bool = True) -> list[Any]:
-    """The config's callbacks (paths in ``run_dir``, see ``_run_path``; no two on
-    one path), and BackupAndRestore.
-
-    Raises:
-      ConfigError: a path refused, or a constructor refusing its arguments,
-        naming ``callbacks[i].args.<argument>``.
-    """
-
-    built: list[Any] = []
-    taken: list[tuple[str, str]] = []
-    for i, callback in enumerate(config.callbacks):
-        cls = _callback_class(callback.name, f"callbacks[{i}].name")
-        key = f"callbacks[{i}].args"
-        args = {**_path_defaults(cls), **callback.args}
-        resolved = _in_run_dir(args, run_dir, key)
-        _distinct(args, key, taken)
-        try:
-            built.append(cls(**resolved))
-        except (TypeError, ValueError) as error:
-            raise _argument_error(
-                f"callbacks[{i}].args", error, callback.args, callback.name
-            ) from None
-    if backup and config.backup is not False:
-        built.append(
-            callbacks_lib.BackupAndRestore(
-                os.path.join(run_dir, "backup"), save_freq=config.backup
-            )
-        )
-    return built

@@ -49,12 +49,10 @@ resumed run continues from the newest backup; the lines the epochs after it had
 written to run.log and to CSVLogger files are dropped first, so none appears
 twice (a resumed ending prints its own lines again).
 
-``--resume`` refuses, with a one-line ``ConfigError``: a directory jaxfit did not
-make, a complete run, a run with ``backup: false``, a config.yaml changed since
-the run began (naming the key; only ``MAY_CHANGE`` may change: ``fit.epochs``
-upward, ``fit.verbose`` and ``compilation_cache``), and a directory another
-process is running (it holds the directory's lock, which the operating system
-releases however that process ends).
+``--resume`` refuses, with a one-line ``ConfigError``, a directory jaxfit did
+not make, a complete run, a run with ``backup: false``, a config.yaml changed
+outside ``MAY_CHANGE`` and a directory another process is running (``resume``
+says each, and how the run goes on).
 
 A dataset of arrays trains with ``Trainer.fit``, one of streams with
 ``Trainer.fit_dataset`` (see ``datasets``); the ``fit`` section's keys are the
@@ -93,35 +91,12 @@ from typing import Any
 from jaxfit._src import callbacks as callbacks_lib
 from jaxfit._src import paths
 from jaxfit._src.driver import preemption
-from jaxfit._src.runner import compile_cache, schema
-from jaxfit._src.runner import config as config_lib
-from jaxfit._src.runner.build import (  # noqa: F401
-    DEFAULTS,
-    _data,
-    _model,
-    _prepare,
-    _Prepared,
-)
+from jaxfit._src.runner import compile_cache, schema, yaml_reader
+from jaxfit._src.runner import resume as resume_lib
+from jaxfit._src.runner.build import DEFAULTS, _prepare, _Prepared  # noqa: F401
 from jaxfit._src.runner.checks import (  # noqa: F401
-    _COUNTERPARTS,
-    _FIT_CHECKS,
-    _MODEL_ARGS,
-    _MODEL_KEYS,
-    _PATH_ARGS,
-    _TOP_LEVEL,
-    _argument_error,
-    _callback_class,
-    _callbacks,
-    _check_fit,
-    _check_test_split,
-    _Checked,
-    _first_line,
-    _in_run_dir,
-    _leaves,
     _load,
     _located,
-    _misplaced,
-    _stop_before_training,
     _streaming,
     _trainer_error,
     _unlocated,
@@ -129,44 +104,26 @@ from jaxfit._src.runner.checks import (  # noqa: F401
     fit_arguments,
     load,
 )
-from jaxfit._src.runner.ending import (  # noqa: F401
-    _check_preemption,
-    _end,
-    _ending,
-    _sigint_deferred,
-    _Where,
-)
+from jaxfit._src.runner.ending import _check_preemption, _end, _sigint_deferred, _Where
+from jaxfit._src.runner.run_callbacks import _callbacks
 from jaxfit._src.runner.rundir import (  # noqa: F401
-    _EPOCH_LINE,
-    _MAX_PATH,
     BACKUP,
     COMPLETE,
     MAY_CHANGE,
-    _appending_csv,
     _atomic,
     _checked_workdir,
-    _config_change,
     _environment,
     _locked,
     _logging_to,
     _make_run_dir,
-    _marker,
-    _plot,
-    _position_words,
     _process_index,
-    _remove_backups,
-    _resume_point,
     _shared_path,
     _silent,
     _stopped_at,
-    _Tee,
     _Tracker,
-    _training_ended,
-    _trim_for_resume,
-    _write_json,
 )
 from jaxfit._src.runner.schema import ConfigError, RunConfig
-from jaxfit._src.runner.show import _format, _last_interruption, show  # noqa: F401
+from jaxfit._src.runner.show import show  # noqa: F401
 
 
 @dataclasses.dataclass
@@ -264,54 +221,18 @@ def _run(
     tracker = _Tracker(config.fit.initial_epoch, lambda: say(header))
     where = _Where()
     try:
-        with _located(locate):
-            callbacks = _callbacks(built, run_dir, backup=False)
-        if config.backup is not False:  # removed by the ending, after metrics.json
-            callbacks.append(
-                callbacks_lib.BackupAndRestore(
-                    os.path.join(run_dir, BACKUP),
-                    save_freq=config.backup,
-                    delete_checkpoint=False,
-                )
-            )
+        callbacks = _run_callbacks(config, built, run_dir, locate)
         if resumed is None and lead:
-            resolved = {**schema.to_dict(config), "environment": _environment()}
-            _atomic(
-                os.path.join(run_dir, "config.yaml"),
-                functools.partial(_dump_yaml, value=resolved),
-            )
+            _write_config(config, run_dir)
         logging = (
             _logging_to(os.path.join(run_dir, "run.log"))
             if lead
             else (contextlib.nullcontext())
         )
         with logging:
-            try:
-                history, metrics = _train(
-                    config, prepared, [tracker, *callbacks], run_dir, say, lead, where
-                )
-            except KeyboardInterrupt:
-                if resumed is None and not tracker.started:
-                    raise  # nothing trained yet: nothing is left (below)
-                line = _stop_line("interrupted", prepared, tracker, where)
-                line += _resume_words(config, run_dir, where)
-                if lead:
-                    print(line, file=sys.stderr, flush=True)
-                raise RunInterrupted(line, run_dir) from None
-            except preemption.Preempted as error:
-                if resumed is None and not tracker.started:
-                    line = "jaxfit run: preempted before training started"
-                    raise _NotStarted(line, error.signum) from None
-                line = _stop_line(
-                    f"preempted ({signal.Signals(error.signum).name})",
-                    prepared,
-                    tracker,
-                    where,
-                )
-                line += _resume_words(config, run_dir, where)
-                if lead:
-                    print(line, file=sys.stderr, flush=True)
-                raise preemption.Preempted(line, error.signum) from None
+            history, metrics = _train_reporting_stops(
+                config, prepared, tracker, callbacks, run_dir, resumed, say, lead, where
+            )
     except (RunInterrupted, preemption.Preempted):
         raise
     except (TypeError, ValueError, KeyboardInterrupt, _NotStarted) as error:
@@ -324,15 +245,94 @@ def _run(
                 run_dir if lead else None, workdir if made_workdir else None, cache
             )
         if isinstance(error, _NotStarted):
-            line = str(error) + ("; nothing was created" if resumed is None else "")
-            if lead:
-                print(line, file=sys.stderr, flush=True)
-            raise preemption.Preempted(line, error.signum) from None
+            raise _preempted_before_training(error, resumed, lead) from None
         if isinstance(error, (ConfigError, KeyboardInterrupt)):
             raise
         with _located(locate):
             raise _trainer_error(config, error) from None
     return RunResult(run_dir, history, metrics)
+
+
+def _run_callbacks(
+    config: RunConfig, built: RunConfig, run_dir: str, locate: Callable[[str], str]
+) -> list[Any]:
+    """The config's callbacks (from ``built``) in ``run_dir``, and the runner's
+    BackupAndRestore unless ``backup: false`` (removed by the ending, after
+    metrics.json)."""
+    with _located(locate):
+        callbacks = _callbacks(built, run_dir, backup=False)
+    if config.backup is not False:
+        callbacks.append(
+            callbacks_lib.BackupAndRestore(
+                os.path.join(run_dir, BACKUP),
+                save_freq=config.backup,
+                delete_checkpoint=False,
+            )
+        )
+    return callbacks
+
+
+def _write_config(config: RunConfig, run_dir: str) -> None:
+    """config.yaml: the resolved config with an ``environment`` section."""
+    resolved = {**schema.to_dict(config), "environment": _environment()}
+    _atomic(
+        os.path.join(run_dir, "config.yaml"),
+        functools.partial(_dump_yaml, value=resolved),
+    )
+
+
+def _train_reporting_stops(
+    config: RunConfig,
+    prepared: _Prepared,
+    tracker: _Tracker,
+    callbacks: list[Any],
+    run_dir: str,
+    resumed: str | None,
+    say: Callable[..., None],
+    lead: bool,
+    where: _Where,
+) -> tuple[Any, dict[str, Any]]:
+    """``_train`` with ``tracker`` first among the callbacks; Ctrl-C and SIGTERM
+    once training has begun (or in a resumed run) are reported in one line and
+    raised as ``RunInterrupted`` / ``Preempted``, before that as a bare
+    ``KeyboardInterrupt`` or ``_NotStarted``."""
+    try:
+        return _train(
+            config, prepared, [tracker, *callbacks], run_dir, say, lead, where
+        )
+    except KeyboardInterrupt:
+        if resumed is None and not tracker.started:
+            raise  # nothing trained yet: nothing is left (below)
+        line = _stop_line("interrupted", prepared, tracker, where)
+        line += _resume_words(config, run_dir, where)
+        if lead:
+            print(line, file=sys.stderr, flush=True)
+        raise RunInterrupted(line, run_dir) from None
+    except preemption.Preempted as error:
+        if resumed is None and not tracker.started:
+            line = "jaxfit run: preempted before training started"
+            raise _NotStarted(line, error.signum) from None
+        line = _stop_line(
+            f"preempted ({signal.Signals(error.signum).name})",
+            prepared,
+            tracker,
+            where,
+        )
+        line += _resume_words(config, run_dir, where)
+        if lead:
+            print(line, file=sys.stderr, flush=True)
+        raise preemption.Preempted(line, error.signum) from None
+
+
+def _preempted_before_training(
+    error: _NotStarted, resumed: str | None, lead: bool
+) -> preemption.Preempted:
+    """SIGTERM before training began, once the fresh run directory is removed:
+    its line printed (process 0), as the ``Preempted`` to raise."""
+    line = str(error) + ("; nothing was created" if resumed is None else "")
+    if lead:
+        print(line, file=sys.stderr, flush=True)
+    return preemption.Preempted(line, error.signum)
 
 
 class _NotStarted(Exception):
@@ -346,7 +346,7 @@ class _NotStarted(Exception):
 
 def _dump_yaml(path: str, value: Any) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        config_lib._yaml().safe_dump(value, f, sort_keys=False)
+        yaml_reader._yaml().safe_dump(value, f, sort_keys=False)
 
 
 def _stop_line(kind: str, prepared: _Prepared, tracker: Any, where: _Where) -> str:
@@ -377,43 +377,7 @@ def _resolve(
             return check(config), _unlocated, None
         config, locate = _load(config, overrides)
         return config, locate, None
-    run_dir = os.path.abspath(os.fspath(resume))
-    if overrides:
-        raise ConfigError("--set: cannot change the config of a resumed run.")
-    expected = "--resume: expected a run directory made by jaxfit run, got"
-    if not os.path.isdir(run_dir):
-        raise ConfigError(f"{expected} {run_dir!r}, which is not a directory.")
-    marker = _marker(run_dir)
-    if marker is None or not isinstance(marker.get("config"), dict):
-        raise ConfigError(
-            f"{expected} {run_dir!r}, which has no run marker ({paths.MARKER}) "
-            "holding the config the run began with."
-        )
-    if _process_index() == 0:
-        stack.enter_context(_locked(run_dir))  # until the run ends
-    if os.path.exists(os.path.join(run_dir, COMPLETE)):
-        raise ConfigError(
-            f"--resume: {run_dir!r} finished already (it has {COMPLETE}); "
-            "start a new run instead."
-        )
-    config, locate = _load(os.path.join(run_dir, "config.yaml"))
-    change = _config_change(marker["config"], config)
-    if change is not None:
-        raise ConfigError(locate(change))
-    if config.backup is False:
-        raise ConfigError(
-            f"--resume: {run_dir!r} ran with backup: false; there is "
-            "nothing to resume from."
-        )
-    reached = _resume_point(config, run_dir)[0]
-    if reached > config.fit.epochs:
-        raise ConfigError(
-            locate(
-                f"fit.epochs: expected at least {reached}, the epochs the run's "
-                f"newest backup had trained, got {config.fit.epochs}."
-            )
-        )
-    return config, locate, run_dir
+    return resume_lib.resumed_config(resume, overrides, stack)
 
 
 def _open_run_dir(
@@ -425,26 +389,14 @@ def _open_run_dir(
 ) -> tuple[str, RunConfig, str]:
     """``(run_dir, config to build callbacks from, header line)``: a new directory
     (process 0 makes and locks it, the others are told its path), or the resumed
-    one with the lines and CSV rows after its backup dropped (they come again)."""
+    one (``resume.reopened``)."""
     if resumed is None:
         made = _make_run_dir(workdir, config.name, config) if lead else None
         if made is not None:
             stack.enter_context(_locked(made))  # until the run ends
         run_dir = _shared_path(made)
         return run_dir, config, f"jaxfit run: {config.name} -> {run_dir}"
-    epoch, batch, stopped = _resume_point(config, resumed)
-    if lead:
-        _trim_for_resume(config, resumed, epoch)
-    words = (
-        "after its training ended: writing the run's files"
-        if _training_ended(epoch, batch, stopped, config.fit.epochs)
-        else _position_words(epoch, batch, config.fit.epochs, None, "at")
-    )
-    return (
-        resumed,
-        _appending_csv(config),
-        f"jaxfit run: resuming {config.name} in {resumed} {words}",
-    )
+    return resume_lib.reopened(config, resumed, lead)
 
 
 def _discard(

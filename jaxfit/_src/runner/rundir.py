@@ -35,7 +35,7 @@ from jaxfit._src import paths
 from jaxfit._src.checkpoint import orbax_io
 from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.runner import schema
-from jaxfit._src.runner.checks import _in_run_dir
+from jaxfit._src.runner.run_callbacks import _in_run_dir
 from jaxfit._src.runner.schema import ConfigError, RunConfig
 
 _MAX_PATH = 4096  # bytes of a run directory path broadcast to the other processes

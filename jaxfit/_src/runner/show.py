@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxfit._src.runner import config as config_lib
+from jaxfit._src.runner import yaml_reader
 from jaxfit._src.runner.rundir import (
     COMPLETE,
     _is_locked,
@@ -84,7 +84,7 @@ def _shown_config(run_dir: str) -> dict[str, Any]:
     if os.path.getsize(path) > _MAX_READ:
         raise ConfigError(f"{expected}{run_dir!r}: its config.yaml is over 16 MiB.")
     try:
-        raw, _ = config_lib.read(path)
+        raw, _ = yaml_reader.read(path)
     except (ConfigError, ValueError, RecursionError, OSError) as error:
         text = " ".join(str(error).split()) or type(error).__name__
         raise ConfigError(f"{expected}{run_dir!r}: {text[:300]}") from None
