@@ -248,8 +248,11 @@ class Trainer(Inference, Checkpointing):
         cancelling the task ends the fit as an interrupt would.
         """
         args = FitArgs(**kwargs)
-        run = await steps.off_loop(lambda: self._fit_steps(x, y, args))
-        await steps.drive(run)
+        self._start("fit")
+        plan = await steps.off_loop(lambda: self._fit_plan(x, y, args))
+        # launched here, on the event loop: a task cancelled while the plan was
+        # being made leaves the trainer as it was
+        await steps.drive(loop.launch(self, plan, args, plan.source.batch_size))
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback
@@ -261,10 +264,13 @@ class Trainer(Inference, Checkpointing):
 
     def _fit_steps(self, x: Any, y: Any, args: FitArgs) -> steps.Steps:
         self._start("fit")
-        plan = plans.fit_plan(
+        plan = self._fit_plan(x, y, args)
+        return loop.launch(self, plan, args, plan.source.batch_size)
+
+    def _fit_plan(self, x: Any, y: Any, args: FitArgs) -> loop.FitPlan:
+        return plans.fit_plan(
             self._prepare, self._spec.placement, lambda: self.seed, x, y, args
         )
-        return loop.launch(self, plan, args, plan.source.batch_size)
 
     @errors.filter_traceback
     def fit_dataset(
@@ -337,8 +343,13 @@ class Trainer(Inference, Checkpointing):
         """``fit_dataset`` that never blocks the event loop, as ``fit_async``
         (takes the same keyword arguments, checked as ``StreamFitArgs``)."""
         args = StreamFitArgs(**kwargs)
-        run = await steps.off_loop(lambda: self._fit_dataset_steps(dataset, args))
-        await steps.drive(run)
+        self._start("fit_dataset")
+        plan = await steps.off_loop(
+            lambda: plans.stream_fit_plan(
+                self._prepare, self._spec.placement, dataset, args
+            )
+        )
+        await steps.drive(loop.launch(self, plan, args, plan.source.padded_size))
         return self.history  # type: ignore[return-value]
 
     @errors.filter_traceback

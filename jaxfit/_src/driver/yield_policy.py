@@ -82,8 +82,10 @@ class YieldPolicy:
             return self.capacity
         if self.step_s is None:
             return 1  # the first block measures
-        steps = round(self.every_ms / 1000.0 / max(self.step_s, 1e-9))
-        return max(1, min(self.capacity, steps))
+        steps = self.every_ms / 1000.0 / max(self.step_s, 1e-9)
+        if steps >= self.capacity:  # also an infinite interval
+            return self.capacity
+        return max(1, round(steps))
 
     def dispatched(self, steps: int, compiled: bool = False) -> None:
         """After a block of ``steps`` steps was dispatched; ``compiled``: its call
