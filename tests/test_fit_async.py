@@ -395,6 +395,36 @@ def test_a_cancelled_call_changes_nothing_after_it_raised(call):
     assert trainer.session is after["session"]
 
 
+@pytest.mark.parametrize("second", ["fit_async", "fit_dataset_async", "fit"])
+def test_a_second_fit_while_an_async_one_is_being_set_up_is_refused(second):
+    # the first call's plan is being made on a worker thread (the fit has not
+    # started yet) when the second comes
+    x, y = regression_data(n=40)
+    trainer = _trainer()
+
+    async def again():
+        if second == "fit":  # a sync fit called on the event loop's thread
+            return _fit_sync(trainer, "fit", x, y, 4, epochs=2, verbose=0)
+        call = second.removesuffix("_async")
+        return await _fit_async(trainer, call, x, y, 4, epochs=2, verbose=0)
+
+    async def main():
+        return await asyncio.gather(
+            _fit_async(trainer, "fit", x, y, 4, epochs=2, verbose=0),
+            again(),
+            return_exceptions=True,
+        )
+
+    first, refused = asyncio.run(main())
+    assert isinstance(refused, RuntimeError), refused
+    assert "not re-entrant" in str(refused)
+    assert first.epoch == [0, 1]
+    assert first is trainer.history
+    assert int(trainer.state.step) == 20
+    assert not trainer.session.running
+    assert _fit_sync(trainer, "fit", x, y, 4, epochs=1, verbose=0).epoch == [0]
+
+
 class Boom(Exception):
     pass
 
