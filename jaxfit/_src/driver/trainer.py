@@ -9,6 +9,7 @@ delivering each batch's logs to the callbacks at yield points.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -248,12 +249,27 @@ class Trainer(Inference, Checkpointing):
         cancelling the task ends the fit as an interrupt would.
         """
         args = FitArgs(**kwargs)
-        self._start("fit")
-        plan = await steps.off_loop(lambda: self._fit_plan(x, y, args))
-        # launched here, on the event loop: a task cancelled while the plan was
-        # being made leaves the trainer as it was
+        plan = await self._plan_off_loop("fit", lambda: self._fit_plan(x, y, args))
         await steps.drive(loop.launch(self, plan, args, plan.source.batch_size))
         return self.history  # type: ignore[return-value]
+
+    async def _plan_off_loop(
+        self, call: str, make: Callable[[], loop.FitPlan]
+    ) -> loop.FitPlan:
+        """The plan made on a worker thread (tracing, the first batch); the fit
+        is launched by the caller, on the event loop, so a task cancelled
+        meanwhile leaves the trainer as it was. Another fit is refused while
+        the plan is made."""
+        self._start(call)
+        self._planning = True
+        made = asyncio.get_running_loop().run_in_executor(None, make)
+        try:
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:  # the plan is never launched: close it
+            made.add_done_callback(_close_plan)
+            raise
+        finally:
+            self._planning = False
 
     @errors.filter_traceback
     def iterate_fit(self, x: Any, y: Any, args: FitArgs) -> Iterator[None]:
@@ -343,11 +359,11 @@ class Trainer(Inference, Checkpointing):
         """``fit_dataset`` that never blocks the event loop, as ``fit_async``
         (takes the same keyword arguments, checked as ``StreamFitArgs``)."""
         args = StreamFitArgs(**kwargs)
-        self._start("fit_dataset")
-        plan = await steps.off_loop(
+        plan = await self._plan_off_loop(
+            "fit_dataset",
             lambda: plans.stream_fit_plan(
                 self._prepare, self._spec.placement, dataset, args
-            )
+            ),
         )
         await steps.drive(loop.launch(self, plan, args, plan.source.padded_size))
         return self.history  # type: ignore[return-value]
@@ -363,11 +379,20 @@ class Trainer(Inference, Checkpointing):
         return loop.launch(self, plan, args, plan.source.padded_size)
 
     def _start(self, call: str) -> None:
-        if self.session.running:
+        if self.session.running or getattr(self, "_planning", False):
             raise RuntimeError(
                 f"{call}: the trainer is already running a fit; it is not re-entrant."
             )
         self._require(call, optimizer=True)
+
+
+def _close_plan(made: Any) -> None:
+    """Closes the sources of a plan made for a task cancelled meanwhile."""
+    if not made.cancelled() and made.exception() is None:
+        plan = made.result()
+        plan.source.close()
+        if plan.validation is not None:
+            plan.validation.source.close()
 
 
 # The async twins take fit's and fit_dataset's keyword arguments (checked as FitArgs
