@@ -51,6 +51,39 @@ def test_zero_compilations_after_the_first_epoch_and_on_a_second_fit(compiles):
     assert compiles.count == 0
 
 
+@pytest.mark.parametrize("call", ["fit", "fit_dataset"])
+def test_blocks_of_every_length_share_one_program(compiles, call):
+    # a clock that jumps 3 ms at every read makes the measured step time, and so
+    # the block lengths, change all along; the programs do not
+    x, y = regression_data(n=400)
+    clock = iter(range(10**9))
+    trainer = jaxfit.Trainer(
+        linear_apply, linear_params(), optimizer=optax.adam(1e-2), loss="mse"
+    )
+    lengths, last = [], {}
+
+    class Lengths(jaxfit.callbacks.Callback):
+        def on_yield(self, epoch, batch, logs=None):  # batches since the last one
+            lengths.append(batch - last.get(epoch, -1))
+            last[epoch] = batch
+
+    kwargs = dict(
+        epochs=2,
+        yield_every=20,
+        now=lambda: next(clock) * 0.003,
+        callbacks=[Lengths()],
+        verbose=0,
+    )
+    if call == "fit":
+        trainer.fit(x, y, batch_size=4, validation_split=0.25, **kwargs)
+    else:
+        batches = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 300, 4)]
+        trainer.fit_dataset(batches, validation_data=batches[:5], **kwargs)
+    assert len(set(lengths)) > 2 and min(lengths) > 0  # stretches of several lengths
+    assert compiles.named("train_block") == 1
+    assert compiles.named("eval_block") == 1
+
+
 def test_batch_policy_compiles_once_across_epochs(compiles):
     x, y = regression_data(n=9)
     trainer = jaxfit.Trainer(
