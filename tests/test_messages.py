@@ -108,6 +108,12 @@ def test_an_empty_stream_says_so_in_words():
     with pytest.raises(ValueError) as info:
         _trainer().fit_dataset([], verbose=0)
     assert str(info.value) == "dataset: expected at least one batch, got no batches."
+    empty = (np.zeros((0, 3), np.float32), np.zeros((0, 1), np.float32))
+    with pytest.raises(ValueError) as info:
+        _trainer().fit_dataset([empty, empty], verbose=0)
+    assert str(info.value) == (
+        "dataset: expected at least one batch with rows, got 2 batches, none with rows."
+    )
 
 
 def test_a_scalar_array_argument_shows_its_value():

@@ -185,16 +185,10 @@ class StreamSource:
             name = f"{self.argname} batch {index}" if evaluation else where(index)
             first = feeder.read_first(iterator, self._timeout, name)
             if first is feeder.END:
+                got = f"{index} batches, none with rows" if index else "no batches"
+                expected = "at least one batch" + (" with rows" if index else "")
                 raise ValueError(
-                    errors.expected(
-                        self.argname,
-                        "at least one batch with rows",
-                        errors.Description(
-                            f"{index} batches, none with rows"
-                            if index
-                            else "no batches"
-                        ),
-                    )
+                    errors.expected(self.argname, expected, errors.Description(got))
                 )
             if self.batcher(first, index).n > 0:
                 return first, index
