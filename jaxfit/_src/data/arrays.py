@@ -328,7 +328,8 @@ def blocks(
 ) -> Iterator[tuple[dict[str, Any], int]]:
     """Yields ``(host_block, num_real_batches)``: each block has ``capacity``
     slots, its first ``steps()`` (asked for each block; at most what is left)
-    real and the rest all padding (mask 0), which the compiled block skips."""
+    real and the rest padding (mask 0, contents unset), which the compiled
+    block skips."""
     num_steps, start = index.shape[0], 0
     while start < num_steps:
         real = max(1, min(steps(), capacity, num_steps - start))
@@ -347,19 +348,25 @@ def blocks(
 
 
 def _gather(tree: Any, index: np.ndarray, pad: int) -> Any:
-    """Rows ``index`` (``[slots, batch]``) of every leaf, then ``pad`` all-zero
-    slots. Host leaves gather the real slots only; device leaves gather a full
-    block (row 0 in the padding) so that their gather has one shape."""
+    """Rows ``index`` (``[slots, batch]``) of every leaf, then ``pad`` padding
+    slots. Host leaves gather the real slots only, into a buffer whose padding
+    slots are left as they are (the compiled block never reads them: its loop
+    stops at the last real slot, which the mask says); writing zeros there and
+    copying them cost 4x the transfer itself (8 MiB blocks of 3 real slots on
+    CPU: 11.9 ms, 2.7 ms without). Device leaves gather a full block (row 0 in
+    the padding) so that their gather has one shape."""
 
     def one(leaf: Any) -> Any:
         if isinstance(leaf, jax.Array):
             return leaf[
                 np.concatenate([index, np.zeros((pad, index.shape[1]), index.dtype)])
             ]
-        rows = leaf[index]
         if not pad:
-            return rows
-        return np.concatenate([rows, np.zeros((pad, *rows.shape[1:]), rows.dtype)])
+            return leaf[index]
+        real = index.shape[0]
+        out = np.empty((real + pad, *index.shape[1:], *leaf.shape[1:]), leaf.dtype)
+        np.take(leaf, index, axis=0, out=out[:real])
+        return out
 
     return jax.tree.map(one, tree)
 

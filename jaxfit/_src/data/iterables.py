@@ -344,7 +344,7 @@ class Batcher:
             weights: tuple[np.ndarray, ...] = (ones,) * self._outputs
         else:
             weights = tuple(
-                _stack([b.weights[o] for b in group], slots, size)
+                _stack([b.weights[o] for b in group], slots, size, zeros=True)
                 for o in range(self._outputs)
             )
         if self.class_weight is not None:
@@ -358,6 +358,7 @@ class Batcher:
                 ],
                 slots,
                 size,
+                zeros=True,
             )
             weights = tuple(w * per_class for w in weights)
         if full:
@@ -369,14 +370,26 @@ class Batcher:
         return {"x": x, "y": y, "sample_weight": weights, "mask": mask}
 
 
-def _stack(arrays_: list[np.ndarray], slots: int, size: int) -> np.ndarray:
-    """``[n_i, ...]`` arrays as one ``[slots, size, ...]`` array, zero-padded."""
-    if len(arrays_) == slots and all(a.shape[0] == size for a in arrays_):
-        return np.stack(arrays_)
-    first = arrays_[0]
-    out = np.zeros((slots, size, *first.shape[1:]), first.dtype)
+def _stack(
+    arrays_: list[np.ndarray], slots: int, size: int, zeros: bool = False
+) -> np.ndarray:
+    """``[n_i, ...]`` arrays as one ``[slots, size, ...]`` array: the rows past
+    each batch's own are zeros (they are computed, then masked: they must be
+    finite); the slots past the arrays' are left unset (the compiled block's
+    loop never reaches them, see ``arrays._gather``), or zeros with ``zeros``
+    (weights: the host multiplies them)."""
+    first, count = arrays_[0], len(arrays_)
+    make = np.zeros if zeros else np.empty
+    if all(a.shape[0] == size for a in arrays_):
+        if count == slots:
+            return np.stack(arrays_)
+        out = make((slots, size, *first.shape[1:]), first.dtype)
+        np.stack(arrays_, out=out[:count])
+        return out
+    out = make((slots, size, *first.shape[1:]), first.dtype)
     for i, a in enumerate(arrays_):
         out[i, : a.shape[0]] = a
+        out[i, a.shape[0] :] = 0
     return out
 
 
