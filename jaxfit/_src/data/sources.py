@@ -303,7 +303,11 @@ class _Counted:
 
     def __init__(self, feed: feeder.Feeder, count: int):
         self._feed, self._left = feed, count
-        self.wait, self.ready = feed.wait, feed.ready
+        self.wait = feed.wait
+
+    def ready(self) -> bool:
+        """Whether ``__next__`` returns at once (at the epoch's end, it does)."""
+        return self._left <= 0 or self._feed.ready()
 
     def __iter__(self) -> _Counted:
         return self
