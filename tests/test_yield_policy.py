@@ -39,15 +39,20 @@ class Recorder(jaxfit.callbacks.Callback):
         self.events.append(("epoch_end", epoch))
 
 
-def _fit(yield_every, now=None, n=10, batch_size=4, epochs=2):
-    x, y = regression_data(n=n)
-    trainer = jaxfit.Trainer(
+def _still_trainer():
+    """A linear model that does not move (sgd(0)): its logs are known in numpy."""
+    return jaxfit.Trainer(
         linear_apply,
         linear_params(),
         optimizer=optax.sgd(0.0),
         loss="mse",
         metrics=["mae"],
     )
+
+
+def _fit(yield_every, now=None, n=10, batch_size=4, epochs=2):
+    x, y = regression_data(n=n)
+    trainer = _still_trainer()
     recorder = Recorder()
     trainer.fit(
         x,
@@ -129,13 +134,7 @@ CLOCKS = {
 def test_yield_points_follow_the_injected_clock(clock, call):
     make_clock, expected = CLOCKS[clock]
     x, y = regression_data(n=40)
-    trainer = jaxfit.Trainer(
-        linear_apply,
-        linear_params(),
-        optimizer=optax.sgd(0.0),
-        loss="mse",
-        metrics=["mae"],
-    )
+    trainer = _still_trainer()
     recorder = Recorder()
     common = dict(
         epochs=2, yield_every=25, callbacks=[recorder], verbose=0, now=make_clock()
