@@ -302,32 +302,6 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(
-    apply, objective: Objective, policy: str | precision.Policy | None = None
-):
-    """Returns ``eval_step(state, batch) -> (state, logs)``; the state is unchanged.
-
-    ``policy`` is as in ``make_train_step`` (casts only; no loss scaling).
-    """
-    compute_apply = precision.make_compute_apply(_resolve(policy), apply)
-
-    def eval_step(state: TrainState, batch: dict[str, Any]):
-        y_pred, _ = compute_apply(
-            state.params,
-            state.model_state,
-            batch["x"],
-            train=False,
-            rng=state.rng,
-            mask=batch["mask"],
-        )
-        mask = batch["mask"]
-        weights = tuple(w * mask for w in batch["sample_weight"])
-        parts = objective.per_sample(batch["y"], y_pred)
-        return state, objective.batch_logs(batch["y"], y_pred, parts, weights, mask)
-
-    return eval_step
-
-
 def make_block(step: Callable[..., Any]):
     """Fuses ``step`` over a block of batches: one program for any number of them.
 
@@ -383,18 +357,10 @@ def empty_logs(names: list[str]) -> Logs:
     return {name: metrics.empty() for name in names}
 
 
-def make_predict_step(apply, policy: str | precision.Policy | None = None):
-    """Returns ``predict_step(state, x, mask) -> y_pred`` in inference mode.
-
-    ``policy`` is as in ``make_train_step``; under a casting policy the floating
-    outputs come back float32.
-    """
-    compute_apply = precision.make_compute_apply(_resolve(policy), apply)
-
-    def predict_step(state: TrainState, x: Any, mask: Any = None):
-        y_pred, _ = compute_apply(
-            state.params, state.model_state, x, train=False, rng=state.rng, mask=mask
-        )
-        return y_pred
-
-    return predict_step
+# the inference steps live beside, re-exported here
+from jaxfit._src.core.inference_steps import (  # noqa: E402
+    make_eval_step as make_eval_step,
+)
+from jaxfit._src.core.inference_steps import (  # noqa: E402
+    make_predict_step as make_predict_step,
+)
