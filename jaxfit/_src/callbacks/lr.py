@@ -1,8 +1,11 @@
 """Learning-rate control between epochs, without recompiling (Keras arguments).
 
-Both callbacks change the array that ``optax.inject_hyperparams`` keeps in the
-optimizer state (``trainer.learning_rate``); the compiled step is untouched. The
-rate is logged as ``learning_rate`` and saved with the state.
+Both callbacks need an optimizer built with ``optax.inject_hyperparams`` (a
+constant or a scheduled rate). A constant rate is the array the injection keeps
+in the optimizer state; a scheduled one is scaled (``ReduceLROnPlateau``) or taken
+over (``LearningRateScheduler``) through arrays of the state (see
+``trainer.learning_rate``); the compiled step is untouched. The rate applied is
+logged as ``learning_rate`` and saved with the state.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from jaxfit._src.driver.callback import Callback
 MSG_NO_LR = (
     "{name}: the optimizer's learning rate cannot be controlled: expected an "
     "optimizer built with optax.inject_hyperparams, e.g. "
-    "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3), got {optimizer}."
+    "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3) or "
+    "(learning_rate=optax.exponential_decay(1e-3, 100, 0.9)), got {optimizer}."
 )
 
 
@@ -39,6 +43,12 @@ def _require_lr(callback: Callback) -> float:
 
 class LearningRateScheduler(Callback):
     """Sets the learning rate at each epoch's start from ``schedule(epoch, lr)``.
+
+    ``lr`` is the current rate (at epoch 0 the optimizer's initial one). With a
+    scheduled injected rate (``optax.inject_hyperparams(optax.adam)(
+    learning_rate=optax.exponential_decay(...))``) the callback takes over from
+    the optax schedule: the rate is what ``schedule`` returns, for every step of
+    the epoch (as ``trainer.learning_rate = v``). Keras refuses a schedule here.
 
     Args:
       schedule: ``schedule(epoch, lr) -> new lr`` (or ``schedule(epoch)``).
@@ -89,6 +99,15 @@ class ReduceLROnPlateau(MonitorCallback):
     Keras 3 semantics: after ``patience`` epochs without an improvement larger
     than ``min_delta``, ``lr = max(lr * factor, min_lr)``, then ``cooldown`` epochs
     pass before counting again.
+
+    With a scheduled injected rate (``optax.inject_hyperparams(optax.adam)(
+    learning_rate=optax.exponential_decay(...))``; Keras refuses a schedule) the
+    schedule goes on, scaled: its scale, part of the optimizer state (saved and
+    restored with it), is multiplied by ``new / lr``, where ``lr`` is the rate
+    the last step applied; ``min_lr`` bounds the rate at the reduction, and the
+    schedule may decay below it afterwards. The logged ``learning_rate`` is the
+    scaled rate. After ``LearningRateScheduler`` or ``trainer.learning_rate = v``
+    took over, the rate itself is reduced.
 
     Args:
       monitor: the log key. Defaults to `"val_loss"`.
@@ -177,7 +196,7 @@ class ReduceLROnPlateau(MonitorCallback):
                 lr = _require_lr(self)
                 if lr > np.float32(self.min_lr):
                     new = max(lr * self.factor, self.min_lr)
-                    self.trainer.learning_rate = new
+                    self.trainer._reduce_learning_rate(new)
                     if self.verbose:
                         print(
                             f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning "

@@ -211,9 +211,12 @@ def _updated(
     grads: Any,
     model_state: Any,
     rng: Any,
+    count: Any = None,
 ) -> TrainState:
-    """``state`` after one optimizer step with ``grads``."""
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    """``state`` after one optimizer step with ``grads`` (``count``: the batch's
+    real samples, passed to an accumulating optimizer's update)."""
+    extra = {} if count is None else {"count": count}
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
     return state.replace(
         step=state.step + 1,
@@ -245,6 +248,7 @@ def make_train_step(
     objective: Objective,
     optimizer: optax.GradientTransformation,
     policy: str | precision.Policy | None = None,
+    counts: bool = False,
 ):
     """Returns ``train_step(state, batch) -> (state, logs)``; all-masked is a no-op.
 
@@ -258,6 +262,8 @@ def make_train_step(
         policy ``state.loss_scale`` must hold a ``precision.LossScaleState``, and
         a step with non-finite gradients is skipped (see ``precision``).
         Defaults to `None`.
+      counts: pass each batch's real-sample count to ``optimizer.update`` as
+        ``count=`` (``core.accumulate``). Defaults to `False`.
     """
     pol = _resolve(policy)
     compute_apply = precision.make_compute_apply(pol, apply)
@@ -290,7 +296,8 @@ def make_train_step(
         )
         if scaling:
             grads = precision.unscale(state.loss_scale, grads)
-        new_state = _updated(optimizer, state, grads, model_state, rng)
+        count = jnp.sum(mask) if counts else None
+        new_state = _updated(optimizer, state, grads, model_state, rng, count)
         if scaling:  # Keras' LossScaleOptimizer: skip the update, adjust the scale
             new_state = _unless_non_finite(pol, state, new_state, grads, rng)
         real = jnp.sum(mask) > 0

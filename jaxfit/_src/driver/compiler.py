@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxfit._src import errors
+from jaxfit._src.core import accumulate, hyperparams
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.placement import Placement
@@ -39,7 +40,7 @@ class Compiled:
     eval_block: Any  # (state, totals, block) -> (totals, batch_logs)
     empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
     state_shardings: Any = None  # of the state these blocks take (and return)
-    accumulate_steps: int = 1  # > 1: the optimizer is optax.MultiSteps
+    accumulate_steps: int = 1  # > 1: the optimizer is core.accumulate's
     fuse: bool = True  # whether several steps may share one compiled call
     objective: Any = None  # the resolved losses and metrics (label checks read it)
     y_pred: Any = None  # the model output's shapes, as traced
@@ -61,30 +62,32 @@ class Spec:
 
 
 def optimizer_for(
-    spec: Spec, accumulate_steps: int
+    spec: Spec, state: TrainState, accumulate_steps: int, batch_size: int
 ) -> optax.GradientTransformation | None:
-    """The optimizer a fit runs: ``optax.MultiSteps`` around it to accumulate
-    (``None`` for a trainer that only evaluates)."""
-    if accumulate_steps == 1 or spec.optimizer is None:
-        return spec.optimizer
-    return optax.MultiSteps(spec.optimizer, every_k_schedule=accumulate_steps)
+    """The optimizer a fit runs on ``state`` (the trainer's): the user's, inside
+    ``hyperparams.control`` when its scheduled rate is controlled, inside
+    ``accumulate.accumulate`` to accumulate (``None`` for a trainer that only
+    evaluates)."""
+    optimizer = hyperparams.matching(spec.optimizer, state.opt_state)
+    if accumulate_steps == 1 or optimizer is None:
+        return optimizer
+    return accumulate.accumulate(optimizer, accumulate_steps, batch_size)
 
 
 def accumulating(spec: Spec, state: TrainState, accumulate_steps: int) -> TrainState:
-    """``state`` with its optimizer state inside ``optax.MultiSteps``' (fresh
-    accumulators) for a fit with ``accumulate_steps`` > 1."""
+    """``state`` with its optimizer state inside empty accumulators for a fit
+    with ``accumulate_steps`` > 1."""
     if accumulate_steps == 1:
         return state
-    multi = strong(
-        optax.MultiSteps(spec.optimizer, accumulate_steps).init(state.params)
-    )
-    return state.replace(opt_state=multi._replace(inner_opt_state=state.opt_state))
+    around = strong(accumulate.around(state.params, None))
+    return state.replace(opt_state=around._replace(inner_opt_state=state.opt_state))
 
 
 def accumulated(state: TrainState) -> TrainState:
-    """Back to the plain optimizer state after a fit that accumulated (a partial
-    accumulation is dropped)."""
-    if isinstance(state.opt_state, optax.MultiStepsState):
+    """Back to the plain optimizer state after a fit that accumulated (a group
+    left partial when the fit ends is dropped: only when groups ran on across
+    epochs, see ``core.accumulate``)."""
+    if isinstance(state.opt_state, accumulate.AccumulateState):
         return state.replace(opt_state=state.opt_state.inner_opt_state)
     return state
 
@@ -147,14 +150,15 @@ def _build(
     accumulate_steps: int,
     argname: str,
 ) -> Compiled:
-    optimizer = optimizer_for(spec, accumulate_steps)
+    batch_size = jax.tree.leaves(x_spec)[0].shape[0]
+    optimizer = optimizer_for(spec, state, accumulate_steps, batch_size)
     state = jax.eval_shape(lambda s: accumulating(spec, s, accumulate_steps), state)
     if accumulate_steps > 1:
         shardings = spec.placement.state_shardings(state, optimizer)
     forward, y_pred = _trace_forward(spec, state, x_spec, argname)
     objective = _objective(spec, y_spec, y_pred, argname)
     train_step = step_lib.make_train_step(
-        spec.apply, objective, optimizer, policy=spec.policy
+        spec.apply, objective, optimizer, spec.policy, counts=accumulate_steps > 1
     )
     eval_step = step_lib.make_eval_step(spec.apply, objective, policy=spec.policy)
     # The train step itself is traced once, by jit, on its first call (before any

@@ -107,9 +107,13 @@ class TrainerBase:
     def learning_rate(self) -> float | None:
         """The optimizer's injected learning rate, or ``None`` when it has none.
 
-        Settable between calls, without recompiling, when the optimizer was built
-        with ``optax.inject_hyperparams``, e.g.
-        ``optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)``.
+        Settable between calls and from callbacks, without recompiling, when the
+        optimizer was built with ``optax.inject_hyperparams``, e.g.
+        ``optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)``. With a
+        scheduled rate (``learning_rate=optax.exponential_decay(...)``) it reads
+        the rate the last update applied, and assigning ``v`` takes over from the
+        schedule: the rate is ``v`` from then on (the schedule no longer acts;
+        see ``jaxfit.callbacks.ReduceLROnPlateau`` for scaling it instead).
         """
         value = hyperparams.get(self.state.opt_state)
         return None if value is None else float(placement.fetch(value))
@@ -117,30 +121,54 @@ class TrainerBase:
     @learning_rate.setter
     @errors.filter_traceback
     def learning_rate(self, value: float) -> None:
-        current = hyperparams.get(self.state.opt_state)
+        self._require_learning_rate("learning_rate")
+        self._set_opt_state(
+            hyperparams.set_rate(self.state.opt_state, float(value), self._put_like)
+        )
+
+    def _require_learning_rate(self, name: str) -> float:
+        """The current rate; a clear error when it cannot be controlled."""
+        current = self.learning_rate
         if current is None:
             raise ValueError(
                 errors.expected(
-                    "learning_rate",
-                    "an optimizer built with optax.inject_hyperparams, "
-                    "e.g. optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)",
+                    name,
+                    "an optimizer built with optax.inject_hyperparams, e.g. "
+                    "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3) "
+                    "or (learning_rate=optax.exponential_decay(1e-3, 100, 0.9))",
                     self.optimizer,
                     "Its learning rate cannot be changed otherwise.",
                 )
             )
-        # placed like the current rate, so a running fit's compiled step still fits
-        new = self._spec.placement.place(
+        return current
+
+    def _reduce_learning_rate(self, value: float) -> None:
+        """Lowers the rate to ``value`` (``ReduceLROnPlateau``): a followed
+        schedule is scaled by ``value / current``; otherwise as the setter."""
+        current = self._require_learning_rate("learning_rate")
+        self._set_opt_state(
+            hyperparams.reduce(
+                self.state.opt_state, float(value), current, self._put_like
+            )
+        )
+
+    def _put_like(self, value: float, current: Any) -> Any:
+        # placed like the current array, so a running fit's compiled step still fits
+        return self._spec.placement.place(
             np.asarray(value, dtype=current.dtype), current.sharding
         )
-        self.session.state = self.state.replace(
-            opt_state=hyperparams.replace(self.state.opt_state, new)
-        )
+
+    def _set_opt_state(self, opt_state: Any) -> None:
+        self.session.state = self.state.replace(opt_state=opt_state)
 
     def _place_state(self, state: TrainState) -> None:
         """Places a state of a (possibly) new structure: shardings, then the
         predict step built for them (the train and eval steps are per fit)."""
         where = self._spec.placement
-        self._shardings = where.state_shardings(state, self._spec.optimizer)
+        # a scheduled rate runs under hyperparams.control (scale, rate: state)
+        state = state.replace(opt_state=hyperparams.wrap_state(state.opt_state))
+        optimizer = hyperparams.matching(self._spec.optimizer, state.opt_state)
+        self._shardings = where.state_shardings(state, optimizer)
         self.session.state = where.place(state, self._shardings)
         self._predict = jax.jit(
             step_lib.make_predict_step(self._spec.apply, self._spec.policy),
