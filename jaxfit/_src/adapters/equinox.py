@@ -34,6 +34,8 @@ def from_equinox(
     state: Any = None,
     vmap: bool = True,
     axis_name: Hashable = "batch",
+    train_arg: str | None = "auto",
+    eval_arg: str | None = None,
 ) -> Model:
     """Wraps an Equinox module as a ``jaxfit.Model`` that ``Trainer`` accepts.
 
@@ -44,8 +46,13 @@ def from_equinox(
     split from the step's fresh key, and ``eqx.nn.BatchNorm(...,
     axis_name="batch")`` computes its statistics over the batch. Training mode
     is ``eqx.nn.inference_mode(module, value=False)``, evaluation and prediction
-    ``value=True`` (for ``eqx.nn.Dropout`` and ``eqx.nn.BatchNorm`` alike). In
-    training the updated state is returned, in evaluation the state unchanged.
+    ``value=True`` (for ``eqx.nn.Dropout`` and ``eqx.nn.BatchNorm`` alike). A
+    module of your own whose ``__call__`` takes a flag also gets it, found by
+    name as in ``jaxfit.from_flax`` (``train``, ``training``, ``is_training``
+    receive ``train``; ``deterministic``, ``use_running_average`` receive ``not
+    train``), or named with ``train_arg`` / ``eval_arg``; several such
+    parameters are refused. In training the updated state is returned, in
+    evaluation the state unchanged.
 
     The apply is ``apply(params, x, *, train, rng, state) -> (y_pred,
     new_state)``; a module without state carries ``{}``. A trained model is used
@@ -61,6 +68,11 @@ def from_equinox(
         and the step's key as they are. Defaults to `True`.
       axis_name: the vmapped axis name, which ``eqx.nn.BatchNorm``'s
         ``axis_name`` must match. Defaults to `"batch"`.
+      train_arg: the ``__call__`` keyword that receives ``train``, ``"auto"``
+        to find it by name (Equinox's own modules get none: ``inference_mode``
+        switches them), or ``None`` for none. Defaults to `"auto"`.
+      eval_arg: the ``__call__`` keyword that receives ``not train``, in place
+        of ``train_arg``. Defaults to `None`.
 
     Returns:
       A ``jaxfit.Model(apply_fn, params, state)``.
@@ -69,6 +81,7 @@ def from_equinox(
       ImportError: if equinox is not installed (``pip install 'jaxfit[equinox]'``).
       TypeError: if ``module`` is not an ``equinox.Module`` or ``state`` not an
         ``eqx.nn.State``.
+      ValueError: a flag ``__call__`` does not take, or several flags found.
 
     Example:
       >>> import equinox as eqx, jax, numpy as np, optax, jaxfit
@@ -96,12 +109,14 @@ def from_equinox(
     params, static = eqx.partition(module, eqx.is_inexact_array)
     stateful = state is not None
     takes_key = _takes_key(module)
+    flag = common.user_mode_flag(module, "equinox", train_arg, eval_arg)
 
     def apply(params, x, *, train: bool, rng: Any, state: Any):
         model = eqx.nn.inference_mode(eqx.combine(params, static), value=not train)
 
         def call(x, model_state, key):
             kwargs = {"key": key} if takes_key else {}
+            kwargs.update(common.flag_kwargs(flag, train))
             if stateful:
                 return model(x, model_state, **kwargs)
             return model(x, **kwargs), model_state

@@ -17,28 +17,54 @@ from jaxfit._src import errors
 from jaxfit._src.adapters import common
 from jaxfit._src.core.model import Model
 
-# __call__ parameter name -> whether it receives `train` (True) or `not train`.
-_MODE_ARGS = {
-    "train": True,
-    "training": True,
-    "deterministic": False,
-    "use_running_average": False,
-}
+
+def _mode_flag(module: Any, train_arg: Any, eval_arg: Any) -> tuple[str, bool] | None:
+    """The module's train/eval flag (``common.mode_flag``); a module that takes
+    none in ``__call__`` but has a field of a flag's name is refused: its mode is
+    fixed when it is built, and jaxfit could not switch it."""
+    flag = common.mode_flag(module, train_arg, eval_arg)
+    if flag is not None or train_arg is None:
+        return flag
+    fields = getattr(type(module), "__dataclass_fields__", {})
+    fixed = [name for name in common.FLAG_NAMES if name in fields]
+    if fixed:
+        raise ValueError(
+            errors.expected(
+                "module",
+                "a train/eval flag jaxfit can set: a __call__ parameter",
+                errors.Description(
+                    f"{type(module).__name__} with the field {fixed[0]!r} "
+                    "(fixed when the module is built)"
+                ),
+                f"Take {fixed[0]!r} as a __call__ argument instead, or pass "
+                "train_arg=None to run the module as built in training and "
+                "evaluation alike.",
+            )
+        )
+    return None
 
 
-def _mode_arg(module: Any) -> str | None:
-    """The ``__call__`` parameter that switches train/eval mode, if any."""
-    parameters = common.call_parameters(module)
-    return next((name for name in _MODE_ARGS if name in parameters), None)
-
-
-def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
+def from_flax(
+    module: Any,
+    sample_x: Any,
+    *,
+    seed: int = 0,
+    train_arg: str | None = "auto",
+    eval_arg: str | None = None,
+) -> Model:
     """Wraps a Flax Linen module as a ``jaxfit.Model`` that ``Trainer`` accepts.
 
-    The train/eval flag is passed according to the module's ``__call__``
-    signature: a parameter named ``train`` or ``training`` receives ``train``; one
-    named ``deterministic`` or ``use_running_average`` receives ``not train``;
-    without any of those nothing is passed. In training, dropout draws from the
+    The train/eval flag is a keyword argument of the module's ``__call__``.
+    With ``train_arg="auto"`` jaxfit finds it by name: a parameter named
+    ``train``, ``training`` or ``is_training`` receives ``train``; one named
+    ``deterministic`` or ``use_running_average`` receives ``not train``. A
+    ``__call__`` with several of those is refused (say which with ``train_arg``
+    or ``eval_arg``); so is a module with none of them in ``__call__`` but a
+    field of such a name (``deterministic: bool = True``), whose mode is fixed
+    when it is built. A module with no flag at all (``nn.Dense``) is called the
+    same way in training and evaluation: it has nothing to switch. Any other
+    name is given with ``train_arg`` (receives ``train``) or ``eval_arg``
+    (receives ``not train``). In training, dropout draws from the
     ``"dropout"`` rng stream, fed with the trainer's fresh per-step key (so the
     trainer's ``seed`` controls it), and the state collections are applied as
     ``mutable`` and returned updated. In evaluation and prediction the state is
@@ -60,6 +86,12 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
         enough); only used to initialise the variables.
       seed: seeds the ``"params"`` and ``"dropout"`` rngs of ``module.init``.
         Defaults to `0`.
+      train_arg: the ``__call__`` keyword that receives ``train`` (``True`` in
+        training steps), ``"auto"`` to find the flag by its name as above, or
+        ``None`` to pass no flag. Defaults to `"auto"`.
+      eval_arg: the ``__call__`` keyword that receives ``not train`` (say
+        ``"deterministic"`` or your own ``"inference"``), in place of
+        ``train_arg``. Defaults to `None`.
 
     Returns:
       A ``jaxfit.Model(apply_fn, params, state)``.
@@ -67,7 +99,9 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
     Raises:
       ImportError: if flax is not installed (``pip install 'jaxfit[flax]'``).
       TypeError: if ``module`` is not a Linen module (an NNX module goes to
-        ``jaxfit.from_nnx``).
+        ``jaxfit.from_nnx``), or ``train_arg`` / ``eval_arg`` is not a name.
+      ValueError: a flag ``__call__`` does not take, both ``train_arg`` and
+        ``eval_arg``, several flags found, or a flag that is a module field.
 
     Example:
       >>> import flax.linen as nn, numpy as np, optax, jaxfit
@@ -87,7 +121,7 @@ def from_flax(module: Any, sample_x: Any, *, seed: int = 0) -> Model:
         "For a flax.nnx.Module use jaxfit.from_nnx(module).",
     )
     errors.seed("seed", seed)
-    call = _CallArgs(module)
+    call = _CallArgs(module, _mode_flag(module, train_arg, eval_arg))
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(int(seed)))
     # one compiled init rather than an eager dispatch (and compile) per op
     init = jax.jit(lambda rngs, x: module.init(rngs, x, **call(x, False, None)))
@@ -126,8 +160,8 @@ class _CallArgs:
     """The keyword arguments a module's ``__call__`` gets: its train/eval flag (by
     its name) and jaxfit's row mask, when it declares them."""
 
-    def __init__(self, module: Any):
-        self.mode_arg = _mode_arg(module)
+    def __init__(self, module: Any, flag: tuple[str, bool] | None):
+        self.flag = flag
         # jaxfit's (batch,) row mask goes to a user module that declares `mask`;
         # Flax's own layers (nn.BatchNorm(mask=...)) mean another shape by it
         self.takes_mask = "mask" in common.call_parameters(module) and not type(
@@ -136,8 +170,9 @@ class _CallArgs:
 
     def __call__(self, x: Any, train: bool, mask: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
-        if self.mode_arg is not None:
-            kwargs[self.mode_arg] = train if _MODE_ARGS[self.mode_arg] else not train
+        if self.flag is not None:
+            name, receives_train = self.flag
+            kwargs[name] = train if receives_train else not train
         if self.takes_mask:
             if mask is None:  # every row is real
                 mask = jnp.ones(jax.tree.leaves(x)[0].shape[:1], jnp.float32)

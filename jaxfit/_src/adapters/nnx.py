@@ -38,7 +38,9 @@ def _fresh_rng_state(template: Any, rng: Any) -> Any:
     return jax.tree.unflatten(treedef, fresh)
 
 
-def from_nnx(module: Any) -> Model:
+def from_nnx(
+    module: Any, *, train_arg: str | None = "auto", eval_arg: str | None = None
+) -> Model:
     """Wraps a Flax NNX module as a ``jaxfit.Model`` that ``Trainer`` accepts.
 
     ``params`` are the module's ``nnx.Param`` variables and ``state`` every other
@@ -49,7 +51,14 @@ def from_nnx(module: Any) -> Model:
     (which set ``deterministic`` and ``use_running_average`` on every
     ``nnx.Dropout``, ``nnx.BatchNorm`` and any submodule with those attributes),
     and calls ``module(x)``. In training it returns the updated state, in
-    evaluation and prediction the state unchanged.
+    evaluation and prediction the state unchanged. A module of your own whose
+    ``__call__`` takes a flag also gets it, found by name as in
+    ``jaxfit.from_flax`` (``train``, ``training``, ``is_training`` receive
+    ``train``; ``deterministic``, ``use_running_average`` receive ``not
+    train``), or named with ``train_arg`` / ``eval_arg``; several such
+    parameters are refused. A flag kept as an attribute of your own name
+    (``self.is_training``) is not switched: ``module.train()`` sets only
+    ``deterministic`` and ``use_running_average``.
 
     Randomness comes from the trainer, not from the ``nnx.Rngs`` the module was
     built with: every step reseeds all the module's RNG streams from the step's
@@ -62,6 +71,11 @@ def from_nnx(module: Any) -> Model:
     Args:
       module: a constructed ``flax.nnx.Module`` called as ``module(x)``, ``x``
         any pytree as ``fit`` passes it.
+      train_arg: the ``__call__`` keyword that receives ``train``, ``"auto"``
+        to find it by name (a Flax module's own gets none), or ``None`` for
+        none. Defaults to `"auto"`.
+      eval_arg: the ``__call__`` keyword that receives ``not train``, in place
+        of ``train_arg``. Defaults to `None`.
 
     Returns:
       A ``jaxfit.Model(apply_fn, params, state)`` whose ``apply_fn`` is
@@ -71,6 +85,7 @@ def from_nnx(module: Any) -> Model:
       ImportError: if flax is not installed (``pip install 'jaxfit[flax]'``).
       TypeError: if ``module`` is not an NNX module (a Linen module goes to
         ``jaxfit.from_flax``).
+      ValueError: a flag ``__call__`` does not take, or several flags found.
 
     Example:
       >>> from flax import nnx
@@ -90,6 +105,7 @@ def from_nnx(module: Any) -> Model:
         "a flax.nnx.Module, constructed with its nnx.Rngs",
         "For a flax.linen.Module use jaxfit.from_flax(module, sample_x).",
     )
+    flag = common.user_mode_flag(module, "flax", train_arg, eval_arg)
     graphdef, params, rng_state, state = nnx.split(module, nnx.Param, nnx.RngState, ...)
     params = nnx.to_pure_dict(params)
     state = nnx.to_pure_dict(state)
@@ -103,7 +119,7 @@ def from_nnx(module: Any) -> Model:
             copy.train()
         else:
             copy.eval()
-        y_pred = copy(x)
+        y_pred = copy(x, **common.flag_kwargs(flag, train))
         if not train:  # evaluation never moves the statistics
             return y_pred, state
         _, _, _, new_state = nnx.split(copy, nnx.Param, nnx.RngState, ...)
