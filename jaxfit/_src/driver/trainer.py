@@ -209,10 +209,12 @@ class Trainer(Inference, Checkpointing):
         ``"never"`` or a number of milliseconds); between yield points steps run
         in compiled blocks of about one interval of the measured step time.
         ``now`` injects the clock used by the yield policy (tests). Validation runs the ``on_test_*`` hooks, as Keras.
-        ``accumulate_steps=k`` accumulates the gradients of ``k`` batches and applies
-        their mean once (``optax.MultiSteps``): the effective batch is ``k`` times
-        larger at the same memory (an accumulation left partial when ``fit`` ends
-        is dropped). ``validation_steps``, ``validation_batch_size`` and
+        ``accumulate_steps=k`` applies, once per group of ``k`` batches, the mean
+        gradient over the group's real samples: the effective batch is ``k``
+        times larger at the same memory. A ragged batch ends its group, so ``k``
+        batches of ``b`` equal one of ``k * b`` on any epoch size; with full
+        batches groups run on across epochs, and a group left partial when
+        ``fit`` ends is dropped. ``validation_steps``, ``validation_batch_size`` and
         ``validation_freq`` without ``validation_data`` or ``validation_split``
         cannot act and are refused (Keras ignores them).
 
