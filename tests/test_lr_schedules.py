@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import import_keras, linear_apply, linear_params, regression_data
+from runner_helpers import run_cli, write_config
 
 import jaxfit
 
@@ -256,3 +257,52 @@ def test_learning_rate_scheduler_sequence_equals_keras(rate):
         True,
     )
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+# -- the YAML runner ------------------------------------------------------------------
+
+RUN = """\
+name: tiny
+model: {name: runner_helpers:linear_model}
+data: {name: runner_helpers:tiny_data}
+optimizer:
+  name: OPTIMIZER
+  learning_rate:
+    schedule: warmup_cosine
+    args: {init_value: 0.0, peak_value: 0.01, warmup_steps: 2, decay_steps: 40}
+fit: {batch_size: 16, epochs: 4, verbose: 0}
+backup: false
+"""
+REDUCE = """\
+callbacks:
+  - name: ReduceLROnPlateau
+    args: {monitor: loss, factor: 0.5, patience: 1, min_delta: 1.0e+9, cooldown: 9}
+"""
+
+
+def test_reduce_lr_on_plateau_acts_on_a_runner_schedule(tmp_path):
+    def rates(name, text):
+        path = write_config(tmp_path, text.replace("OPTIMIZER", "adamw"), name)
+        return jaxfit.run(path, str(tmp_path / name[:-5])).history.history
+
+    plain, reduced = rates("a.yaml", RUN), rates("b.yaml", RUN + REDUCE)
+    factor = [1.0, 1.0, 0.5, 0.5]  # reduced at the end of epoch 1
+    np.testing.assert_allclose(
+        reduced["learning_rate"],
+        np.multiply(plain["learning_rate"], factor),
+        rtol=1e-6,
+    )
+    assert reduced["loss"][:2] == plain["loss"][:2]
+    assert reduced["loss"][3] != plain["loss"][3]
+
+
+def test_validate_refuses_a_schedule_it_cannot_scale(tmp_path, capsys):
+    path = write_config(tmp_path, RUN.replace("OPTIMIZER", "fromage") + REDUCE)
+    code, _, err = run_cli(capsys, "validate", path)
+    assert code != 0
+    assert (
+        "callbacks[0].name: ReduceLROnPlateau cannot act on optimizer optax.fromage"
+        in err
+    )
+    valid = write_config(tmp_path, RUN.replace("OPTIMIZER", "fromage"), "ok.yaml")
+    assert run_cli(capsys, "validate", valid)[0] == 0  # without the callback

@@ -84,6 +84,7 @@ def check(config: RunConfig) -> RunConfig:
     _check_losses(config)
     _check_metrics(config)
     callbacks = _checked_callbacks(config)
+    optim.check_lr_control(optimizer, callbacks)
     compile_cache.checked(config.compilation_cache)
     _check_fit_values(config)
     _trains_something(config)

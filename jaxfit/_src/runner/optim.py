@@ -2,8 +2,10 @@
 
 The optimizer is built as ``optax.inject_hyperparams(optax.<name>)(learning_rate=
 ..., **args)``, so the rate is logged as ``learning_rate``, saved in checkpoints,
-and controllable by ``ReduceLROnPlateau`` / ``LearningRateScheduler`` (a constant
-rate) without recompiling.
+and controllable by ``ReduceLROnPlateau`` / ``LearningRateScheduler`` without
+recompiling: a constant rate is replaced, a schedule is scaled or taken over
+(``Trainer.learning_rate``). ``check_lr_control`` refuses those callbacks where
+they could not act (a schedule whose updates are not proportional to the rate).
 
 ``check`` reads the optax function's and the schedule's signatures: a numeric
 argument (``float``, or optax's ``Numeric`` / ``ScalarOrSchedule``) must be a
@@ -21,6 +23,7 @@ import jax
 import numpy as np
 import optax
 
+from jaxfit._src.core import hyperparams
 from jaxfit._src.runner import registry
 from jaxfit._src.runner.schema import ConfigError, OptimizerConfig, ScheduleConfig
 
@@ -103,3 +106,53 @@ def build(config: OptimizerConfig) -> optax.GradientTransformation:
     if isinstance(rate, ScheduleConfig):
         rate = SCHEDULES[rate.schedule](**rate.args)
     return optax.inject_hyperparams(_factory(config))(learning_rate=rate, **config.args)
+
+
+LR_CALLBACKS = ("ReduceLROnPlateau", "LearningRateScheduler")
+
+
+def check_lr_control(optimizer: OptimizerConfig, callbacks: list[Any]) -> None:
+    """Refuses ``ReduceLROnPlateau`` / ``LearningRateScheduler`` when they could
+    not act on the config's optimizer: its state holds no injected rate, or its
+    rate is a schedule (controlled by scaling the updates) and its updates are
+    not proportional to the rate (probed: two steps at ``r`` and ``2 r``).
+
+    Raises:
+      ConfigError: naming ``callbacks[i].name``.
+    """
+    for i, callback in enumerate(callbacks):
+        name = callback.name.replace(":", ".").rsplit(".", 1)[-1]
+        if name not in LR_CALLBACKS:
+            continue
+        problem = _uncontrollable(optimizer)
+        if problem:
+            raise ConfigError(
+                f"callbacks[{i}].name: {name} cannot act on optimizer "
+                f"optax.{optimizer.name}: {problem}."
+            )
+
+
+def _uncontrollable(config: OptimizerConfig) -> str:
+    """Why the rate cannot be controlled ("" when it can); the probe: along two
+    steps at a constant rate ``r``, the update at ``2 r`` from the same state."""
+    optimizer = build(dataclasses.replace(config, learning_rate=1e-2))
+    params = {"w": np.array([0.3, -0.7, 1.1], np.float32)}
+    grads = {"w": np.array([0.5, 0.2, -0.4], np.float32)}
+    state = optimizer.init(params)
+    rate = hyperparams.get(state)
+    if rate is None:
+        return "its state holds no injected learning_rate"
+    for _ in range(2):
+        double = hyperparams.replace(state, 2 * rate)
+        twice = optimizer.update(grads, double, params)[0]["w"]
+        updates, state = optimizer.update(grads, state, params)
+        if isinstance(config.learning_rate, ScheduleConfig) and not np.allclose(
+            twice, 2 * updates["w"], rtol=1e-4, atol=1e-8
+        ):
+            return (
+                "its learning_rate is a schedule, which these callbacks control "
+                "by scaling the updates, and its updates are not proportional to "
+                "the rate; give a constant learning_rate"
+            )
+        params = optax.apply_updates(params, updates)
+    return ""
