@@ -195,7 +195,7 @@ def test_early_stopping_in_fit_restores_best_weights():
         pass
 
     stop = jaxfit.callbacks.EarlyStopping(
-        monitor="score", patience=2, restore_best_weights=True
+        monitor="score", mode="min", patience=2, restore_best_weights=True
     )
     original = stop.on_epoch_end
     stop.on_epoch_end = types.MethodType(

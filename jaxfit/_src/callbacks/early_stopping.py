@@ -26,6 +26,20 @@ class EarlyStopping(MonitorCallback):
         to `False`.
       start_from_epoch: epochs to wait before watching. Defaults to `0`.
 
+    A ``monitor`` the run can never log is an error at the start of ``fit``
+    (Keras only warns, every epoch): a ``val_`` key in a fit without validation
+    data, or (``mode="auto"``) a key whose direction cannot be told, which is
+    every key that is neither ``loss`` nor a metric of the trainer.
+    ``jaxfit validate`` checks a config's monitors against the exact keys the
+    run logs. A key missing from one epoch's logs otherwise (validation skipped
+    by ``validation_freq``, a key another callback adds later) gives a
+    ``RuntimeWarning`` for that epoch, as Keras.
+
+    Raises:
+      ValueError: an unknown ``mode`` (at construction); a monitor the fit can
+        never log, or whose direction ``"auto"`` cannot tell (at the start of
+        ``fit``).
+
     Example:
       >>> import jaxfit
       >>> stop = jaxfit.callbacks.EarlyStopping(monitor="loss", patience=2)
@@ -55,6 +69,7 @@ class EarlyStopping(MonitorCallback):
         self.best_weights: Any = None
 
     def on_train_begin(self, logs=None):
+        self.set_monitor_op()
         self.wait = 0
         self.stopped_epoch = 0
         self.best = None

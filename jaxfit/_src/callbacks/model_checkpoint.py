@@ -137,7 +137,10 @@ class ModelCheckpoint(MonitorCallback):
         `"val_loss"`.
       verbose: print a line at each save. Defaults to `0`.
       save_best_only: save only when ``monitor`` improves (a constant
-        ``filepath`` then always holds the best model). Defaults to `False`.
+        ``filepath`` then always holds the best model). As Keras 3, a save
+        whose logs lack ``monitor`` warns (``RuntimeWarning``) and saves; a
+        ``val_`` monitor in a fit without validation data, or one ``mode="auto"``
+        cannot direct, is an error at the start of ``fit``. Defaults to `False`.
       save_weights_only: save only the params, not the optimizer state, rng,
         position and callback states. Defaults to `False`.
       mode: ``"auto"``, ``"min"`` or ``"max"`` for ``monitor``. Defaults to `"auto"`.
@@ -228,6 +231,10 @@ class ModelCheckpoint(MonitorCallback):
         ]
         self._saver.since = int(state["since"])
 
+    def on_train_begin(self, logs=None):
+        if self.save_best_only:  # the monitor is read only to pick the best
+            self.set_monitor_op()
+
     def on_epoch_begin(self, epoch, logs=None):
         self._saver.begin_epoch(self.trainer)
 
@@ -263,18 +270,18 @@ class ModelCheckpoint(MonitorCallback):
             return
         if self.save_best_only:
             current = self.get_monitor_value(logs)
-            if current is None:
+            if current is None:  # Keras 3: warn, and save
                 warnings.warn(
                     f"ModelCheckpoint: can save the best model only with "
-                    f"{self.monitor!r} in the logs (available: "
-                    f"{sorted(logs)}); skipping.",
+                    f"{self.monitor!r} available (the logs have "
+                    f"{sorted(logs)}); saving this one.",
                     RuntimeWarning,
                     stacklevel=2,
                 )
+            elif not self.is_improvement(current, self.best):
                 return
-            if not self.is_improvement(current, self.best):
-                return
-            self.best = current
+            else:
+                self.best = current
         path = self._path(epoch, batch, logs)
         if path in self.kept:
             self.kept.remove(path)

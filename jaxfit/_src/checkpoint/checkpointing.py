@@ -13,8 +13,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import jax
+
 from jaxfit._src import errors
 from jaxfit._src.checkpoint import run_state
+from jaxfit._src.core.model import Model
 
 
 class Checkpointing:
@@ -98,7 +101,10 @@ class Checkpointing:
     @classmethod
     @errors.filter_traceback
     def load(
-        cls, path: str | os.PathLike[str], apply_fn: Callable[..., Any], **kwargs: Any
+        cls,
+        path: str | os.PathLike[str],
+        apply_fn: Callable[..., Any] | Model,
+        **kwargs: Any,
     ) -> Any:
         """Builds a Trainer around a checkpoint's params, then restores it whole.
 
@@ -110,23 +116,98 @@ class Checkpointing:
         ``predict`` works, and ``compile(optimizer=..., loss=...)`` makes it
         trainable (with a fresh optimizer state).
 
+        ``apply_fn`` may be a ``jaxfit.Model`` (``jaxfit.from_flax(...)``...):
+        its params and state are then the template the checkpoint is read into
+        (their structure, shapes and dtypes must match the checkpoint's; their
+        values are replaced), so an Equinox module's params keep their type.
+
+        Args:
+          path: the checkpoint directory (``trainer.save``, ``ModelCheckpoint``).
+          apply_fn: the apply function, or a ``jaxfit.Model``.
+          **kwargs: ``Trainer``'s keyword arguments (without ``params``, and
+            without ``state`` for a ``Model``).
+
+        Returns:
+          The ``Trainer``.
+
         Raises:
           FileNotFoundError, ValueError: as ``restore`` (a damaged checkpoint
-            included).
+            included); ``ValueError`` too for a ``Model`` whose params or state
+            do not match the checkpoint, naming the first differing path.
         """
         stored, info = run_state.load_arrays(path)
         build: Any = cls  # the Trainer this mixin is part of, with its constructor
         if kwargs.get("optimizer") is not None:
-            trainer = build(apply_fn, stored["params"], **kwargs)
+            if isinstance(apply_fn, Model):  # its params: the restore template
+                trainer = build(apply_fn, **kwargs)
+            else:
+                trainer = build(apply_fn, stored["params"], **kwargs)
             run_state.restore_state(trainer, path, info)  # verified already
             return trainer
         # for inference: everything but the optimizer state
-        if stored.get("model_state") is not None:
-            kwargs.setdefault("state", stored["model_state"])
-        trainer = build(apply_fn, stored["params"], **kwargs)
+        if isinstance(apply_fn, Model):
+            trainer = build(_stored_model(apply_fn, stored, path), **kwargs)
+        else:
+            if stored.get("model_state") is not None:
+                kwargs.setdefault("state", stored["model_state"])
+            trainer = build(apply_fn, stored["params"], **kwargs)
         if not info.get("weights_only"):
             trainer.state = trainer.state.replace(
                 step=stored["step"], rng=stored["rng"]
             )
             trainer.seed = int(info["seed"])
         return trainer
+
+
+def _path_key(path: Any) -> str:
+    """A tree path spelled as ``orbax_io`` compares them (dict keys, attribute
+    names and indices joined by ``/``)."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+    return "/".join(parts)
+
+
+def _like(template: Any, stored: Any, argname: str, path: Any) -> Any:
+    """``stored``'s arrays in ``template``'s structure, matched by tree path.
+
+    Raises:
+      ValueError: a path, shape or dtype that differs, naming it.
+    """
+    is_leaf = lambda a: hasattr(a, "shape") and hasattr(a, "dtype")  # noqa: E731
+    found = {
+        _path_key(p): leaf
+        for p, leaf in jax.tree_util.tree_flatten_with_path(stored, is_leaf=is_leaf)[0]
+    }
+    wanted, treedef = jax.tree_util.tree_flatten_with_path(template, is_leaf=is_leaf)
+    leaves = []
+    for p, leaf in wanted:
+        key = _path_key(p)
+        value = found.pop(key, None)
+        if value is None or (value.shape, value.dtype) != (leaf.shape, leaf.dtype):
+            got = "nothing" if value is None else f"{value.shape} {value.dtype}"
+            raise ValueError(
+                f"path: the checkpoint at {os.fspath(path)!r} does not match the "
+                f"Model's {argname}: at {key!r} it holds {got}, the Model has "
+                f"{leaf.shape} {leaf.dtype}. Build the Model as the run that "
+                "saved it did."
+            )
+        leaves.append(value)
+    if found:
+        raise ValueError(
+            f"path: the checkpoint at {os.fspath(path)!r} has {argname} "
+            f"{sorted(found)[0]!r}, which the Model has not."
+        )
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _stored_model(model: Model, stored: dict[str, Any], path: Any) -> Model:
+    """``model`` with the checkpoint's params and model state."""
+    params = _like(model.params, stored["params"], "params", path)
+    state = model.state
+    if stored.get("model_state") is not None and model.state is not None:
+        state = _like(model.state, stored["model_state"], "state", path)
+    return Model(model.apply_fn, params, state)

@@ -19,7 +19,15 @@ def plot_history(history: Any, keys: list[str] | None = None, ax: Any = None) ->
         figure, ax = plt.subplots()
     else:
         figure = ax.figure
-    base = keys or [k for k in history.history if not k.startswith("val_")]
+    if keys:  # each series once: a val_ key drawn with its training key is not again
+        unique = list(dict.fromkeys(keys))
+        base = [
+            k
+            for k in unique
+            if not (k.startswith("val_") and k.removeprefix("val_") in unique)
+        ]
+    else:
+        base = [k for k in history.history if not k.startswith("val_")]
     main = [k for k in base if k not in _OWN_AXIS] or list(base)
     aside = [k for k in base if k not in main]
     handles = _draw(history, ax, main, 0)
