@@ -31,6 +31,7 @@ from jaxfit._src.driver import yield_policy
 from jaxfit._src.runner import (
     compile_cache,
     datasets,
+    monitor_checks,
     optim,
     registry,
     run_callbacks,
@@ -384,6 +385,7 @@ def _check_fit(data: Any, trainer: Any, arguments: dict[str, Any]) -> Any:
 def _check_test_split(config: RunConfig, data: Any, trainer: Any) -> None:
     """The final evaluation's checks on the test arrays (a stream's batches are
     checked as they are read)."""
+    monitor_checks.check(config, data, trainer)  # every callback monitor: logged
     if _streaming(data) or data.x_test is None:
         return
     try:
