@@ -138,12 +138,13 @@ def test_a_plain_scheduled_optimizer_is_refused_at_fit_start(callback, compiles)
     trainer = jaxfit.Trainer(
         linear_apply, linear_params(), optimizer=_optimizer("plain"), loss="mse"
     )
+    compiled = compiles.count  # building the trainer may compile its eager ops
     with pytest.raises(ValueError) as info:
         trainer.fit(X, Y, verbose=0, callbacks=[callback()])
     message = str(info.value)
     assert "\n" not in message and "inject_hyperparams" in message
     assert message.startswith(type(callback()).__name__ + ":")
-    assert int(trainer.state.step) == 0 and compiles.count == 0
+    assert int(trainer.state.step) == 0 and compiles.count == compiled
     with pytest.raises(ValueError, match="learning_rate: expected an optimizer"):
         trainer.learning_rate = 0.1
 
@@ -306,3 +307,20 @@ def test_validate_refuses_a_schedule_it_cannot_scale(tmp_path, capsys):
     )
     valid = write_config(tmp_path, RUN.replace("OPTIMIZER", "fromage"), "ok.yaml")
     assert run_cli(capsys, "validate", valid)[0] == 0  # without the callback
+
+
+def test_reduce_on_plateau_on_a_val_monitor_without_validation_is_refused():
+    # as EarlyStopping: a monitor the fit can never log is refused before a step
+    trainer = jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=_optimizer("constant"),
+        loss="mse",
+    )
+    before = jax.tree.map(np.asarray, trainer.params)
+    reduce = jaxfit.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=1)
+    with pytest.raises(ValueError, match="val_loss"):
+        trainer.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[reduce])
+    assert int(trainer.state.step) == 0
+    for u, v in zip(jax.tree.leaves(before), jax.tree.leaves(trainer.params)):
+        np.testing.assert_array_equal(u, v)

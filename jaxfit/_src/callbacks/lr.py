@@ -158,6 +158,7 @@ class ReduceLROnPlateau(MonitorCallback):
 
     def on_train_begin(self, logs=None):
         _require_lr(self)
+        self.set_monitor_op()  # the direction, and a monitor fit can log
         self.wait = 0
         self.cooldown_counter = 0
         self.best = None
