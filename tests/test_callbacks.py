@@ -126,7 +126,9 @@ def test_evaluate_and_predict_hooks():
     assert [c[0] for c in recorder.calls] == (
         ["on_test_begin"]
         + ["on_test_batch_begin", "on_test_batch_end"] * 3
-        + ["on_test_end", "on_predict_begin", "on_predict_end"]
+        + ["on_test_end", "on_predict_begin"]
+        + ["on_predict_batch_begin", "on_predict_batch_end"]  # one batch of 10
+        + ["on_predict_end"]
     )
 
 

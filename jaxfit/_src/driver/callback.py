@@ -24,6 +24,8 @@ HOOKS = (
     "on_test_batch_end",
     "on_predict_begin",
     "on_predict_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
     "on_yield",
 )
 _ALIASES = {
@@ -75,9 +77,16 @@ class Callback:
     multi-process run every process calls the hooks; process 0's
     ``stop_training`` decides for all.
 
+    ``predict`` and ``predict_dataset`` call ``on_predict_begin``, then for each
+    batch ``on_predict_batch_begin(batch)`` before it runs and
+    ``on_predict_batch_end(batch, {"outputs": ...})`` after (as Keras), then
+    ``on_predict_end``. Only when a callback overrides a predict batch hook does
+    ``predict`` run its batches one at a time and wait for each; otherwise it
+    never syncs per batch.
+
     **What ``logs`` holds.** A fresh ``dict`` of Python floats for each call
     (changing it affects nobody else); ``{}`` for the begin hooks and for
-    ``on_predict_*``. Batch and epoch logs have the keys ``"loss"``, then
+    ``on_predict_end``, ``{"outputs": ...}`` for ``on_predict_batch_end``. Batch and epoch logs have the keys ``"loss"``, then
     ``"<output>_loss"`` for each output of a multi-output model, then the
     metrics under the names given (``"accuracy"``, ``"mae"``...). Epoch logs
     (``on_epoch_end``) are means over the epoch's samples, not of batch means
@@ -281,9 +290,8 @@ class Callback:
 
     @_default
     def on_predict_begin(self, logs: Logs = None) -> None:
-        """Called when ``predict`` starts, after its arguments are checked.
-
-        ``predict`` has no batch hooks: it never syncs per batch.
+        """Called when ``predict`` or ``predict_dataset`` starts, after its
+        arguments are checked.
 
         Args:
           logs: ``{}``.
@@ -295,6 +303,29 @@ class Callback:
 
         Args:
           logs: ``{}``.
+        """
+
+    @_default
+    def on_predict_batch_begin(self, batch: int, logs: Logs = None) -> None:
+        """Called before each ``predict`` / ``predict_dataset`` batch runs.
+
+        Overriding it (or ``on_predict_batch_end``) makes ``predict`` run its
+        batches one at a time, waiting for each (Keras' order of events);
+        without either it never syncs per batch.
+
+        Args:
+          batch: the batch's index.
+          logs: ``{}``.
+        """
+
+    @_default
+    def on_predict_batch_end(self, batch: int, logs: Logs = None) -> None:
+        """Called after each ``predict`` / ``predict_dataset`` batch ran.
+
+        Args:
+          batch: the batch's index.
+          logs: ``{"outputs": y_pred}``: the batch's outputs (a pytree like the
+            model's, numpy arrays, only the batch's real rows), as Keras.
         """
 
     @_default

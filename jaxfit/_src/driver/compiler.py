@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxfit._src import errors
-from jaxfit._src.core import accumulate, hyperparams
+from jaxfit._src.core import accumulate, hyperparams, inference_steps
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.placement import Placement
@@ -37,7 +37,7 @@ class Compiled:
     # One program each for any number of batches up to the block's slots (the
     # trip count is read from the mask: see core.step.make_block).
     train_block: Any  # (state, totals, block) -> (state, totals, batch_logs)
-    eval_block: Any  # (state, totals, block) -> (totals, batch_logs)
+    eval_block: Any  # (state, totals, block) -> (rng, totals, batch_logs)
     empty_totals: Any  # () -> zeroed totals, made on device (no transfer)
     state_shardings: Any = None  # of the state these blocks take (and return)
     accumulate_steps: int = 1  # > 1: the optimizer is core.accumulate's
@@ -178,11 +178,12 @@ def _build(
         out_shardings=(shardings, rep, rep),
         donate_argnums=(0, 1),
     )
-    eval_block = step_lib.make_block(eval_step)
+    # a fresh key per batch, split off s.rng; the advanced key comes back
+    eval_block = step_lib.make_block(inference_steps.keyed(eval_step))
     evaluate = jax.jit(
-        _named(lambda s, totals, b: eval_block(s, totals, b)[1:], "eval_block"),
+        _named(lambda s, totals, b: _key_first(eval_block(s, totals, b)), "eval_block"),
         in_shardings=(shardings, rep, data),
-        out_shardings=(rep, rep),
+        out_shardings=(rep, rep, rep),
         donate_argnums=(1,),
     )
     names = objective.log_names
@@ -200,6 +201,11 @@ def _build(
         objective,
         y_pred,
     )
+
+
+def _key_first(out: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+    """An eval block's ``(state, totals, logs)`` as ``(state.rng, totals, logs)``."""
+    return out[0].rng, out[1], out[2]
 
 
 def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:

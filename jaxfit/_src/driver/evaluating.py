@@ -5,6 +5,11 @@ Validation follows the fit's yield policy (its own instance: an eval step's time
 differs from a train step's), so a long validation has yield points too, where
 the pending test batch logs reach the test batch hooks; ``evaluate`` runs
 blocks as large as they can be and syncs once, at the end.
+
+Each batch gets a fresh key split off a chain that starts at the ``rng`` of the
+state passed in (``evaluate``: its call's key, see ``inference_rng``;
+validation: the training rng) and continues across blocks; the state itself is
+never changed or stored back.
 """
 
 from __future__ import annotations
@@ -107,13 +112,15 @@ def _eval_blocks(
     test batch hooks. Returns the batches run and the totals."""
     policy, ran, run = plan.policy, 0, plan.compiled.eval_block
     totals = plan.compiled.empty_totals()
+    rng = state.rng  # the chain of batch keys, continued from block to block
     policy.reset()
     with closing(plan.blocks()) as blocks:
         while (item := (yield from next_block(blocks))) is not None:
             block, real = item
             rows[0] = block["mask"].shape[-1]
             first = yield from compile_first(plan.programs, run, state, totals, block)
-            totals, logs = run(state, totals, block)  # the state is not donated
+            # the state is not donated, nor changed: only the key chain advances
+            rng, totals, logs = run(state.replace(rng=rng), totals, block)
             policy.dispatched(real, compiled=first)
             pending.append((logs, real))
             ran += real

@@ -13,9 +13,8 @@ import jax
 import numpy as np
 
 from jaxfit._src import errors
-from jaxfit._src.core import hyperparams, placement
+from jaxfit._src.core import hyperparams, inference_steps, placement
 from jaxfit._src.core import precision as precision_lib
-from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.state import TrainState, strong
 from jaxfit._src.driver import compiler, validate
 from jaxfit._src.driver.session import FitSession
@@ -170,14 +169,16 @@ class TrainerBase:
         optimizer = hyperparams.matching(self._spec.optimizer, state.opt_state)
         self._shardings = where.state_shardings(state, optimizer)
         self.session.state = where.place(state, self._shardings)
-        self._predict = jax.jit(
-            step_lib.make_predict_step(self._spec.apply, self._spec.policy),
+        self._predict = jax.jit(  # (state, x, mask) -> (y_pred, advanced rng)
+            inference_steps.make_keyed_predict_step(
+                self._spec.apply, self._spec.policy
+            ),
             in_shardings=(
                 self._shardings,
                 where.batch_sharding(1),
                 where.batch_sharding(1),
             ),
-            out_shardings=where.batch_sharding(1),
+            out_shardings=(where.batch_sharding(1), where.replicated),
         )
 
     # -- compile: the optimizer, loss and metrics ---------------------------------
