@@ -144,6 +144,135 @@ def test_the_api_reference_renders_every_public_name_from_its_docstring(site):
         assert words in trainer, words
 
 
+def _section(built: str, anchor: str) -> str:
+    """The HTML of one reference entry: from its heading to the next heading of
+    the same or a higher level (a class's section holds its members)."""
+    start = built.rindex("<h", 0, built.index(f'id="{anchor}"'))
+    level = int(built[start + 2])
+    ends = re.compile("|".join(f"<h{n}[ >]" for n in range(1, level + 1)))
+    end = ends.search(built, start + 1)
+    return built[start : end.start() if end else len(built)]
+
+
+def _visible(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def _own_public_members(cls: type) -> list[str]:
+    """The public names of ``dir(cls)`` that jaxfit defines (inherited from a
+    jaxfit base or not); ``object``'s and the builtins' are Python's to document."""
+    defined = (
+        next(k for k in cls.__mro__ if name in vars(k)).__module__.split(".")[0]
+        for name in dir(cls)
+    )
+    return [
+        name
+        for name, where in zip(dir(cls), defined)
+        if not name.startswith("_") and where == "jaxfit"
+    ]
+
+
+def _is_public_class(cls: type) -> bool:
+    """Whether a class is reachable under a public name (a jaxfit class: exported
+    by a public module)."""
+    if cls.__name__.startswith("_"):
+        return False
+    if not cls.__module__.startswith("jaxfit."):
+        return not any(p.startswith("_") for p in cls.__module__.split("."))
+    modules = map(importlib.import_module, PUBLIC_MODULES)
+    return any(getattr(module, cls.__name__, None) is cls for module in modules)
+
+
+def _reference_classes():
+    """``(module name, class name, class)`` of every public class."""
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            if inspect.isclass(obj := getattr(module, name)):
+                yield module_name, name, obj
+
+
+def _page(site: pathlib.Path, module_name: str) -> str:
+    page = "jaxfit" if module_name == "jaxfit" else module_name.split(".")[1]
+    return (site / "api" / page / "index.html").read_text("utf-8")
+
+
+def test_every_public_member_of_trainer_and_the_callbacks_has_an_anchor(site):
+    # read from the classes now, so members added later are checked too; the
+    # inherited ones (save, restore, load, compile, params, state, the callback
+    # hooks a subclass overrides without a docstring) included
+    import jaxfit
+    import jaxfit.callbacks
+
+    classes = [("jaxfit", "Trainer", jaxfit.Trainer)] + [
+        ("jaxfit.callbacks", name, getattr(jaxfit.callbacks, name))
+        for name in jaxfit.callbacks.__all__
+        if inspect.isclass(getattr(jaxfit.callbacks, name))
+    ]
+    trainer_members = _own_public_members(jaxfit.Trainer)
+    for name in ("save", "restore", "load", "compile", "params", "state", "fit"):
+        assert name in trainer_members, name  # what the check below covers
+    missing = [
+        f"{module_name}.{name}.{member}"
+        for module_name, name, cls in classes
+        for member in _own_public_members(cls)
+        if f'id="{module_name}.{name}.{member}"' not in _page(site, module_name)
+    ]
+    assert not missing, "members without a reference entry:\n" + "\n".join(missing)
+
+
+def test_the_reference_shows_only_public_bases(site):
+    # "Bases:" names a class's public bases, in order, and no implementation base
+    # (Trainer's, in jaxfit._src, are left out; its members are still there)
+    for module_name, name, cls in _reference_classes():
+        section = _section(_page(site, module_name), f"{module_name}.{name}")
+        head = section[: re.search(r"<h\d[ >]|$", section[1:]).start() + 1]
+        bases = re.search(r'<p class="doc doc-class-bases">(.*?)</p>', head, re.S)
+        shown = re.findall(r"\w+", _visible(bases.group(1))) if bases else []
+        # as written in the class statement (a NamedTuple's, not tuple); an
+        # implicit object is not listed
+        written = getattr(cls, "__orig_bases__", cls.__bases__)
+        expected = [
+            b.__name__ for b in written if b is not object and _is_public_class(b)
+        ]
+        assert shown == (["Bases"] + expected if expected else []), (name, shown)
+    trainer = _section(_page(site, "jaxfit"), "jaxfit.Trainer")
+    assert "jaxfit._src" not in _visible(trainer)
+    assert "doc-class-bases" not in trainer
+
+
+def test_signatures_are_formatted_one_parameter_a_line(site):
+    import jaxfit
+
+    trainer = _section(_page(site, "jaxfit"), "jaxfit.Trainer")
+    for member, call in (
+        ("Trainer", jaxfit.Trainer),
+        ("Trainer.fit", jaxfit.Trainer.fit),
+    ):
+        entry = _section(trainer, f"jaxfit.{member}")
+        block = re.search(
+            r'<div class="doc-signature highlight">(.*?)</div>', entry, re.S
+        )
+        lines = _visible(block.group(1)).strip().splitlines()
+        # ruff's layout at line_length 88: "name(", one parameter a line, ")"
+        assert lines[0] == f"{member.split('.')[-1]}(", lines[:2]
+        params = [p for p in inspect.signature(call).parameters if p != "self"]
+        starts = [line.strip().split(":")[0].split(" ")[0] for line in lines[1:-1]]
+        assert [s for s in starts if s not in ("*,", "/,")] == params
+        assert all(len(line) <= 88 for line in lines), max(lines, key=len)
+    # no private name in any of Trainer's signatures (defaults such as compile's
+    # "left out" sentinel are shown as ...)
+    signatures = re.findall(
+        r'<div class="doc-signature highlight">(.*?)</div>', trainer, re.S
+    )
+    private = {
+        m for sig in signatures for m in re.findall(r"(?<![\w.])_\w+", _visible(sig))
+    }
+    assert not private, private
+    # annotations link to their entries (signature_crossrefs)
+    assert 'href="#jaxfit.History"' in _section(trainer, "jaxfit.Trainer.fit")
+
+
 def test_the_notebook_page_renders_its_cells(site):
     text = _text(site / "notebooks" / "quickstart" / "index.html")
     assert "jaxfit.Trainer" in text and "history" in text
