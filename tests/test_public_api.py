@@ -123,7 +123,7 @@ def test_every_public_name_has_a_docstring():
 def test_the_docstring_walk_sees_the_callback_contract():
     members = dict(_public_members(jaxfit.callbacks.Callback))
     hooks = [name for name in members if name.startswith("on_")]
-    assert len(hooks) == 15 and {
+    assert len(hooks) == 17 and {
         "set_trainer",
         "set_params",
         "get_state",

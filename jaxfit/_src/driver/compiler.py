@@ -178,10 +178,8 @@ def _build(
         out_shardings=(shardings, rep, rep),
         donate_argnums=(0, 1),
     )
-    # a fresh key per batch, split off s.rng; the advanced key comes back
-    eval_block = step_lib.make_block(inference_steps.keyed(eval_step))
     evaluate = jax.jit(
-        _named(lambda s, totals, b: _key_first(eval_block(s, totals, b)), "eval_block"),
+        _named(_eval_with_key(eval_step), "eval_block"),
         in_shardings=(shardings, rep, data),
         out_shardings=(rep, rep, rep),
         donate_argnums=(1,),
@@ -203,9 +201,16 @@ def _build(
     )
 
 
-def _key_first(out: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
-    """An eval block's ``(state, totals, logs)`` as ``(state.rng, totals, logs)``."""
-    return out[0].rng, out[1], out[2]
+def _eval_with_key(eval_step: Callable[..., Any]) -> Callable[..., Any]:
+    """The eval block on a fresh key per batch, split off ``state.rng``:
+    ``(state, totals, block) -> (advanced rng, totals, batch_logs)``."""
+    block = step_lib.make_block(inference_steps.keyed(eval_step))
+
+    def run(state: Any, totals: Any, batches: Any) -> tuple[Any, Any, Any]:
+        state, totals, logs = block(state, totals, batches)
+        return state.rng, totals, logs
+
+    return run
 
 
 def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:

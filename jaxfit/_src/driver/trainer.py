@@ -37,10 +37,12 @@ from jaxfit._src.driver import (
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs, Verbose, YieldEvery
 from jaxfit._src.driver.history import History
 from jaxfit._src.driver.inference import Inference
+from jaxfit._src.driver.on_batch import OnBatch
 from jaxfit._src.driver.session import FitSession
+from jaxfit._src.driver.summary import Summary
 
 
-class Trainer(Inference, Checkpointing):
+class Trainer(Inference, OnBatch, Summary, Checkpointing):
     """Trains a pure JAX model with a Keras / TensorFlow.js ``fit`` API.
 
     The train and eval steps are each compiled once (ragged last batches are
