@@ -349,8 +349,12 @@ def name_of(identifier: Any) -> str:
       identifier: a name or a callable.
 
     Returns:
-      The string itself, a callable's ``__name__``, or else its type's name.
+      The string itself, a loss or metric object's ``name``, a callable's
+      ``__name__``, or else its type's name.
     """
     if isinstance(identifier, str):
         return identifier
+    name = getattr(identifier, "name", None)  # a loss or metric object's name
+    if isinstance(name, str) and not isinstance(identifier, type):
+        return name
     return getattr(identifier, "__name__", type(identifier).__name__)

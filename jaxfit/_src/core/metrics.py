@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxfit._src import errors
@@ -86,11 +87,13 @@ def compute(state: MeanState) -> jax.Array:
 
     Returns:
       ``total / count`` as a float32 scalar, and 0 where nothing was counted
-      (Keras' ``divide_no_nan``).
+      (Keras' ``divide_no_nan``); computed with numpy for host (numpy) sums,
+      so the driver converts fetched totals with no device call.
     """
+    m = np if isinstance(state.total, (np.ndarray, np.generic)) else jnp
     counted = state.count != 0
-    safe = jnp.where(counted, state.count, 1.0)
-    return jnp.where(counted, state.total / safe, 0.0)
+    safe = m.where(counted, state.count, 1.0)
+    return m.where(counted, state.total / safe, 0.0)
 
 
 def _per_sample(values: jax.Array) -> jax.Array:
@@ -222,13 +225,32 @@ _CROSSENTROPY = {
 }
 
 
+# names of metric objects (``metric_objects``): Keras' snake-case class names
+_OBJECT_NAMES = ("auc", "f1_score", "fbeta_score", "precision", "recall")
+
+
 def names() -> list[str]:
     """Every metric name ``resolve`` accepts (loss names included), sorted.
 
     Returns:
       The names, lowercase and sorted.
     """
-    return sorted(set(_METRICS) | set(_AUTO) | set(losses.names()))
+    return sorted(set(_METRICS) | set(_AUTO) | set(_OBJECT_NAMES) | set(losses.names()))
+
+
+def is_object(identifier: Any) -> bool:
+    """Whether ``identifier`` is a metric object (``empty/update/merge/compute``).
+
+    Args:
+      identifier: anything given as a metric.
+
+    Returns:
+      True for jaxfit's metric objects and any object with those four methods.
+    """
+    return all(
+        callable(getattr(identifier, method, None))
+        for method in ("empty", "update", "merge", "compute")
+    )
 
 
 def _kind(y_true: Any, y_pred: Any) -> str:
@@ -244,12 +266,15 @@ def _kind(y_true: Any, y_pred: Any) -> str:
 @errors.filter_traceback
 def resolve(
     identifier: Any, y_true: Any, y_pred: Any, *, argname: str = "metrics"
-) -> MetricFn:
+) -> Any:
     """Returns the metric function for a name or callable, given the data's shapes.
 
     Args:
-      identifier: a metric or loss name (see ``names()``; case-insensitive), or a
-        callable ``(y_true, y_pred) -> (batch,)``, returned as is. ``"accuracy"`` /
+      identifier: a metric or loss name (see ``names()``; case-insensitive), a
+        callable ``(y_true, y_pred) -> (batch,)`` or a metric object (e.g.
+        ``AUC()``), both returned as is; ``"auc"``, ``"precision"``,
+        ``"recall"``, ``"f1_score"`` and ``"fbeta_score"`` give the metric
+        object with Keras' defaults, named as written. ``"accuracy"`` /
         ``"acc"`` (and ``"crossentropy"`` / ``"ce"``) pick the binary, sparse or
         categorical form from the shapes, as Keras 3.
       y_true: anything with a ``.shape`` (an array or ``jax.ShapeDtypeStruct``).
@@ -257,10 +282,17 @@ def resolve(
       argname: the argument name for error messages. Defaults to ``"metrics"``.
 
     Returns:
-      The per-sample metric function; a ``ValueError`` for an unknown name and a
+      The per-sample metric function (or metric object); a ``ValueError`` for an
+      unknown name and a
       ``TypeError`` for anything else, naming ``argname`` and the known names.
     """
+    if is_object(identifier):
+        return identifier
     fn: Callable[..., Any] | None = None
+    if isinstance(identifier, str) and identifier.lower() in _OBJECT_NAMES:
+        from jaxfit._src.core import metric_objects  # it imports this module
+
+        return metric_objects.get(identifier, y_true, y_pred, argname=argname)
     if isinstance(identifier, str):
         name = identifier.lower()
         if name in ("accuracy", "acc"):
@@ -284,3 +316,20 @@ def name_of(identifier: Any) -> str:
       The name the user gave, a callable's ``__name__``, or else its type's name.
     """
     return losses.name_of(identifier)
+
+
+def host_values(key: str, state: Any) -> dict[str, float]:
+    """A fetched state's value as floats (on the host, no device call).
+
+    Args:
+      key: the state's log key.
+      state: a ``MeanState`` or a metric object's state, of numpy arrays.
+
+    Returns:
+      ``{key: value}``; for a vector value ``{f"{key}_{i}": value[i]}``.
+    """
+    value = compute(state) if isinstance(state, MeanState) else state.compute()
+    value = np.asarray(value)
+    if value.ndim == 0:
+        return {key: float(value)}
+    return {f"{key}_{i}": float(v) for i, v in enumerate(value.reshape(-1))}

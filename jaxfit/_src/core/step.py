@@ -14,7 +14,9 @@ Reductions follow Keras 3: the loss is ``sum(w * l) / batch_size`` (the
 "sum_over_batch_size" reduction, padding rows excluded), a metric is the mean
 over the real samples, and a weighted metric the sample-weighted mean
 ``sum(w * m) / sum(w)``. Both are carried as
-``metrics.MeanState`` sums, so the epoch value is exact over ragged batches.
+``metrics.MeanState`` sums, so the epoch value is exact over ragged batches; a
+metric object (``AUC``, ``Precision``...) carries its own state of sums (see
+``metric_base``). Every state merges by addition, on device.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxfit._src import errors
-from jaxfit._src.core import losses, metrics, precision
+from jaxfit._src.core import losses, metric_objects, metrics, precision
 from jaxfit._src.core.state import TrainState
 
-Logs = dict[str, metrics.MeanState]
+Logs = dict[str, Any]  # a MeanState, or a metric object's state
 
 
 def output_names(y: Any) -> list[str]:
@@ -80,15 +82,30 @@ class Objective:
     loss_fns: tuple[Callable[..., Any], ...]
     loss_weights: tuple[float, ...]
     output_names: tuple[str, ...]
-    # (log key, output leaf index, fn, sample-weighted?)
+    # (log key, output leaf index, fn, sample-weighted?): fn is the per-sample
+    # function of a mean metric (what the label checks read), else the object
     metric_fns: tuple[tuple[str, int, Callable[..., Any], bool], ...]
+    # the built metric object of each entry of metric_fns
+    metric_objects: tuple[Any, ...] = ()
 
     @property
     def log_names(self) -> list[str]:
+        """The keys the logs hold, in order (a vector metric's one per entry)."""
+        return _expand(self.total_names(), self.metric_fns, self.metric_objects)
+
+    def total_names(self) -> list[str]:
+        """The keys of the epoch totals: one state per loss and per metric."""
         names = ["loss"]
         if len(self.output_names) > 1:
             names += [f"{name}_loss" for name in self.output_names]
         return names + [key for key, _, _, _ in self.metric_fns]
+
+    def empty_totals(self) -> Logs:
+        """Zeroed totals: a ``MeanState`` per loss, each metric's ``empty()``."""
+        totals: Logs = {name: metrics.empty() for name in self.total_names()}
+        for (key, _, _, _), metric in zip(self.metric_fns, self.metric_objects):
+            totals[key] = metric.empty()
+        return totals
 
     def per_sample(self, y: Any, y_pred: Any) -> list[jax.Array]:
         """Each output's per-sample loss, shape ``(batch,)``."""
@@ -104,7 +121,8 @@ class Objective:
         )
 
     def batch_logs(self, y, y_pred, parts, weights, mask) -> Logs:
-        """This batch's loss and metric sums, as ``MeanState``s.
+        """This batch's loss and metric states (``MeanState`` sums for the losses,
+        each metric object's state for the metrics).
 
         ``weights`` holds one masked sample-weight vector per output.
         """
@@ -115,12 +133,26 @@ class Objective:
                 logs[f"{name}_loss"] = metrics.MeanState(jnp.sum(part * w), count)
         y_leaves = jax.tree_util.tree_leaves(y)
         pred_leaves = jax.tree_util.tree_leaves(y_pred)
-        for key, leaf, fn, weighted in self.metric_fns:
-            values = fn(y_leaves[leaf], pred_leaves[leaf])
-            logs[key] = metrics.update(
-                metrics.empty(), values, weights[leaf] if weighted else mask
+        for (key, leaf, _, weighted), metric in zip(
+            self.metric_fns, self.metric_objects
+        ):
+            logs[key] = metric.update(
+                metric.empty(),
+                y_leaves[leaf],
+                pred_leaves[leaf],
+                weights[leaf] if weighted else mask,
             )
         return logs
+
+
+def _expand(names: list[str], entries: Any, objects: Any) -> list[str]:
+    """``names`` with each vector metric's key replaced by ``<key>_<i>``."""
+    sizes = {key: getattr(m, "size", None) for (key, *_), m in zip(entries, objects)}
+    out: list[str] = []
+    for name in names:
+        size = sizes.get(name)
+        out += [name] if size is None else [f"{name}_{i}" for i in range(size)]
+    return out
 
 
 def make_objective(
@@ -135,6 +167,9 @@ def make_objective(
 
     As Keras, ``metrics`` are plain means over the real samples (sample and class
     weights do not apply) and ``weighted_metrics`` are sample-weighted means.
+    A metric object (``AUC()``...) accumulates its own state the same way. Log
+    keys that would collide (an output named ``val``, whose ``val_loss`` is the
+    validation loss's key) are refused, naming the output.
 
     ``y`` and ``y_pred`` may be arrays or shape structs; only shapes are read.
     """
@@ -156,27 +191,97 @@ def make_objective(
         weights = (1.0,) * len(names)
     else:
         weights = tuple(float(w) for w in _per_output(loss_weights, y, "loss_weights"))
+    entries = _metric_entries(
+        names, y, y_pred, metric_spec, weighted_metric_spec, _loss_keys(names)
+    )
+    objective = Objective(
+        loss_fns,
+        weights,
+        tuple(names),
+        tuple(entry[:4] for entry in entries),
+        tuple(entry[4] for entry in entries),
+    )
+    _check_keys(objective)
+    return objective
+
+
+def _loss_keys(names: list[str]) -> set[str]:
+    """The loss keys of outputs ``names``: what a metric key may not repeat."""
+    taken = {"loss"}
+    if len(names) > 1:
+        taken |= {f"{name}_loss" for name in names}
+    return taken
+
+
+def _metric_entries(names, y, y_pred, metric_spec, weighted_spec, taken):
+    """``(key, leaf, fn, weighted, metric)`` for every metric, in Keras' order."""
     y_leaves = jax.tree_util.tree_leaves(y)
     pred_leaves = jax.tree_util.tree_leaves(y_pred)
-    metric_fns = []
-    taken: set[str] = set()
+    entries = []
+    metric_keys: set[str] = set()
     for spec, weighted, argname in (
         (metric_spec, False, "metrics"),
-        (weighted_metric_spec, True, "weighted_metrics"),
+        (weighted_spec, True, "weighted_metrics"),
     ):
         per_leaf = _metrics_per_output(spec, names, argname)
         for leaf, (name, specs) in enumerate(zip(names, per_leaf)):
             for item in specs:
-                fn = metrics.resolve(
+                metric = metric_objects.get(
                     item, y_leaves[leaf], pred_leaves[leaf], argname=argname
                 )
-                key = metrics.name_of(item)
-                key = f"{name}_{key}" if len(names) > 1 else key
-                if key in taken:  # Keras: a weighted twin gets a prefix
+                key = f"{name}_{metric.name}" if len(names) > 1 else metric.name
+                if key in metric_keys:  # Keras: a weighted twin gets a prefix
                     key = f"weighted_{key}"
-                taken.add(key)
-                metric_fns.append((key, leaf, fn, weighted))
-    return Objective(loss_fns, weights, tuple(names), tuple(metric_fns))
+                if key in taken or key in metric_keys:
+                    raise ValueError(_duplicate(argname, key, item))
+                metric_keys.add(key)
+                fn = (
+                    metric.fn
+                    if isinstance(metric, metric_objects.MeanMetricWrapper)
+                    else metric
+                )
+                entries.append((key, leaf, fn, weighted, metric))
+    return entries
+
+
+def _duplicate(argname: str, key: str, item: Any) -> str:
+    return errors.expected(
+        argname,
+        "metrics whose log keys differ from each other and from the loss keys",
+        item,
+        f"Its log key {key!r} is taken; give it another name (name=...).",
+    )
+
+
+def _check_keys(objective: Objective) -> None:
+    """Refuses log keys that repeat, or that the ``val_`` prefix would repeat."""
+    keys = objective.log_names
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise ValueError(
+                errors.expected(
+                    "metrics",
+                    "log keys that differ",
+                    errors.Description(f"{key!r} twice"),
+                )
+            )
+        seen.add(key)
+    for key in keys:
+        if key.startswith("val_") and key[4:] in seen:
+            owner = [n for n in objective.output_names if key.startswith(f"{n}_")]
+            raise ValueError(
+                errors.expected(
+                    "y",
+                    "output names whose log keys do not collide with the "
+                    "validation keys (val_<key>)",
+                    errors.Description(
+                        f"the output {(owner or [key])[0]!r}, whose key {key!r} "
+                        f"is also the validation key of {key[4:]!r}"
+                    ),
+                    "Rename the output (a dict key of y and of the model's output).",
+                )
+            )
 
 
 def _metrics_per_output(spec: Any, names: list[str], argname: str) -> list[list[Any]]:
@@ -327,7 +432,7 @@ def make_block(step: Callable[..., Any]):
 
     def run(state, totals, batch):
         state, logs = step(state, batch)
-        totals = jax.tree.map(metrics.merge, totals, logs, is_leaf=_is_mean)
+        totals = _merge(totals, logs)
         return state, totals, logs
 
     def block(state, totals, batches):
@@ -355,12 +460,17 @@ def make_block(step: Callable[..., Any]):
     return block
 
 
-def _is_mean(value: Any) -> bool:
-    return isinstance(value, metrics.MeanState)
+def _merge(totals: Logs, logs: Logs) -> Logs:
+    """Every state is sums: the merge of two is their leafwise sum (``MeanState``
+    and metric objects' states alike)."""
+    return jax.tree.map(jnp.add, totals, logs)
 
 
-def empty_logs(names: list[str]) -> Logs:
-    """Zeroed totals for the given log names."""
+def empty_logs(names: Any) -> Logs:
+    """Zeroed totals: of an ``Objective`` (its ``empty_totals``), or ``MeanState``s
+    for a list of log names (an objective of losses and mean metrics only)."""
+    if isinstance(names, Objective):
+        return names.empty_totals()
     return {name: metrics.empty() for name in names}
 
 

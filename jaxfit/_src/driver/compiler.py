@@ -186,7 +186,8 @@ def _build(
     )
     names = objective.log_names
     empty = jax.jit(
-        _named(lambda: step_lib.empty_logs(names), "empty_totals"), out_shardings=rep
+        _named(lambda: step_lib.empty_logs(objective), "empty_totals"),
+        out_shardings=rep,
     )
     return Compiled(
         names,

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxfit._src.core import placement
+from jaxfit._src.core import metrics, placement
 from jaxfit._src.driver import warmup as warmup_lib
 from jaxfit._src.driver.callback import CallbackList
 
@@ -67,15 +67,16 @@ def finish(steps: Steps) -> Any:
 def host_values(
     names: list[str], sums: dict[str, Any], j: int | None = None
 ) -> dict[str, float]:
-    """``total / count`` for each log, in ``names`` order (0 where count is 0)."""
-    values = {}
-    for name in names:
-        state = sums[name]
-        total, count = np.asarray(state.total), np.asarray(state.count)
+    """Each log's value, in ``names`` order: every fetched state through its
+    metric's ``compute`` on the host (``total / count`` for a mean, 0 where the
+    count is 0); a vector value gives ``<key>_0``, ``<key>_1``... ``j`` picks
+    one batch of stacked batch logs."""
+    values: dict[str, float] = {}
+    for key, state in sums.items():
         if j is not None:
-            total, count = total[j], count[j]
-        values[name] = float(total / count) if count > 0 else 0.0
-    return values
+            state = jax.tree.map(lambda a: np.asarray(a)[j], state)
+        values.update(metrics.host_values(key, state))
+    return {name: values[name] for name in names}
 
 
 def deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
