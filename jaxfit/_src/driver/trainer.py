@@ -81,7 +81,10 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
         Defaults to `None` (all 1).
       state: the initial model state for an ``apply_fn`` that declares ``state``.
         Defaults to `None`.
-      seed: seeds dropout keys and the shuffling order. Defaults to `0`.
+      seed: seeds dropout keys, the shuffling order and the keys of inference
+        calls (``predict``, ``evaluate``...: a fresh key per batch and per call,
+        from the seed and the call's number; the training rng is left as it
+        is). Defaults to `0`.
       weighted_metrics: metrics weighted by ``sample_weight`` and ``class_weight``
         (Keras' ``weighted_metrics``); same forms as ``metrics``. Defaults to `None`.
       mesh: ``"auto"`` (every device, a 1-D data-parallel mesh), ``None`` (one
