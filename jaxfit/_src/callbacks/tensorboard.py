@@ -52,7 +52,7 @@ class TensorBoard(Callback):
     at the yield point where they arrive, so no extra sync is forced. Files are
     flushed at every epoch end.
 
-    ``log_dir`` follows jaxfit's path policy (``jaxfit._src.paths``): it may be
+    ``log_dir`` follows jaxfit's path policy (see the Architecture page): it may be
     missing (made at ``on_train_begin``, with jaxfit's ``.jaxfit`` marker),
     empty, made by jaxfit, or a TensorBoard log directory (only ``train/`` and
     ``validation/`` with event files, and event files); ``""``, ``"."``, the
