@@ -1,5 +1,22 @@
-"""Losses: per-sample loss functions ``(y_true, y_pred) -> (batch,)`` and ``get``."""
+"""Losses: loss objects with Keras' arguments (``CategoricalCrossentropy(label_smoothing=0.1)``),
+per-sample loss functions ``(y_true, y_pred) -> (batch,)`` and ``get``."""
 
+from jaxfit._src.core.loss_objects import BinaryCrossentropy as BinaryCrossentropy
+from jaxfit._src.core.loss_objects import (
+    CategoricalCrossentropy as CategoricalCrossentropy,
+)
+from jaxfit._src.core.loss_objects import Hinge as Hinge
+from jaxfit._src.core.loss_objects import Huber as Huber
+from jaxfit._src.core.loss_objects import KLDivergence as KLDivergence
+from jaxfit._src.core.loss_objects import LogCosh as LogCosh
+from jaxfit._src.core.loss_objects import Loss as Loss
+from jaxfit._src.core.loss_objects import LossFunctionWrapper as LossFunctionWrapper
+from jaxfit._src.core.loss_objects import MeanAbsoluteError as MeanAbsoluteError
+from jaxfit._src.core.loss_objects import MeanSquaredError as MeanSquaredError
+from jaxfit._src.core.loss_objects import (
+    SparseCategoricalCrossentropy as SparseCategoricalCrossentropy,
+)
+from jaxfit._src.core.loss_objects import SquaredHinge as SquaredHinge
 from jaxfit._src.core.losses import binary_crossentropy as binary_crossentropy
 from jaxfit._src.core.losses import (
     binary_crossentropy_from_logits as binary_crossentropy_from_logits,
@@ -26,6 +43,18 @@ from jaxfit._src.core.losses import (
 from jaxfit._src.core.losses import squared_hinge as squared_hinge
 
 __all__ = [
+    "BinaryCrossentropy",
+    "CategoricalCrossentropy",
+    "Hinge",
+    "Huber",
+    "KLDivergence",
+    "LogCosh",
+    "Loss",
+    "LossFunctionWrapper",
+    "MeanAbsoluteError",
+    "MeanSquaredError",
+    "SparseCategoricalCrossentropy",
+    "SquaredHinge",
     "binary_crossentropy",
     "binary_crossentropy_from_logits",
     "categorical_crossentropy",

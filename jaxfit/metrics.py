@@ -1,5 +1,25 @@
-"""Metrics: per-sample metric functions, on-device mean accumulators, ``resolve``."""
+"""Metrics: metric objects (``AUC``, ``Precision``, ``Recall``, ``F1Score``...),
+per-sample metric functions, on-device mean accumulators, ``resolve``."""
 
+from jaxfit._src.core.confusion_metrics import AUC as AUC
+from jaxfit._src.core.confusion_metrics import F1Score as F1Score
+from jaxfit._src.core.confusion_metrics import FBetaScore as FBetaScore
+from jaxfit._src.core.confusion_metrics import Precision as Precision
+from jaxfit._src.core.confusion_metrics import Recall as Recall
+from jaxfit._src.core.metric_base import Metric as Metric
+from jaxfit._src.core.metric_base import MetricState as MetricState
+from jaxfit._src.core.metric_objects import BinaryAccuracy as BinaryAccuracy
+from jaxfit._src.core.metric_objects import CategoricalAccuracy as CategoricalAccuracy
+from jaxfit._src.core.metric_objects import MeanMetricWrapper as MeanMetricWrapper
+from jaxfit._src.core.metric_objects import (
+    SparseCategoricalAccuracy as SparseCategoricalAccuracy,
+)
+from jaxfit._src.core.metric_objects import (
+    SparseTopKCategoricalAccuracy as SparseTopKCategoricalAccuracy,
+)
+from jaxfit._src.core.metric_objects import (
+    TopKCategoricalAccuracy as TopKCategoricalAccuracy,
+)
 from jaxfit._src.core.metrics import MeanState as MeanState
 from jaxfit._src.core.metrics import binary_accuracy as binary_accuracy
 from jaxfit._src.core.metrics import categorical_accuracy as categorical_accuracy
@@ -21,7 +41,20 @@ from jaxfit._src.core.metrics import (
 from jaxfit._src.core.metrics import update as update
 
 __all__ = [
+    "AUC",
+    "BinaryAccuracy",
+    "CategoricalAccuracy",
+    "F1Score",
+    "FBetaScore",
+    "MeanMetricWrapper",
     "MeanState",
+    "Metric",
+    "MetricState",
+    "Precision",
+    "Recall",
+    "SparseCategoricalAccuracy",
+    "SparseTopKCategoricalAccuracy",
+    "TopKCategoricalAccuracy",
     "binary_accuracy",
     "categorical_accuracy",
     "compute",
