@@ -164,7 +164,8 @@ class Inference(TrainerBase):
         validate.positive_int("batch_size", batch_size)
         return predicting.predict(
             self._predict,
-            inference_rng.with_call_key(self),
+            self.state,
+            lambda: inference_rng.with_call_key(self),
             self._spec.placement,
             x,
             batch_size,
@@ -214,7 +215,8 @@ class Inference(TrainerBase):
         return predicting.predict_stream(
             self._predict_block(),
             self._predict,
-            inference_rng.with_call_key(self),
+            self.state,
+            lambda: inference_rng.with_call_key(self),
             self._spec.placement,
             dataset,
             batches,

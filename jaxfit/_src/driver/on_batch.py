@@ -166,8 +166,8 @@ class OnBatch(TrainerBase):
         if n == 0:
             raise ValueError(errors.expected("x", "at least one sample", data))
         rows = self._rows("predict", n)
-        state = inference_rng.with_call_key(self)
-        predicting.check_shapes(self._predict, state, data, rows, n, "x")
+        predicting.check_shapes(self._predict, self.state, data, rows, n, "x")
+        state = inference_rng.with_call_key(self)  # x checked: nothing compiled
         where = self._spec.placement
         local = where.local_rows(rows)
         x_pad = jax.tree.map(lambda a: _pad(a, n, rows)[local], data)

@@ -38,13 +38,16 @@ def wants_batches(callbacks: CallbackList) -> bool:
 def predict(
     predict_step: Callable[..., Any],
     state: Any,
+    keyed: Callable[[], Any],
     where: Placement,
     x: Any,
     batch_size: int,
     callbacks: Callable[[int | None], CallbackList],
 ) -> Any:
     """Runs ``predict_step(state, x_batch, mask) -> (y_pred, rng)`` over ``x``
-    in padded batches, the key chain starting at ``state.rng``;
+    in padded batches, ``x`` checked against ``state`` first; the key chain
+    starts at the rng of ``keyed()`` (``state`` with the call's key, made once
+    ``x`` is checked: a bad ``x`` runs and compiles nothing);
     ``callbacks(steps)`` gets the ``on_predict_*`` hooks."""
     arrays.require_arrays(x, "x", "the inputs")
     data = arrays.to_numpy(x, "x")
@@ -53,6 +56,7 @@ def predict(
         raise ValueError(errors.expected("x", "at least one sample", data))
     batches = arrays.Batches(n, batch_size, shuffle=False, seed=0, pad_to=where.padded)
     _check(predict_step, state, data, batches)
+    state = keyed()
     callback_list = callbacks(batches.steps_per_epoch)
     callback_list.call("on_predict_begin")
     hooks = wants_batches(callback_list)
@@ -87,6 +91,7 @@ def predict_stream(
     block_fn: Callable[..., Any],
     predict_step: Callable[..., Any],
     state: Any,
+    keyed: Callable[[], Any],
     where: Placement,
     dataset: Any,
     batches: int | None,
@@ -95,7 +100,8 @@ def predict_stream(
 ) -> Any:
     """``predict_dataset``: the stream read by a ``StreamSource`` (as
     ``fit_dataset``'s), its first batch traced before anything runs, then its
-    blocks through ``block_fn``; a fused block has as many slots as an
+    blocks through ``block_fn`` from ``keyed()`` (``state`` with the call's
+    key, made once that batch is checked against ``state``); a fused block has as many slots as an
     evaluation's would (one batch a block when a batch hook is overridden, or
     for a convolutional model on CPU, as the compiled steps do)."""
     source = plans.stream_source(
@@ -114,6 +120,7 @@ def predict_stream(
             source.batch_size,
             "dataset batch 0: x",
         )
+        state = keyed()
         callback_list = callbacks(batches)
         fuse = not wants_batches(callback_list) and not (
             jax.default_backend() == "cpu" and compiler._uses(jaxpr, compiler._CONV)
