@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -241,3 +242,45 @@ def test_a_metric_key_that_repeats_a_loss_key_is_refused():
     )
     with pytest.raises(ValueError, match="metrics: expected metrics whose log keys"):
         trainer.evaluate(P_BIN, Y_BIN, batch_size=BATCH)
+
+
+class _StopAtStep(jaxfit.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.trainer.state.step) == 7:  # epoch 1, after its backup at step 6
+            raise RuntimeError("stopped on purpose")
+
+
+def test_a_backup_mid_epoch_with_metric_objects_resumes_exactly(tmp_path):
+    # the epoch's running AUC and Precision sums come back from the backup
+    x = RNG.normal(size=(64, 3)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(np.float32)
+
+    def trainer():
+        return jaxfit.Trainer(
+            lambda p, x: jax.nn.sigmoid(x @ p["w"] + p["b"]),
+            {"w": jnp.zeros((3, 1)), "b": jnp.zeros((1,))},
+            optimizer=optax.sgd(0.1),
+            loss="binary_crossentropy",
+            metrics=[metrics.AUC(), "accuracy", metrics.Precision()],
+        )
+
+    kwargs = dict(batch_size=8, epochs=2, verbose=0, shuffle=False)
+    expected = trainer().fit(x, y, **kwargs).history
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="on purpose"):
+        trainer().fit(
+            x,
+            y,
+            callbacks=[
+                jaxfit.callbacks.BackupAndRestore(backup, save_freq=3),
+                _StopAtStep(),
+            ],
+            yield_every="batch",
+            **kwargs,
+        )
+    resumed = trainer().fit(
+        x, y, callbacks=[jaxfit.callbacks.BackupAndRestore(backup)], **kwargs
+    )
+    assert list(resumed.history) == list(expected)
+    for key, values in expected.items():
+        np.testing.assert_allclose(resumed.history[key], values, rtol=1e-6, err_msg=key)

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from jaxfit._src.checkpoint import orbax_io
-from jaxfit._src.core import metrics, placement
+from jaxfit._src.core import placement
 from jaxfit._src.core.state import Position
 
 ARRAYS = "__arrays__"  # JSON placeholder for a callback value stored under extra/
@@ -213,11 +213,11 @@ def restore_run(trainer: Any, path: str | os.PathLike[str]) -> Position:
             callback.set_state(states[key])
     position = info["position"]
     totals = None
-    if "totals" in extra:  # restored as dicts of numpy; the loop wants MeanStates
-        host = {
-            name: metrics.MeanState(value["total"], value["count"])
-            for name, value in extra["totals"].items()
-        }
+    if "totals" in extra:
+        # restored as nested dicts of numpy, keyed by field names (a mean's
+        # total and count, a metric object's sums): the loop rebuilds its
+        # totals' types from them by path (driver.steps.restored_totals)
+        host = extra["totals"]
         where = trainer.session.placement  # replicated, as the compiled step has them
         totals = where.place(host, jax.tree.map(lambda _: where.replicated, host))
     return Position(

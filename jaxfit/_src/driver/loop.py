@@ -240,7 +240,9 @@ def _train(
     """Dispatches the epoch's blocks; at each yield point delivers the batch logs
     run since the last one. Returns the batches of the epoch run and its totals."""
     hooks = ("on_train_batch_begin", "on_train_batch_end")
-    totals = begin.totals if begin.totals is not None else plan.compiled.empty_totals()
+    totals = plan.compiled.empty_totals()
+    if begin.totals is not None:  # a backup's, mid-epoch
+        totals = steps_lib.restored_totals(totals, begin.totals)
     pending: list = []
     batch = steps = begin.batch
     processes, policy = jax.process_count(), plan.policy

@@ -166,3 +166,37 @@ async def drive(steps: Steps) -> None:
                 await off_loop(item)
     finally:
         steps.close()
+
+
+def restored_totals(template: Any, restored: Any) -> Any:
+    """An epoch's running totals read back from a backup, in ``template``'s types.
+
+    A backup keeps the totals as nested dicts keyed by field name (a mean's
+    ``total`` and ``count``, a metric object's ``sums``); ``template`` (the
+    compiled empty totals) gives the types back, each leaf found by its path.
+
+    Args:
+      template: the empty totals of the fit's compiled step.
+      restored: the totals as restored (nested dicts of arrays).
+
+    Returns:
+      ``template``'s structure holding the restored arrays.
+
+    Raises:
+      ValueError: the backup's totals are not those of this fit's logs.
+    """
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, _ in paths:
+        node = restored
+        for key in path:
+            name = getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))
+            if not isinstance(node, dict) or name not in node:
+                raise ValueError(
+                    "the backup's running totals do not match this fit's logs "
+                    f"(no {jax.tree_util.keystr(path)} among {sorted(restored)}); "
+                    "resume with the metrics the backup was written with."
+                )
+            node = node[name]
+        leaves.append(node)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
