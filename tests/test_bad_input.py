@@ -318,3 +318,32 @@ def test_predict_with_the_wrong_width_names_x(compiles):
         trainer.predict(X[:, :2])
     assert compiles.count == 0
     assert trainer.predict(X).shape == (40, 3)
+
+
+@pytest.mark.parametrize(
+    "loss,y,parts",
+    [
+        (
+            jaxfit.losses.SparseCategoricalCrossentropy(),
+            ONE_HOT,
+            ["y: expected integer class indices", "(N, 3)"],
+        ),
+        (
+            jaxfit.losses.CategoricalCrossentropy(label_smoothing=0.1),
+            LABELS,
+            ["y: expected", "categorical_crossentropy", "(N, 3)"],
+        ),
+    ],
+)
+def test_loss_objects_get_the_label_checks_of_their_names(compiles, loss, y, parts):
+    # an object with arguments is checked as the name it stands for
+    _fails(_classifier(loss=loss), compiles, parts, lambda t: t.fit(X, y, verbose=0))
+
+
+def test_a_confusion_metric_refuses_labels_outside_0_1(compiles):
+    _fails(
+        _classifier(loss="mse", metrics=(jaxfit.metrics.Precision(),)),
+        compiles,
+        ["y: expected", "precision"],
+        lambda t: t.fit(X, ONE_HOT * 3, verbose=0),
+    )

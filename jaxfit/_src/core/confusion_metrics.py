@@ -146,6 +146,8 @@ def _positive_int(value: Any, argname: str) -> int | None:
 class _Thresholded(metric_base.Metric):
     """Precision and Recall: counts at each threshold, after top_k / class_id."""
 
+    label_kind = "binary"  # 0/1 labels shaped like the output (data.checks)
+
     def __init__(
         self,
         thresholds: float | Sequence[float] | None = None,
@@ -248,6 +250,8 @@ class AUC(metric_base.Metric):
     ``"PRGAIN"`` curve are not offered: labels and predictions of every shape
     are flattened into one binary problem (Keras' default).
     """
+
+    label_kind = "binary"  # 0/1 labels shaped like the output (data.checks)
 
     def __init__(
         self,
@@ -359,6 +363,8 @@ class FBetaScore(metric_base.Metric):
     value is one score per class, logged as ``<name>_0`` ... ``<name>_<C-1>``
     (Keras' result is a vector; ``History`` holds floats).
     """
+
+    label_kind = "binary"  # 0/1 labels shaped like the output (data.checks)
 
     _default_name = "fbeta_score"
 

@@ -188,6 +188,8 @@ class Huber(Loss):
       name: the name. Defaults to `"huber_loss"`.
     """
 
+    label_kind = "elementwise"  # the labels data.checks expects
+
     def __init__(self, delta: float = 1.0, name: str = "huber_loss"):
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or delta <= 0:
             raise ValueError(errors.expected("delta", "a float > 0", delta))
@@ -217,6 +219,8 @@ class CategoricalCrossentropy(Loss):
       axis: the class axis. Defaults to `-1`.
       name: the name. Defaults to `"categorical_crossentropy"`.
     """
+
+    label_kind = "categorical"  # the labels data.checks expects
 
     def __init__(
         self,
@@ -250,6 +254,8 @@ class BinaryCrossentropy(Loss):
       axis: the axis averaged over. Defaults to `-1`.
       name: the name. Defaults to `"binary_crossentropy"`.
     """
+
+    label_kind = "binary"  # the labels data.checks expects
 
     def __init__(
         self,
@@ -288,6 +294,8 @@ class SparseCategoricalCrossentropy(Loss):
         instead. Defaults to `None`.
       name: the name. Defaults to `"sparse_categorical_crossentropy"`.
     """
+
+    label_kind = "sparse"  # the labels data.checks expects
 
     def __init__(
         self,

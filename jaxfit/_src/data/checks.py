@@ -66,12 +66,26 @@ def _aligned(feature: tuple, pred_feature: tuple) -> bool:
 
 
 def kind_of(fn: Callable[..., Any]) -> str | None:
-    """The label kind a built-in loss or metric needs; ``None`` for the others."""
-    return _KINDS.get(fn)
+    """The label kind a built-in loss or metric needs; ``None`` for the others.
+
+    A loss or metric object says its kind (``label_kind``), or wraps a built-in
+    function (``fn``, or its class's ``_fn``) whose kind it has.
+    """
+    kind = getattr(fn, "label_kind", None)
+    if isinstance(kind, str):
+        return kind
+    inner = getattr(fn, "fn", None) or getattr(type(fn), "_fn", None)
+    if callable(inner) and inner is not fn:
+        return kind_of(inner)
+    try:
+        return _KINDS.get(fn)
+    except TypeError:  # an unhashable callable: not a built-in
+        return None
 
 
 def _name(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__name__", type(fn).__name__)
+    name = getattr(fn, "name", None)  # a loss or metric object's log name
+    return name if isinstance(name, str) else getattr(fn, "__name__", type(fn).__name__)
 
 
 def _summary(labels: Any) -> tuple[float, float, bool]:
