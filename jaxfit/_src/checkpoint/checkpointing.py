@@ -16,7 +16,7 @@ from typing import Any
 import jax
 
 from jaxfit._src import errors
-from jaxfit._src.checkpoint import run_state
+from jaxfit._src.checkpoint import orbax_io, run_state
 from jaxfit._src.core.model import Model
 
 
@@ -159,18 +159,6 @@ class Checkpointing:
         return trainer
 
 
-def _path_key(path: Any) -> str:
-    """A tree path spelled as ``orbax_io`` compares them (dict keys, attribute
-    names and indices joined by ``/``)."""
-    parts = []
-    for key in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-    return "/".join(parts)
-
-
 def _like(template: Any, stored: Any, argname: str, path: Any) -> Any:
     """``stored``'s arrays in ``template``'s structure, matched by tree path.
 
@@ -179,13 +167,13 @@ def _like(template: Any, stored: Any, argname: str, path: Any) -> Any:
     """
     is_leaf = lambda a: hasattr(a, "shape") and hasattr(a, "dtype")  # noqa: E731
     found = {
-        _path_key(p): leaf
+        orbax_io.path_key(p): leaf
         for p, leaf in jax.tree_util.tree_flatten_with_path(stored, is_leaf=is_leaf)[0]
     }
     wanted, treedef = jax.tree_util.tree_flatten_with_path(template, is_leaf=is_leaf)
     leaves = []
     for p, leaf in wanted:
-        key = _path_key(p)
+        key = orbax_io.path_key(p)
         value = found.pop(key, None)
         if value is None or (value.shape, value.dtype) != (leaf.shape, leaf.dtype):
             got = "nothing" if value is None else f"{value.shape} {value.dtype}"

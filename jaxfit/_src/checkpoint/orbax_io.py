@@ -383,11 +383,17 @@ def _signature(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
         tree, is_leaf=lambda a: hasattr(a, "shape") and hasattr(a, "dtype")
     )[0]
     for path, leaf in leaves:
-        parts = []
-        for key in path:
-            for attr in ("key", "name", "idx"):
-                if hasattr(key, attr):
-                    parts.append(str(getattr(key, attr)))
-                    break
-        out["/".join(parts)] = (tuple(leaf.shape), str(leaf.dtype))
+        out[path_key(path)] = (tuple(leaf.shape), str(leaf.dtype))
     return out
+
+
+def path_key(path: Any) -> str:
+    """A tree path spelled as checkpoints compare them: dict keys, attribute
+    names and indices joined by ``/``."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+    return "/".join(parts)
