@@ -20,6 +20,7 @@ from jaxfit._src.core.metric_objects import (
 from jaxfit._src.core.metric_objects import (
     TopKCategoricalAccuracy as TopKCategoricalAccuracy,
 )
+from jaxfit._src.core.metric_objects import resolve as resolve
 from jaxfit._src.core.metrics import MeanState as MeanState
 from jaxfit._src.core.metrics import binary_accuracy as binary_accuracy
 from jaxfit._src.core.metrics import categorical_accuracy as categorical_accuracy
@@ -28,7 +29,6 @@ from jaxfit._src.core.metrics import empty as empty
 from jaxfit._src.core.metrics import merge as merge
 from jaxfit._src.core.metrics import name_of as name_of
 from jaxfit._src.core.metrics import names as names
-from jaxfit._src.core.metrics import resolve as resolve
 from jaxfit._src.core.metrics import (
     sparse_categorical_accuracy as sparse_categorical_accuracy,
 )

@@ -8,6 +8,7 @@ import optax
 from conftest import linear_apply, linear_params
 
 from jaxfit._src.core import apply as apply_lib
+from jaxfit._src.core import inference_steps
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.placement import Placement
 from jaxfit._src.core.state import TrainState
@@ -59,7 +60,7 @@ def test_fit_loop_trains_a_session_without_a_trainer():
     block = jax.jit(
         step_lib.make_block(step_lib.make_train_step(apply, objective, optimizer))
     )
-    eval_fn = step_lib.make_block(step_lib.make_eval_step(apply, objective))
+    eval_fn = step_lib.make_block(inference_steps.make_eval_step(apply, objective))
     names = objective.log_names
     compiled = Compiled(
         names,

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from jaxfit._src.core import apply as apply_lib
-from jaxfit._src.core import metrics, precision
+from jaxfit._src.core import inference_steps, metrics, precision
 from jaxfit._src.core import step as step_lib
 from jaxfit._src.core.state import TrainState
 
@@ -105,7 +105,7 @@ def build(
             step_lib.make_train_step(apply, objective, optimizer, policy=pol)
         )
     )
-    eval_step = jax.jit(step_lib.make_eval_step(apply, objective, policy=pol))
+    eval_step = jax.jit(inference_steps.make_eval_step(apply, objective, policy=pol))
     return state, block, eval_step, objective
 
 
@@ -423,7 +423,9 @@ def test_eval_and_predict_outputs_are_float32(name):
         y_example=batch["y"],
     )
     apply, _ = apply_lib.normalize(mlp_apply)
-    y_pred = jax.jit(step_lib.make_predict_step(apply, policy=pol))(state, batch["x"])
+    y_pred = jax.jit(inference_steps.make_predict_step(apply, policy=pol))(
+        state, batch["x"]
+    )
     assert y_pred.dtype == jnp.float32
     out_state, logs = eval_step(state, batch)
     assert logs["loss"].total.dtype == jnp.float32

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import numpy as np
 
 from jaxfit._src import errors
-from jaxfit._src.core import losses
+from jaxfit._src.core import losses, metric_objects
 from jaxfit._src.core import metrics as metrics_lib
 from jaxfit._src.driver.callback import Callback
 
@@ -94,7 +94,7 @@ def _identifier_direction(identifier: Any) -> str | None:
             return value
     for name in metrics_lib.names():
         try:
-            if metrics_lib.resolve(name, _PROBE, _PROBE) is identifier:
+            if metric_objects.resolve(name, _PROBE, _PROBE) is identifier:
                 return name_direction(name)
         except (TypeError, ValueError):
             continue

@@ -217,3 +217,31 @@ def get(
     fn = metrics.resolve(identifier, y_true, y_pred, argname=argname)
     wrapper = MeanMetricWrapper(fn, name=metrics.name_of(identifier))
     return wrapper.build(y_true, y_pred)
+
+
+@errors.filter_traceback
+def resolve(
+    identifier: Any, y_true: Any, y_pred: Any, *, argname: str = "metrics"
+) -> Any:
+    """Returns the metric for a name, callable or object, given the data's shapes.
+
+    Args:
+      identifier: a metric or loss name (see ``names()``; case-insensitive), a
+        callable ``(y_true, y_pred) -> (batch,)`` or a metric object (e.g.
+        ``AUC()``), both returned as is. ``"auc"``, ``"precision"``,
+        ``"recall"``, ``"f1_score"`` and ``"fbeta_score"`` give the Keras class
+        with its defaults, built for these shapes; ``"accuracy"`` / ``"acc"``
+        (and ``"crossentropy"`` / ``"ce"``) pick the binary, sparse or
+        categorical form from the shapes, as Keras 3.
+      y_true: anything with a ``.shape`` (an array or ``jax.ShapeDtypeStruct``).
+      y_pred: anything with a ``.shape``; only shapes are read.
+      argname: the argument name for error messages. Defaults to ``"metrics"``.
+
+    Returns:
+      The per-sample metric function or metric object; a ``ValueError`` for an
+      unknown name and a ``TypeError`` for anything else, naming ``argname`` and
+      the known names.
+    """
+    if isinstance(identifier, str) and identifier.lower() in _OBJECTS:
+        return get(identifier, y_true, y_pred, argname=argname)
+    return metrics.resolve(identifier, y_true, y_pred, argname=argname)

@@ -272,9 +272,10 @@ def resolve(
     Args:
       identifier: a metric or loss name (see ``names()``; case-insensitive), a
         callable ``(y_true, y_pred) -> (batch,)`` or a metric object (e.g.
-        ``AUC()``), both returned as is; ``"auc"``, ``"precision"``,
-        ``"recall"``, ``"f1_score"`` and ``"fbeta_score"`` give the metric
-        object with Keras' defaults, named as written. ``"accuracy"`` /
+        ``AUC()``), both returned as is. The names of metric objects
+        (``"auc"``, ``"precision"``...) are resolved by
+        ``metric_objects.resolve`` (the public ``jaxfit.metrics.resolve``),
+        which builds on this one. ``"accuracy"`` /
         ``"acc"`` (and ``"crossentropy"`` / ``"ce"``) pick the binary, sparse or
         categorical form from the shapes, as Keras 3.
       y_true: anything with a ``.shape`` (an array or ``jax.ShapeDtypeStruct``).
@@ -289,10 +290,6 @@ def resolve(
     if is_object(identifier):
         return identifier
     fn: Callable[..., Any] | None = None
-    if isinstance(identifier, str) and identifier.lower() in _OBJECT_NAMES:
-        from jaxfit._src.core import metric_objects  # it imports this module
-
-        return metric_objects.get(identifier, y_true, y_pred, argname=argname)
     if isinstance(identifier, str):
         name = identifier.lower()
         if name in ("accuracy", "acc"):

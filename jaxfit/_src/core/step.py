@@ -368,12 +368,3 @@ def empty_logs(names: Any) -> Logs:
     if isinstance(names, Objective):
         return names.empty_totals()
     return {name: metrics.empty() for name in names}
-
-
-# the inference steps live beside, re-exported here
-from jaxfit._src.core.inference_steps import (  # noqa: E402
-    make_eval_step as make_eval_step,
-)
-from jaxfit._src.core.inference_steps import (  # noqa: E402
-    make_predict_step as make_predict_step,
-)

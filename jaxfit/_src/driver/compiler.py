@@ -24,6 +24,7 @@ from jaxfit._src import errors
 from jaxfit._src.core import accumulate, hyperparams, inference_steps
 from jaxfit._src.core import precision as precision_lib
 from jaxfit._src.core import step as step_lib
+from jaxfit._src.core.inference_steps import make_eval_step
 from jaxfit._src.core.placement import Placement
 from jaxfit._src.core.state import TrainState, strong
 from jaxfit._src.data import checks
@@ -160,7 +161,7 @@ def _build(
     train_step = step_lib.make_train_step(
         spec.apply, objective, optimizer, spec.policy, counts=accumulate_steps > 1
     )
-    eval_step = step_lib.make_eval_step(spec.apply, objective, policy=spec.policy)
+    eval_step = make_eval_step(spec.apply, objective, policy=spec.policy)
     # The train step itself is traced once, by jit, on its first call (before any
     # step runs); tracing it here too would double the model's tracing.
     # XLA:CPU runs convolutions inside a loop (lax.scan) an order of magnitude

@@ -240,9 +240,7 @@ def _train(
     """Dispatches the epoch's blocks; at each yield point delivers the batch logs
     run since the last one. Returns the batches of the epoch run and its totals."""
     hooks = ("on_train_batch_begin", "on_train_batch_end")
-    totals = plan.compiled.empty_totals()
-    if begin.totals is not None:  # a backup's, mid-epoch
-        totals = steps_lib.restored_totals(totals, begin.totals)
+    totals = steps_lib.restored_totals(plan.compiled.empty_totals(), begin.totals)
     pending: list = []
     batch = steps = begin.batch
     processes, policy = jax.process_count(), plan.policy

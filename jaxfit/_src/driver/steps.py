@@ -177,14 +177,18 @@ def restored_totals(template: Any, restored: Any) -> Any:
 
     Args:
       template: the empty totals of the fit's compiled step.
-      restored: the totals as restored (nested dicts of arrays).
+      restored: the totals as restored (nested dicts of arrays), or ``None``
+        at an epoch's start.
 
     Returns:
-      ``template``'s structure holding the restored arrays.
+      ``template``'s structure holding the restored arrays (``template`` itself
+      when ``restored`` is ``None``).
 
     Raises:
       ValueError: the backup's totals are not those of this fit's logs.
     """
+    if restored is None:
+        return template
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = []
     for path, _ in paths:

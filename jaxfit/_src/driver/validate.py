@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxfit._src import errors
 from jaxfit._src.core import losses
-from jaxfit._src.core import metrics as metrics_lib
+from jaxfit._src.core import metric_objects as metrics_lib
 from jaxfit._src.errors import non_negative_int, positive_int
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from jaxfit._src import callbacks as callbacks_lib
 from jaxfit._src import errors
 from jaxfit._src.core import losses
-from jaxfit._src.core import metrics as metrics_lib
+from jaxfit._src.core import metric_objects as metrics_lib
 from jaxfit._src.driver import trainer as trainer_lib
 from jaxfit._src.driver import validate as validate_lib
 from jaxfit._src.driver import yield_policy
