@@ -267,26 +267,10 @@ def _kind(y_true: Any, y_pred: Any) -> str:
 def resolve(
     identifier: Any, y_true: Any, y_pred: Any, *, argname: str = "metrics"
 ) -> Any:
-    """Returns the metric function for a name or callable, given the data's shapes.
-
-    Args:
-      identifier: a metric or loss name (see ``names()``; case-insensitive), a
-        callable ``(y_true, y_pred) -> (batch,)`` or a metric object (e.g.
-        ``AUC()``), both returned as is. The names of metric objects
-        (``"auc"``, ``"precision"``...) are resolved by
-        ``metric_objects.resolve`` (the public ``jaxfit.metrics.resolve``),
-        which builds on this one. ``"accuracy"`` /
-        ``"acc"`` (and ``"crossentropy"`` / ``"ce"``) pick the binary, sparse or
-        categorical form from the shapes, as Keras 3.
-      y_true: anything with a ``.shape`` (an array or ``jax.ShapeDtypeStruct``).
-      y_pred: anything with a ``.shape``; only shapes are read.
-      argname: the argument name for error messages. Defaults to ``"metrics"``.
-
-    Returns:
-      The per-sample metric function (or metric object); a ``ValueError`` for an
-      unknown name and a
-      ``TypeError`` for anything else, naming ``argname`` and the known names.
-    """
+    """``metric_objects.resolve`` (the public ``jaxfit.metrics.resolve``) for
+    everything but the names of metric objects (``"auc"``, ``"precision"``...),
+    which that one builds: a per-sample function for a name, a callable or a
+    metric object returned as is, and the errors naming ``argname``."""
     if is_object(identifier):
         return identifier
     fn: Callable[..., Any] | None = None
