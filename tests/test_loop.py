@@ -66,7 +66,7 @@ def test_fit_loop_trains_a_session_without_a_trainer():
         names,
         block,
         jax.jit(lambda s, t, b: (s.rng, *eval_fn(s, t, b)[1:])),  # (rng, totals, logs)
-        jax.jit(lambda: step_lib.empty_logs(names)),
+        jax.jit(objective.empty_totals),
     )
     params = linear_params()
     state = TrainState(

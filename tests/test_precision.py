@@ -114,7 +114,7 @@ def run(block, state, objective, batches, fused=False):
 
     Returns the state and the epoch means of the logs.
     """
-    totals = step_lib.empty_logs(objective.log_names)
+    totals = objective.empty_totals()
     for part in [batches] if fused else [[batch] for batch in batches]:
         state, totals, _ = block(state, totals, stack(part))
     return state, {k: float(metrics.compute(v)) for k, v in totals.items()}
@@ -329,7 +329,7 @@ def test_running_averages_in_the_model_state_keep_float32_precision(name):
         )
     )
     repeated = jax.tree.map(lambda a: jnp.broadcast_to(a, (1000, *a.shape)), batch)
-    state, _, _ = block(state, step_lib.empty_logs(objective.log_names), repeated)
+    state, _, _ = block(state, objective.empty_totals(), repeated)
     assert state.model_state["mean"].dtype == jnp.float32
     np.testing.assert_allclose(state.model_state["mean"], 1.5, rtol=1e-3)
 

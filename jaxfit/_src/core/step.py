@@ -360,11 +360,3 @@ def _merge(totals: Logs, logs: Logs) -> Logs:
     """Every state is sums: the merge of two is their leafwise sum (``MeanState``
     and metric objects' states alike)."""
     return jax.tree.map(jnp.add, totals, logs)
-
-
-def empty_logs(names: Any) -> Logs:
-    """Zeroed totals: of an ``Objective`` (its ``empty_totals``), or ``MeanState``s
-    for a list of log names (an objective of losses and mean metrics only)."""
-    if isinstance(names, Objective):
-        return names.empty_totals()
-    return {name: metrics.empty() for name in names}

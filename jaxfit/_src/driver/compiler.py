@@ -187,7 +187,7 @@ def _build(
     )
     names = objective.log_names
     empty = jax.jit(
-        _named(lambda: step_lib.empty_logs(objective), "empty_totals"),
+        _named(lambda: objective.empty_totals(), "empty_totals"),
         out_shardings=rep,
     )
     return Compiled(
