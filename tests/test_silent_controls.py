@@ -173,6 +173,26 @@ def test_auto_mode_of_a_per_output_metric_and_loss():
     assert stop.is_improvement(0.0, 1.0)
 
 
+@pytest.mark.parametrize(
+    "metric,higher_is_better",
+    [
+        (jaxfit.metrics.Recall(name="r"), True),
+        (jaxfit.metrics.AUC(name="r"), True),
+        (jaxfit.metrics.BinaryAccuracy(name="r"), True),
+        (jaxfit.losses.Huber(name="r"), False),
+    ],
+)
+def test_auto_mode_of_a_renamed_metric_object_is_its_direction(
+    metric, higher_is_better
+):
+    # Keras reads a metric object's direction whatever its name
+    stop = jaxfit.callbacks.EarlyStopping(monitor="r")
+    stop.set_trainer(_trainer(metrics=[metric]))
+    stop.on_train_begin()
+    assert stop.is_improvement(1.0, 0.0) is higher_is_better
+    assert stop.is_improvement(0.0, 1.0) is not higher_is_better
+
+
 # -- History.plot: each series once ------------------------------------------------
 
 

@@ -146,6 +146,8 @@ def _positive_int(value: Any, argname: str) -> int | None:
 class _Thresholded(metric_base.Metric):
     """Precision and Recall: counts at each threshold, after top_k / class_id."""
 
+    direction = "up"  # higher is better (mode="auto")
+
     label_kind = "binary"  # 0/1 labels shaped like the output (data.checks)
 
     def __init__(
@@ -250,6 +252,8 @@ class AUC(metric_base.Metric):
     ``"PRGAIN"`` curve are not offered: labels and predictions of every shape
     are flattened into one binary problem (Keras' default).
     """
+
+    direction = "up"  # higher is better (mode="auto")
 
     label_kind = "binary"  # 0/1 labels shaped like the output (data.checks)
 
@@ -363,6 +367,8 @@ class FBetaScore(metric_base.Metric):
     value is one score per class, logged as ``<name>_0`` ... ``<name>_<C-1>``
     (Keras' result is a vector; ``History`` holds floats).
     """
+
+    direction = "up"  # higher is better (mode="auto")
 
     label_kind = "binary"  # 0/1 labels shaped like the output (data.checks)
 

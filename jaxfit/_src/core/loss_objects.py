@@ -31,9 +31,11 @@ class Loss:
     Attributes:
       name: the name used when the loss is a metric (as a per-output loss its
         log key stays ``<output>_loss``).
+      direction: ``"down"``: lower is better (what ``mode="auto"`` reads).
     """
 
     name: str = "loss"
+    direction = "down"
 
     def call(self, y_true: Any, y_pred: Any) -> jax.Array:
         """The loss per sample (and per any remaining non-batch position).

@@ -77,10 +77,14 @@ class Metric:
     Attributes:
       name: the log key (an output's name is prefixed in multi-output models).
       size: ``None`` for a scalar value, else the length of the value vector.
+      direction: ``"up"`` when higher is better, ``"down"`` when lower is, or
+        ``None`` (unknown): what ``mode="auto"`` of a monitor reads, as Keras'
+        ``_direction``.
     """
 
     name: str
     size: int | None = None
+    direction: str | None = None
 
     def _config(self) -> tuple[Any, ...]:
         return (self.name, self.size)

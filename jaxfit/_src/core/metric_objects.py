@@ -118,6 +118,8 @@ class BinaryAccuracy(MeanMetricWrapper):
       threshold: predictions above it count as 1. Defaults to `0.5`.
     """
 
+    direction = "up"  # higher is better (mode="auto")
+
     def __init__(self, name: str = "binary_accuracy", threshold: float = 0.5):
         super().__init__(metrics.binary_accuracy, name=name, threshold=threshold)
 
@@ -129,6 +131,8 @@ class CategoricalAccuracy(MeanMetricWrapper):
       name: the log key. Defaults to `"categorical_accuracy"`.
     """
 
+    direction = "up"  # higher is better (mode="auto")
+
     def __init__(self, name: str = "categorical_accuracy"):
         super().__init__(metrics.categorical_accuracy, name=name)
 
@@ -139,6 +143,8 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
     Args:
       name: the log key. Defaults to `"sparse_categorical_accuracy"`.
     """
+
+    direction = "up"  # higher is better (mode="auto")
 
     def __init__(self, name: str = "sparse_categorical_accuracy"):
         super().__init__(metrics.sparse_categorical_accuracy, name=name)
@@ -158,6 +164,8 @@ class TopKCategoricalAccuracy(MeanMetricWrapper):
       name: the log key. Defaults to `"top_k_categorical_accuracy"`.
     """
 
+    direction = "up"  # higher is better (mode="auto")
+
     def __init__(self, k: int = 5, name: str = "top_k_categorical_accuracy"):
         super().__init__(metrics.top_k_categorical_accuracy, name=name, k=_k(k))
 
@@ -169,6 +177,8 @@ class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
       k: how many of the highest scores count. Defaults to `5`.
       name: the log key. Defaults to `"sparse_top_k_categorical_accuracy"`.
     """
+
+    direction = "up"  # higher is better (mode="auto")
 
     def __init__(self, k: int = 5, name: str = "sparse_top_k_categorical_accuracy"):
         super().__init__(metrics.sparse_top_k_categorical_accuracy, name=name, k=_k(k))
