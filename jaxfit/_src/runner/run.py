@@ -128,11 +128,15 @@ from jaxfit._src.runner.show import show  # noqa: F401
 
 @dataclasses.dataclass
 class RunResult:
-    """What ``run`` returns: the run directory, the History and the final metrics."""
+    """What ``run`` returns: the run directory, the History, the final metrics and
+    the trainer that trained (its weights those of checkpoint/: EarlyStopping's
+    restored best ones, or the last epoch's), ready to ``predict`` / ``evaluate``
+    as ``jaxfit.load_run(run_dir)`` rebuilds it later."""
 
     run_dir: str
     history: Any
     metrics: dict[str, Any]
+    trainer: Any = None
 
 
 def run(
@@ -164,7 +168,8 @@ def run(
         unless set; a resumed run's workdir is its run directory's parent).
 
     Returns:
-      The run directory, the History and the metrics written to metrics.json.
+      The run directory, the History, the metrics written to metrics.json and
+      the trainer (``RunResult.trainer``).
 
     Raises:
       ConfigError: an invalid config or ``workdir`` (nothing is created); with
@@ -250,7 +255,7 @@ def _run(
             raise
         with _located(locate):
             raise _trainer_error(config, error) from None
-    return RunResult(run_dir, history, metrics)
+    return RunResult(run_dir, history, metrics, prepared.trainer)
 
 
 def _run_callbacks(
