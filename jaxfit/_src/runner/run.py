@@ -92,6 +92,7 @@ from jaxfit._src import callbacks as callbacks_lib
 from jaxfit._src import paths
 from jaxfit._src.driver import preemption
 from jaxfit._src.runner import compile_cache, schema, yaml_reader
+from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner import resume as resume_lib
 from jaxfit._src.runner.build import DEFAULTS, _prepare, _Prepared  # noqa: F401
 from jaxfit._src.runner.checks import (  # noqa: F401
@@ -187,6 +188,7 @@ def run(
     with preemption.handling(), contextlib.ExitStack() as stack:
         if resume is None:
             workdir = _checked_workdir(workdir)
+        source = _source(config, resume)
         config, locate, resumed = _resolve(config, overrides, resume, stack)
         made_workdir = resumed is None and not os.path.isdir(workdir)
         home = workdir if resumed is None else os.path.dirname(resumed)
@@ -199,7 +201,22 @@ def run(
                     )
                 )
             )
-        return _run(config, locate, resumed, workdir, made_workdir, cache, stack)
+        return _run(
+            config, locate, resumed, workdir, made_workdir, cache, stack, source
+        )
+
+
+def _source(config: Any, resume: str | None) -> str | None:
+    """The absolute path of the YAML file a new run is configured by (config.yaml's
+    ``environment.config_file``: ``jaxfit run --resume`` and ``jaxfit evaluate``
+    import ``module:callable`` names from its directory, as the first run did), or
+    ``None`` (a ``RunConfig``, a resumed run, or a name ``_resolve`` refuses)."""
+    if resume is not None or not isinstance(config, (str, os.PathLike)):
+        return None
+    try:
+        return os.path.abspath(config_lib.resolve(config))
+    except (ConfigError, OSError, ValueError):
+        return None
 
 
 def _run(
@@ -210,6 +227,7 @@ def _run(
     made_workdir: bool,
     cache: compile_cache.Cache,
     stack: contextlib.ExitStack,
+    source: str | None = None,
 ) -> RunResult:
     """``run`` with JAX's compilation cache on (``cache``): what is discarded when a
     config is refused before training, the cache directory if this run made it."""
@@ -228,7 +246,7 @@ def _run(
     try:
         callbacks = _run_callbacks(config, built, run_dir, locate)
         if resumed is None and lead:
-            _write_config(config, run_dir)
+            _write_config(config, run_dir, source)
         logging = (
             _logging_to(os.path.join(run_dir, "run.log"))
             if lead
@@ -277,9 +295,13 @@ def _run_callbacks(
     return callbacks
 
 
-def _write_config(config: RunConfig, run_dir: str) -> None:
-    """config.yaml: the resolved config with an ``environment`` section."""
-    resolved = {**schema.to_dict(config), "environment": _environment()}
+def _write_config(config: RunConfig, run_dir: str, source: str | None) -> None:
+    """config.yaml: the resolved config with an ``environment`` section (which
+    records the YAML file it came from as ``config_file``, if one)."""
+    environment = _environment()
+    if source is not None:
+        environment["config_file"] = source
+    resolved = {**schema.to_dict(config), "environment": environment}
     _atomic(
         os.path.join(run_dir, "config.yaml"),
         functools.partial(_dump_yaml, value=resolved),
