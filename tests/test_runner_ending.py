@@ -66,13 +66,40 @@ def test_early_stopping_is_reported_in_1_based_epochs_everywhere(tmp_path, capsy
         "patience": 1,
     }
     assert "restore_best_weights" in metrics["weights"]
+    assert metrics["stop_reason"] == (
+        "early stopping after epoch 2/6: callbacks[0] EarlyStopping's val_loss "
+        "did not improve for 1 epoch"
+    )
+    assert metrics["monitor"] == {
+        "name": "val_loss",
+        "mode": "min",
+        "by": "callbacks[0] EarlyStopping",
+        "best": best,
+        "best_epoch": 1,
+    }
     capsys.readouterr()
     assert cli.main(["show", str(run_dir)]) == 0
     shown = capsys.readouterr().out
     assert "epochs: 2 (the last: 2/6)" in shown
-    assert "stopped early: by callbacks[0] EarlyStopping after epoch 2" in shown
+    assert f"stopped: {metrics['stop_reason']}\n" in shown
     assert "weights: epoch 1's (restored by callbacks[0] EarlyStopping" in shown
-    assert f"best val_loss: {best:.4f} at epoch 1" in shown
+    assert (
+        f"best val_loss (min, callbacks[0] EarlyStopping): {best:.4f} at epoch 1"
+    ) in shown
+
+
+# every metrics.json has these keys, however the run ended
+KEYS = {
+    "final_epoch",
+    "last_epoch",
+    "weights_epoch",
+    "weights",
+    "stopped_early",
+    "stop_reason",
+    "monitor",
+    "test",
+    "wall_time_s",
+}
 
 
 def test_a_full_run_ends_with_its_last_epochs_weights(tmp_path, capsys):
@@ -80,14 +107,53 @@ def test_a_full_run_ends_with_its_last_epochs_weights(tmp_path, capsys):
     with open(run_dir / "metrics.json", encoding="utf-8") as f:
         metrics = json.load(f)
     assert metrics["last_epoch"] == metrics["weights_epoch"] == 3
-    assert "stopped_early" not in metrics
+    assert set(metrics) == KEYS and metrics["stopped_early"] is None
+    assert metrics["stop_reason"] == "completed: all 3 epochs ran"
     values = result.history.history["val_loss"]
     best = min(range(3), key=values.__getitem__)
+    assert metrics["monitor"] == {  # no monitoring callback: val_loss, minimised
+        "name": "val_loss",
+        "mode": "min",
+        "by": None,
+        "best": values[best],
+        "best_epoch": best + 1,
+    }
+    assert 0 < metrics["wall_time_s"] < 600
     capsys.readouterr()
     assert cli.main(["show", str(run_dir)]) == 0
-    assert f"best val_loss: {values[best]:.4f} at epoch {best + 1}" in (
-        capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert f"best val_loss (min): {values[best]:.4f} at epoch {best + 1}" in shown
+    assert "stopped: completed: all 3 epochs ran" in shown
+    assert re.search(r"^wall time: \d+\.\d s$", shown, re.M), shown
+    log = (run_dir / "run.log").read_text(encoding="utf-8")
+    assert re.search(r"^wall time: \d+\.\d s$", log, re.M), log
+
+
+def test_the_monitored_metric_in_its_direction(tmp_path, capsys):
+    # a maximised monitor (mode: max) that never stops the run: its best is the
+    # largest value, at its first epoch, and metrics.json has the same keys
+    config = CONFIG.replace("epochs: 6", "epochs: 3") + (
+        "callbacks:\n  - name: ReduceLROnPlateau\n"
+        "    args: {monitor: val_mae, mode: max, patience: 5}\n"
     )
+    result, run_dir = _run(tmp_path, config)
+    with open(run_dir / "metrics.json", encoding="utf-8") as f:
+        metrics = json.load(f)
+    values = result.history.history["val_mae"]
+    best = max(range(3), key=values.__getitem__)
+    assert set(metrics) == KEYS and metrics["monitor"] == {
+        "name": "val_mae",
+        "mode": "max",
+        "by": "callbacks[0] ReduceLROnPlateau",
+        "best": values[best],
+        "best_epoch": best + 1,
+    }
+    capsys.readouterr()
+    assert cli.main(["show", str(run_dir)]) == 0
+    assert (
+        f"best val_mae (max, callbacks[0] ReduceLROnPlateau): {values[best]:.4f} "
+        f"at epoch {best + 1}"
+    ) in capsys.readouterr().out
 
 
 def test_no_always_empty_column_and_the_learning_rate_on_its_own_axis(tmp_path):

@@ -13,6 +13,7 @@ in place backup/ holds the trained state, so ``--resume`` redoes the ending.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -36,6 +37,7 @@ from jaxfit._src.runner.rundir import (
     _write_json,
 )
 from jaxfit._src.runner.schema import RunConfig
+from jaxfit._src.runner.show import _duration
 
 
 class _Where:
@@ -134,7 +136,8 @@ def _end(
         metrics["test"] = trainer.evaluate(
             data.x_test, data.y_test, batch_size=config.fit.batch_size
         )
-    if "test" in metrics:
+    metrics.setdefault("test", None)  # no test split
+    if metrics["test"] is not None:
         say("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in metrics["test"].items()))
     where.enter("writing checkpoint/")
     trainer.save(
@@ -150,11 +153,14 @@ def _end(
     if lead:
         _plot(history, os.path.join(run_dir, "curves.png"))
     where.enter(f"writing {COMPLETE}")
+    tracker = next(c for c in callbacks if isinstance(c, _Tracker))
+    metrics["wall_time_s"] = round(tracker.elapsed(), 3)
     if lead:
         _write_json(os.path.join(run_dir, COMPLETE), metrics)  # complete now
     placement.agree(True)  # every process waits for it before backup/ goes
     where.stage, where.complete = "removing backup/", True
     _remove_backups(run_dir)
+    say(f"wall time: {_duration(metrics['wall_time_s'])}")
     say(f"run directory: {run_dir}")
     return metrics
 
@@ -175,6 +181,7 @@ def _ending(
     lines = []
     names = [c.name for c in config.callbacks]
     built = [c for c in callbacks if not isinstance(c, _Tracker)]
+    out["monitor"] = _monitored(names, built, history)
     for i, callback in enumerate(built[: len(names)]):
         if not isinstance(callback, callbacks_lib.EarlyStopping):
             continue
@@ -210,4 +217,49 @@ def _ending(
             f"stopped: training ended after epoch {last}/{config.fit.epochs} "
             "(stop_training)"
         )
+    out.setdefault("stopped_early", None)  # the same keys in every metrics.json
+    out["stop_reason"] = _stop_reason(out["stopped_early"], last, config.fit.epochs)
     return out, lines
+
+
+def _stop_reason(stopped: dict[str, Any] | None, last: int, epochs: int) -> str:
+    """Why training ended, in words (metrics.json's ``stop_reason``)."""
+    if stopped is None:
+        return f"completed: all {epochs} epochs ran"
+    if stopped["by"] == "stop_training":
+        return (
+            f"stopped after epoch {last}/{epochs}: a callback set stop_training "
+            "(TerminateOnNaN, or your own)"
+        )
+    return (
+        f"early stopping after epoch {stopped['epoch']}/{epochs}: "
+        f"{stopped['by']}'s {stopped['monitor']} did not improve for "
+        f"{stopped['patience']} epoch{'' if stopped['patience'] == 1 else 's'}"
+    )
+
+
+def _monitored(names: list[str], built: list[Any], history: Any) -> dict[str, Any]:
+    """The metric the run watched and its best epoch (1-based): the first config
+    callback with a ``monitor`` (EarlyStopping, ModelCheckpoint,
+    ReduceLROnPlateau; in its direction), else ``val_loss`` when validation ran
+    and ``loss`` otherwise (minimised)."""
+    out: dict[str, Any] = {"name": None, "mode": "min", "by": None}
+    for i, callback in enumerate(built[: len(names)]):
+        if isinstance(callback, callbacks_lib.MonitorCallback):
+            sign = callback._sign  # decided at on_train_begin (mode="auto" too)
+            out.update(
+                name=callback.monitor,
+                mode="max" if sign == 1.0 else "min",
+                by=f"callbacks[{i}] {names[i]}",
+            )
+            break
+    if out["name"] is None:
+        out["name"] = "val_loss" if "val_loss" in history.history else "loss"
+    values = [float(v) for v in history.history.get(out["name"], [])]
+    epochs = history.epoch[-len(values) :] if values else []
+    finite = [(v, e) for v, e in zip(values, epochs) if math.isfinite(v)]
+    pick = max if out["mode"] == "max" else min  # the first best, as Keras keeps
+    best = pick(finite, key=lambda pair: pair[0], default=None)
+    out["best"] = None if best is None else best[0]
+    out["best_epoch"] = None if best is None else int(best[1]) + 1
+    return out

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
@@ -303,14 +304,30 @@ def _position_words(
 
 class _Tracker(callback_lib.Callback):
     """Whether training has begun (``fit`` passed its checks: ``begin`` is called
-    then), and where it stands as its callbacks see it: ``(epoch, batches
-    done)``."""
+    then), where it stands as its callbacks see it: ``(epoch, batches done)``, and
+    the run's wall time: seconds since it was made (once the data and the model
+    are built), plus those of the earlier segments of a resumed run as of their
+    last backup (its state in the backups)."""
 
     def __init__(self, epoch: int, begin: Callable[[], None]):
         super().__init__()
         self.epoch, self.batch = epoch, 0
         self.started = False
         self._begin = begin
+        self._start = time.monotonic()
+        self._before = 0.0  # the earlier segments' seconds (a resumed run)
+
+    def elapsed(self) -> float:
+        """The run's wall time so far, in seconds (all its segments)."""
+        return self._before + time.monotonic() - self._start
+
+    def get_state(self):
+        return {"wall_time_s": self.elapsed()}
+
+    def set_state(self, state):
+        value = state.get("wall_time_s") if isinstance(state, dict) else None
+        if isinstance(value, (int, float)) and value >= 0:
+            self._before = float(value)
 
     def on_train_begin(self, logs=None):
         self.started = True

@@ -236,7 +236,9 @@ def _outcome(
             )
         )
         stopped = metrics.get("stopped_early")
-        if isinstance(stopped, dict):
+        if isinstance(metrics.get("stop_reason"), str):
+            lines.append(f"stopped: {metrics['stop_reason']}")
+        elif isinstance(stopped, dict):  # a metrics.json of jaxfit 0.1.0's runner
             lines.append(
                 f"stopped early: by {stopped.get('by')} after epoch "
                 f"{stopped.get('epoch')}"
@@ -248,20 +250,46 @@ def _outcome(
             )
         if isinstance(metrics.get("final_epoch"), dict):
             lines.append("final epoch: " + _format(metrics["final_epoch"]))
-        if isinstance(history, dict) and history.get("val_loss"):
-            values = [float(v) for v in history["val_loss"]]
-            epochs_of = history["epoch"][-len(values) :]
-            if not all(np.isnan(values)):
-                best = int(np.nanargmin(values))
-                lines.append(
-                    f"best val_loss: {values[best]:.4f} at epoch "
-                    f"{int(epochs_of[best]) + 1}"
-                )
+        lines += _best_line(metrics, history)
         if isinstance(metrics.get("test"), dict):
             lines.append("test: " + _format(metrics["test"]))
+        if isinstance(metrics.get("wall_time_s"), (int, float)):
+            lines.append(f"wall time: {_duration(float(metrics['wall_time_s']))}")
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         lines.append("metrics.json / history.json: unexpected contents")
     return lines
+
+
+def _best_line(metrics: dict[str, Any], history: Any) -> list[str]:
+    """``best <monitor> (<mode>, <who>): <value> at epoch <n>``: the metric the run
+    monitored (metrics.json's ``monitor``), or for an older metrics.json the best
+    val_loss in history.json."""
+    monitor = metrics.get("monitor")
+    if isinstance(monitor, dict) and monitor.get("name"):
+        who = f", {monitor['by']}" if monitor.get("by") else ""
+        head = f"best {monitor['name']} ({monitor.get('mode')}{who})"
+        if not isinstance(monitor.get("best"), (int, float)):
+            return [f"{head}: none (never logged, or never finite)"]
+        return [f"{head}: {monitor['best']:.4f} at epoch {monitor.get('best_epoch')}"]
+    if not (isinstance(history, dict) and history.get("val_loss")):
+        return []
+    values = [float(v) for v in history["val_loss"]]
+    epochs_of = history["epoch"][-len(values) :]
+    if all(np.isnan(values)):
+        return []
+    best = int(np.nanargmin(values))
+    return [f"best val_loss: {values[best]:.4f} at epoch {int(epochs_of[best]) + 1}"]
+
+
+def _duration(seconds: float) -> str:
+    """``1h 02m 03s`` / ``2m 03s`` / ``4.2 s``, as the run printed it."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+    )
 
 
 def _last_interruption(run_dir: str) -> str | None:
