@@ -88,8 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    try:
-        return importlib.metadata.version("jaxfit")
+    try:  # the distribution's name ("jaxfit" on PyPI is another project)
+        return importlib.metadata.version("jaxfit-trainer")
     except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path
         return "(not installed)"
 
