@@ -12,6 +12,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import time
 
 from runner_helpers import run_dirs, tiny_config
 
@@ -101,10 +102,20 @@ def test_ctrl_c_says_where_it_stopped_and_resume_completes_the_run(tmp_path, cap
     assert f"status: not finished (resume with jaxfit run --resume {run_dir})" in shown
     assert "last: interrupted in epoch 3/4 after batch 2/4" in shown
 
+    # the first segment's seconds, as its newest backup recorded them
+    before = max(
+        json.loads(p.read_text())["callbacks"]["_Tracker"]["wall_time_s"]
+        for p in (run_dir / "backup").rglob("metadata.json")
+    )
+    start = time.monotonic()
     code = cli.main(["run", "--resume", str(run_dir)])
+    resumed = time.monotonic() - start
     out, err = capsys.readouterr()
     assert code == 0, err
     assert f"jaxfit run: resuming tiny in {run_dir} at epoch 3/4" in out
+    with open(run_dir / "metrics.json", encoding="utf-8") as f:
+        wall = json.load(f)["wall_time_s"]  # both segments' seconds
+    assert before > 0 and before + 0.001 <= wall <= before + resumed + 0.001
     history, rows = _reference(tmp_path)
     with open(run_dir / "history.json", encoding="utf-8") as f:
         assert json.load(f) == history
