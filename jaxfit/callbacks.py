@@ -23,6 +23,9 @@ from jaxfit._src.callbacks import (
     LearningRateScheduler as LearningRateScheduler,
 )
 from jaxfit._src.callbacks import (
+    MLflowLogger as MLflowLogger,
+)
+from jaxfit._src.callbacks import (
     ModelCheckpoint as ModelCheckpoint,
 )
 from jaxfit._src.callbacks import (

@@ -93,6 +93,7 @@ PUBLIC = {
         "History",
         "LambdaCallback",
         "LearningRateScheduler",
+        "MLflowLogger",
         "ModelCheckpoint",
         "MonitorCallback",
         "ProgressBar",

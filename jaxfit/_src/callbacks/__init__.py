@@ -8,6 +8,7 @@ from jaxfit._src.callbacks.csv_logger import CSVLogger
 from jaxfit._src.callbacks.early_stopping import EarlyStopping
 from jaxfit._src.callbacks.lambda_callback import LambdaCallback
 from jaxfit._src.callbacks.lr import LearningRateScheduler, ReduceLROnPlateau
+from jaxfit._src.callbacks.mlflow_logger import MLflowLogger
 from jaxfit._src.callbacks.model_checkpoint import ModelCheckpoint
 from jaxfit._src.callbacks.monitor import MonitorCallback
 from jaxfit._src.callbacks.tensorboard import TensorBoard
@@ -24,6 +25,7 @@ __all__ = [
     "History",
     "LambdaCallback",
     "LearningRateScheduler",
+    "MLflowLogger",
     "ModelCheckpoint",
     "MonitorCallback",
     "ProgressBar",

@@ -1,0 +1,186 @@
+"""MLflow tracking: MLflowLogger and the runner's ``tracking:`` section, read back
+with ``MlflowClient`` from real stores (a local sqlite one, and a server)."""
+
+import pathlib
+
+import numpy as np
+import optax
+import pytest
+from conftest import linear_apply, linear_params, regression_data
+
+import jaxfit
+
+mlflow = pytest.importorskip("mlflow", reason="MLflow is the optional mlflow extra")
+
+# MLflow's sqlalchemy store uses a loader strategy sqlalchemy 2.1 deprecates.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
+)
+
+X, Y = regression_data(n=16)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store for the module (creating one takes seconds)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{root}/mlflow.db", str(root / "artifacts")
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    """The test runs in ``tmp_path``; nothing of MLflow's may land there."""
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    assert not (tmp_path / "mlruns").exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _trainer():
+    return jaxfit.Trainer(
+        linear_apply,
+        linear_params(),
+        optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=0.05),
+        loss="mse",
+        metrics=["mae"],
+    )
+
+
+def _history(client, run_id, key):
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+class _Raise(jaxfit.callbacks.Callback):
+    """Raises ``error`` when epoch ``at`` begins."""
+
+    def __init__(self, at, error):
+        super().__init__()
+        self.at, self.error = at, error
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise self.error
+
+
+def test_logger_params_metrics_artifacts_and_status(store, cwd):
+    uri, artifacts = store
+    logger = jaxfit.callbacks.MLflowLogger(
+        uri,
+        experiment="library",
+        run_name="first",
+        log_every="yield",
+        log_model=True,
+        tags={"team": "jax"},
+        artifact_location=artifacts,
+    )
+    history = _trainer().fit(
+        X,
+        Y,
+        batch_size=4,
+        epochs=2,
+        validation_split=0.25,
+        yield_every="batch",
+        callbacks=[logger],
+        verbose=0,
+    )
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(logger.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "first"
+    assert run.data.tags["team"] == "jax"
+    params = run.data.params
+    assert params["epochs"] == "2" and params["batch_size"] == "4"
+    assert params["steps"] == "3"  # 12 training samples in batches of 4
+    assert float(params["optimizer.learning_rate"]) == pytest.approx(0.05)
+    for key in ("loss", "val_loss", "mae", "val_mae", "learning_rate"):
+        steps, values = zip(*_history(client, logger.run_id, key))
+        assert steps == (0, 1)  # the 0-based epoch, as History.epoch
+        np.testing.assert_allclose(values, history.history[key], rtol=1e-6)
+    steps = [s for s, _ in _history(client, logger.run_id, "batch_loss")]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the trainer's step after each batch
+    names = {f.path for f in client.list_artifacts(logger.run_id)}
+    assert "checkpoint" in names
+    assert client.list_artifacts(logger.run_id, "checkpoint")
+    if _has("matplotlib"):
+        assert "curves.png" in names
+    assert pathlib.Path(artifacts, logger.run_id).is_dir()
+
+
+def _has(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def test_failed_killed_and_a_resumed_fit_continues_the_run(store, cwd):
+    uri, artifacts = store
+    client = mlflow.MlflowClient(uri)
+
+    def logger():
+        return jaxfit.callbacks.MLflowLogger(
+            uri, experiment="statuses", artifact_location=artifacts
+        )
+
+    failing = logger()
+    with pytest.raises(ValueError, match="boom"):
+        _trainer().fit(
+            X,
+            Y,
+            batch_size=4,
+            epochs=2,
+            callbacks=[failing, _Raise(1, ValueError("boom"))],
+            verbose=0,
+        )
+    assert client.get_run(failing.run_id).info.status == "FAILED"
+    assert [s for s, _ in _history(client, failing.run_id, "loss")] == [0]
+
+    backup = cwd / "backup"
+    killed, trainer = logger(), _trainer()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(
+            X,
+            Y,
+            batch_size=4,
+            epochs=3,
+            callbacks=[
+                killed,
+                _Raise(2, KeyboardInterrupt()),
+                jaxfit.callbacks.BackupAndRestore(backup),
+            ],
+            verbose=0,
+        )
+    run_id = killed.run_id
+    assert client.get_run(run_id).info.status == "KILLED"
+    resumed = logger()
+    history = _trainer().fit(
+        X,
+        Y,
+        batch_size=4,
+        epochs=3,
+        callbacks=[resumed, jaxfit.callbacks.BackupAndRestore(backup)],
+        verbose=0,
+    )
+    assert resumed.run_id == run_id  # the backup carried it
+    assert client.get_run(run_id).info.status == "FINISHED"
+    logged = _history(client, run_id, "loss")
+    assert [s for s, _ in logged] == [0, 1, 2]  # each epoch once
+    # History comes back with the backup: the three epochs, as logged
+    np.testing.assert_allclose(
+        [v for _, v in logged], history.history["loss"], rtol=1e-6
+    )
+    runs = client.search_runs([client.get_experiment_by_name("statuses").experiment_id])
+    assert len(runs) == 2  # the failed one and the resumed one: no empty extra run
+
+
+def test_bad_arguments_are_refused_in_init():
+    cases = [
+        ({"tracking_uri": 3}, "tracking_uri: expected a non-empty string"),
+        ({"log_every": "batch"}, "log_every: expected 'epoch' or 'yield'"),
+        ({"log_model": 1}, "log_model: expected True or False"),
+        ({"params": [1]}, "params: expected a mapping"),
+        ({"run_id": "abc", "experiment": "e"}, "experiment: expected None with run_id"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            jaxfit.callbacks.MLflowLogger(**kwargs)
