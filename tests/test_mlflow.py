@@ -1,12 +1,14 @@
 """MLflow tracking: MLflowLogger and the runner's ``tracking:`` section, read back
 with ``MlflowClient`` from real stores (a local sqlite one, and a server)."""
 
+import json
 import pathlib
 
 import numpy as np
 import optax
 import pytest
 from conftest import linear_apply, linear_params, regression_data
+from runner_helpers import run_dirs, tiny_config, write_config
 
 import jaxfit
 
@@ -184,3 +186,72 @@ def test_bad_arguments_are_refused_in_init():
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             jaxfit.callbacks.MLflowLogger(**kwargs)
+
+
+TRACKED = tiny_config(
+    "  epochs: 3\n  batch_size: 16\n  verbose: 0\n",
+    "tracking:\n  mlflow: {}\n",
+).replace("runner_helpers:tiny_data", "runner_helpers:tiny_split")
+
+
+def test_runner_logs_one_run_per_run_dir_and_resume_continues_it(cwd):
+    marker = cwd / "fired"
+    path = write_config(
+        cwd,
+        TRACKED
+        + "callbacks:\n  - name: runner_helpers:InterruptOnce\n"
+        + f"    args: {{epoch: 1, marker: {marker}}}\n",
+    )
+    workdir = cwd / "runs"
+    with pytest.raises(KeyboardInterrupt):
+        jaxfit.run(path, str(workdir))
+    (run_dir,) = [p for p in run_dirs(workdir) if p.name.startswith("tiny-")]
+    run_id = json.loads((run_dir / "tracking.json").read_text())["mlflow"]["run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    assert client.get_run(run_id).info.status == "KILLED"
+    result = jaxfit.run(None, resume=str(run_dir))
+
+    run = client.get_run(run_id)  # the same MLflow run, finished
+    assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "tiny"
+    assert experiment.artifact_location == str(workdir / "mlartifacts")
+    assert run.data.params["fit.batch_size"] == "16"
+    assert run.data.params["optimizer.name"] == "sgd"
+    assert run.data.params["callbacks.0.name"] == "runner_helpers:InterruptOnce"
+    assert run.data.tags["jaxfit.run_dir"] == str(run_dir)
+    assert run.data.tags["jaxfit.version"] == jaxfit.__version__
+    logged = _history(client, run_id, "loss")
+    assert [s for s, _ in logged] == [0, 1, 2]  # each epoch once
+    np.testing.assert_allclose(
+        [v for _, v in logged], result.history.history["loss"], rtol=1e-6
+    )
+    for name, value in result.metrics["test"].items():
+        assert _history(client, run_id, f"test_{name}") == [
+            (2, pytest.approx(value, rel=1e-6))
+        ]
+    names = {f.path for f in client.list_artifacts(run_id)}
+    assert {"config.yaml", "metrics.json", "history.json", "checkpoint"} <= names
+    if _has("matplotlib"):
+        assert "curves.png" in names
+    assert (workdir / "mlartifacts" / run_id / "artifacts" / "checkpoint").is_dir()
+    assert len(client.search_runs([experiment.experiment_id])) == 1
+
+
+def test_runner_tracking_refused_configs_create_no_store(cwd):
+    workdir = cwd / "runs"
+    cases = [
+        ("tracking.mlflow.uri=mlflow.db", "tracking.mlflow.uri: expected a tracking"),
+        ("tracking.mlflow.uri=foo://x", "tracking.mlflow.uri: expected a tracking"),
+        ("tracking.mlflow.url=http://x", "tracking.mlflow.url: unknown key"),
+        ("tracking.mlflow.experiment=' '", "tracking.mlflow.experiment: expected"),
+        ("fit.batch_size=0", "fit.batch_size"),  # refused with tracking on
+    ]
+    path = write_config(cwd, TRACKED)
+    for override, message in cases:
+        with pytest.raises(ValueError, match=message):
+            jaxfit.run(path, str(workdir), overrides=[override])
+    callback = TRACKED + "callbacks:\n  - name: MLflowLogger\n"
+    with pytest.raises(ValueError, match=r"callbacks\[0\].name: MLflowLogger"):
+        jaxfit.run(write_config(cwd, callback, "callback.yaml"), str(workdir))
+    assert not workdir.exists()  # no run directory, no store

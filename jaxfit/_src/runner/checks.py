@@ -4,7 +4,8 @@ the trainer's own fit checks unstarted), each error located in the YAML file.
 
 ``check`` goes section by section: model, data, optimizer, loss, metrics,
 callbacks (built by ``run_callbacks``, whose docstring says where their paths
-may point), the compilation cache, then the fit values.
+may point), the compilation cache, tracking (``tracking.check``: no store is
+made), then the fit values.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from jaxfit._src.runner import (
     registry,
     run_callbacks,
     schema,
+    tracking,
     zoo,
 )
 from jaxfit._src.runner import config as config_lib
@@ -87,6 +89,7 @@ def check(config: RunConfig) -> RunConfig:
     callbacks = _checked_callbacks(config)
     optim.check_lr_control(optimizer, callbacks)
     compile_cache.checked(config.compilation_cache)
+    tracking.check(config)
     _check_fit_values(config)
     _trains_something(config)
     return dataclasses.replace(

@@ -28,6 +28,8 @@ nothing behind. ``validate`` runs the same checks, stopping the ``fit`` call at
                    numbers there count from 1, as printed (History.epoch and
                    history.json's ``epoch`` list count from 0, as Keras'). The
                    completion mark: written last
+    tracking.json  with ``tracking: {mlflow: ...}``: the MLflow run's id, so
+                   ``--resume`` continues that run (see ``tracking``)
 
 The ending (``ending``), once ``fit`` returns: the test evaluation, checkpoint/,
 history.json and history.csv, curves.png, then metrics.json, each written
@@ -40,14 +42,13 @@ restored best ones included), giving the same files as an uninterrupted run.
 
 Ctrl-C prints one line (where the run stopped, and ``resume with: jaxfit run
 --resume RUN_DIR``), also into run.log, and raises ``RunInterrupted`` (the CLI
-exits 130); in the ending it stops the run before the ending's next stage (a
-second Ctrl-C at once). SIGTERM (preemption) is handled while the whole run lasts
-(``driver.preemption``): ``fit`` stops at the next step boundary with a backup of
-that position, or the ending stops before its next stage; the run prints one
-such line and raises ``Preempted`` (a ``SystemExit``: the process exits 143). A
-resumed run continues from the newest backup; the lines the epochs after it had
-written to run.log and to CSVLogger files are dropped first, so none appears
-twice (a resumed ending prints its own lines again).
+exits 130); in the ending it stops the run before the next stage (a second
+Ctrl-C at once). SIGTERM (preemption, ``driver.preemption``, handled while the
+run lasts) stops ``fit`` at the next step boundary with a backup of that
+position, or the ending before its next stage; the run prints one such line and
+raises ``Preempted`` (a ``SystemExit``: exit status 143). A resumed run goes on
+from the newest backup; the lines the epochs after it wrote to run.log and to
+CSVLogger files are dropped first (a resumed ending prints its own again).
 
 ``--resume`` refuses, with a one-line ``ConfigError``, a directory jaxfit did
 not make, a complete run, a run with ``backup: false``, a config.yaml changed
@@ -66,15 +67,13 @@ a second run of the same config loads its compiled programs instead of compiling
 them. JAX's settings are restored when ``run`` returns (see ``compile_cache``). A
 config refused before training leaves no cache directory either, if it made one.
 
-Multi-process runs (``jax.process_count() > 1``): every process builds, trains,
-evaluates and saves (orbax's writes are collective), but only process 0 creates
-the run directory (its path is broadcast to the others), holds its lock, prints,
-and writes the plain files (config.yaml, run.log, history, curves.png,
-metrics.json). Between the ending's stages every process shares its preemption
-request with the others (they stop together), and backup/ is removed only once
-metrics.json is written. Each
-process uses the compilation cache directory on its own host; JAX writes its
-entries from process 0 and every process reads them.
+Multi-process runs: every process builds, trains, evaluates and saves (orbax's
+writes are collective); only process 0 creates the run directory (its path is
+broadcast), holds its lock, prints, writes the plain files and logs to MLflow.
+Between the ending's stages the processes share their preemption requests (they
+stop together); backup/ is removed once metrics.json is written. Each process
+uses the compilation cache directory on its own host (JAX writes its entries
+from process 0, every process reads them).
 """
 
 from __future__ import annotations
@@ -91,7 +90,7 @@ from typing import Any
 from jaxfit._src import callbacks as callbacks_lib
 from jaxfit._src import paths
 from jaxfit._src.driver import preemption
-from jaxfit._src.runner import compile_cache, schema, yaml_reader
+from jaxfit._src.runner import compile_cache, schema, tracking, yaml_reader
 from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner import resume as resume_lib
 from jaxfit._src.runner.build import DEFAULTS, _prepare, _Prepared  # noqa: F401
@@ -207,10 +206,9 @@ def run(
 
 
 def _source(config: Any, resume: str | None) -> str | None:
-    """The absolute path of the YAML file a new run is configured by (config.yaml's
-    ``environment.config_file``: ``jaxfit run --resume`` and ``jaxfit evaluate``
-    import ``module:callable`` names from its directory, as the first run did), or
-    ``None`` (a ``RunConfig``, a resumed run, or a name ``_resolve`` refuses)."""
+    """The absolute path of a new run's YAML file (config.yaml's
+    ``environment.config_file``: ``--resume`` and ``jaxfit evaluate`` import
+    ``module:callable`` names from its directory), or ``None``."""
     if resume is not None or not isinstance(config, (str, os.PathLike)):
         return None
     try:
@@ -279,11 +277,11 @@ def _run(
 def _run_callbacks(
     config: RunConfig, built: RunConfig, run_dir: str, locate: Callable[[str], str]
 ) -> list[Any]:
-    """The config's callbacks (from ``built``) in ``run_dir``, and the runner's
-    BackupAndRestore unless ``backup: false`` (removed by the ending, after
-    metrics.json)."""
+    """The config's callbacks (from ``built``) in ``run_dir``, its MLflowLogger
+    (``tracking``), and BackupAndRestore unless ``backup: false``."""
     with _located(locate):
         callbacks = _callbacks(built, run_dir, backup=False)
+    callbacks += tracking.logger(config, run_dir)  # tracking: {mlflow: ...}
     if config.backup is not False:
         callbacks.append(
             callbacks_lib.BackupAndRestore(
@@ -429,9 +427,8 @@ def _open_run_dir(
 def _discard(
     run_dir: str | None, made_workdir: str | None, cache: compile_cache.Cache
 ) -> None:
-    """Removes a run directory that never trained (process 0's, and only if it
-    holds jaxfit's marker), the compilation cache directory if this run made it,
-    and a workdir made for them if it is empty again."""
+    """Removes a run directory that never trained (process 0's, if marked), the
+    compilation cache directory and a workdir this run made (once empty)."""
     if run_dir is not None:
         paths.remove_marked_tree(run_dir)
     cache.discard()
@@ -475,10 +472,11 @@ def _train(
         history = trainer.fit(
             data.x_train, data.y_train, callbacks=callbacks, **arguments
         )
-    with _sigint_deferred(where):
-        return history, _end(
-            config, prepared, callbacks, history, run_dir, say, lead, where
-        )
+    end = functools.partial(
+        _end, config, prepared, callbacks, history, run_dir, say, lead, where
+    )
+    with _sigint_deferred(where):  # then the MLflow run's files and status
+        return history, tracking.ended(callbacks, run_dir, end)
 
 
 def validate(

@@ -26,11 +26,17 @@ def _callback_class(name: str, key: str) -> Any:
 
     if registry.is_import_path(name):
         return registry.import_callable(name, key)
+    if name == "MLflowLogger":  # it would write to the working directory's store
+        raise ConfigError(
+            f"{key}: MLflowLogger is the config's `tracking` section in a run: "
+            "write `tracking: {mlflow: {uri: ..., experiment: ...}}` (uri "
+            "defaults to a store in the workdir) instead of a callback."
+        )
     if name not in callbacks_lib.__all__ or name in ("Callback", "MonitorCallback"):
         choices = [
             n
             for n in callbacks_lib.__all__
-            if n not in ("Callback", "MonitorCallback", "History")
+            if n not in ("Callback", "MonitorCallback", "History", "MLflowLogger")
         ]
         raise ConfigError(
             f"{key}: unknown callback {name!r}; expected one of "
@@ -64,6 +70,7 @@ RUN_DIR_ENTRIES = (
     "curves.png",
     "checkpoint",
     "backup",
+    "tracking.json",
     paths.MARKER,
 )
 

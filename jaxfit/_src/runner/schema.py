@@ -141,6 +141,24 @@ class CallbackConfig:
     args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class MLflowConfig:
+    """``tracking.mlflow``: ``uri`` the tracking URI (``None``: a local store in
+    the workdir, ``sqlite:///<workdir>/mlflow.db``), ``experiment`` (``None``: the
+    config's ``name``), ``log_every`` (``"yield"``: batch logs too)."""
+
+    uri: str | None = None
+    experiment: str | None = None
+    log_every: Literal["epoch", "yield"] = "epoch"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    """``tracking``: the experiment trackers a run logs to (``mlflow``)."""
+
+    mlflow: MLflowConfig | None = None
+
+
 # Keyword arguments of ``Trainer.fit`` / ``Trainer.fit_dataset`` that a YAML file
 # does not give, and why. Every other keyword argument is a key of the ``fit``
 # section, typed by its annotation, defaulting to its default.
@@ -248,6 +266,8 @@ class RunConfig:
     # JAX's persistent compilation cache: a directory (a relative one is in the
     # workdir; the CLI's --compilation-cache overrides it) or false.
     compilation_cache: Literal[False] | str = ".jax_cache"
+    # Experiment tracking (MLflow): see runner.tracking.
+    tracking: TrackingConfig | None = None
     # Written by `jaxfit run` into the run directory's config.yaml (versions,
     # devices); ignored when read back.
     environment: dict[str, Any] | None = None
