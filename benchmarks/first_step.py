@@ -3,7 +3,7 @@
     python benchmarks/first_step.py [CONFIG] [--set key.path=value ...] [--repeat N]
 
 Runs ``python -m jaxfit run CONFIG`` (default: the shipped
-``jaxfit/configs/digits_mlp.yaml``), each run in a fresh process, in three ways per repeat:
+``configs/digits_mlp.yaml``), each run in a fresh process, in three ways per repeat:
 ``off`` (``--compilation-cache off``), ``cold`` (a new workdir, so an empty
 ``<workdir>/.jax_cache``) and ``warm`` (the same config again in cold's workdir,
 whose cache cold filled). A first, discarded run warms the disk cache of the Python

@@ -3,6 +3,11 @@ the wheel, installed into a fresh virtual environment (its dependencies from the
 package index, nothing from this checkout or this environment), runs the README's
 quickstart and the ``jaxfit`` command on the configs it ships.
 
+The distribution is ``jaxfit-trainer`` (``jaxfit`` on PyPI is another project); the
+import name and the command are ``jaxfit``. The shipped configs' one copy is the
+repository's top-level ``configs/``: a checkout finds them there, the wheel carries
+them as ``jaxfit/configs/``.
+
 The wheel test installs jax and the ``run`` extra into a new environment: about a
 minute with a warm pip cache, a few more on a cold one. Also here: the shipped
 configs by name and ``jaxfit configs`` in this process (fast).
@@ -22,7 +27,9 @@ import pytest
 from runner_helpers import run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHIPPED = sorted(p.name for p in (ROOT / "jaxfit" / "configs").glob("*.yaml"))
+CONFIGS = ROOT / "configs"  # the one copy: the wheel carries it as jaxfit/configs
+SHIPPED = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+DIST = "jaxfit_trainer"  # the distribution jaxfit-trainer, in file names
 VERSION = re.search(
     r'^__version__ = "([^"]+)"$',
     (ROOT / "jaxfit" / "__init__.py").read_text(encoding="utf-8"),
@@ -37,6 +44,9 @@ def test_configs_lists_the_shipped_ones(capsys):
     code, out, err = run_cli(capsys, "configs")
     assert code == 0 and not err
     assert SHIPPED == ["digits_cnn.yaml", "digits_mlp.yaml", "regression.yaml"]
+    # a checkout (or an editable install) reads the top-level configs/, the one copy
+    assert out.startswith(f"shipped configs ({CONFIGS}):\n"), out
+    assert not (ROOT / "jaxfit" / "configs").exists()
     for name in SHIPPED:
         assert re.search(rf"^  {name[:-5]} +\S", out, re.M), out  # name and summary
     assert "jaxfit run NAME" in out and "jaxfit configs DIR" in out
@@ -48,9 +58,7 @@ def test_configs_copies_into_dir_and_never_overwrites(capsys, tmp_path):
     assert code == 0 and not err
     assert sorted(p.name for p in target.iterdir() if p.name != ".jaxfit") == SHIPPED
     for name in SHIPPED:
-        assert (target / name).read_bytes() == (
-            ROOT / "jaxfit" / "configs" / name
-        ).read_bytes()
+        assert (target / name).read_bytes() == (CONFIGS / name).read_bytes()
         assert f"  {name}" in out
     (target / "digits_mlp.yaml").write_text("edited", encoding="utf-8")
     code, out, err = run_cli(capsys, "configs", str(target))
@@ -84,6 +92,12 @@ def test_a_config_by_name(capsys, tmp_path, monkeypatch):
 # --- the built package --------------------------------------------------------------
 
 
+def archive_bytes(wheel: pathlib.Path, name: str) -> bytes:
+    """One file of a wheel."""
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.read(name)
+
+
 def _run(*argv, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [str(a) for a in argv], capture_output=True, text=True, check=False, **kwargs
@@ -107,17 +121,23 @@ def dists(tmp_path_factory):
 
 def test_wheel_holds_what_an_installed_user_needs(dists):
     wheel, _ = dists
-    assert wheel.name == f"jaxfit-{VERSION}-py3-none-any.whl"
+    assert wheel.name == f"{DIST}-{VERSION}-py3-none-any.whl"
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        info = f"jaxfit-{VERSION}.dist-info"
+        info = f"{DIST}-{VERSION}.dist-info"
         metadata = archive.read(f"{info}/METADATA").decode()
         entry_points = archive.read(f"{info}/entry_points.txt").decode()
     assert "jaxfit/py.typed" in names
     assert {f"jaxfit/configs/{name}" for name in SHIPPED} <= names
+    for name in SHIPPED:  # the top-level configs/, byte for byte
+        assert (
+            archive_bytes(wheel, f"jaxfit/configs/{name}")
+            == (CONFIGS / name).read_bytes()
+        )
     assert f"{info}/licenses/LICENSE" in names
     assert {"jaxfit/__init__.py", "jaxfit/cli.py", "jaxfit/_src/app/cli.py"} <= names
     assert not [n for n in names if n.startswith("tests/") or "__pycache__" in n]
+    assert "\nName: jaxfit-trainer\n" in metadata
     assert f"\nVersion: {VERSION}\n" in metadata
     assert "\nLicense-Expression: Apache-2.0\n" in metadata
     assert "\nLicense-File: LICENSE\n" in metadata
@@ -128,7 +148,7 @@ def test_wheel_holds_what_an_installed_user_needs(dists):
 
 def test_sdist_holds_license_changelog_and_readme(dists):
     _, sdist = dists
-    top = f"jaxfit-{VERSION}"
+    top = f"{DIST}-{VERSION}"
     with tarfile.open(sdist) as archive:
         names = set(archive.getnames())
     for name in (
@@ -137,7 +157,7 @@ def test_sdist_holds_license_changelog_and_readme(dists):
         "README.md",
         "pyproject.toml",
         "jaxfit/py.typed",
-        *(f"jaxfit/configs/{c}" for c in SHIPPED),
+        *(f"configs/{c}" for c in SHIPPED),
     ):
         assert f"{top}/{name}" in names, name
     license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")

@@ -13,15 +13,15 @@ from jaxfit._src import errors
 
 def need(module_name: str, caller: str, extra: str) -> Any:
     """Imports ``module_name`` (``"flax.linen"``), or raises an ``ImportError``
-    naming ``caller`` and the extra that installs it."""
+    naming ``caller``, the package to install and the extra that has it."""
     package = module_name.split(".")[0]
     try:
         importlib.import_module(package)  # the package itself first: it may be absent
         return importlib.import_module(module_name)
     except ImportError as error:
         raise ImportError(
-            f"jaxfit.{caller} needs {package}, which is not installed. Install it with "
-            f"`pip install 'jaxfit[{extra}]'` (or `pip install {package}`)."
+            f"jaxfit.{caller} needs {package}, which is not installed: "
+            f"pip install {package} (in jaxfit-trainer's {extra} extra)."
         ) from error
 
 

@@ -78,7 +78,8 @@ def from_equinox(
       A ``jaxfit.Model(apply_fn, params, state)``.
 
     Raises:
-      ImportError: if equinox is not installed (``pip install 'jaxfit[equinox]'``).
+      ImportError: if equinox is not installed (``pip install equinox``, in
+        jaxfit-trainer's ``equinox`` extra).
       TypeError: if ``module`` is not an ``equinox.Module`` or ``state`` not an
         ``eqx.nn.State``.
       ValueError: a flag ``__call__`` does not take, or several flags found.

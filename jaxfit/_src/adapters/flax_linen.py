@@ -97,7 +97,8 @@ def from_flax(
       A ``jaxfit.Model(apply_fn, params, state)``.
 
     Raises:
-      ImportError: if flax is not installed (``pip install 'jaxfit[flax]'``).
+      ImportError: if flax is not installed (``pip install flax``, in
+        jaxfit-trainer's ``flax`` extra).
       TypeError: if ``module`` is not a Linen module (an NNX module goes to
         ``jaxfit.from_nnx``), or ``train_arg`` / ``eval_arg`` is not a name.
       ValueError: a flag ``__call__`` does not take, both ``train_arg`` and

@@ -82,7 +82,8 @@ def from_nnx(
       ``apply(params, x, *, train, rng, state) -> (y_pred, new_state)``.
 
     Raises:
-      ImportError: if flax is not installed (``pip install 'jaxfit[flax]'``).
+      ImportError: if flax is not installed (``pip install flax``, in
+        jaxfit-trainer's ``flax`` extra).
       TypeError: if ``module`` is not an NNX module (a Linen module goes to
         ``jaxfit.from_flax``).
       ValueError: a flag ``__call__`` does not take, or several flags found.

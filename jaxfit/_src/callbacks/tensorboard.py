@@ -12,7 +12,10 @@ from jaxfit._src import errors, paths
 from jaxfit._src.core import placement
 from jaxfit._src.driver.callback import Callback
 
-MSG_NO_WRITER = "TensorBoard needs tensorboardX: pip install 'jaxfit[tensorboard]'."
+MSG_NO_WRITER = (
+    "TensorBoard needs tensorboardX: pip install tensorboardX "
+    "(in jaxfit-trainer's tensorboard extra)."
+)
 _RUNS = ("train", "validation")  # the subdirectories this callback writes
 _EVENTS = "events.out.tfevents."  # how an event file's name starts
 

@@ -67,7 +67,10 @@ import numpy as np
 from jaxfit._src import paths
 from jaxfit._src.checkpoint import integrity, layout, pending
 
-MSG_NO_ORBAX = "Checkpoints need orbax: pip install 'jaxfit[ckpt]' (orbax-checkpoint)."
+MSG_NO_ORBAX = (
+    "Checkpoints need orbax: pip install orbax-checkpoint "
+    "(in jaxfit-trainer's ckpt extra)."
+)
 FORMAT = integrity.FORMAT
 STATE = integrity.STATE
 EXTRA = integrity.EXTRA
@@ -93,7 +96,11 @@ def versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             return "unknown"
 
-    return {name: version(name) for name in ("jaxfit", "jax", "jaxlib", "optax")}
+    # jaxfit's distribution is jaxfit-trainer ("jaxfit" on PyPI is another project)
+    return {
+        "jaxfit": version("jaxfit-trainer"),
+        **{name: version(name) for name in ("jax", "jaxlib", "optax")},
+    }
 
 
 # What callers use from ``layout`` and ``pending``, under their old names here.

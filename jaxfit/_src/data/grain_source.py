@@ -13,7 +13,8 @@ from jaxfit._src import errors
 from jaxfit._src.data import arrays
 
 MSG_NO_GRAIN = (
-    "jaxfit.data.from_arrays needs grain: pip install 'jaxfit[data]' (or grain)."
+    "jaxfit.data.from_arrays needs grain: pip install grain "
+    "(in jaxfit-trainer's data extra)."
 )
 
 

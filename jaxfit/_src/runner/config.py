@@ -6,9 +6,14 @@ YAML: ``64``, ``0.5``, ``true``, ``[64, 32]``, ``adamw``), and validates the
 result with ``schema.parse``, so an error names the full key path and either
 the file line or ``--set``.
 
-A config is a file path, or the name of a config that ships inside the package
-(``jaxfit/configs/NAME.yaml``: ``digits_mlp``, ``digits_cnn``, ``regression``);
-a file of that name in the current directory comes first. ``shipped()`` lists
+A config is a file path, or the name of a shipped config (``digits_mlp``,
+``digits_cnn``, ``regression``); a file of that name in the current directory
+comes first. The shipped configs are the repository's top-level
+``configs/NAME.yaml``, the one copy; the wheel carries them as the package's
+``jaxfit/configs/NAME.yaml`` (``[tool.hatch.build.targets.wheel.force-include]``),
+so ``SHIPPED_DIR`` is the package's ``configs`` directory where it holds configs
+(an installed wheel), else ``<package>/../configs`` (a checkout, an editable
+install). ``shipped()`` lists
 them and ``copy_shipped(directory)`` copies them out to edit, into a directory
 that the path policy (``jaxfit._src.paths``) allows.
 """
@@ -27,8 +32,16 @@ from jaxfit._src import paths
 from jaxfit._src.runner import schema, yaml_reader
 from jaxfit._src.runner.schema import ConfigError
 
-# jaxfit/configs: the shipped configs, package data in the wheel
-SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "configs"
+
+def _shipped_dir() -> pathlib.Path:
+    """The installed wheel's ``jaxfit/configs``, else the checkout's ``configs``."""
+    package = pathlib.Path(__file__).resolve().parent.parent.parent
+    inside = package / "configs"
+    return inside if any(inside.glob("*.yaml")) else package.parent / "configs"
+
+
+# where the shipped configs are: see the module docstring
+SHIPPED_DIR = _shipped_dir()
 
 
 def shipped() -> dict[str, pathlib.Path]:

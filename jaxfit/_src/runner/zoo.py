@@ -35,8 +35,8 @@ from jaxfit._src.runner.schema import (
 )
 
 MSG_NO_FLAX = (
-    "The built-in models (mlp, cnn, resnet) are Flax modules: pip install "
-    "'jaxfit[run]' (or 'jaxfit[flax]')."
+    "The built-in models (mlp, cnn, resnet) are Flax modules: pip install flax "
+    "(in jaxfit-trainer's run and flax extras)."
 )
 
 
