@@ -1,9 +1,16 @@
 """Building a run from a checked config: the data, the model, the trainer and the
-callbacks (paths made relative to the run directory)."""
+callbacks (paths made relative to the run directory).
+
+A dataset's ``preprocess`` is part of the model (``_model``): the builder gets
+``sample_x = preprocess(two samples)``, and the ``Model`` the trainer trains
+applies ``preprocess`` first, inside the compiled steps, so the trained model
+(and ``jaxfit.load_run``'s) takes the dataset's raw inputs.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -44,16 +51,18 @@ class _Prepared:
 
 
 def _model(config: RunConfig, data: Any) -> Any:
-    """The model from ``model.name`` on two samples of the data."""
+    """The model from ``model.name`` on two samples of the data (preprocessed),
+    with the data's ``preprocess`` in front of it (``_preprocessed``)."""
 
     builder = registry.lookup(config.model.name, zoo.MODELS, "model.name")
     builtin = builder in zoo.MODELS.values()
+    sample_x = _sample_x(config, data)
     try:
         model = registry.call(
             builder,
             config.model.args,
             {
-                "sample_x": data.sample_x,
+                "sample_x": sample_x,
                 "num_outputs": data.num_outputs,
                 "seed": config.seed,
             },
@@ -63,11 +72,12 @@ def _model(config: RunConfig, data: Any) -> Any:
     except Exception as error:
         if not builtin and not isinstance(error, (TypeError, ValueError)):
             raise  # a bug in user code: its own traceback
-        shapes = jax.tree.map(lambda a: tuple(np.shape(a)), data.sample_x)
+        shapes = jax.tree.map(lambda a: tuple(np.shape(a)), sample_x)
+        after = " after the dataset's preprocess" if data.preprocess else ""
         raise ConfigError(
             f"model.name: expected {config.model.name!r} with model.args "
             f"{dict(config.model.args)} to build on the data of data.name "
-            f"{config.data.name!r} (sample x of shape {shapes}), got "
+            f"{config.data.name!r} (sample x of shape {shapes}{after}), got "
             f"{type(error).__name__}: {_first_line(error)}"
         ) from None
     if not isinstance(model, Model):
@@ -76,7 +86,38 @@ def _model(config: RunConfig, data: Any) -> Any:
             f"jaxfit.Model (see jaxfit.from_flax), got "
             f"{type(model).__name__}."
         )
-    return model
+    return _preprocessed(model, data.preprocess)
+
+
+def _sample_x(config: RunConfig, data: Any) -> Any:
+    """Two samples of the data's inputs, through its ``preprocess`` (if any)."""
+    if data.preprocess is None:
+        return data.sample_x
+    try:
+        return jax.tree.map(np.asarray, data.preprocess(data.sample_x))
+    except (TypeError, ValueError) as error:  # others: a bug, its own traceback
+        shapes = jax.tree.map(lambda a: tuple(np.shape(a)), data.sample_x)
+        raise ConfigError(
+            f"data.name: expected the 'preprocess' of {config.data.name!r} to take "
+            f"a batch of its inputs (sample x of shape {shapes}), got "
+            f"{type(error).__name__}: {_first_line(error)}"
+        ) from None
+
+
+def _preprocessed(model: Model, preprocess: Any) -> Model:
+    """``model`` whose apply function runs ``preprocess`` on ``x`` first. It wraps
+    the apply function (``functools.wraps``), so the Trainer sees the same
+    keyword arguments (``train``, ``rng``, ``state``, ``mask``) and passes them on.
+    """
+    if preprocess is None:
+        return model
+    apply_fn = model.apply_fn
+
+    @functools.wraps(apply_fn)
+    def apply(params: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        return apply_fn(params, preprocess(x), *args, **kwargs)
+
+    return dataclasses.replace(model, apply_fn=apply)
 
 
 def _prepare(config: RunConfig, check_fit: bool = True) -> _Prepared:

@@ -1,20 +1,29 @@
 """Built-in datasets that ship offline, and the two forms a dataset callable returns.
 
 Arrays (the built-ins): a ``Dataset``, or a mapping ``{"x_train", "y_train"[,
-"x_test", "y_test", "task", "num_outputs"]}``. The runner calls ``Trainer.fit``
-(``fit.validation_split`` holds out the last fraction of the train part) and
-``Trainer.evaluate`` on the test part.
+"x_test", "y_test", "task", "num_outputs", "preprocess"]}``. The runner calls
+``Trainer.fit`` (``fit.validation_split`` holds out the last fraction of the
+train part) and ``Trainer.evaluate`` on the test part.
 
 Streams: a ``StreamDataset``, or a mapping ``{"train"[, "validation", "test",
-"task", "num_outputs"]}`` whose streams are anything ``Trainer.fit_dataset``
-takes: a generator function (called afresh each epoch), a list or other iterable
-of batches, a grain dataset. A batch is ``{"xs", "ys"[, "sample_weight"]}`` or
-``(x, y[, sample_weight])``. The runner calls ``Trainer.fit_dataset`` with the
-validation stream as ``validation_data`` and ``Trainer.evaluate_dataset`` on the
-test stream. ``num_outputs`` is required for classification streams (one batch
-does not tell the number of classes).
+"task", "num_outputs", "preprocess"]}`` whose streams are anything
+``Trainer.fit_dataset`` takes: a generator function (called afresh each epoch),
+a list or other iterable of batches, a grain dataset. A batch is ``{"xs", "ys"[,
+"sample_weight"]}`` or ``(x, y[, sample_weight])``. The runner calls
+``Trainer.fit_dataset`` with the validation stream as ``validation_data`` and
+``Trainer.evaluate_dataset`` on the test stream. ``num_outputs`` is required for
+classification streams (one batch does not tell the number of classes).
 
 ``task`` defaults from the labels' dtype: integers are ``"classification"``.
+
+``preprocess`` (optional) is part of the model, as Keras' preprocessing layers
+are: a pure, jittable function of a batch of inputs ``x`` (any pytree, as the
+dataset gives it) returning the model's inputs. The model is built on
+``preprocess(sample_x)``, and the runner trains ``preprocess`` followed by the
+model, inside the compiled steps (no host work per batch), so the trained model,
+its checkpoint and ``jaxfit.load_run`` take the dataset's raw inputs. The
+built-in ``digits`` gives raw pixels (0..16) with ``preprocess`` scaling them to
+[0, 1] (and reshaping them to images with ``as_images``).
 
 The synthetic datasets refuse sizes whose arrays would not fit in the host's
 memory (a ``ConfigError`` naming the larger of ``num_samples`` and
@@ -38,6 +47,7 @@ from typing import Annotated, Any, Literal
 import jax
 import numpy as np
 
+from jaxfit._src import errors
 from jaxfit._src.data import iterables
 from jaxfit._src.runner.schema import (
     Bounds,
@@ -47,19 +57,32 @@ from jaxfit._src.runner.schema import (
     Rate,
 )
 
-ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test", "task", "num_outputs")
-STREAM_KEYS = ("train", "validation", "test", "task", "num_outputs")
+ARRAY_KEYS = (
+    "x_train",
+    "y_train",
+    "x_test",
+    "y_test",
+    "task",
+    "num_outputs",
+    "preprocess",
+)
+STREAM_KEYS = ("train", "validation", "test", "task", "num_outputs", "preprocess")
 TASKS = ("classification", "regression")
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
+    """Arrays for ``Trainer.fit``: the train part and an optional test part.
+    ``preprocess`` (a pure, jittable function of a batch of inputs, or ``None``)
+    is part of the model: see the module docstring."""
+
     x_train: Any
     y_train: Any
     x_test: Any = None
     y_test: Any = None
     task: Literal["classification", "regression"] = "classification"
     num_outputs: int = 1
+    preprocess: Callable[[Any], Any] | None = None
 
     @property
     def sample_x(self) -> Any:
@@ -70,7 +93,8 @@ class Dataset:
 @dataclasses.dataclass(frozen=True)
 class StreamDataset:
     """Streams of batches for ``Trainer.fit_dataset``. ``sample_x`` (two samples
-    of the first training batch) builds the model; ``as_dataset`` fills it in."""
+    of the first training batch) builds the model; ``as_dataset`` fills it in.
+    ``preprocess`` as ``Dataset``'s."""
 
     train: Any
     validation: Any = None
@@ -78,6 +102,7 @@ class StreamDataset:
     task: Literal["classification", "regression"] = "classification"
     num_outputs: int = 1
     sample_x: Any = None
+    preprocess: Callable[[Any], Any] | None = None
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
@@ -130,24 +155,42 @@ def _fits(rows: tuple[str, int], width: tuple[str, int], columns: int) -> None:
     )
 
 
+MSG_NO_SKLEARN = (
+    "The digits dataset needs scikit-learn: pip install scikit-learn (in "
+    "jaxfit-trainer's run extra)."
+)
+
+
+def _scale_digits(x: Any) -> Any:
+    """``digits``' preprocessing: raw pixels (0..16) scaled to [0, 1]."""
+    return x / 16.0
+
+
+def _digit_images(x: Any) -> Any:
+    """``digits(as_images=True)``'s preprocessing: scaled, as ``(n, 8, 8, 1)``."""
+    return (x / 16.0).reshape(-1, 8, 8, 1)
+
+
 def digits(
     test_fraction: Rate = 0.2, as_images: bool = False, seed: int = 0
 ) -> Dataset:
-    """scikit-learn's 1,797 8x8 handwritten digits (shipped with it, no download),
-    scaled to [0, 1]; ``as_images`` gives ``(n, 8, 8, 1)`` for CNNs."""
+    """scikit-learn's 1,797 8x8 handwritten digits (shipped with it, no download).
+
+    The inputs are the raw pixel values, ``load_digits().data`` as float32: 0..16,
+    shape ``(n, 64)``. The dataset's ``preprocess`` (part of the model) scales
+    them to [0, 1] and, with ``as_images``, reshapes them to ``(n, 8, 8, 1)`` for
+    CNNs; a loaded run (``jaxfit.load_run``) takes raw pixels too.
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
-        raise ImportError(
-            "The digits dataset needs scikit-learn: pip install 'jaxfit[run]'."
-        ) from error
+        raise ImportError(MSG_NO_SKLEARN) from error
     data = load_digits()
-    x = (data.data / 16.0).astype(np.float32)
-    if as_images:
-        x = x.reshape(-1, 8, 8, 1)
+    x = data.data.astype(np.float32)  # 0..16: exact, as is x / 16
     y = data.target.astype(np.int32)
     x_train, y_train, x_test, y_test = _split(x, y, test_fraction, seed)
-    return Dataset(x_train, y_train, x_test, y_test, "classification", 10)
+    preprocess = _digit_images if as_images else _scale_digits
+    return Dataset(x_train, y_train, x_test, y_test, "classification", 10, preprocess)
 
 
 def synthetic_classification(
@@ -265,8 +308,30 @@ def _streams(value: Mapping[str, Any], key: str) -> StreamDataset:
         outputs = int(np.prod(np.shape(jax.tree.leaves(y)[0])[1:]))
     sample_x = jax.tree.map(lambda a: np.asarray(a[:2]), x)
     return StreamDataset(
-        train, value.get("validation"), value.get("test"), task, int(outputs), sample_x
+        train,
+        value.get("validation"),
+        value.get("test"),
+        task,
+        int(outputs),
+        sample_x,
+        _preprocess(value, key),
     )
+
+
+def _preprocess(value: Mapping[str, Any], key: str) -> Callable[[Any], Any] | None:
+    """The dataset's ``preprocess``: ``None`` or a callable."""
+    preprocess = value.get("preprocess")
+    if preprocess is not None and not callable(preprocess):
+        raise ConfigError(
+            errors.expected(
+                f"{key}: the dataset's 'preprocess'",
+                "a pure, jittable function of a batch of inputs x returning the "
+                "model's inputs (it runs inside the compiled steps, as part of "
+                "the model), or None",
+                preprocess,
+            )
+        )
+    return preprocess
 
 
 def as_dataset(value: Any, key: str) -> Dataset | StreamDataset:
@@ -274,9 +339,11 @@ def as_dataset(value: Any, key: str) -> Dataset | StreamDataset:
     ``StreamDataset`` (streams); see the module docstring for the two forms."""
     if isinstance(value, StreamDataset):
         if value.sample_x is not None:
+            _preprocess({"preprocess": value.preprocess}, key)
             return value
         return _streams({k: getattr(value, k) for k in STREAM_KEYS}, key)
     if isinstance(value, Dataset):
+        _preprocess({"preprocess": value.preprocess}, key)
         return value
     if isinstance(value, Mapping) and "train" in value and "x_train" not in value:
         return _streams(value, key)
@@ -294,12 +361,13 @@ def as_dataset(value: Any, key: str) -> Dataset | StreamDataset:
             value.get("y_test"),
             task,
             outputs,
+            _preprocess(value, key),
         )
     raise ConfigError(
         f"{key}: expected the dataset callable to return arrays "
         "{'x_train', 'y_train'[, 'x_test', 'y_test', 'task', "
-        "'num_outputs']} or streams {'train'[, 'validation', 'test', "
-        f"'task', 'num_outputs']}}, got {_kind(value)}."
+        "'num_outputs', 'preprocess']} or streams {'train'[, 'validation', "
+        f"'test', 'task', 'num_outputs', 'preprocess']}}, got {_kind(value)}."
     )
 
 
