@@ -3,8 +3,10 @@
 ``jaxfit.Trainer(apply, params, optimizer=..., loss=...)`` trains a pure JAX
 function with ``fit`` / ``fit_dataset`` / ``evaluate`` / ``predict`` (Keras 3
 semantics, TensorFlow.js' batch callbacks and yield points); ``jaxfit.run`` runs
-a YAML experiment. The public modules are ``jaxfit.callbacks``, ``jaxfit.losses``,
-``jaxfit.metrics``, ``jaxfit.data`` and ``jaxfit.distributed``.
+a YAML experiment, ``jaxfit.load_run`` rebuilds a finished run's trainer (its
+model, preprocessing and weights) and ``jaxfit.evaluate_run`` evaluates it. The
+public modules are ``jaxfit.callbacks``, ``jaxfit.losses``, ``jaxfit.metrics``,
+``jaxfit.data`` and ``jaxfit.distributed``.
 
 Errors: a bad argument raises before anything runs, with a message naming the
 argument, what was expected and what was received. The traceback of an error that
@@ -36,6 +38,8 @@ from jaxfit._src.driver.arguments import StreamFitArgs as StreamFitArgs
 from jaxfit._src.driver.history import History as History
 from jaxfit._src.driver.preemption import Preempted as Preempted
 from jaxfit._src.driver.trainer import Trainer as Trainer
+from jaxfit._src.runner.load import evaluate_run as _evaluate_run
+from jaxfit._src.runner.load import load_run as _load_run
 from jaxfit._src.runner.run import run as _run
 
 # Public calls whose user errors come back without jaxfit's frames (the Trainer's
@@ -44,6 +48,8 @@ from_equinox = _errors.filter_traceback(_from_equinox)
 from_flax = _errors.filter_traceback(_from_flax)
 from_nnx = _errors.filter_traceback(_from_nnx)
 run = _errors.filter_traceback(_run)
+load_run = _errors.filter_traceback(_load_run)
+evaluate_run = _errors.filter_traceback(_evaluate_run)
 
 __version__ = "0.1.0"
 
@@ -60,9 +66,11 @@ __all__ = [
     "callbacks",
     "data",
     "distributed",
+    "evaluate_run",
     "from_equinox",
     "from_flax",
     "from_nnx",
+    "load_run",
     "losses",
     "metrics",
     "run",

@@ -120,17 +120,19 @@ def _preprocessed(model: Model, preprocess: Any) -> Model:
     return dataclasses.replace(model, apply_fn=apply)
 
 
-def _prepare(config: RunConfig, check_fit: bool = True) -> _Prepared:
-    """The data, the model and the trainer, and every check of the fit call that
-    ``Trainer.fit`` makes before its first step (``check_fit``: what ``jaxfit
-    validate`` runs; ``run`` has the real call make them, see ``_train``)."""
+def _trainer(config: RunConfig, data: Any) -> Trainer:
+    """The model (``_model``) and the Trainer with the config's optimizer, loss,
+    metrics, loss_weights, seed and precision (the task's defaults where unset);
+    what ``run`` trains and ``jaxfit.load_run`` restores a checkpoint into.
 
-    data = _data(config)
-    arguments = fit_arguments(config, data)
+    Raises:
+      ConfigError: the model does not build, or the Trainer refuses the config
+        (on the key it is about: ``_trainer_error``).
+    """
     model = _model(config, data)
     loss, metrics = DEFAULTS[data.task]
     try:
-        trainer = Trainer(
+        return Trainer(
             model,
             optimizer=optim.build(config.optimizer),
             loss=config.loss if config.loss is not None else loss,
@@ -139,6 +141,21 @@ def _prepare(config: RunConfig, check_fit: bool = True) -> _Prepared:
             seed=config.seed,
             precision=config.precision,
         )
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise _trainer_error(config, error) from None
+
+
+def _prepare(config: RunConfig, check_fit: bool = True) -> _Prepared:
+    """The data, the model and the trainer, and every check of the fit call that
+    ``Trainer.fit`` makes before its first step (``check_fit``: what ``jaxfit
+    validate`` runs; ``run`` has the real call make them, see ``_train``)."""
+
+    data = _data(config)
+    arguments = fit_arguments(config, data)
+    trainer = _trainer(config, data)
+    try:
         if check_fit:
             data = _check_fit(data, trainer, arguments)
         _check_test_split(config, data, trainer)
