@@ -122,6 +122,9 @@ def dists(tmp_path_factory):
 def test_wheel_holds_what_an_installed_user_needs(dists):
     wheel, _ = dists
     assert wheel.name == f"{DIST}-{VERSION}-py3-none-any.whl"
+    # the getting-started guide's wheel line names this file
+    guide = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    assert f'pip install "dist/{wheel.name}[run]"' in guide
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         info = f"{DIST}-{VERSION}.dist-info"
@@ -192,8 +195,8 @@ def installed(dists, tmp_path_factory):
         timeout=1500,
         env=env,
     )
-    work = base / "work"  # not the checkout: `import jaxfit` must find the wheel's
-    work.mkdir()
+    work = base / "work"  # not the checkout: `import jaxfit` must find the wheel's,
+    work.mkdir()  # and no configs/ here: the shipped ones come from the package
     return bin_dir, work, env
 
 
@@ -223,6 +226,7 @@ def test_installed_wheel_runs_the_quickstart_and_the_command(installed):
 
     listed = _run(jaxfit, "configs", **kwargs).stdout
     assert str(bin_dir.parent) in listed  # the configs inside the installed package
+    assert re.search(r"^shipped configs \(.*[/\\]jaxfit[/\\]configs\):$", listed, re.M)
     for name in SHIPPED:
         assert f"  {name[:-5]} " in listed
     _run(jaxfit, "configs", "mine", **kwargs)
@@ -231,6 +235,7 @@ def test_installed_wheel_runs_the_quickstart_and_the_command(installed):
         == SHIPPED
     )
 
+    assert not (work / "configs").exists()  # by name, from the package alone
     out = _run(jaxfit, "validate", "digits_mlp", **kwargs).stdout
     assert out.startswith("digits_mlp: valid (digits_mlp: model mlp, data digits")
     out = _run(
