@@ -2,13 +2,20 @@
 with ``MlflowClient`` from real stores (a local sqlite one, and a server)."""
 
 import json
+import os
 import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import numpy as np
 import optax
 import pytest
 from conftest import linear_apply, linear_params, regression_data
-from runner_helpers import run_dirs, tiny_config, write_config
+from runner_helpers import run_cli, run_dirs, tiny_config, write_config
 
 import jaxfit
 
@@ -119,9 +126,9 @@ def test_failed_killed_and_a_resumed_fit_continues_the_run(store, cwd):
     uri, artifacts = store
     client = mlflow.MlflowClient(uri)
 
-    def logger():
+    def logger(log_every="epoch"):
         return jaxfit.callbacks.MLflowLogger(
-            uri, experiment="statuses", artifact_location=artifacts
+            uri, experiment="statuses", log_every=log_every, artifact_location=artifacts
         )
 
     failing = logger()
@@ -137,42 +144,74 @@ def test_failed_killed_and_a_resumed_fit_continues_the_run(store, cwd):
     assert client.get_run(failing.run_id).info.status == "FAILED"
     assert [s for s, _ in _history(client, failing.run_id, "loss")] == [0]
 
+    preempted = logger()
+    with pytest.raises(jaxfit.Preempted):
+        _trainer().fit(
+            X, Y, batch_size=4, epochs=2, callbacks=[preempted, _Sigterm(1)], verbose=0
+        )
+    assert client.get_run(preempted.run_id).info.status == "KILLED"
+
+    # Ctrl-C at epoch 2 with the newest backup inside epoch 1 (after its 2nd
+    # batch, global batch 6), which MLflow has in full: the resumed fit redoes
+    # epoch 1's last batches and its end, and logs none of them twice.
     backup = cwd / "backup"
-    killed, trainer = logger(), _trainer()
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit(
+
+    def fit(mlflow_logger, *more):
+        return _trainer().fit(
             X,
             Y,
             batch_size=4,
             epochs=3,
+            yield_every="batch",
             callbacks=[
-                killed,
-                _Raise(2, KeyboardInterrupt()),
-                jaxfit.callbacks.BackupAndRestore(backup),
+                mlflow_logger,
+                *more,
+                jaxfit.callbacks.BackupAndRestore(backup, save_freq=3),
             ],
             verbose=0,
         )
+
+    killed = logger("yield")
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed, _Raise(2, KeyboardInterrupt()))
     run_id = killed.run_id
     assert client.get_run(run_id).info.status == "KILLED"
-    resumed = logger()
-    history = _trainer().fit(
-        X,
-        Y,
-        batch_size=4,
-        epochs=3,
-        callbacks=[resumed, jaxfit.callbacks.BackupAndRestore(backup)],
-        verbose=0,
-    )
+    resumed = logger("yield")
+    history = fit(resumed)
     assert resumed.run_id == run_id  # the backup carried it
     assert client.get_run(run_id).info.status == "FINISHED"
     logged = _history(client, run_id, "loss")
     assert [s for s, _ in logged] == [0, 1, 2]  # each epoch once
     # History comes back with the backup: the three epochs, as logged
     np.testing.assert_allclose(
-        [v for _, v in logged], history.history["loss"], rtol=1e-6
+        [v for _, v in logged], history.history["loss"], rtol=1e-5
     )
-    runs = client.search_runs([client.get_experiment_by_name("statuses").experiment_id])
-    assert len(runs) == 2  # the failed one and the resumed one: no empty extra run
+    steps = [s for s, _ in _history(client, run_id, "batch_loss")]
+    assert steps == list(range(1, 13))  # 4 batches an epoch, each step once
+    experiment = client.get_experiment_by_name("statuses").experiment_id
+    assert len(client.search_runs([experiment])) == 3  # no empty extra run
+
+
+class _Sigterm(jaxfit.callbacks.Callback):
+    """Sends SIGTERM (a preemption) to this process when epoch ``at`` begins."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_without_mlflow_fit_and_validate_say_what_to_install(cwd, monkeypatch, capsys):
+    logger = jaxfit.callbacks.MLflowLogger()  # nothing imported yet
+    path = write_config(cwd, TRACKED)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"^MLflowLogger needs mlflow: pip install"):
+        _trainer().fit(X, Y, epochs=1, callbacks=[logger], verbose=0)
+    code, _, err = run_cli(capsys, "validate", path)
+    assert code != 0 and "tracking.mlflow: needs mlflow: pip install mlflow" in err
 
 
 def test_bad_arguments_are_refused_in_init():
@@ -255,3 +294,77 @@ def test_runner_tracking_refused_configs_create_no_store(cwd):
     with pytest.raises(ValueError, match=r"callbacks\[0\].name: MLflowLogger"):
         jaxfit.run(write_config(cwd, callback, "callback.yaml"), str(workdir))
     assert not workdir.exists()  # no run directory, no store
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url):
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def server(tmp_path_factory):
+    """A real ``mlflow server`` on a free port (its store and artifacts in a
+    temporary directory); skipped if it does not answer within 30 s."""
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    command = [
+        *(sys.executable, "-m", "mlflow", "server"),
+        *("--backend-store-uri", f"sqlite:///{root}/server.db"),
+        *("--artifacts-destination", str(root / "artifacts")),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+    ]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    url = f"http://127.0.0.1:{port}"
+    with open(root / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            env=env,
+            start_new_session=True,  # its own process group: killed whole below
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not _healthy(url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.skip("mlflow server did not start within 30 s")
+                time.sleep(0.25)
+            yield url
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def test_runner_logs_to_a_tracking_server(server, cwd):
+    path = write_config(cwd, TRACKED)
+    workdir = cwd / "runs"
+    result = jaxfit.run(
+        path,
+        str(workdir),
+        overrides=["fit.epochs=1", f"tracking.mlflow.uri={server}"],
+    )
+    client = mlflow.MlflowClient(server)
+    experiment = client.get_experiment_by_name("tiny")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == os.path.basename(result.run_dir)
+    logged = _history(client, run.info.run_id, "loss")
+    assert logged == [(0, pytest.approx(result.history.history["loss"][0], rel=1e-6))]
+    names = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "metrics.json", "checkpoint"} <= names
+    assert not (workdir / "mlflow.db").exists()  # the server holds the store
+    assert not (workdir / "mlartifacts").exists()

@@ -17,10 +17,8 @@ from jaxfit._src import errors
 from jaxfit._src.core import hyperparams, placement
 from jaxfit._src.driver.callback import Callback
 
-MSG_NO_MLFLOW = (
-    "MLflowLogger needs mlflow: pip install mlflow (it is in jaxfit-trainer's "
-    "mlflow extra)."
-)
+INSTALL = "pip install mlflow (it is in jaxfit-trainer's mlflow extra)"
+MSG_NO_MLFLOW = f"MLflowLogger needs mlflow: {INSTALL}."
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value (MAX_PARAM_VAL_LENGTH)
 _PARAMS_PER_CALL = 100  # MLflow's MAX_PARAMS_TAGS_PER_BATCH
 _METRICS_PER_CALL = 1000  # MLflow's MAX_METRICS_PER_BATCH

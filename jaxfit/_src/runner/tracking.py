@@ -70,8 +70,10 @@ def check(config: RunConfig) -> None:
         return
     try:
         mlflow = mlflow_logger.mlflow_module()
-    except ImportError as error:
-        raise ConfigError(f"tracking.mlflow: {error}") from None
+    except ImportError:
+        raise ConfigError(
+            f"tracking.mlflow: needs mlflow: {mlflow_logger.INSTALL}."
+        ) from None
     if settings.experiment is not None and not settings.experiment.strip():
         raise ConfigError(
             errors.expected(
