@@ -1,6 +1,8 @@
 """MLflow tracking: MLflowLogger and the runner's ``tracking:`` section, read back
 with ``MlflowClient`` from real stores (a local sqlite one, and a server)."""
 
+import doctest
+import importlib
 import json
 import os
 import pathlib
@@ -150,6 +152,10 @@ def test_failed_killed_and_a_resumed_fit_continues_the_run(store, cwd):
             X, Y, batch_size=4, epochs=2, callbacks=[preempted, _Sigterm(1)], verbose=0
         )
     assert client.get_run(preempted.run_id).info.status == "KILLED"
+    first = preempted.run_id
+    _trainer().fit(X, Y, batch_size=4, epochs=1, callbacks=[preempted], verbose=0)
+    assert preempted.run_id != first  # a second fit, a run of its own
+    assert [s for s, _ in _history(client, preempted.run_id, "loss")] == [0]
 
     # Ctrl-C at epoch 2 with the newest backup inside epoch 1 (after its 2nd
     # batch, global batch 6), which MLflow has in full: the resumed fit redoes
@@ -189,7 +195,7 @@ def test_failed_killed_and_a_resumed_fit_continues_the_run(store, cwd):
     steps = [s for s, _ in _history(client, run_id, "batch_loss")]
     assert steps == list(range(1, 13))  # 4 batches an epoch, each step once
     experiment = client.get_experiment_by_name("statuses").experiment_id
-    assert len(client.search_runs([experiment])) == 3  # no empty extra run
+    assert len(client.search_runs([experiment])) == 4  # no empty extra run
 
 
 class _Sigterm(jaxfit.callbacks.Callback):
@@ -212,6 +218,13 @@ def test_without_mlflow_fit_and_validate_say_what_to_install(cwd, monkeypatch, c
         _trainer().fit(X, Y, epochs=1, callbacks=[logger], verbose=0)
     code, _, err = run_cli(capsys, "validate", path)
     assert code != 0 and "tracking.mlflow: needs mlflow: pip install mlflow" in err
+
+
+def test_docstring_example_runs(cwd):
+    module = importlib.import_module(jaxfit.callbacks.MLflowLogger.__module__)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+    assert not (cwd / "runs").exists()  # a logger made creates nothing
 
 
 def test_bad_arguments_are_refused_in_init():

@@ -117,8 +117,10 @@ class MLflowLogger(Callback):
       experiment: the experiment's name, created if missing. Defaults to `None`
         (MLflow's ``Default`` experiment).
       run_name: the new run's name. Defaults to `None` (MLflow picks one).
-      run_id: an existing run to continue (its status set back to ``RUNNING``).
-        Defaults to `None` (a new run).
+      run_id: an existing run to continue (its status set back to ``RUNNING``;
+        epochs and steps it has are not logged again). Defaults to `None`: each
+        ``fit`` opens a new run, unless a ``BackupAndRestore`` backup brings
+        back the run id of the fit it resumes.
       params: the params to log, nested mappings flattened to ``a.b.c`` keys,
         values stringified (cut to 6000 characters, MLflow's limit). Defaults to
         `None`: the fit's ``epochs``, ``steps`` and ``batch_size`` and the
@@ -192,6 +194,7 @@ class MLflowLogger(Callback):
         self.params_to_log = None if params is None else flatten(params)
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.log_every, self.log_model = log_every, log_model
+        self._given_run_id = self.run_id
         self._client: Any = None
         self._open = False
         self._epoch_done = -1  # the last epoch step the run has
@@ -215,6 +218,8 @@ class MLflowLogger(Callback):
 
     def on_train_begin(self, logs=None):
         self._open, self._pending = False, []
+        self.run_id = self._given_run_id  # each fit its own run, unless given
+        self._epoch_done = self._step_done = -1
         if jax.process_index() == 0:
             mlflow_module()  # fail early when mlflow is missing
 
