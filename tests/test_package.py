@@ -255,3 +255,27 @@ def test_installed_wheel_runs_the_quickstart_and_the_command(installed):
     assert {"metrics.json", "history.json", "curves.png", "checkpoint"} <= {
         p.name for p in run_dir.iterdir()
     }
+
+    # the finished run, used afterwards: load_run rebuilds the trainer that trained
+    (work / "reload.py").write_text(RELOAD, encoding="utf-8")
+    out = _run(python, "reload.py", **kwargs).stdout
+    assert "load_run predicts as the trainer that trained: (1797, 10)" in out, out
+
+
+# run in the installed wheel's environment: a 1-epoch digits_mlp from Python, then
+# jaxfit.load_run on its directory predicts what run()'s own trainer predicts, on the
+# digits' raw inputs (the run's test split among them)
+RELOAD = """\
+import numpy as np
+from sklearn.datasets import load_digits
+
+import jaxfit
+
+r = jaxfit.run("digits_mlp", "api_runs", overrides=["fit.epochs=1"],
+               compilation_cache=False)
+t = jaxfit.load_run(r.run_dir)
+x = load_digits().data.astype(np.float32)
+loaded, trained = np.asarray(t.predict(x)), np.asarray(r.trainer.predict(x))
+np.testing.assert_allclose(loaded, trained, rtol=1e-6)
+print("load_run predicts as the trainer that trained:", loaded.shape)
+"""
