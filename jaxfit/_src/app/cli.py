@@ -1,16 +1,31 @@
-"""The ``jaxfit`` command: ``run``, ``validate``, ``show`` and ``configs`` (also
-``python -m jaxfit``).
+"""The ``jaxfit`` command: ``run``, ``validate``, ``show``, ``evaluate`` and
+``configs`` (also ``python -m jaxfit``).
 
     jaxfit run CONFIG [--set key.path=value ...] [--workdir DIR]
                [--compilation-cache DIR|off]
     jaxfit run --resume RUN_DIR [--compilation-cache DIR|off]
     jaxfit validate CONFIG [--set key.path=value ...]
     jaxfit show RUN_DIR
+    jaxfit evaluate RUN_DIR [--data NAME] [--set data.KEY=VALUE ...]
+                    [--split test|train] [--checkpoint DIR]
     jaxfit configs [DIR]
 
 CONFIG is a YAML file or the name of a shipped config (``digits_mlp``);
 ``jaxfit configs`` lists the shipped ones and ``jaxfit configs DIR`` copies them
-into DIR to edit.
+into DIR to edit. ``jaxfit evaluate`` rebuilds a finished run's trainer
+(``jaxfit.load_run``) and prints its metrics on the run's test split (or its
+train part with ``--split train``, or another dataset: ``--data NAME`` replaces
+``data.name`` and empties ``data.args``, which ``--set data.args.K=V`` fills),
+one ``name: value`` line each (4 decimals, as the run's test line) and nothing
+else on stdout (``jaxfit.evaluate_run``).
+
+Imports: ``module:callable`` names in a config are imported as ``python -m``
+would find them, with the ``jaxfit`` console script too: while the command
+runs, the directory of the YAML file (``run CONFIG``, ``validate CONFIG``; for
+``run --resume RUN_DIR`` and ``evaluate RUN_DIR``, the directory of the file the
+run came from, config.yaml's ``environment.config_file``, if it still exists)
+and then the working directory are put at the front of ``sys.path`` (each only
+if not there already); ``sys.path`` is restored when ``main`` returns.
 
 Exit status: 0, 2 for a refused config or command (one line on stderr), 130
 when Ctrl-C stopped a run and 143 (128 + SIGTERM) when a preemption did; both
@@ -20,16 +35,20 @@ print one line saying where the run stopped and the command that resumes it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.metadata
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from jaxfit._src.driver import preemption
 from jaxfit._src.runner import config as config_lib
+from jaxfit._src.runner import load as load_lib
 from jaxfit._src.runner import run as runner
+from jaxfit._src.runner import yaml_reader
 from jaxfit._src.runner.schema import ConfigError
 
 _CONFIG_HELP = "a YAML file, or a shipped config's name (see jaxfit configs)"
@@ -75,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     show = commands.add_parser("show", help="summarise a run directory")
     show.add_argument("run_dir")
+    _evaluate_parser(commands)
     configs = commands.add_parser(
         "configs", help="list the shipped configs, or copy them into DIR to edit"
     )
@@ -85,6 +105,91 @@ def _parser() -> argparse.ArgumentParser:
         help="copy the shipped configs here (made if missing)",
     )
     return parser
+
+
+def _evaluate_parser(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="print a finished run's metrics on its test split (or other data)",
+        description="Rebuild a finished run's trainer (jaxfit.load_run) and print "
+        "its metrics, one 'name: value' line each.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument(
+        "--data",
+        metavar="NAME",
+        help="evaluate on this dataset (a data.name; its data.args start empty)",
+    )
+    evaluate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="data.KEY=VALUE",
+        help="override a data key (data.args.K=V); other keys are refused",
+    )
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        help="test (default) or train: the dataset's test or train part",
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="a checkpoint directory inside RUN_DIR instead of checkpoint/",
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> str:
+    """``jaxfit evaluate``: the metrics, one ``name: value`` line each."""
+    metrics = load_lib._evaluate(
+        args.run_dir, args.data, args.split, args.overrides, args.checkpoint, "--split"
+    )
+    return "\n".join(f"{name}: {value:.4f}" for name, value in metrics.items())
+
+
+def _import_dirs(args: argparse.Namespace) -> list[str]:
+    """The directories ``module:callable`` names are imported from, first first:
+    the config file's (see the module docstring), then the working directory."""
+    source = None
+    config = getattr(args, "config", None)
+    if args.command in ("run", "validate") and config and os.path.isfile(config):
+        source = config
+    elif args.command == "run" and args.resume:
+        source = _recorded_source(args.resume)
+    elif args.command == "evaluate":
+        source = _recorded_source(args.run_dir)
+    found = [] if source is None else [os.path.dirname(os.path.abspath(source))]
+    return [*found, os.getcwd()]
+
+
+def _recorded_source(run_dir: str) -> str | None:
+    """config.yaml's ``environment.config_file`` in ``run_dir``, if that file
+    still exists (anything unreadable: ``None``; the command reports it)."""
+    try:
+        raw = yaml_reader.read(os.path.join(run_dir, "config.yaml"))[0]
+        source = raw["environment"]["config_file"]
+    except (ConfigError, OSError, ValueError, TypeError, KeyError):
+        return None
+    return source if isinstance(source, str) and os.path.isfile(source) else None
+
+
+@contextlib.contextmanager
+def _import_path(directories: list[str]) -> Iterator[None]:
+    """``directories`` at the front of ``sys.path`` (those not there yet; the
+    working directory counts as there when ``""`` is), for the block."""
+    added = [
+        d
+        for d in directories
+        if d not in sys.path and not (d == os.getcwd() and "" in sys.path)
+    ]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for d in added:
+            if d in sys.path:
+                sys.path.remove(d)
 
 
 def _version() -> str:
@@ -130,10 +235,23 @@ def _cache_dir(text: str) -> str | bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses ``argv`` and runs the command; returns the exit code (2: a bad
-    config, 130: interrupted by Ctrl-C, 143: preempted by SIGTERM)."""
+    config, 130: interrupted by Ctrl-C, 143: preempted by SIGTERM).
+
+    While the command runs, the config file's directory and the working directory
+    are at the front of ``sys.path`` (see the module docstring).
+
+    Args:
+      argv: the arguments after ``jaxfit``. Defaults to `None`: ``sys.argv[1:]``.
+
+    Returns:
+      The exit status.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
-    with warnings.catch_warnings():
+    with (
+        warnings.catch_warnings(),
+        _import_path(list(dict.fromkeys(_import_dirs(args)))),
+    ):
         warnings.showwarning = functools.partial(_one_line_warning, args.command)
         return _main(parser, args)
 
@@ -170,6 +288,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             )
         elif args.command == "configs":
             print(_configs(args.dir))
+        elif args.command == "evaluate":
+            print(_evaluate(args))
         else:
             print(runner.show(args.run_dir))
     except ConfigError as error:

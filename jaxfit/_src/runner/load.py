@@ -164,9 +164,9 @@ def _checked(run_dir: Any, checkpoint: str | None) -> tuple[str, str]:
     path = os.path.abspath(os.fspath(run_dir))
     expected = "a run directory made by jaxfit run"
     refusals = (
-        (os.path.isdir(path), "it is not a directory"),
-        (os.path.isfile(os.path.join(path, "config.yaml")), "it has no config.yaml"),
-        (_marker(path) is not None, f"it has no run marker ({paths.MARKER})"),
+        (os.path.isdir(path), "It is not a directory"),
+        (os.path.isfile(os.path.join(path, "config.yaml")), "It has no config.yaml"),
+        (_marker(path) is not None, f"It has no run marker ({paths.MARKER})"),
     )
     for ok, why in refusals:
         if not ok:
