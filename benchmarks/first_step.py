@@ -43,7 +43,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_CONFIG = os.path.join(ROOT, "jaxfit", "configs", "digits_mlp.yaml")
+DEFAULT_CONFIG = os.path.join(ROOT, "configs", "digits_mlp.yaml")
 WAYS = ("off", "cold", "warm")
 COLUMNS = [
     ("to train begin s", "train_begin"),

@@ -12,7 +12,7 @@ from runner_helpers import write_config as _write
 pytest.importorskip("flax", reason="the built-in models are Flax modules")
 pytest.importorskip("sklearn", reason="the digits dataset ships with scikit-learn")
 
-CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "jaxfit" / "configs"
+CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 RUN_FILES = {
     ".jaxfit",
     "checkpoint",
