@@ -278,6 +278,7 @@ def test_runner_logs_one_run_per_run_dir_and_resume_continues_it(cwd):
     np.testing.assert_allclose(
         [v for _, v in logged], result.history.history["loss"], rtol=1e-6
     )
+    assert not [k for k in run.data.metrics if k.startswith("batch_")]  # epochs only
     for name, value in result.metrics["test"].items():
         assert _history(client, run_id, f"test_{name}") == [
             (2, pytest.approx(value, rel=1e-6))

@@ -195,6 +195,9 @@ class MLflowLogger(Callback):
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.log_every, self.log_model = log_every, log_model
         self._given_run_id = self.run_id
+        if log_every == "epoch":  # the default hooks: the loop skips batch logs
+            self.on_train_batch_end = Callback.on_train_batch_end.__get__(self)  # type: ignore[method-assign]
+            self.on_yield = Callback.on_yield.__get__(self)  # type: ignore[method-assign]
         self._client: Any = None
         self._open = False
         self._epoch_done = -1  # the last epoch step the run has
