@@ -42,6 +42,9 @@ def build(sample_x, num_outputs, seed=0):
     params = {"w": jnp.zeros((4, num_outputs)), "b": jnp.zeros((num_outputs,))}
     state = {"steps": jnp.zeros((), jnp.int32), "noise": jnp.zeros(())}
     return jaxfit.Model(apply, params, state)
+
+def bad_data(seed=0):
+    return {**data(seed), "preprocess": 3}
 """
 
 USER_CONFIG = """\
@@ -189,6 +192,15 @@ def test_load_run_refuses_what_is_not_a_finished_run(tmp_path, user_module):
         "data.name",
         "nowhere_at_all",
     )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace(":data", ":bad_data"))
+    _refusal(
+        lambda: jaxfit.run(str(bad), str(tmp_path / "bad_runs")),
+        "data.name",
+        "'preprocess'",
+        "3 (int)",
+    )
+    assert not (tmp_path / "bad_runs").exists()
     copies = {}
     for name in ("incomplete", "no_checkpoint", "damaged"):
         copies[name] = tmp_path / name
