@@ -194,6 +194,11 @@ def test_failed_killed_and_a_resumed_fit_continues_the_run(store, cwd):
     )
     steps = [s for s, _ in _history(client, run_id, "batch_loss")]
     assert steps == list(range(1, 13))  # 4 batches an epoch, each step once
+    elsewhere = jaxfit.callbacks.MLflowLogger(
+        uri, experiment="statuses", artifact_location=str(cwd / "elsewhere")
+    )
+    with pytest.raises(ValueError, match="artifact_location: expected the location"):
+        _trainer().fit(X, Y, epochs=1, callbacks=[elsewhere], verbose=0)
     experiment = client.get_experiment_by_name("statuses").experiment_id
     assert len(client.search_runs([experiment])) == 4  # no empty extra run
 
@@ -234,6 +239,7 @@ def test_bad_arguments_are_refused_in_init():
         ({"log_model": 1}, "log_model: expected True or False"),
         ({"params": [1]}, "params: expected a mapping"),
         ({"run_id": "abc", "experiment": "e"}, "experiment: expected None with run_id"),
+        ({"artifact_location": "a"}, "artifact_location: expected None without"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -291,7 +297,7 @@ def test_runner_logs_one_run_per_run_dir_and_resume_continues_it(cwd):
     assert len(client.search_runs([experiment.experiment_id])) == 1
 
 
-def test_runner_tracking_refused_configs_create_no_store(cwd):
+def test_runner_refused_configs_create_no_store_and_a_given_store_works(cwd):
     workdir = cwd / "runs"
     cases = [
         ("tracking.mlflow.uri=mlflow.db", "tracking.mlflow.uri: expected a tracking"),
@@ -308,6 +314,21 @@ def test_runner_tracking_refused_configs_create_no_store(cwd):
     with pytest.raises(ValueError, match=r"callbacks\[0\].name: MLflowLogger"):
         jaxfit.run(write_config(cwd, callback, "callback.yaml"), str(workdir))
     assert not workdir.exists()  # no run directory, no store
+
+    # a store of the user's without a server: a new experiment's artifacts go
+    # into the workdir too (MLflow's default would be ./mlruns)
+    store = cwd / "shared.db"
+    result = jaxfit.run(
+        path,
+        str(workdir),
+        overrides=["fit.epochs=1", f"tracking.mlflow.uri=sqlite:///{store}"],
+    )
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert (workdir / "mlartifacts" / run.info.run_id / "artifacts").is_dir()
+    assert not (workdir / "mlflow.db").exists()
+    assert result.metrics["test"] is not None
 
 
 def _free_port():

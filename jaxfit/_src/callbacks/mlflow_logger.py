@@ -69,6 +69,40 @@ def _optional_text(argname: str, value: Any) -> str | None:
     return value
 
 
+def _check_combination(logger: Any, log_every: Any, log_model: Any) -> None:
+    """The checks of ``MLflowLogger``'s arguments that involve several of them."""
+    if logger.artifact_location is not None and logger.experiment is None:
+        raise ValueError(
+            errors.expected(
+                "artifact_location",
+                "None without experiment (MLflow's Default experiment has its own)",
+                logger.artifact_location,
+            )
+        )
+    if logger.run_id is not None and (logger.experiment or logger.run_name):
+        given = "experiment" if logger.experiment else "run_name"
+        raise ValueError(
+            errors.expected(
+                given,
+                "None with run_id (the run continued has its own)",
+                getattr(logger, given),
+            )
+        )
+    if log_every not in ("epoch", "yield"):
+        raise ValueError(errors.expected("log_every", "'epoch' or 'yield'", log_every))
+    if not isinstance(log_model, bool):
+        raise ValueError(errors.expected("log_model", "True or False", log_model))
+    if log_model and jax.process_count() > 1:
+        raise ValueError(
+            errors.expected(
+                "log_model",
+                "False with several processes",
+                log_model,
+                "Save with ModelCheckpoint to a shared path instead.",
+            )
+        )
+
+
 def _ending_status(trainer: Any) -> str:
     """How the fit ends, in MLflow's words: ``FINISHED`` (a normal end, early
     stopping included), ``KILLED`` (Ctrl-C, SIGTERM, a cancelled task) or
@@ -167,30 +201,7 @@ class MLflowLogger(Callback):
         for name, value in (("params", params), ("tags", tags)):
             if value is not None and not isinstance(value, Mapping):
                 raise ValueError(errors.expected(name, "a mapping or None", value))
-        if self.run_id is not None and (experiment or run_name):
-            given = "experiment" if experiment else "run_name"
-            raise ValueError(
-                errors.expected(
-                    given,
-                    "None with run_id (the run continued has its own)",
-                    experiment or run_name,
-                )
-            )
-        if log_every not in ("epoch", "yield"):
-            raise ValueError(
-                errors.expected("log_every", "'epoch' or 'yield'", log_every)
-            )
-        if not isinstance(log_model, bool):
-            raise ValueError(errors.expected("log_model", "True or False", log_model))
-        if log_model and jax.process_count() > 1:
-            raise ValueError(
-                errors.expected(
-                    "log_model",
-                    "False with several processes",
-                    log_model,
-                    "Save with ModelCheckpoint to a shared path instead.",
-                )
-            )
+        _check_combination(self, log_every, log_model)
         self.params_to_log = None if params is None else flatten(params)
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.log_every, self.log_model = log_every, log_model
@@ -230,8 +241,15 @@ class MLflowLogger(Callback):
         self.open_run()
 
     def open_run(self) -> str | None:
-        """Opens (creates or continues) the MLflow run, once per fit; returns its
-        id (``None`` on processes other than 0)."""
+        """Opens (creates or continues) the MLflow run, once per fit (the first
+        epoch's beginning does).
+
+        Returns:
+          The run's id (``run_id``; ``None`` on processes other than 0).
+
+        Raises:
+          ValueError: ``experiment`` exists with another ``artifact_location``.
+        """
         if self._open or jax.process_index() != 0:
             return self.run_id
         if self.log_every == "yield" and self.trainer is not None:
@@ -253,6 +271,7 @@ class MLflowLogger(Callback):
                     self.experiment, artifact_location=self.artifact_location
                 )
             else:
+                _same_location(found, self.artifact_location)
                 experiment_id = found.experiment_id
         run = client.create_run(
             experiment_id, run_name=self.run_name, tags=self.tags or None
@@ -351,8 +370,13 @@ class MLflowLogger(Callback):
             self.end_run(status)
 
     def log_artifacts(self, status: str = "FINISHED") -> None:
-        """The curves (``curves.png``) and, with ``log_model`` after a fit that
-        ended normally (``status``), ``checkpoint/``."""
+        """Logs the curves (``curves.png``) and, with ``log_model`` after a fit
+        that ended normally, ``checkpoint/`` (``on_train_end`` calls it).
+
+        Args:
+          status: how the fit ended (``FINISHED``, ``FAILED``, ``KILLED``).
+            Defaults to `"FINISHED"`.
+        """
         history = getattr(self.trainer, "history", None)
         with tempfile.TemporaryDirectory(prefix="jaxfit-mlflow-") as tmp:
             if history is not None and history.epoch and _has_matplotlib():
@@ -365,9 +389,34 @@ class MLflowLogger(Callback):
                 self.client.log_artifacts(self.run_id, path, "checkpoint")
 
     def end_run(self, status: str) -> None:
-        """Sets the run's status (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        """Ends the run (``on_train_end`` calls it).
+
+        Args:
+          status: the run's status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+        """
         self.client.set_terminated(self.run_id, status)
         self._open = False
+
+
+def _same_location(experiment: Any, location: str | None) -> None:
+    """Refuses an existing experiment whose artifacts are elsewhere than the
+    ``artifact_location`` given (MLflow cannot move them)."""
+
+    def plain(text: str) -> str:
+        text = text.removeprefix("file://")
+        return os.path.normpath(text) if os.path.isabs(text) else text
+
+    if location is None or plain(experiment.artifact_location) == plain(location):
+        return
+    raise ValueError(
+        errors.expected(
+            "artifact_location",
+            f"the location of the existing experiment {experiment.name!r}, "
+            f"{experiment.artifact_location!r}",
+            location,
+            "Give that location, or another experiment name.",
+        )
+    )
 
 
 def _has_matplotlib() -> bool:

@@ -15,7 +15,9 @@ or an ending that raises ends the MLflow run ``FAILED``, Ctrl-C and SIGTERM
 ``uri`` defaults to a local store in the workdir, nothing to start:
 ``sqlite:///<abs workdir>/mlflow.db``, its experiments' artifacts in
 ``<workdir>/mlartifacts`` (``mlflow ui --backend-store-uri
-sqlite:///runs/mlflow.db`` shows them); a server URI (``http://host:port``)
+sqlite:///runs/mlflow.db`` shows them); so are the artifacts of an experiment
+a run creates in another store without a server (``sqlite:///...``,
+``postgresql://...``: never ``./mlruns``). A server URI (``http://host:port``)
 works the same, its artifacts where the server keeps them. ``experiment``
 defaults to the config's ``name``. The store and the run are made when the
 first epoch begins: a config refused before training makes neither.
@@ -116,12 +118,27 @@ class _RunLogger(mlflow_logger.MLflowLogger):
         if _read(self.run_dir) != self.run_id:
             _write_json(path, record)
 
+    def _create(self) -> None:
+        if self.experiment is not None and self.client.get_experiment_by_name(
+            self.experiment
+        ):
+            self.artifact_location = None  # an existing experiment keeps its own
+        super()._create()
+
     def log_artifacts(self, status: str = "FINISHED") -> None:
         del status  # the runner logs the run directory's files (``ended``)
 
     def end_run(self, status: str) -> None:
         if status != "FINISHED":  # a finished fit's run ends after the ending
             super().end_run(status)
+
+
+def _local(settings: schema.MLflowConfig) -> bool:
+    """Whether the store is one without a server (a database, a directory): its
+    new experiments keep their artifacts in ``<workdir>/mlartifacts``, never in
+    the working directory's ``./mlruns`` (MLflow's default there)."""
+    remote = ("http:", "https:", "databricks")
+    return settings.uri is None or not settings.uri.lower().startswith(remote)
 
 
 def _read(run_dir: str) -> str | None:
@@ -160,7 +177,7 @@ def logger(config: RunConfig, run_dir: str) -> list[Any]:
                 "jaxfit.version": __version__,
             },
             artifact_location=(
-                os.path.join(workdir, ARTIFACTS) if settings.uri is None else None
+                os.path.join(workdir, ARTIFACTS) if new and _local(settings) else None
             ),
         )
     ]
