@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxfit
+import jaxfit.cli
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
@@ -166,7 +167,7 @@ def _refusal(call, *fragments, kind=ValueError):
     return message
 
 
-def test_load_run_refuses_what_is_not_a_finished_run(tmp_path, user_module):
+def test_load_run_refuses_what_is_not_a_finished_run(tmp_path, user_module, capsys):
     config = tmp_path / "user.yaml"
     config.write_text(
         USER_CONFIG.replace("epochs: 4", "epochs: 1").split("callbacks:")[0],
@@ -221,6 +222,11 @@ def test_load_run_refuses_what_is_not_a_finished_run(tmp_path, user_module):
     _refusal(lambda: jaxfit.load_run(copies["no_checkpoint"]), "checkpoint/")
     message = _refusal(lambda: jaxfit.load_run(copies["damaged"]))
     assert damaged.name in message
+    # the command: one line on stderr, exit status 2, nothing on stdout
+    capsys.readouterr()
+    assert jaxfit.cli.main(["evaluate", str(copies["damaged"])]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and damaged.name in err, err
     # a checkpoint of its own inside the run directory loads
     shutil.copytree(run_dir / "checkpoint", run_dir / "extra")
     assert os.path.isdir(run_dir / "extra")

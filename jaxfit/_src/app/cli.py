@@ -142,9 +142,19 @@ def _evaluate_parser(commands: Any) -> None:
 
 def _evaluate(args: argparse.Namespace) -> str:
     """``jaxfit evaluate``: the metrics, one ``name: value`` line each."""
-    metrics = load_lib._evaluate(
-        args.run_dir, args.data, args.split, args.overrides, args.checkpoint, "--split"
-    )
+    try:
+        metrics = load_lib._evaluate(
+            args.run_dir,
+            args.data,
+            args.split,
+            args.overrides,
+            args.checkpoint,
+            "--split",
+        )
+    except (ValueError, OSError) as error:  # a damaged checkpoint: its one line
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(" ".join(str(error).split())) from None
     return "\n".join(f"{name}: {value:.4f}" for name, value in metrics.items())
 
 
