@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxfit._src import callbacks as callbacks_lib
 from jaxfit._src.core import placement
@@ -154,7 +155,7 @@ def _end(
         _plot(history, os.path.join(run_dir, "curves.png"))
     where.enter(f"writing {COMPLETE}")
     tracker = next(c for c in callbacks if isinstance(c, _Tracker))
-    metrics["wall_time_s"] = round(tracker.elapsed(), 3)
+    metrics["wall_time_s"] = _lead_seconds(tracker.elapsed())
     if lead:
         _write_json(os.path.join(run_dir, COMPLETE), metrics)  # complete now
     placement.agree(True)  # every process waits for it before backup/ goes
@@ -163,6 +164,17 @@ def _end(
     say(f"wall time: {_duration(metrics['wall_time_s'])}")
     say(f"run directory: {run_dir}")
     return metrics
+
+
+def _lead_seconds(seconds: float) -> float:
+    """Process 0's ``seconds`` (to the millisecond) on every process, so that
+    every process returns the metrics process 0 writes."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        shared = multihost_utils.broadcast_one_to_all(np.float32(seconds))
+        seconds = float(np.asarray(shared))
+    return round(seconds, 3)
 
 
 def _ending(
