@@ -41,6 +41,7 @@ NEEDS = {
     "ModelCheckpoint": "orbax.checkpoint",
     "from_arrays": "grain",
     "jaxfit.run(": "sklearn",
+    "MLflowLogger(": "mlflow",
 }
 
 
@@ -276,6 +277,9 @@ def test_signatures_are_formatted_one_parameter_a_line(site):
 def test_the_notebook_page_renders_its_cells(site):
     text = _text(site / "notebooks" / "quickstart" / "index.html")
     assert "jaxfit.Trainer" in text and "history" in text
+    built = (site / "notebooks" / "quickstart" / "index.html").read_text("utf-8")
+    assert "<img" in built and "data:image/png" in built  # the stored plot
+    assert "batches seen" in text  # the stored numbers
 
 
 def test_the_performance_page_quotes_the_measured_results(site):

@@ -23,10 +23,6 @@ import jaxfit
 
 mlflow = pytest.importorskip("mlflow", reason="MLflow is the optional mlflow extra")
 
-# MLflow's sqlalchemy store uses a loader strategy sqlalchemy 2.1 deprecates.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
-)
 
 X, Y = regression_data(n=16)
 
