@@ -121,7 +121,14 @@ def _outcome(run_dir: pathlib.Path) -> dict:
     return {
         "params": params,
         "history": json.loads((run_dir / "history.json").read_text()),
-        "metrics": _numbers(json.loads((run_dir / "metrics.json").read_text())),
+        # the numbers; the wall time (summed over a resumed run's segments) aside
+        "metrics": _numbers(
+            {
+                k: v
+                for k, v in json.loads((run_dir / "metrics.json").read_text()).items()
+                if k != "wall_time_s"
+            }
+        ),
         "csv": rows,
     }
 

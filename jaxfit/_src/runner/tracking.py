@@ -40,6 +40,7 @@ import jax
 
 from jaxfit._src import errors
 from jaxfit._src.callbacks import mlflow_logger
+from jaxfit._src.checkpoint import orbax_io
 from jaxfit._src.runner import schema
 from jaxfit._src.runner.rundir import _write_json
 from jaxfit._src.runner.schema import ConfigError, RunConfig
@@ -157,8 +158,6 @@ def logger(config: RunConfig, run_dir: str) -> list[Any]:
     settings = _settings(config)
     if settings is None:
         return []
-    from jaxfit import __version__
-
     workdir = os.path.dirname(os.path.abspath(run_dir))
     run_id = _read(run_dir)
     resolved = {k: v for k, v in schema.to_dict(config).items() if k != "environment"}
@@ -174,7 +173,7 @@ def logger(config: RunConfig, run_dir: str) -> list[Any]:
             log_every=settings.log_every,
             tags={
                 "jaxfit.run_dir": os.path.abspath(run_dir),
-                "jaxfit.version": __version__,
+                "jaxfit.version": orbax_io.versions()["jaxfit"],
             },
             artifact_location=(
                 os.path.join(workdir, ARTIFACTS) if new and _local(settings) else None
