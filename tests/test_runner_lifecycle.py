@@ -413,6 +413,23 @@ def test_resume_refuses_a_changed_config_naming_the_key(
     )
 
 
+def test_a_run_begun_before_a_new_config_key_still_resumes(capsys, interrupted, cache):
+    # a run directory an earlier jaxfit made, without the tracking section
+    for name in (".jaxfit", "config.yaml"):
+        path = interrupted / name
+        text = path.read_text(encoding="utf-8")
+        if name == ".jaxfit":
+            marker = json.loads(text)
+            assert marker["config"].pop("tracking") is None
+            text = json.dumps(marker)
+        else:
+            assert "\ntracking: null\n" in text
+            text = text.replace("\ntracking: null\n", "\n")
+        path.write_text(text, encoding="utf-8")
+    _resume(capsys, interrupted, cache)
+    assert _json(interrupted / "history.json")["epoch"] == [0, 1, 2, 3]
+
+
 def test_resume_takes_more_epochs_and_a_new_verbosity(capsys, interrupted, cache):
     _edit(interrupted, "  epochs: 4\n", "  epochs: 5\n")
     _edit(interrupted, "  verbose: 2\n", "  verbose: 0\n")

@@ -195,10 +195,12 @@ def _changes(old: Any, new: Any, key: str = "") -> Iterator[tuple[str, Any, Any]
 
 
 def _config_change(stored: dict[str, Any], config: RunConfig) -> str | None:
-    """Why ``config`` (the run's config.yaml at ``--resume``) may not continue the
-    run that began with ``stored``, or ``None``: a message that starts with the
-    first changed key outside ``MAY_CHANGE`` (``fit.epochs`` only upward)."""
+    """Why ``config`` (config.yaml at ``--resume``) may not continue the run begun
+    with ``stored``, or ``None``: the first changed key outside ``MAY_CHANGE``
+    (``fit.epochs`` only upward; a key new since, like ``tracking``, at None: no)."""
     for key, old, new in _changes(stored, _stored(config)):
+        if old is _MISSING and new is None:
+            continue
         if key in MAY_CHANGE and not (
             key == "fit.epochs"
             and isinstance(old, int)
@@ -303,11 +305,9 @@ def _position_words(
 
 
 class _Tracker(callback_lib.Callback):
-    """Whether training has begun (``fit`` passed its checks: ``begin`` is called
-    then), where it stands as its callbacks see it: ``(epoch, batches done)``, and
-    the run's wall time: seconds since it was made (once the data and the model
-    are built), plus those of the earlier segments of a resumed run as of their
-    last backup (its state in the backups)."""
+    """Whether training has begun (``begin`` is called then), where it stands:
+    ``(epoch, batches done)``, and the wall time: seconds since it was made, plus
+    a resumed run's earlier segments' (its state in the backups)."""
 
     def __init__(self, epoch: int, begin: Callable[[], None]):
         super().__init__()
