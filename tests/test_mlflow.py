@@ -399,3 +399,30 @@ def test_runner_logs_to_a_tracking_server(server, cwd):
     assert {"config.yaml", "metrics.json", "checkpoint"} <= names
     assert not (workdir / "mlflow.db").exists()  # the server holds the store
     assert not (workdir / "mlartifacts").exists()
+
+
+def test_runner_stopped_in_its_ending_is_killed_then_resumed_finished(cwd):
+    # SIGTERM when training has ended: the ending stops before its first stage,
+    # the MLflow run is KILLED; --resume redoes the ending in the same run
+    marker = cwd / "fired"
+    path = write_config(
+        cwd,
+        TRACKED
+        + "callbacks:\n  - name: runner_helpers:SignalAt\n"
+        + f"    args: {{signal: SIGTERM, hook: on_train_end, marker: {marker}}}\n",
+    )
+    workdir = cwd / "runs"
+    with pytest.raises(jaxfit.Preempted):
+        jaxfit.run(path, str(workdir))
+    (run_dir,) = [p for p in run_dirs(workdir) if p.name.startswith("tiny-")]
+    assert not (run_dir / "metrics.json").exists()
+    run_id = json.loads((run_dir / "tracking.json").read_text())["mlflow"]["run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    assert client.get_run(run_id).info.status == "KILLED"
+    result = jaxfit.run(None, resume=str(run_dir))
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in _history(client, run_id, "loss")] == [0, 1, 2]
+    assert set(result.metrics["test"]) <= {
+        k[5:] for k in run.data.metrics if k.startswith("test_")
+    }
