@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
+
 from jaxfit._src import errors
 
 
@@ -60,3 +62,32 @@ def unpack(apply_fn: Any, params: Any, state: Any) -> tuple[Any, Any, Any]:
             )
         )
     return apply_fn, params, state
+
+
+INIT_TAG = 0x696E6974  # "init": the init key's stream, apart from the training rng's
+
+
+def init_key(seed: int) -> jax.Array:
+    """The key an init function given as ``params`` is called with:
+    ``jax.random.fold_in(jax.random.PRNGKey(seed), 0x696E6974)``. Folded apart from
+    ``PRNGKey(seed)``, the training rng the dropout keys are split from, so no
+    init key is also a dropout key."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), INIT_TAG)
+
+
+def initialized(params: Any, seed: int) -> Any:
+    """``params`` as given, or ``params(init_key(seed))`` when it is an init
+    function (a callable that is not a pytree holding arrays, such as an Equinox
+    module)."""
+    if not callable(params) or jax.tree.leaves(params) != [params]:
+        return params
+    made = params(init_key(seed))
+    if made is None or (callable(made) and jax.tree.leaves(made) == [made]):
+        raise TypeError(
+            errors.expected(
+                "params",
+                "an init function returning the parameters (a pytree of arrays)",
+                made,
+            )
+        )
+    return made

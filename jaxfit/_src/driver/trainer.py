@@ -65,8 +65,11 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
         depend on the batch padding or the device count. Or a ``jaxfit.Model``
         (what ``jaxfit.from_flax`` / ``from_nnx`` / ``from_equinox`` return), which
         brings its own params and state.
-      params: the initial parameters (any pytree of arrays). They are copied, so
-        the arrays you pass stay valid. Defaults to `None` (only with a
+      params: the initial parameters (any pytree of arrays; they are copied, so
+        the arrays you pass stay valid), or an init function ``init(key) ->
+        params``, called once with a key derived from ``seed``:
+        ``jax.random.fold_in(jax.random.PRNGKey(seed), 0x696E6974)``, a stream
+        apart from the dropout keys'. Defaults to `None` (only with a
         ``jaxfit.Model``).
       optimizer: an ``optax.GradientTransformation``. Defaults to `None` (a trainer
         for inference: ``predict`` works, ``fit`` asks for one; see ``compile``).
@@ -138,12 +141,13 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
         param_sharding: Any = None,
         precision: str = "float32",
     ):
+        errors.seed("seed", seed)  # before an init function is called with it
+        params = model_lib.initialized(params, seed)
         unpacked_fn, params, state = model_lib.unpack(apply_fn, params, state)
         apply, _ = apply_lib.normalize(unpacked_fn)
         validate.arrays(params, "params", trainable=True)
         validate.arrays(state, "state", trainable=False)
         validate.optimizer(optimizer)
-        errors.seed("seed", seed)
         validate.names(loss, metrics, weighted_metrics)
         where = placement.Placement(mesh, data_axis, param_sharding)
         self.policy = precision_lib.policy(precision)
