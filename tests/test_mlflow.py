@@ -20,6 +20,7 @@ from conftest import linear_apply, linear_params, regression_data
 from runner_helpers import run_cli, run_dirs, tiny_config, write_config
 
 import jaxfit
+from jaxfit import cli
 
 mlflow = pytest.importorskip("mlflow", reason="MLflow is the optional mlflow extra")
 
@@ -248,7 +249,7 @@ TRACKED = tiny_config(
 ).replace("runner_helpers:tiny_data", "runner_helpers:tiny_split")
 
 
-def test_runner_logs_one_run_per_run_dir_and_resume_continues_it(cwd):
+def test_runner_logs_one_run_per_run_dir_and_resume_continues_it(cwd, capsys):
     marker = cwd / "fired"
     path = write_config(
         cwd,
@@ -291,6 +292,10 @@ def test_runner_logs_one_run_per_run_dir_and_resume_continues_it(cwd):
         assert "curves.png" in names
     assert (workdir / "mlartifacts" / run_id / "artifacts" / "checkpoint").is_dir()
     assert len(client.search_runs([experiment.experiment_id])) == 1
+    capsys.readouterr()
+    assert cli.main(["show", str(run_dir)]) == 0  # jaxfit show names the MLflow run
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    assert f"tracking: MLflow run {run_id} ({uri})\n" in capsys.readouterr().out
 
 
 def test_runner_refused_configs_create_no_store_and_a_given_store_works(cwd):

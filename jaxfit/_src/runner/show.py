@@ -64,8 +64,19 @@ def show(run_dir: str | os.PathLike[str]) -> str:
         lines += _outcome(run_dir, config, metrics)
     else:
         lines += _unfinished(run_dir, config, problem)
+    lines += _tracking_line(run_dir)
     lines.append("files: " + ", ".join(_listing(run_dir)))
     return "\n".join(_printable(line) for line in lines)
+
+
+def _tracking_line(run_dir: str) -> list[str]:
+    """``tracking: MLflow run <id> (<uri>)`` when the run is tracked
+    (tracking.json, as ``tracking`` writes it), else nothing."""
+    record, _ = _read_json(os.path.join(run_dir, "tracking.json"))
+    mlflow = record.get("mlflow") if isinstance(record, dict) else None
+    if not isinstance(mlflow, dict) or not isinstance(mlflow.get("run_id"), str):
+        return []
+    return [f"tracking: MLflow run {mlflow['run_id']} ({mlflow.get('tracking_uri')})"]
 
 
 def _shown_config(run_dir: str) -> dict[str, Any]:
