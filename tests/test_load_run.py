@@ -136,7 +136,10 @@ def test_a_user_model_with_state_loads_with_its_preprocessing_and_best_weights(
 
 
 def test_the_builtin_digits_mlp_loads_and_predicts_raw_pixels(tmp_path):
-    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    sklearn_datasets = pytest.importorskip(
+        "sklearn.datasets",
+        reason="the raw digits come from scikit-learn (the run extra)",
+    )
     result = jaxfit.run(
         str(CONFIGS / "digits_mlp.yaml"),
         str(tmp_path),
