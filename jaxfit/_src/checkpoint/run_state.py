@@ -70,6 +70,22 @@ def _callback_states(callbacks: list[Any]) -> tuple[dict[str, Any], dict[str, An
     return plain, arrays
 
 
+def _steps(step: Any) -> Any:
+    """The step as metadata records it: ``"step"`` (a population's: its
+    members' most) and, for a population, ``"member_steps"`` (one each)."""
+    value = np.asarray(placement.fetch(step))
+    if value.ndim == 0:
+        return {"step": int(value)}
+    members = [int(v) for v in value.reshape(-1)]
+    return {"step": max(members), "member_steps": members}
+
+
+def _step_differs(step: Any, info: dict[str, Any]) -> bool:
+    """Whether a restored step is not the one metadata.json records."""
+    recorded = _steps(step)
+    return any(info.get(key) != value for key, value in recorded.items())
+
+
 def save(
     trainer: Any,
     path: str | os.PathLike[str],
@@ -91,7 +107,7 @@ def save(
     position = session.position
     info: dict[str, Any] = {
         "weights_only": bool(weights_only),
-        "step": int(placement.fetch(trainer.state.step)),
+        **_steps(trainer.state.step),
         "seed": trainer.seed,
         "metadata": dict(metadata or {}),
     }
@@ -146,12 +162,12 @@ def restore_state(
         trainer.session.state = trainer.state.replace(params=restored["params"])
         return info
     state = orbax_io.restore(path, orbax_io.STATE, trainer.state)
-    step = np.asarray(placement.fetch(state.step))
-    if step.ndim == 0 and int(step) != info["step"]:
+    if _step_differs(state.step, info):
         raise orbax_io.CheckpointCorrupted(
             path,
             os.path.join(path, orbax_io.STATE),
-            f"holds step {int(step)}, but metadata.json records step {info['step']}",
+            f"holds step {_steps(state.step)['step']}, but metadata.json records "
+            f"step {info['step']}",
         )
     trainer.session.state = state
     trainer.seed = info["seed"]
@@ -245,9 +261,7 @@ def load_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     stored = orbax_io.restore_numpy(path, orbax_io.STATE)
     raw = stored.get("step") if isinstance(stored, dict) else None
     step = None if raw is None else np.asarray(raw)
-    if not info["weights_only"] and (
-        step is None or (step.ndim == 0 and int(step) != info["step"])
-    ):
+    if not info["weights_only"] and (step is None or _step_differs(step, info)):
         raise orbax_io.CheckpointCorrupted(
             path,
             os.path.join(path, orbax_io.STATE),

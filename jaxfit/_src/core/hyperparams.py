@@ -57,6 +57,16 @@ def _is_node(node: Any) -> bool:
     return _is_inject(node) or isinstance(node, ControlState)
 
 
+def is_injected(node: Any) -> bool:
+    """Whether ``node`` is an ``inject_hyperparams`` state."""
+    return _is_inject(node)
+
+
+def injected(opt_state: Any) -> list[Any]:
+    """Every ``inject_hyperparams`` state in ``opt_state``, in tree order."""
+    return [n for n in jax.tree.leaves(opt_state, is_leaf=_is_inject) if _is_inject(n)]
+
+
 def find(opt_state: Any) -> list[Any]:
     """The injected-hyperparameter states that hold a ``learning_rate``."""
     nodes = jax.tree.leaves(opt_state, is_leaf=_is_inject)
@@ -162,7 +172,7 @@ def control(inner: optax.GradientTransformation) -> optax.GradientTransformation
 Put = Callable[[Any, Any], Any]  # (host value, current array) -> array placed like it
 
 
-def set_rate(opt_state: Any, value: float, put: Put) -> Any:
+def set_rate(opt_state: Any, value: Any, put: Put) -> Any:
     """``opt_state`` with the learning rate ``value`` from now on: the injected
     constant replaced, or under ``control`` the schedule taken over."""
     rate = get(opt_state)

@@ -57,6 +57,11 @@ def _is_spec_leaf(value: Any) -> bool:
     return value is None or isinstance(value, str) or callable(value)
 
 
+def per_output(spec: Any, y: Any, argname: str) -> list[Any]:
+    """Broadcasts one spec to every output of ``y`` or matches a pytree of specs."""
+    return _per_output(spec, y, argname)
+
+
 def _per_output(spec: Any, y: Any, argname: str) -> list[Any]:
     """Broadcasts one spec to every output of ``y`` or matches a pytree of specs."""
     # Any: jaxlib ships no stubs for PyTreeDef

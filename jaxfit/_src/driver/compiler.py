@@ -45,6 +45,9 @@ class Compiled:
     fuse: bool = True  # whether several steps may share one compiled call
     objective: Any = None  # the resolved losses and metrics (label checks read it)
     y_pred: Any = None  # the model output's shapes, as traced
+    # > 0: a population's blocks (the state, totals and logs carry a member
+    # axis of this size: see jaxfit._src.population)
+    members: int = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a cache key
@@ -75,12 +78,16 @@ def optimizer_for(
     return accumulate.accumulate(optimizer, accumulate_steps, batch_size)
 
 
-def accumulating(spec: Spec, state: TrainState, accumulate_steps: int) -> TrainState:
+def accumulating(
+    spec: Spec, state: TrainState, accumulate_steps: int, members: int = 0
+) -> TrainState:
     """``state`` with its optimizer state inside empty accumulators for a fit
-    with ``accumulate_steps`` > 1."""
+    with ``accumulate_steps`` > 1 (``members`` > 0: a population's state, each
+    member with its own)."""
     if accumulate_steps == 1:
         return state
-    around = strong(accumulate.around(state.params, None))
+    make = lambda params: accumulate.around(params, None)  # noqa: E731
+    around = strong(jax.vmap(make)(state.params) if members else make(state.params))
     return state.replace(opt_state=around._replace(inner_opt_state=state.opt_state))
 
 
@@ -94,10 +101,12 @@ def accumulated(state: TrainState) -> TrainState:
 
 
 class Compiler:
-    """Builds and caches ``Compiled`` blocks (see the module docstring)."""
+    """Builds and caches ``Compiled`` blocks (see the module docstring);
+    ``builder`` makes them (a population's builds member-vmapped ones)."""
 
-    def __init__(self) -> None:
+    def __init__(self, builder: Callable[..., Compiled] | None = None) -> None:
         self._cache: dict[Any, Compiled] = {}
+        self._builder = builder or _build
 
     def clear(self) -> None:
         self._cache.clear()
@@ -134,7 +143,7 @@ class Compiler:
         )
         compiled = self._cache.get(key)
         if compiled is None:
-            compiled = _build(
+            compiled = self._builder(
                 spec, state, shardings, x_spec, y_spec, accumulate_steps, argname
             )
             self._cache[key] = compiled
@@ -156,8 +165,8 @@ def _build(
     state = jax.eval_shape(lambda s: accumulating(spec, s, accumulate_steps), state)
     if accumulate_steps > 1:
         shardings = spec.placement.state_shardings(state, optimizer)
-    forward, y_pred = _trace_forward(spec, state, x_spec, argname)
-    objective = _objective(spec, y_spec, y_pred, argname)
+    forward, y_pred = trace_forward(spec, state, x_spec, argname)
+    objective = resolve_objective(spec, y_spec, y_pred, argname)
     train_step = step_lib.make_train_step(
         spec.apply, objective, optimizer, spec.policy, counts=accumulate_steps > 1
     )
@@ -167,7 +176,7 @@ def _build(
     # XLA:CPU runs convolutions inside a loop (lax.scan) an order of magnitude
     # slower than outside one, and conv nets are compute-bound anyway: on CPU
     # they run one step per compiled call (measured: benchmarks/RESULTS.md).
-    fuse = not (jax.default_backend() == "cpu" and _uses(forward, _CONV))
+    fuse = fusable(forward)
     # Shardings are part of the compiled step: state as placed, batches split
     # along the data axis, totals and logs replicated.
     rep, data = spec.placement.replicated, spec.placement.batch_sharding(2)
@@ -220,9 +229,7 @@ def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     return fn
 
 
-def _trace_forward(
-    spec: Spec, state: Any, x_spec: Any, argname: str
-) -> tuple[Any, Any]:
+def trace_forward(spec: Spec, state: Any, x_spec: Any, argname: str) -> tuple[Any, Any]:
     """The model's jaxpr and output shapes; a mismatch names ``x``.
 
     Traced as the eval step calls the model, on the mesh, so that the eval step's
@@ -253,7 +260,7 @@ def _trace_forward(
     return traced.jaxpr, traced.out_info
 
 
-def _objective(spec: Spec, y_spec: Any, y_pred: Any, argname: str) -> Any:
+def resolve_objective(spec: Spec, y_spec: Any, y_pred: Any, argname: str) -> Any:
     """The resolved losses and metrics, the labels' shapes checked against them
     and the per-sample loss shape checked."""
     objective = step_lib.make_objective(
@@ -290,6 +297,17 @@ def _objective(spec: Spec, y_spec: Any, y_pred: Any, argname: str) -> Any:
 
 
 _CONV = "conv_general_dilated"
+
+
+def fusable(forward: Any) -> bool:
+    """Whether several steps of a model of this jaxpr may share one compiled
+    call (not convolutions on CPU: see ``_build``)."""
+    return not (jax.default_backend() == "cpu" and _uses(forward, _CONV))
+
+
+def named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``fn`` named ``name`` (for compile logs and ``jax.monitoring``)."""
+    return _named(fn, name)
 
 
 def _uses(jaxpr: Any, primitive: str) -> bool:

@@ -96,7 +96,11 @@ def evaluate_steps(
         _warn_if_short(ran, plan.required_batches)
         _deliver_test(plan, pending, ran, callbacks)
         yield from sync(totals)
-        logs = host_values(plan.compiled.log_names, placement.fetch(totals))
+        logs = host_values(
+            plan.compiled.log_names,
+            placement.fetch(totals),
+            members=plan.compiled.members,
+        )
     callbacks.call("on_test_end", logs=logs)
     return logs
 
@@ -144,7 +148,14 @@ def _deliver_test(
     hooks = ("on_test_batch_begin", "on_test_batch_end")
     if pending and (callbacks.wants(hooks[0]) or callbacks.wants(hooks[1])):
         first = ran - sum(real for _, real in pending)
-        deliver(plan.compiled.log_names, pending, first, callbacks, *hooks)
+        deliver(
+            plan.compiled.log_names,
+            pending,
+            first,
+            callbacks,
+            *hooks,
+            plan.compiled.members,
+        )
     pending.clear()
 
 

@@ -34,21 +34,31 @@ def _derive(words: jax.Array) -> jax.Array:
     return jax.random.fold_in(key, words[2])
 
 
+_derive_many = jax.jit(jax.vmap(_derive))
+
+
 class InferenceKeys:
     """The host-side counter of a trainer's inference calls."""
 
     def __init__(self) -> None:
         self.calls = 0
 
-    def next(self, seed: int, like: Any) -> Any:
-        """The key of the next call, placed like ``like`` (the state's rng)."""
-        seed = int(seed)
+    def next(self, seed: int, like: Any, members: int = 0) -> Any:
+        """The key of the next call, placed like ``like`` (the state's rng);
+        ``members`` > 0: a population's, member ``i``'s as the key of seed
+        ``seed + i``'s trainer."""
+        seeds = [int(seed) + i for i in range(members)] if members else [int(seed)]
         words = np.array(
-            [seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, self.calls & 0xFFFFFFFF],
+            [
+                [s & 0xFFFFFFFF, (s >> 32) & 0xFFFFFFFF, self.calls & 0xFFFFFFFF]
+                for s in seeds
+            ],
             np.uint32,
         )
         self.calls += 1
-        return _derive(jax.device_put(words, like.sharding))
+        if members:
+            return _derive_many(jax.device_put(words, like.sharding))
+        return _derive(jax.device_put(words[0], like.sharding))
 
 
 def with_call_key(trainer: Any) -> Any:
@@ -58,4 +68,5 @@ def with_call_key(trainer: Any) -> Any:
     if keys is None:
         keys = trainer.__dict__["_inference_keys"] = InferenceKeys()
     state = trainer.state
-    return state.replace(rng=keys.next(trainer.seed, state.rng))
+    members = getattr(trainer, "population", None) or 0
+    return state.replace(rng=keys.next(trainer.seed, state.rng, members))

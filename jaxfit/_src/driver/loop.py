@@ -27,6 +27,7 @@ from collections.abc import Generator
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxfit._src.core import hyperparams, placement
 from jaxfit._src.driver import callback as callback_lib
@@ -84,13 +85,11 @@ def _should_validate(epoch: int, freq: Any) -> bool:
 
 def launch(trainer: Any, plan: FitPlan, args: Any, batch_size: int) -> Steps:
     """A new session on ``trainer`` with History (and the progress bar) installed,
-    then the guarded loop; nothing has run yet."""
+    then the guarded loop; nothing has run yet. A trainer with an
+    ``install_callbacks(callbacks, verbose, params)`` method (a population)
+    installs its own History and callbacks."""
     # only process 0 prints
     verbose = progress.resolve_verbose(args.verbose) if jax.process_index() == 0 else 0
-    history = History()
-    installed = [history] + callback_lib.normalize(args.callbacks)
-    if verbose:
-        installed.append(progress.ProgressBar(verbose))
     params = {
         "verbose": verbose,
         "epochs": plan.epochs,
@@ -101,11 +100,27 @@ def launch(trainer: Any, plan: FitPlan, args: Any, batch_size: int) -> Steps:
     trainer.session = session = FitSession(
         trainer.state, trainer.session.placement, trainer.seed
     )
-    callbacks = callback_lib.CallbackList(installed, trainer, params)
+    install = getattr(trainer, "install_callbacks", None)
+    history, callbacks = (
+        install(args.callbacks, verbose, params)
+        if install is not None
+        else install_callbacks(trainer, args.callbacks, verbose, params)
+    )
     trainer.history, session.callbacks = history, callbacks.callbacks
     plan.batch_size = batch_size
     plan.call = "fit_dataset" if hasattr(args, "validation_batches") else "fit"
     return guarded(session, plan, callbacks, trainer.compile_spec)
+
+
+def install_callbacks(
+    trainer: Any, callbacks: Any, verbose: int, params: dict[str, Any]
+) -> tuple[History, CallbackList]:
+    """A fit's History, the given callbacks and (``verbose``) the progress bar."""
+    history = History()
+    installed = [history] + callback_lib.normalize(callbacks)
+    if verbose:
+        installed.append(progress.ProgressBar(verbose))
+    return history, callback_lib.CallbackList(installed, trainer, params)
 
 
 def guarded(
@@ -123,7 +138,9 @@ def guarded(
             # A copy (the arrays the user holds are never donated), on the mesh.
             compiled, start = plan.compiled, session.state
             session.state = session.placement.place(
-                compiler.accumulating(spec, start, compiled.accumulate_steps),
+                compiler.accumulating(
+                    spec, start, compiled.accumulate_steps, compiled.members
+                ),
                 compiled.state_shardings,
             )
             # The state before the copy stays intact through the first train
@@ -165,7 +182,8 @@ def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList) -> Ste
                 )
                 if session.preempted is not None:
                     raise preemption.Preempted(
-                        _preempted_message(session, callbacks), session.preempted
+                        preemption.stopped_message(session, callbacks),
+                        session.preempted,
                     )
                 if session.stop_training:
                     break
@@ -175,27 +193,6 @@ def fit_loop(session: FitSession, plan: FitPlan, callbacks: CallbackList) -> Ste
         plan.source.close()
         plan.warmup.wait()
         callbacks.call("on_train_end", logs=epoch_logs)
-
-
-def _preempted_message(session: FitSession, callbacks: CallbackList) -> str:
-    """Where a preempted fit stopped, and how to resume it: one line."""
-    where = session.position
-    name = signal.Signals(session.preempted or signal.SIGTERM).name
-    head = (
-        f"jaxfit: {name} (preemption): training stopped at epoch {where.epoch} "
-        f"after {where.batch} of its batches"
-    )
-    backup = next((cb for cb in callbacks.callbacks if hasattr(cb, "backup_dir")), None)
-    status = 128 + (session.preempted or signal.SIGTERM)
-    if backup is None:
-        return (
-            f"{head}; nothing was saved (no BackupAndRestore): trainer.state is the "
-            f"state there (exit status {status})."
-        )
-    return (
-        f"{head}; a rerun of the same fit with BackupAndRestore("
-        f"{backup.backup_dir!r}) resumes from its last backup (exit status {status})."
-    )
 
 
 def _run_epoch(
@@ -324,6 +321,7 @@ def _flush(
             callbacks,
             "on_train_batch_begin",
             "on_train_batch_end",
+            plan.compiled.members,
         )
 
 
@@ -342,7 +340,7 @@ def _first_call(session: FitSession, plan: FitPlan, totals: Any, block: Any) -> 
     """Before a train program's first call: the programs compiled ahead (at the
     fit's first call), and the memory check that may refuse it."""
     if not plan.warmup.started:  # compiled beside this block's program
-        _warm(plan, session.state, totals, block)
+        _warm(plan, session.state, totals, session.placement)
     if plan.call == "fit_dataset":  # what errors quote: its batches
         plan.batch_size = block["mask"].shape[-1]
     memory.before_first_call(
@@ -382,7 +380,7 @@ def _failures(session: FitSession, plan: FitPlan) -> Any:
     return memory.failures(session, plan.call, plan.batch_size)
 
 
-def _warm(plan: FitPlan, state: Any, totals: Any, block: Any) -> None:
+def _warm(plan: FitPlan, state: Any, totals: Any, where: Any) -> None:
     """At the fit's first call: compiles the validation steps in the background,
     while that call compiles its own program."""
     validation = plan.validation
@@ -397,7 +395,7 @@ def _warm(plan: FitPlan, state: Any, totals: Any, block: Any) -> None:
         )
     ):
         state, totals = warmup_lib.specs(state), warmup_lib.specs(totals)
-        data = warmup_lib.sharded(getattr(jax.tree.leaves(block)[0], "sharding", None))
+        data = warmup_lib.sharded(where.batch_sharding(2))  # as put_block puts
         replicated = warmup_lib.sharded(
             getattr(jax.tree.leaves(totals)[0], "sharding", None)
         )
@@ -431,7 +429,12 @@ def _yield_point(
         jax.block_until_ready(pending[-1][0])
         plan.policy.synced()
         batch, last = steps_lib.deliver(
-            plan.compiled.log_names, pending, batch, callbacks, *hooks
+            plan.compiled.log_names,
+            pending,
+            batch,
+            callbacks,
+            *hooks,
+            plan.compiled.members,
         )
     callbacks.call("on_yield", epoch, batch - 1, logs=last)
     _agree(session, plan.policy)
@@ -479,10 +482,19 @@ def _ran_out(session: FitSession, plan: FitPlan, epoch: int, steps: int) -> bool
 
 def _epoch_logs(session: FitSession, plan: FitPlan, totals: Any) -> dict[str, float]:
     """The epoch's loss and metrics (one sync), the learning rate and loss scale."""
-    logs = steps_lib.host_values(plan.compiled.log_names, placement.fetch(totals))
+    compiled = plan.compiled
+    logs = steps_lib.host_values(
+        compiled.log_names, placement.fetch(totals), members=compiled.members
+    )
     learning_rate = hyperparams.get(session.state.opt_state)
     if learning_rate is not None:  # as Keras' LR callbacks log it
-        logs["learning_rate"] = float(placement.fetch(learning_rate))
+        logs["learning_rate"] = _host(learning_rate)
     if session.state.loss_scale is not None:  # mixed_float16: the dynamic scale
-        logs["loss_scale"] = float(placement.fetch(session.state.loss_scale.scale))
+        logs["loss_scale"] = _host(session.state.loss_scale.scale)
     return logs
+
+
+def _host(value: Any) -> Any:
+    """A logged scalar as a float; a population's (one per member) as an array."""
+    value = placement.fetch(value)
+    return float(value) if np.ndim(value) == 0 else np.asarray(value, np.float64)

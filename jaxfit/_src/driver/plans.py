@@ -19,6 +19,7 @@ from jaxfit._src.data import arrays, checks, iterables, sources
 from jaxfit._src.driver import evaluating, loop, validate, yield_policy
 from jaxfit._src.driver.arguments import FitArgs, StreamFitArgs
 from jaxfit._src.driver.compiler import Compiled
+from jaxfit._src.driver.population import source as population_source
 
 # (x, y, batch_size, accumulate_steps, argname) -> Compiled
 Prepare = Callable[..., Compiled]
@@ -27,6 +28,19 @@ Prepare = Callable[..., Compiled]
 def array_source(
     data: dict[str, Any], n: int, batch_size: int, where: Placement, **kwargs: Any
 ) -> sources.ArraySource:
+    members = getattr(where, "members", 0)
+    if kwargs.get("shuffle") and members > 1:  # a population: each member's order
+        return population_source.MemberArraySource(
+            data,
+            n,
+            batch_size,
+            members=members,
+            put_members=where.put_member_block,  # type: ignore[attr-defined]
+            put=where.put_block,
+            rows=where.local_rows,
+            pad_to=where.padded,
+            **kwargs,
+        )
     return sources.ArraySource(
         data,
         n,

@@ -204,3 +204,24 @@ def agreed(stop: bool, processes: int, value: float = 0.0) -> tuple[bool, float]
     if signum and _shared is None:
         _shared = signum
     return bool(flags[0, 0]), float(flags[0, 2])
+
+
+def stopped_message(session: Any, callbacks: Any) -> str:
+    """Where a preempted fit stopped, and how to resume it: one line."""
+    where = session.position
+    name = signal.Signals(session.preempted or signal.SIGTERM).name
+    head = (
+        f"jaxfit: {name} (preemption): training stopped at epoch {where.epoch} "
+        f"after {where.batch} of its batches"
+    )
+    backup = next((cb for cb in callbacks.callbacks if hasattr(cb, "backup_dir")), None)
+    status = 128 + (session.preempted or signal.SIGTERM)
+    if backup is None:
+        return (
+            f"{head}; nothing was saved (no BackupAndRestore): trainer.state is the "
+            f"state there (exit status {status})."
+        )
+    return (
+        f"{head}; a rerun of the same fit with BackupAndRestore("
+        f"{backup.backup_dir!r}) resumes from its last backup (exit status {status})."
+    )

@@ -65,29 +65,40 @@ def finish(steps: Steps) -> Any:
 
 
 def host_values(
-    names: list[str], sums: dict[str, Any], j: int | None = None
-) -> dict[str, float]:
+    names: list[str], sums: dict[str, Any], j: int | None = None, members: int = 0
+) -> dict[str, Any]:
     """Each log's value, in ``names`` order: every fetched state through its
     metric's ``compute`` on the host (``total / count`` for a mean, 0 where the
     count is 0); a vector value gives ``<key>_0``, ``<key>_1``... ``j`` picks
-    one batch of stacked batch logs."""
+    one batch of stacked batch logs. ``members`` > 0: a population's sums (a
+    member axis after the batch axis); each value is then a float64 array of
+    one value per member."""
+    if j is not None:
+        sums = jax.tree.map(lambda a: np.asarray(a)[j], sums)
+    if members:
+        per_member = [
+            host_values(names, jax.tree.map(lambda a, m=m: np.asarray(a)[m], sums))
+            for m in range(members)
+        ]
+        return {name: np.array([v[name] for v in per_member]) for name in names}
     values: dict[str, float] = {}
     for key, state in sums.items():
-        if j is not None:
-            state = jax.tree.map(lambda a: np.asarray(a)[j], state)
         values.update(metrics.host_values(key, state))
     return {name: values[name] for name in names}
 
 
-def deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
-    """Fetches pending batch logs in one transfer and calls the batch hooks."""
+def deliver(
+    names, pending, first_batch, callbacks: CallbackList, begin, end, members=0
+):
+    """Fetches pending batch logs in one transfer and calls the batch hooks
+    (``members``: as in ``host_values``)."""
     if not (callbacks.wants(begin) or callbacks.wants(end)):
         # Nobody reads per-batch logs: only the last batch's, for on_yield.
         batch = first_batch + sum(real for _, real in pending)
         last = {}
         if callbacks.wants("on_yield"):
             logs, real = pending[-1]
-            last = host_values(names, placement.fetch(logs), real - 1)
+            last = host_values(names, placement.fetch(logs), real - 1, members)
         pending.clear()
         return batch, last
     fetched = placement.fetch([logs for logs, _ in pending])
@@ -95,7 +106,7 @@ def deliver(names, pending, first_batch, callbacks: CallbackList, begin, end):
     for logs, (_, real) in zip(fetched, pending):
         for j in range(real):
             callbacks.call(begin, batch, logs={})
-            last = host_values(names, logs, j)
+            last = host_values(names, logs, j, members)
             callbacks.call(end, batch, logs=last)
             batch += 1
     pending.clear()

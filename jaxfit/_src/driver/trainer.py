@@ -106,6 +106,13 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
         ``jax.sharding.PartitionSpec`` structured like the params, or a function
         ``(path, leaf) -> PartitionSpec | None``; the optimizer's param-shaped
         state follows its params. Defaults to `None`.
+      population: train this many members as one compiled program: member
+        ``i`` trains exactly as this ``Trainer`` with ``seed=seed + i`` (and its
+        ``hyperparams`` values) would. See the Populations guide. Defaults to
+        `None` (one model).
+      hyperparams: with ``population``, ``{name: one value per member}`` for
+        any hyperparameter the optimizer injects (``optax.inject_hyperparams``)
+        and ``"loss_weights"``. Defaults to `None`.
 
     Raises:
       TypeError, ValueError: for a bad ``apply_fn``, ``optimizer``, unknown loss
@@ -140,13 +147,19 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
         data_axis: str = "data",
         param_sharding: Any = None,
         precision: str = "float32",
+        population: int | None = None,
+        hyperparams: dict[str, Any] | None = None,
     ):
-        errors.seed("seed", seed)  # before an init function is called with it
-        params = model_lib.initialized(params, seed)
-        unpacked_fn, params, state = model_lib.unpack(apply_fn, params, state)
-        apply, _ = apply_lib.normalize(unpacked_fn)
-        validate.arrays(params, "params", trainable=True)
-        validate.arrays(state, "state", trainable=False)
+        if hyperparams is not None:
+            raise ValueError(
+                errors.expected(
+                    "hyperparams",
+                    "None without population (values per member need members)",
+                    hyperparams,
+                    "Pass population=N with one value per member.",
+                )
+            )
+        apply, params, state = initial_model(apply_fn, params, state, seed)
         validate.optimizer(optimizer)
         validate.names(loss, metrics, weighted_metrics)
         where = placement.Placement(mesh, data_axis, param_sharding)
@@ -163,21 +176,18 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
         )
         self._compiler = compiler.Compiler()
         self.history: History | None = None
-        # strong dtypes throughout, so weak types washing out never recompiles
-        params = precision_lib.cast_for_storage(self.policy, strong(params))
         self.session = FitSession(
-            TrainState(
-                step=jnp.zeros((), jnp.int32),
-                params=params,
-                opt_state=None if optimizer is None else strong(optimizer.init(params)),
-                model_state=precision_lib.cast_for_storage(self.policy, strong(state)),
-                rng=jax.random.PRNGKey(seed),
-                loss_scale=precision_lib.initial_loss_scale(self.policy),
-            ),
+            initial_state(params, state, optimizer, self.policy, seed),
             where,
             seed=int(seed),
         )
         self._place_state(self.session.state)
+
+    def __new__(cls, *args: Any, population: Any = None, **kwargs: Any) -> Any:
+        # Trainer(..., population=N) is a population (see driver.population)
+        if population is not None and cls is Trainer and _POPULATION:
+            return super().__new__(_POPULATION[0])
+        return super().__new__(cls)
 
     # -- fit ---------------------------------------------------------------------
     @errors.filter_traceback
@@ -395,6 +405,43 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
                 f"{call}: the trainer is already running a fit; it is not re-entrant."
             )
         self._require(call, optimizer=True)
+
+
+_POPULATION: list[type] = []  # registered by driver.population.trainer
+
+
+def initial_model(
+    apply_fn: Any, params: Any, state: Any, seed: Any
+) -> tuple[Callable[..., Any], Any, Any]:
+    """The normalized apply, params (an init function called with the seed's
+    init key) and model state, checked."""
+    errors.seed("seed", seed)  # before an init function is called with it
+    params = model_lib.initialized(params, seed)
+    unpacked_fn, params, state = model_lib.unpack(apply_fn, params, state)
+    apply, _ = apply_lib.normalize(unpacked_fn)
+    validate.arrays(params, "params", trainable=True)
+    validate.arrays(state, "state", trainable=False)
+    return apply, params, state
+
+
+def initial_state(
+    params: Any,
+    state: Any,
+    optimizer: optax.GradientTransformation | None,
+    policy: precision_lib.Policy,
+    seed: int,
+) -> TrainState:
+    """A fresh TrainState; strong dtypes throughout, so weak types washing out
+    never recompiles."""
+    params = precision_lib.cast_for_storage(policy, strong(params))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=None if optimizer is None else strong(optimizer.init(params)),
+        model_state=precision_lib.cast_for_storage(policy, strong(state)),
+        rng=jax.random.PRNGKey(seed),
+        loss_scale=precision_lib.initial_loss_scale(policy),
+    )
 
 
 def _close_plan(made: Any) -> None:
