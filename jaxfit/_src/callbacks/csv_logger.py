@@ -9,6 +9,7 @@ from typing import Any
 import jax
 
 from jaxfit._src import errors, paths
+from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver.callback import Callback
 
 _TRAINING_ONLY = ("learning_rate", "lr", "loss_scale")
@@ -87,6 +88,15 @@ class CSVLogger(Callback):
         self._file: Any = None
         self._writer: Any = None
         self._keys: list[str] | None = None
+
+    def for_member(self, member: int) -> CSVLogger:
+        """A copy for member ``member`` of a population, writing its own file:
+        ``filename``'s ``{member}`` field filled in, else ``-member-<i>``
+        before its extension (``log.csv`` -> ``log-member-3.csv``)."""
+        copy = callback_lib.member_copy(self)
+        copy.filename = callback_lib.member_path(self.filename, member)
+        copy._check(copy.filename)
+        return copy
 
     def _check(self, filename: Any) -> None:
         text = os.fspath(filename) if isinstance(filename, (str, os.PathLike)) else 0

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from jaxfit._src import errors
 from jaxfit._src.callbacks.monitor import MonitorCallback
 from jaxfit._src.core.state import copy_tree
+from jaxfit._src.driver import callback as callback_lib
 
 
 class EarlyStopping(MonitorCallback):
@@ -67,6 +68,11 @@ class EarlyStopping(MonitorCallback):
         self.best: float | None = None
         self.best_epoch = 0
         self.best_weights: Any = None
+
+    def for_member(self, member: int) -> EarlyStopping:
+        """A copy of this callback for member ``member`` of a population (each
+        member's wait, best and best weights are its own: see the Populations guide)."""
+        return callback_lib.member_copy(self)
 
     def on_train_begin(self, logs=None):
         self.set_monitor_op()

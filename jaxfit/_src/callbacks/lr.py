@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxfit._src import errors
 from jaxfit._src.callbacks.monitor import MonitorCallback
+from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver.callback import Callback
 
 MSG_NO_LR = (
@@ -75,6 +76,11 @@ class LearningRateScheduler(Callback):
             self._takes_lr = len(inspect.signature(schedule).parameters) >= 2
         except (TypeError, ValueError):
             self._takes_lr = True
+
+    def for_member(self, member: int) -> LearningRateScheduler:
+        """A copy of this callback for member ``member`` of a population (each
+        member's schedule acts on its rate; its own: see the Populations guide)."""
+        return callback_lib.member_copy(self)
 
     def on_train_begin(self, logs=None):
         _require_lr(self)
@@ -155,6 +161,11 @@ class ReduceLROnPlateau(MonitorCallback):
         self.wait = 0
         self.cooldown_counter = 0
         self.best: float | None = None
+
+    def for_member(self, member: int) -> ReduceLROnPlateau:
+        """A copy of this callback for member ``member`` of a population (each
+        member's counters and rate are its own: see the Populations guide)."""
+        return callback_lib.member_copy(self)
 
     def on_train_begin(self, logs=None):
         _require_lr(self)

@@ -216,6 +216,14 @@ class MLflowLogger(Callback):
         self._step = 0
         self._pending: list[Any] = []
 
+    def population_refusal(self) -> str:
+        """Why this callback cannot act in a population (``fit`` raises it)."""
+        return (
+            "callbacks: MLflowLogger logs one run's floats and cannot log a "
+            "population's members yet; track each with trainer.member(i), or "
+            "log from a callback of your own (its logs hold one value per member)."
+        )
+
     def get_state(self) -> dict[str, Any] | None:
         return {"run_id": self.run_id}
 

@@ -20,6 +20,7 @@ from jaxfit._src import errors, paths
 from jaxfit._src.callbacks import saver as saver_lib
 from jaxfit._src.callbacks.monitor import MonitorCallback
 from jaxfit._src.checkpoint import orbax_io
+from jaxfit._src.driver import callback as callback_lib
 
 
 def _fixed_part(filepath: str) -> tuple[str, bool]:
@@ -214,6 +215,18 @@ class ModelCheckpoint(MonitorCallback):
         )
         self.best: float | None = initial_value_threshold
         self.kept: list[str] = []  # this callback's checkpoints, oldest first
+
+    def for_member(self, member: int) -> ModelCheckpoint:
+        """A copy for member ``member`` of a population, saving that member as
+        a plain trainer's checkpoint (``Trainer.load`` reads it): ``filepath``'s
+        ``{member}`` field filled in, else ``-member-<i>`` appended
+        (``ckpt/e{epoch:02d}`` -> ``ckpt/e{epoch:02d}-member-3``)."""
+        copy = callback_lib.member_copy(self)
+        copy.filepath = callback_lib.member_path(self.filepath, member)
+        fixed, formatted = _fixed_part(copy.filepath)
+        _check_filepath(copy.filepath, fixed, formatted)
+        copy._root = os.path.abspath(os.path.dirname(fixed) or ".")
+        return copy
 
     def get_state(self) -> dict[str, Any]:
         kept = [os.path.relpath(path, self._root) for path in self.kept]

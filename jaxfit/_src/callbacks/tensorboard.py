@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxfit._src import errors, paths
 from jaxfit._src.core import placement
+from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver.callback import Callback
 
 MSG_NO_WRITER = (
@@ -118,6 +119,15 @@ class TensorBoard(Callback):
         self.update_freq = update_freq
         self._writers: dict[str, Any] = {}
         self._global_batch = 0
+
+    def for_member(self, member: int) -> TensorBoard:
+        """A copy for member ``member`` of a population, writing under
+        ``log_dir/member-<i>`` (or ``log_dir``'s ``{member}`` field filled in):
+        TensorBoard shows each member as a run."""
+        copy = callback_lib.member_copy(self)
+        copy.log_dir = callback_lib.member_path(self.log_dir, member, inside=True)
+        _checked(copy.log_dir)
+        return copy
 
     def _writer(self, name: str) -> Any:
         if jax.process_index() != 0:  # only process 0 writes files

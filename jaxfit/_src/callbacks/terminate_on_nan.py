@@ -7,6 +7,7 @@ from typing import Any
 
 from jaxfit._src import errors
 from jaxfit._src.core.state import copy_tree
+from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.driver.callback import Callback
 
 
@@ -53,6 +54,11 @@ class TerminateOnNaN(Callback):
         self._epoch = 0
         self._bad = False
         self._finite_state: Any = None
+
+    def for_member(self, member: int) -> TerminateOnNaN:
+        """A copy of this callback for member ``member`` of a population (each
+        member's check and last finite state are its own: see the Populations guide)."""
+        return callback_lib.member_copy(self)
 
     def on_train_begin(self, logs=None):
         self.stopped_batch = None

@@ -4,6 +4,8 @@ its ``logs`` hold, the dispatcher (``CallbackList``), and the dict-of-hooks form
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -425,6 +427,28 @@ def normalize(callbacks: Any) -> list[Callback]:
                 )
             )
     return result
+
+
+def member_path(path: str, member: int, inside: bool = False) -> str:
+    """``path`` for member ``member`` of a population: its ``{member}`` field
+    filled in; else a ``member-<i>`` directory inside it (``inside``, a log
+    directory) or ``-member-<i>`` before the file's extension."""
+    if "{member}" in path:
+        return path.replace("{member}", str(member))
+    if inside:
+        return os.path.join(path, f"member-{member}")
+    root, ext = os.path.splitext(path)
+    if "{" in ext or not ext:  # a format field, or a directory's name
+        return f"{path}-member-{member}"
+    return f"{root}-member-{member}{ext}"
+
+
+def member_copy(callback: Callback) -> Any:
+    """A copy of ``callback`` for one member of a population (its counters and
+    files its own); the trainer of an earlier fit is not copied (it is set
+    again when the copy is installed)."""
+    memo: dict[int, Any] = {id(callback.trainer): None}
+    return copy.deepcopy(callback, memo)
 
 
 class CallbackList:
