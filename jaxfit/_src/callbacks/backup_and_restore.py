@@ -217,7 +217,7 @@ class BackupAndRestore(Callback):
             self._backup(logs)
 
     def _backup(self, logs: dict[str, Any] | None, background: bool | None = None):
-        if not saver_lib.finite_loss(logs):
+        if not saver_lib.finite_loss(logs, self.trainer):
             return
         paths.make_dir(self.backup_dir, "backup directory")
         path = os.path.join(self.backup_dir, f"backup-{self._next}")

@@ -33,6 +33,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from jaxfit._src import errors
 from jaxfit._src.checkpoint import orbax_io, run_state
 
@@ -128,7 +130,15 @@ class Saver:
             )
 
 
-def finite_loss(logs: dict[str, Any] | None) -> bool:
-    """False when the logs carry a NaN or infinite loss (never checkpointed)."""
+def finite_loss(logs: dict[str, Any] | None, trainer: Any = None) -> bool:
+    """False when the logs carry a NaN or infinite loss (never checkpointed).
+    A population's (one loss per member): every member still training has a
+    finite loss (a stopped member's reads NaN)."""
     loss = (logs or {}).get("loss")
-    return loss is None or math.isfinite(loss)
+    if loss is None or np.ndim(loss) == 0:
+        return loss is None or math.isfinite(loss)
+    status = getattr(trainer, "status", None) or ["running"] * np.size(loss)
+    return all(
+        math.isfinite(v) or (math.isnan(v) and s == "done")
+        for v, s in zip(np.asarray(loss).reshape(-1), status)
+    )
