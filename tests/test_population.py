@@ -295,14 +295,14 @@ def test_accumulation_precision_and_streams_as_for_one_model(how):
     kwargs = {"precision": "mixed_float16"} if how == "mixed_float16" else {}
     population = _population(RATES[:2], **kwargs)
     singles = [_single(i, **kwargs) for i in range(2)]
-    if how == "fit_dataset":  # the same stream for every member
-        batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 48, 16)]
-        run = lambda t: t.fit_dataset(batches, epochs=2, verbose=0)  # noqa: E731
-    else:
-        steps = 2 if how == "accumulate" else 1
-        run = lambda t: t.fit(
-            x, y, epochs=2, batch_size=8, accumulate_steps=steps, verbose=0
-        )  # noqa: E731
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 48, 16)]
+    steps = 2 if how == "accumulate" else 1
+
+    def run(t):
+        if how == "fit_dataset":  # the same stream for every member
+            return t.fit_dataset(batches, epochs=2, verbose=0)
+        return t.fit(x, y, epochs=2, batch_size=8, accumulate_steps=steps, verbose=0)
+
     history = run(population)
     for i, single in enumerate(singles):
         _same_history(run(single), history.members[i])
@@ -347,7 +347,7 @@ def test_what_a_population_refuses_before_anything_runs():
             population=3,
             hyperparams={"learning_rate": [1, 2]},
         )
-    with pytest.raises(ValueError, match="injects.*learning_rate"):
+    with pytest.raises(ValueError, match=r"injects.*learning_rate"):
         jaxfit.Trainer(
             linear,
             params,
@@ -381,7 +381,7 @@ def test_what_a_population_refuses_before_anything_runs():
         linear, params, optimizer=_adam(), loss="mse", population=2
     )
     x, y = _data(8)
-    with pytest.raises(ValueError, match="train_on_batch.*member"):
+    with pytest.raises(ValueError, match=r"train_on_batch.*member"):
         population.train_on_batch(x, y)
     logger = jaxfit.callbacks.MLflowLogger()
     before = jax.tree.map(np.asarray, population.state)
