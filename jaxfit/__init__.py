@@ -36,7 +36,12 @@ from jaxfit._src.core.state import TrainState as TrainState
 from jaxfit._src.driver.arguments import FitArgs as FitArgs
 from jaxfit._src.driver.arguments import StreamFitArgs as StreamFitArgs
 from jaxfit._src.driver.history import History as History
-from jaxfit._src.driver.population import trainer as _population  # noqa: F401 - registers
+from jaxfit._src.driver.population.history import (
+    PopulationHistory as PopulationHistory,
+)
+from jaxfit._src.driver.population.trainer import (
+    PopulationTrainer as PopulationTrainer,
+)
 from jaxfit._src.driver.preemption import Preempted as Preempted
 from jaxfit._src.driver.trainer import Trainer as Trainer
 from jaxfit._src.runner.load import evaluate_run as _evaluate_run
@@ -60,6 +65,8 @@ __all__ = [
     "FitArgs",
     "History",
     "Model",
+    "PopulationHistory",
+    "PopulationTrainer",
     "Preempted",
     "StreamFitArgs",
     "TrainState",

@@ -12,6 +12,8 @@ PUBLIC = {
         "FitArgs",
         "History",
         "Model",
+        "PopulationHistory",
+        "PopulationTrainer",
         "Preempted",
         "StreamFitArgs",
         "TrainState",

@@ -130,6 +130,10 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
       [0, 1]
     """
 
+    population: int | None = None
+    """The number of members trained as one program: ``None`` for one model (a
+    :class:`~jaxfit.PopulationTrainer`, made by ``population=N``, holds ``N``)."""
+
     @errors.filter_traceback
     def __init__(
         self,
@@ -452,6 +456,15 @@ def _close_plan(made: Any) -> None:
         if plan.validation is not None:
             plan.validation.source.close()
 
+
+def _init_signature(cls: type) -> inspect.Signature:
+    """``cls(...)``'s signature: its ``__init__``'s without ``self`` (not the
+    ``__new__`` that picks a population's class)."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())  # type: ignore[misc]
+    return inspect.Signature(parameters[1:])
+
+
+Trainer.__signature__ = _init_signature(Trainer)  # type: ignore[attr-defined]
 
 # The async twins take fit's and fit_dataset's keyword arguments (checked as FitArgs
 # and StreamFitArgs); their signatures say so to introspection (notebooks' help).

@@ -23,10 +23,14 @@ class PopulationHistory(History):
         floats.
 
     Example:
-      >>> import numpy as np, jaxfit
-      >>> h = jaxfit.History()  # a population's is filled by fit
-      >>> len(h)
-      0
+      >>> import jax.numpy as jnp, numpy as np, optax, jaxfit
+      >>> x = np.ones((8, 3), np.float32); y = np.zeros((8, 1), np.float32)
+      >>> trainer = jaxfit.Trainer(lambda p, x: x @ p["w"], {"w": jnp.ones((3, 1))},
+      ...     optimizer=optax.inject_hyperparams(optax.sgd)(learning_rate=0.1),
+      ...     loss="mse", population=2, hyperparams={"learning_rate": [0.01, 0.1]})
+      >>> history = trainer.fit(x, y, epochs=2, batch_size=4, verbose=0)
+      >>> history.history["loss"][0].shape, len(history.members[1].epoch)
+      ((2,), 2)
     """
 
     def __init__(self, members: list[History] | None = None) -> None:

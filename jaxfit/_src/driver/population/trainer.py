@@ -96,6 +96,8 @@ class PopulationTrainer(trainer_lib.Trainer):
         epoch: it ends that epoch) or ``"done"`` during and after a fit.
     """
 
+    population: int
+
     def __init__(
         self,
         apply_fn: Any,
@@ -252,9 +254,14 @@ class PopulationTrainer(trainer_lib.Trainer):
 
     # -- members -------------------------------------------------------------------
     def member_stopping(self, i: int) -> bool:
+        """Whether member ``i`` has stopped or been asked to stop."""
         return i in self._requested or self.status[i] != RUNNING
 
     def stop_member(self, i: int) -> None:
+        """Asks member ``i`` to stop, as its ``stop_training = True`` would: at an
+        epoch's end it is done; within an epoch its updates stop at the next
+        yield point and its epoch ends with the others (a population-level
+        callback's way to stop one member)."""
         self._requested.add(i)
 
     def apply_stops(self, at_epoch_end: bool) -> None:
@@ -271,6 +278,8 @@ class PopulationTrainer(trainer_lib.Trainer):
             self.session.stop_training = True
 
     def restore_status(self, status: list[str]) -> None:
+        """Sets every member's status (``"running"``, ``"finishing"``,
+        ``"done"``), as a resume does from a backup."""
         self.status = [str(s) for s in status]
         self._requested.clear()
         self._update_active()
@@ -298,9 +307,20 @@ class PopulationTrainer(trainer_lib.Trainer):
         return history, PopulationCallbackList(installed, self, params)
 
     def member(self, i: int) -> trainer_lib.Trainer:
-        """A plain ``Trainer`` holding member ``i``: its state (params, optimizer
-        state with its hyperparameters, model state, rng, step), its seed
-        (``seed + i``) and, after a fit, its History; predict, save or fit on.
+        """A plain ``Trainer`` holding member ``i``.
+
+        It has that member's state (params, optimizer state with its
+        hyperparameters, model state, rng, step), seed (``seed + i``), loss
+        weights and, after a fit, History: predict, save or fit on with it.
+
+        Args:
+          i: the member's index, ``0 .. population - 1``.
+
+        Returns:
+          A new ``jaxfit.Trainer`` (changing it leaves the population as it is).
+
+        Raises:
+          ValueError: ``i`` is not a member's index.
         """
         if (
             isinstance(i, bool)
@@ -324,9 +344,22 @@ class PopulationTrainer(trainer_lib.Trainer):
         return single
 
     def best_member(self, monitor: str = "val_loss", mode: str = "auto") -> int:
-        """The member with the best ``monitor`` over its epochs (each member's
-        ``History.best``); ``mode`` as there (``"auto"``: max for accuracy-like
-        keys, else min). Ties go to the lower index."""
+        """The member with the best ``monitor`` over its epochs.
+
+        Each member's best is its ``History.best(monitor, mode)``; ties go to
+        the lower index.
+
+        Args:
+          monitor: a log key of the last fit. Defaults to `"val_loss"`.
+          mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like keys,
+            else min). Defaults to `"auto"`.
+
+        Returns:
+          The member's index.
+
+        Raises:
+          ValueError: no fit has run, or ``monitor`` was not logged.
+        """
         if self.history is None:
             raise ValueError(
                 "best_member: no fit has run on this population yet (the best is "
@@ -343,9 +376,24 @@ class PopulationTrainer(trainer_lib.Trainer):
     def predict(
         self, x: Any, *, batch_size: int | None = None, callbacks: Any = None
     ) -> Any:
-        """Each member's outputs for ``x``: a pytree like the model's output with
-        a leading member axis (``(members, samples, ...)``). Arrays only; as
-        ``Trainer.predict`` otherwise (each member on its own key)."""
+        """Each member's outputs for ``x`` (``train=False``).
+
+        As ``Trainer.predict`` on arrays, each member on its own key (that of
+        its plain trainer's call).
+
+        Args:
+          x: an array or pytree of arrays with a leading sample axis.
+          batch_size: samples per batch. Defaults to `None` (32).
+          callbacks: must be `None` (predict hooks are not run per member).
+            Defaults to `None`.
+
+        Returns:
+          A pytree like the model's output, of numpy arrays with a leading
+          member axis: ``(members, samples, ...)``.
+
+        Raises:
+          ValueError, TypeError: as ``Trainer.predict``; callbacks given.
+        """
         if callbacks is not None:
             _refuse("callbacks", callbacks, "None for a population's predict")
         out = super().predict(x, batch_size=batch_size)
@@ -372,3 +420,4 @@ class PopulationTrainer(trainer_lib.Trainer):
 
 
 trainer_lib._POPULATION.append(PopulationTrainer)
+PopulationTrainer.__signature__ = trainer_lib._init_signature(PopulationTrainer)  # type: ignore[attr-defined]
