@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+import numpy as np
+
 from jaxfit._src import errors
 from jaxfit._src.driver.callback import Callback
 
@@ -27,8 +29,61 @@ def _in_notebook() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def _format(logs: dict[str, Any]) -> str:
-    return " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+def _maximised(key: str) -> bool:
+    """Whether a larger ``key`` is better (accuracy-like keys, as ``History.best``)."""
+    return key.removeprefix("val_").endswith(("acc", "accuracy"))
+
+
+_SETTINGS = ("learning_rate", "lr", "loss_scale")  # not scored: shown as a range
+
+
+def _is_population(value: Any) -> bool:
+    """A population's log value: one number per member (an array, member axis first)."""
+    return np.ndim(value) > 0
+
+
+def _summary(key: str, value: Any, spec: str, plus_minus: str) -> str:
+    """A population value as ``"<best> (best #<member>) <mean>±<std>"`` (a
+    setting as ``"<low>..<high>"``).
+
+    The best is the max for accuracy-like keys, else the min; members whose value
+    is ``NaN`` (stopped) are left out of all three; all ``NaN`` reads ``"nan"``.
+    """
+    values = np.asarray(value, np.float64).reshape(-1)
+    kept = np.flatnonzero(~np.isnan(values))
+    if not kept.size:
+        return "nan"
+    finite = values[kept]
+    if key in _SETTINGS:
+        low, high = float(np.min(finite)), float(np.max(finite))
+        return f"{low:{spec}}" if low == high else f"{low:{spec}}..{high:{spec}}"
+    best = int(kept[np.argmax(finite) if _maximised(key) else np.argmin(finite)])
+    with np.errstate(all="ignore"):  # an infinite member makes the spread nan
+        mean, std = float(np.mean(finite)), float(np.std(finite))
+    return f"{values[best]:{spec}} (best #{best}) {mean:{spec}}{plus_minus}{std:{spec}}"
+
+
+def _value(key: str, value: Any, spec: str, plus_minus: str) -> str:
+    """A log value as text: a scalar as ``spec`` formats it, a population's as
+    its best and spread (``_summary``)."""
+    if _is_population(value):
+        return _summary(key, value, spec, plus_minus)
+    return f"{value:{spec}}"
+
+
+def _plus_minus(stream: Any) -> str:
+    """``"±"``, or ``"+-"`` for a stream whose encoding cannot write it."""
+    try:
+        "±".encode(getattr(stream, "encoding", None) or "utf-8")
+    except (LookupError, UnicodeEncodeError):
+        return "+-"
+    return "±"
+
+
+def _format(logs: dict[str, Any], plus_minus: str = "±") -> str:
+    return " - ".join(
+        f"{key}: {_value(key, value, '.4f', plus_minus)}" for key, value in logs.items()
+    )
 
 
 class ProgressBar(Callback):
@@ -38,6 +93,19 @@ class ProgressBar(Callback):
     steps done / total, elapsed time, ETA, steps/s, samples/s, the latest batch's
     loss and metrics, and the validation values at the epoch's end; streams of
     unknown length show a counter. ``verbose=2``: one line per epoch.
+
+    In a population fit (``Trainer(..., population=N)``) each log value holds one
+    number per member; the bar and the lines show it as the best member's value,
+    that member's index and the mean ± standard deviation over the members, e.g.
+    ``val_accuracy: 0.9712 (best #3) 0.9500±0.0150``. The best is the max for
+    accuracy-like keys (the key without ``val_`` ends in ``acc`` or
+    ``accuracy``, as ``History.best``), else the min. A member that has stopped
+    (``NaN``) is left out of the best and the spread; when every member has
+    stopped the value reads ``nan``. Settings that are not scores
+    (``learning_rate``, ``lr``, ``loss_scale``) show their range over the
+    members, ``low..high`` (one value when all agree). A stream that cannot encode ``±`` gets
+    ``+-``. Scalar values are written as in a single run (``.4f`` in lines,
+    ``.4g`` in the bar).
 
     Args:
       verbose: 1 or 2. Defaults to `1`.
@@ -99,14 +167,12 @@ class ProgressBar(Callback):
         batch_size = self.params.get("batch_size")
         if batch_size and elapsed > 0:
             postfix["samples/s"] = (batch + 1) * batch_size / elapsed
-        self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=True)
+        self._bar.set_postfix(self._postfix(postfix), refresh=True)
 
     def on_epoch_end(self, epoch, logs=None):
         elapsed = self.now() - self._start
         if self._bar is not None:
-            self._bar.set_postfix(
-                {k: f"{v:.4g}" for k, v in (logs or {}).items()}, refresh=False
-            )
+            self._bar.set_postfix(self._postfix(logs or {}), refresh=False)
             self._bar.close()
             self._bar = None
             return
@@ -114,9 +180,16 @@ class ProgressBar(Callback):
         per_step = f" {1000 * elapsed / steps:.0f}ms/step" if steps else ""
         print(
             f"Epoch {epoch + 1}/{self.params.get('epochs')} - {elapsed:.2f}s"
-            f"{per_step} - {_format(logs or {})}",
+            f"{per_step} - {_format(logs or {}, self._plus_minus())}",
             file=self.stream or sys.stdout,
         )
+
+    def _plus_minus(self) -> str:
+        return _plus_minus(self.stream or sys.stdout)
+
+    def _postfix(self, logs: dict[str, Any]) -> dict[str, str]:
+        sign = self._plus_minus()
+        return {k: _value(k, v, ".4g", sign) for k, v in logs.items()}
 
     def on_train_end(self, logs=None):
         if self._bar is not None:
