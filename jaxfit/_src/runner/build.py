@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxfit._src.core.model import Model
 from jaxfit._src.driver.trainer import Trainer
-from jaxfit._src.runner import datasets, optim, registry, zoo
+from jaxfit._src.runner import datasets, optim, population, registry, zoo
 from jaxfit._src.runner.checks import (
     _check_fit,
     _check_test_split,
@@ -122,24 +122,34 @@ def _preprocessed(model: Model, preprocess: Any) -> Model:
 
 def _trainer(config: RunConfig, data: Any) -> Trainer:
     """The model (``_model``) and the Trainer with the config's optimizer, loss,
-    metrics, loss_weights, seed and precision (the task's defaults where unset);
-    what ``run`` trains and ``jaxfit.load_run`` restores a checkpoint into.
+    metrics, loss_weights, seed and precision (the task's defaults where unset),
+    and its ``population`` (``runner.population``); what ``run`` trains and ``jaxfit.load_run`` restores a checkpoint into.
 
     Raises:
       ConfigError: the model does not build, or the Trainer refuses the config
         (on the key it is about: ``_trainer_error``).
     """
-    model = _model(config, data)
+    members = population.trainer_arguments(config)  # {} without a population
+    if members:  # member i starts from the model a run of seed + i builds
+        model = population.seeded_model(
+            lambda seed: _model(dataclasses.replace(config, seed=seed), data),
+            config.seed,
+            members["population"],
+        )
+    else:
+        model = _model(config, data)
     loss, metrics = DEFAULTS[data.task]
+    weighted = population.LOSS_WEIGHTS in members.get("hyperparams", {})
     try:
         return Trainer(
             model,
             optimizer=optim.build(config.optimizer),
             loss=config.loss if config.loss is not None else loss,
             metrics=config.metrics if config.metrics is not None else metrics,
-            loss_weights=config.loss_weights,
+            loss_weights=None if weighted else config.loss_weights,
             seed=config.seed,
             precision=config.precision,
+            **members,
         )
     except (TypeError, ValueError) as error:
         if isinstance(error, ConfigError):

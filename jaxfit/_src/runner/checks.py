@@ -4,8 +4,8 @@ the trainer's own fit checks unstarted), each error located in the YAML file.
 
 ``check`` goes section by section: model, data, optimizer, loss, metrics,
 callbacks (built by ``run_callbacks``, whose docstring says where their paths
-may point), the compilation cache, tracking (``tracking.check``: no store is
-made), then the fit values.
+may point), the compilation cache, the population (``population.check``),
+tracking (``tracking.check``: no store is made), then the fit values.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from jaxfit._src.runner import (
     datasets,
     monitor_checks,
     optim,
+    population,
     registry,
     run_callbacks,
     schema,
@@ -89,6 +90,7 @@ def check(config: RunConfig) -> RunConfig:
     callbacks = _checked_callbacks(config)
     optim.check_lr_control(optimizer, callbacks)
     compile_cache.checked(config.compilation_cache)
+    config = population.check(dataclasses.replace(config, optimizer=optimizer))
     tracking.check(config)
     _check_fit_values(config)
     _trains_something(config)

@@ -26,7 +26,7 @@ import numpy as np
 from jaxfit._src import callbacks as callbacks_lib
 from jaxfit._src.core import placement
 from jaxfit._src.driver import preemption
-from jaxfit._src.runner import schema
+from jaxfit._src.runner import population_report, schema
 from jaxfit._src.runner.build import _Prepared
 from jaxfit._src.runner.checks import _streaming
 from jaxfit._src.runner.rundir import (
@@ -122,24 +122,9 @@ def _end(
     """The ending, in the module docstring's order; returns the metrics. SIGTERM
     and Ctrl-C are honoured between its stages; until metrics.json is in place, backup/ holds
     the trained state, so ``--resume`` redoes it all."""
-    data, trainer = prepared.data, prepared.trainer
+    trainer = prepared.trainer
     where.enter("the test evaluation")
-    metrics: dict[str, Any] = {
-        "final_epoch": {key: values[-1] for key, values in history.history.items()}
-    }
-    ending, lines = _ending(config, callbacks, history)
-    metrics.update(ending)
-    for line in lines:
-        say(line)
-    if _streaming(data) and data.test is not None:
-        metrics["test"] = trainer.evaluate_dataset(data.test)
-    elif not _streaming(data) and data.x_test is not None:
-        metrics["test"] = trainer.evaluate(
-            data.x_test, data.y_test, batch_size=config.fit.batch_size
-        )
-    metrics.setdefault("test", None)  # no test split
-    if metrics["test"] is not None:
-        say("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in metrics["test"].items()))
+    metrics = _final_metrics(config, prepared, callbacks, history, say)
     where.enter("writing checkpoint/")
     trainer.save(
         os.path.join(run_dir, "checkpoint"),  # every process: orbax; atomic
@@ -163,6 +148,41 @@ def _end(
     _remove_backups(run_dir)
     say(f"wall time: {_duration(metrics['wall_time_s'])}")
     say(f"run directory: {run_dir}")
+    return metrics
+
+
+def _final_metrics(
+    config: RunConfig,
+    prepared: _Prepared,
+    callbacks: list[Any],
+    history: Any,
+    say: Callable[..., None],
+) -> dict[str, Any]:
+    """metrics.json less the wall time: how training ended and the test
+    evaluation (a population's: ``population_report``), its lines printed."""
+    data, trainer = prepared.data, prepared.trainer
+    test: Any = None
+    if _streaming(data) and data.test is not None:
+        test = trainer.evaluate_dataset(data.test)
+    elif not _streaming(data) and data.x_test is not None:
+        test = trainer.evaluate(
+            data.x_test, data.y_test, batch_size=config.fit.batch_size
+        )
+    if config.population is not None:
+        members = population_report.metrics(config, history, callbacks, test)
+        for line in population_report.show_lines(members):
+            say(line)
+        return members
+    metrics: dict[str, Any] = {
+        "final_epoch": {key: values[-1] for key, values in history.history.items()}
+    }
+    ending, lines = _ending(config, callbacks, history)
+    metrics.update(ending)
+    for line in lines:
+        say(line)
+    metrics["test"] = test  # None: no test split
+    if test is not None:
+        say("test: " + " - ".join(f"{k}: {v:.4f}" for k, v in test.items()))
     return metrics
 
 

@@ -159,6 +159,21 @@ class TrackingConfig:
     mlflow: MLflowConfig | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class PopulationConfig:
+    """``population``: members trained as one program (``Trainer(population=N)``).
+
+    ``seeds``: members per setting (seeds ``seed + i``); ``hyperparams``: ``{key
+    path: [K values]}`` (``optimizer.learning_rate``, ``optimizer.args.<name>``,
+    ``loss_weights.<output>``), all lists of one length K: K settings, the k-th
+    value of every list making setting k. Member ``i = k * seeds + s``. See
+    ``runner.population``.
+    """
+
+    seeds: int = dataclasses.field(default=1, metadata={"min": 1})
+    hyperparams: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+
+
 # Keyword arguments of ``Trainer.fit`` / ``Trainer.fit_dataset`` that a YAML file
 # does not give, and why. Every other keyword argument is a key of the ``fit``
 # section, typed by its annotation, defaulting to its default.
@@ -268,6 +283,8 @@ class RunConfig:
     compilation_cache: Literal[False] | str = ".jax_cache"
     # Experiment tracking (MLflow): see runner.tracking.
     tracking: TrackingConfig | None = None
+    # Members trained as one program: see runner.population.
+    population: PopulationConfig | None = None
     # Written by `jaxfit run` into the run directory's config.yaml (versions,
     # devices); ignored when read back.
     environment: dict[str, Any] | None = None

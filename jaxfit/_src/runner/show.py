@@ -2,7 +2,8 @@
 
 Complete (metrics.json, the run's last file, is there), going on (a process holds
 the directory's lock), or not finished: where a ``--resume`` would continue and
-where the run stopped. Robust to any directory contents: files are read only when
+where the run stopped; a population run's members and mean ± std per setting
+(``population_report``). Robust to any directory contents: files are read only when
 they are regular files (a FIFO is never opened for reading), at most 16 MiB of
 each; a missing, partial or unexpected file is named in the summary instead of
 raising; control characters (terminal escape sequences) are printed escaped.
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxfit._src.runner import yaml_reader
+from jaxfit._src.runner import population_report, yaml_reader
 from jaxfit._src.runner.rundir import (
     COMPLETE,
     _is_locked,
@@ -259,11 +260,15 @@ def _outcome(
                 f"weights: epoch {metrics['weights_epoch']}'s "
                 f"({metrics.get('weights', '')})"
             )
+        best = metrics.get("best_member")  # a population's: runner.population_report
+        whose = f" (best member {best['member']})" if isinstance(best, dict) else ""
         if isinstance(metrics.get("final_epoch"), dict):
-            lines.append("final epoch: " + _format(metrics["final_epoch"]))
+            lines.append(f"final epoch{whose}: " + _format(metrics["final_epoch"]))
         lines += _best_line(metrics, history)
         if isinstance(metrics.get("test"), dict):
-            lines.append("test: " + _format(metrics["test"]))
+            lines.append(f"test{whose}: " + _format(metrics["test"]))
+        if isinstance(metrics.get("per_member"), list):
+            lines += population_report.show_lines(metrics)
         if isinstance(metrics.get("wall_time_s"), (int, float)):
             lines.append(f"wall time: {_duration(float(metrics['wall_time_s']))}")
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
