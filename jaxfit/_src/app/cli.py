@@ -7,7 +7,7 @@
     jaxfit validate CONFIG [--set key.path=value ...]
     jaxfit show RUN_DIR
     jaxfit evaluate RUN_DIR [--data NAME] [--set data.KEY=VALUE ...]
-                    [--split test|train] [--checkpoint DIR]
+                    [--split test|train] [--checkpoint DIR] [--member I]
     jaxfit configs [DIR]
 
 CONFIG is a YAML file or the name of a shipped config (``digits_mlp``);
@@ -17,7 +17,8 @@ into DIR to edit. ``jaxfit evaluate`` rebuilds a finished run's trainer
 train part with ``--split train``, or another dataset: ``--data NAME`` replaces
 ``data.name`` and empties ``data.args``, which ``--set data.args.K=V`` fills),
 one ``name: value`` line each (4 decimals, as the run's test line) and nothing
-else on stdout (``jaxfit.evaluate_run``).
+else on stdout (``jaxfit.evaluate_run``); of a population run, the best
+member's, or member I's with ``--member I``.
 
 Imports: ``module:callable`` names in a config are imported as ``python -m``
 would find them, with the ``jaxfit`` console script too: while the command
@@ -138,6 +139,12 @@ def _evaluate_parser(commands: Any) -> None:
         metavar="DIR",
         help="a checkpoint directory inside RUN_DIR instead of checkpoint/",
     )
+    evaluate.add_argument(
+        "--member",
+        type=int,
+        metavar="I",
+        help="of a population run: member I (default: the best member)",
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> str:
@@ -150,6 +157,7 @@ def _evaluate(args: argparse.Namespace) -> str:
             args.overrides,
             args.checkpoint,
             "--split",
+            args.member,
         )
     except (ValueError, OSError) as error:  # a damaged checkpoint: its one line
         if isinstance(error, ConfigError):

@@ -13,6 +13,10 @@ the run ended with: EarlyStopping's restored best ones, or the last epoch's
 imported from ``sys.path`` as it is; the ``jaxfit`` command puts the working
 directory and the directory of the YAML file the run came from on it.
 
+Of a population run (``population:``) both take ``member``: the member to load
+as a plain Trainer (``PopulationTrainer.member(i)``), by default the best one
+(metrics.json's ``best_member``, whose ``test`` is metrics.json's ``test``).
+
 ``evaluate_run`` evaluates that trainer on the run's test split (or its train
 part, or another dataset) as the run's own test line did: ``Trainer.evaluate``
 with ``fit.batch_size`` on arrays, ``Trainer.evaluate_dataset`` on streams.
@@ -32,7 +36,7 @@ from typing import Any, Literal
 
 from jaxfit._src import errors, paths
 from jaxfit._src.driver.trainer import Trainer
-from jaxfit._src.runner import build, checks
+from jaxfit._src.runner import build, checks, population, show
 from jaxfit._src.runner.rundir import COMPLETE, _marker
 from jaxfit._src.runner.schema import ConfigError, RunConfig
 
@@ -41,7 +45,10 @@ _RESUME = "resume it first: jaxfit run --resume RUN_DIR"
 
 
 def load_run(
-    run_dir: str | os.PathLike[str], *, checkpoint: str | None = None
+    run_dir: str | os.PathLike[str],
+    *,
+    checkpoint: str | None = None,
+    member: int | None = None,
 ) -> Trainer:
     """The Trainer a finished ``jaxfit run`` trained, rebuilt from its directory.
 
@@ -51,6 +58,10 @@ def load_run(
       checkpoint: another checkpoint directory inside ``run_dir`` to restore
         (a ``ModelCheckpoint``'s, relative to ``run_dir``), instead of
         checkpoint/. Defaults to `None`.
+      member: of a population run (``population:``), the member to load as a
+        plain Trainer (``PopulationTrainer.member``: its seed, hyperparameters
+        and state); refused for a run without a population. Defaults to
+        `None`: the best member (metrics.json's ``best_member``).
 
     Returns:
       The Trainer with the run's model (its dataset's preprocessing in front:
@@ -59,12 +70,13 @@ def load_run(
 
     Raises:
       ConfigError: ``run_dir`` is not a complete run directory of jaxfit's,
-        its checkpoint is missing, ``checkpoint`` leaves ``run_dir``, or its
-        config no longer builds (naming the key).
+        its checkpoint is missing, ``checkpoint`` leaves ``run_dir``, its
+        config no longer builds (naming the key), or ``member`` is not a
+        member's index of its population.
       ValueError: a damaged checkpoint (naming the file), or one that does not
         match the model.
     """
-    return _loaded(run_dir, checkpoint)[2]
+    return _loaded(run_dir, checkpoint, member)[2]
 
 
 def evaluate_run(
@@ -74,6 +86,7 @@ def evaluate_run(
     overrides: Sequence[str] = (),
     *,
     checkpoint: str | None = None,
+    member: int | None = None,
 ) -> dict[str, float]:
     """Evaluates a finished run's trainer (``load_run``), as its test line did.
 
@@ -89,6 +102,8 @@ def evaluate_run(
       overrides: ``data.KEY=VALUE`` strings (the CLI's ``--set``) for the data
         to evaluate on; keys outside ``data`` are refused. Defaults to `()`.
       checkpoint: as ``load_run``'s. Defaults to `None`.
+      member: as ``load_run``'s (a population run's member; the best one by
+        default). Defaults to `None`.
 
     Returns:
       The metrics, ``{name: value}`` (``loss`` first), as metrics.json's
@@ -99,7 +114,7 @@ def evaluate_run(
         a ``split`` that is not one of ``SPLITS`` or that the dataset does not
         have, or data the model does not take.
     """
-    return _evaluate(run_dir, data, split, overrides, checkpoint, "split")
+    return _evaluate(run_dir, data, split, overrides, checkpoint, "split", member)
 
 
 def _evaluate(
@@ -109,6 +124,7 @@ def _evaluate(
     overrides: Sequence[str],
     checkpoint: str | None,
     split_name: str,
+    member: int | None = None,
 ) -> dict[str, float]:
     """``evaluate_run``, naming ``split`` as ``split_name`` (``--split``)."""
     if split not in SPLITS:
@@ -116,7 +132,7 @@ def _evaluate(
     overrides = _data_overrides(data, overrides)
     path = os.path.join(_checked(run_dir, checkpoint)[0], "config.yaml")
     other = checks._load(path, overrides) if overrides else None  # before building
-    config, dataset, trainer = _loaded(run_dir, checkpoint)
+    config, dataset, trainer = _loaded(run_dir, checkpoint, member)
     if other is not None:
         config, dataset = _other_data(config, dataset, other)
     return _evaluated(config, dataset, trainer, split, split_name)
@@ -144,16 +160,54 @@ def _data_overrides(data: str | None, overrides: Iterable[str]) -> list[str]:
     return [f"data.name={data}", "data.args={}", *overrides]
 
 
-def _loaded(run_dir: Any, checkpoint: str | None) -> tuple[RunConfig, Any, Trainer]:
+def _loaded(
+    run_dir: Any, checkpoint: str | None, member: int | None = None
+) -> tuple[RunConfig, Any, Trainer]:
     """The run's checked config, its data and the restored trainer (every
-    ``run_dir`` check first)."""
+    ``run_dir`` check first); of a population run, member ``member``'s."""
     run_dir, path = _checked(run_dir, checkpoint)
     config, locate = checks._load(os.path.join(run_dir, "config.yaml"))
+    index = _member(run_dir, config, member)
     with checks._located(locate):
         data = build._data(config)
         trainer = build._trainer(config, data)
     trainer.restore(path)
+    if index is not None:
+        trainer = trainer.member(index)  # type: ignore[attr-defined]
     return config, data, trainer
+
+
+def _member(run_dir: str, config: RunConfig, member: Any) -> int | None:
+    """The population member to load (``member``, else the best one), or
+    ``None`` for a run without a population."""
+    if config.population is None:
+        if member is not None:
+            raise ConfigError(
+                errors.expected(
+                    "member",
+                    "None for a run without a population section",
+                    member,
+                )
+            )
+        return None
+    count = len(population.members(config))
+    if member is None:
+        metrics, _ = show._read_json(os.path.join(run_dir, COMPLETE))
+        best = metrics.get("best_member") if isinstance(metrics, dict) else None
+        return int(best["member"]) if isinstance(best, dict) else 0
+    if (
+        isinstance(member, bool)
+        or not isinstance(member, int)
+        or not (0 <= member < count)
+    ):
+        raise ConfigError(
+            errors.expected(
+                "member",
+                f"a member index in 0..{count - 1} (the run has {count})",
+                member,
+            )
+        )
+    return member
 
 
 def _checked(run_dir: Any, checkpoint: str | None) -> tuple[str, str]:
