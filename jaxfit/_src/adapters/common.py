@@ -31,6 +31,12 @@ def expect_module(module: Any, cls: type, what: str, fix: str = "") -> None:
         raise TypeError(errors.expected("module", what, module, fix))
 
 
+def expect_init(init: Any, what: str) -> None:
+    """A ``TypeError`` naming ``init`` unless it is ``None`` or a callable."""
+    if init is not None and not callable(init):
+        raise TypeError(errors.expected("init", f"None or {what}", init))
+
+
 def call_parameters(module: Any) -> Mapping[str, inspect.Parameter]:
     """The parameters of ``module.__call__`` (none when they cannot be read)."""
     try:

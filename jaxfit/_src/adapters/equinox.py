@@ -10,7 +10,7 @@ module per example under ``jax.vmap``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
@@ -36,6 +36,7 @@ def from_equinox(
     axis_name: Hashable = "batch",
     train_arg: str | None = "auto",
     eval_arg: str | None = None,
+    init: Callable[[jax.Array], Any] | None = None,
 ) -> Model:
     """Wraps an Equinox module as a ``jaxfit.Model`` that ``Trainer`` accepts.
 
@@ -73,9 +74,14 @@ def from_equinox(
         switches them), or ``None`` for none. Defaults to `"auto"`.
       eval_arg: the ``__call__`` keyword that receives ``not train``, in place
         of ``train_arg``. Defaults to `None`.
+      init: ``init(key) -> module`` (``-> (module, state)`` with ``state``),
+        building the module afresh from a key (``lambda key: eqx.nn.MLP(...,
+        key=key)``), for a population to start each member from its seed
+        (``Model.reinit``); ``None``: every member starts from ``module``.
+        Defaults to `None`.
 
     Returns:
-      A ``jaxfit.Model(apply_fn, params, state)``.
+      A ``jaxfit.Model(apply_fn, params, state, init)``.
 
     Raises:
       ImportError: if equinox is not installed (``pip install equinox``, in
@@ -109,6 +115,7 @@ def from_equinox(
         )
     params, static = eqx.partition(module, eqx.is_inexact_array)
     stateful = state is not None
+    remake = _remake(eqx, init, stateful)
     takes_key = _takes_key(module)
     flag = common.user_mode_flag(module, "equinox", train_arg, eval_arg)
 
@@ -132,4 +139,24 @@ def from_equinox(
             y_pred, new_state = call(x, state, rng)
         return y_pred, (new_state if train else state)
 
-    return Model(apply, params, state if stateful else {})
+    return Model(apply, params, state if stateful else {}, init=remake)
+
+
+def _remake(eqx: Any, init: Any, stateful: bool) -> Any:
+    """``Model.init`` from the user's ``init(key) -> module`` (``-> (module,
+    state)`` with state): ``key -> (params, state)``; ``None`` without one."""
+    common.expect_init(
+        init, "init(key) -> an equinox.Module" + (" and its state" if stateful else "")
+    )
+    if init is None:
+        return None
+
+    def make(key: jax.Array) -> tuple[Any, Any]:
+        made = init(key)
+        made_module, made_state = made if stateful else (made, {})
+        common.expect_module(
+            made_module, eqx.Module, "init(key) to make an equinox.Module"
+        )
+        return eqx.partition(made_module, eqx.is_inexact_array)[0], made_state
+
+    return make

@@ -94,7 +94,10 @@ def from_flax(
         ``train_arg``. Defaults to `None`.
 
     Returns:
-      A ``jaxfit.Model(apply_fn, params, state)``.
+      A ``jaxfit.Model(apply_fn, params, state, init)``: ``init(key)`` runs
+      ``module.init`` again with ``jax.random.split(key)`` as the ``"params"``
+      and ``"dropout"`` rngs (the variables above are ``init(PRNGKey(seed))``);
+      a population re-initialises its members with it.
 
     Raises:
       ImportError: if flax is not installed (``pip install flax``, in
@@ -123,20 +126,24 @@ def from_flax(
     )
     errors.seed("seed", seed)
     call = _CallArgs(module, _mode_flag(module, train_arg, eval_arg))
-    params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(int(seed)))
     # one compiled init rather than an eager dispatch (and compile) per op
     init = jax.jit(lambda rngs, x: module.init(rngs, x, **call(x, False, None)))
-    variables = init({"params": params_rng, "dropout": dropout_rng}, sample_x)
-    if "params" not in variables:
-        raise ValueError(
-            errors.expected(
-                "module",
-                "a module with parameters (a 'params' collection after init)",
-                module,
+
+    def make(key: jax.Array) -> tuple[Any, Any]:
+        params_rng, dropout_rng = jax.random.split(key)
+        variables = init({"params": params_rng, "dropout": dropout_rng}, sample_x)
+        if "params" not in variables:
+            raise ValueError(
+                errors.expected(
+                    "module",
+                    "a module with parameters (a 'params' collection after init)",
+                    module,
+                )
             )
-        )
-    params = variables["params"]
-    state = {name: value for name, value in variables.items() if name != "params"}
+        others = {name: value for name, value in variables.items() if name != "params"}
+        return variables["params"], others
+
+    params, state = make(jax.random.PRNGKey(int(seed)))
     collections = sorted(state)
 
     def apply(params, x, *, train: bool, rng: Any, state: Any, mask: Any = None):
@@ -154,7 +161,7 @@ def from_flax(
             return y_pred, state
         return y_pred, {name: updated.get(name, state[name]) for name in collections}
 
-    return Model(apply, params, state)
+    return Model(apply, params, state, init=make)
 
 
 class _CallArgs:

@@ -8,6 +8,7 @@ of arrays (``nnx.to_pure_dict``), which optax, orbax and ``nnx.update`` accept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -39,7 +40,11 @@ def _fresh_rng_state(template: Any, rng: Any) -> Any:
 
 
 def from_nnx(
-    module: Any, *, train_arg: str | None = "auto", eval_arg: str | None = None
+    module: Any,
+    *,
+    train_arg: str | None = "auto",
+    eval_arg: str | None = None,
+    init: Callable[[jax.Array], Any] | None = None,
 ) -> Model:
     """Wraps a Flax NNX module as a ``jaxfit.Model`` that ``Trainer`` accepts.
 
@@ -76,9 +81,13 @@ def from_nnx(
         none. Defaults to `"auto"`.
       eval_arg: the ``__call__`` keyword that receives ``not train``, in place
         of ``train_arg``. Defaults to `None`.
+      init: ``init(key) -> module``, building the module afresh from a key
+        (``lambda key: MyModule(rngs=nnx.Rngs(key))``), for a population to
+        start each member from its seed (``Model.reinit``); ``None``: every
+        member starts from ``module``'s variables. Defaults to `None`.
 
     Returns:
-      A ``jaxfit.Model(apply_fn, params, state)`` whose ``apply_fn`` is
+      A ``jaxfit.Model(apply_fn, params, state, init)`` whose ``apply_fn`` is
       ``apply(params, x, *, train, rng, state) -> (y_pred, new_state)``.
 
     Raises:
@@ -107,9 +116,18 @@ def from_nnx(
         "For a flax.linen.Module use jaxfit.from_flax(module, sample_x).",
     )
     flag = common.user_mode_flag(module, "flax", train_arg, eval_arg)
+    common.expect_init(init, "init(key) -> an nnx.Module like module")
     graphdef, params, rng_state, state = nnx.split(module, nnx.Param, nnx.RngState, ...)
     params = nnx.to_pure_dict(params)
     state = nnx.to_pure_dict(state)
+
+    def make(key: jax.Array) -> tuple[Any, Any]:
+        assert init is not None
+        made = init(key)
+        common.expect_module(made, nnx.Module, "init(key) to return an nnx.Module")
+        _, made_params, _, made_state = nnx.split(made, nnx.Param, nnx.RngState, ...)
+        return nnx.to_pure_dict(made_params), nnx.to_pure_dict(made_state)
+
     rng_template = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), nnx.to_pure_dict(rng_state)
     )
@@ -126,4 +144,4 @@ def from_nnx(
         _, _, _, new_state = nnx.split(copy, nnx.Param, nnx.RngState, ...)
         return y_pred, nnx.to_pure_dict(new_state)
 
-    return Model(apply, params, state)
+    return Model(apply, params, state, init=None if init is None else make)

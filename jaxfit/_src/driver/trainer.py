@@ -108,8 +108,11 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
         state follows its params. Defaults to `None`.
       population: train this many members as one compiled program: member
         ``i`` trains exactly as this ``Trainer`` with ``seed=seed + i`` (and its
-        ``hyperparams`` values) would. See the Populations guide. Defaults to
-        `None` (one model).
+        ``hyperparams`` values) would: an init function ``params`` is called
+        with member ``i``'s init key, a ``jaxfit.Model`` with an ``init`` starts
+        member ``i`` from ``model.reinit(seed + i)``, and a params pytree is the
+        start of every member. See the Populations guide. Defaults to `None`
+        (one model).
       hyperparams: with ``population``, ``{name: one value per member}`` for
         any hyperparameter the optimizer injects (``optax.inject_hyperparams``)
         and ``"loss_weights"``. Defaults to `None`.

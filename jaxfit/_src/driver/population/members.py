@@ -74,16 +74,10 @@ def member_model(
     apply_fn: Any, params: Any, state: Any, seed: int
 ) -> tuple[Any, Any, Any]:
     """``(apply_fn, params, state)`` of the member of ``seed``: a ``jaxfit.Model``
-    with an ``init`` re-initialised from the seed's init key."""
-    init = (
-        getattr(apply_fn, "init", None)
-        if isinstance(apply_fn, model_lib.Model)
-        else None
-    )
-    if init is None:
-        return apply_fn, params, state
-    made_params, made_state = init(model_lib.init_key(seed))
-    return model_lib.Model(apply_fn.apply_fn, made_params, made_state), params, state
+    with an ``init`` is ``model.reinit(seed)``; anything else is as given."""
+    if isinstance(apply_fn, model_lib.Model) and apply_fn.init is not None:
+        return apply_fn.reinit(seed), params, state
+    return apply_fn, params, state
 
 
 def injected_names(opt_state: Any) -> set[str]:
