@@ -162,6 +162,7 @@ def _fit(trainer, spec, epochs, recorder):
 
 def measure(row: str, args: dict[str, Any]) -> dict[str, Any]:
     """One row: ``population``, ``sequential`` or ``memory-<N>``."""
+    import jax
     import numpy as np
     import optax  # noqa: F401  (imports are no trainer's time or memory)
 
@@ -173,7 +174,7 @@ def measure(row: str, args: dict[str, Any]) -> dict[str, Any]:
     n = int(row.split("-")[1]) if row.startswith("memory-") else args["members"]
     epochs = 2 if row.startswith("memory-") else args["epochs"]
     rates = _rates(n)
-    recorders, losses, build = [], [], 0.0
+    recorders, losses, build, built_rss = [], [], 0.0, 0
     start = time.perf_counter()
     for i in range(n if row == "sequential" else 1):
         recorders.append(_recorder())
@@ -183,11 +184,14 @@ def measure(row: str, args: dict[str, Any]) -> dict[str, Any]:
         else:
             trainer = _trainer(spec, n, rates, SEED)
         build += time.perf_counter() - began
+        built_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         history = _fit(trainer, spec, epochs, recorders[-1])
         losses += list(np.atleast_1d(np.asarray(history.history["loss"][-1])))
     total = time.perf_counter() - start
     return {
         "row": row,
+        "platform": jax.default_backend(),
+        "devices": len(jax.devices()),
         "members": n,
         "epochs": epochs,
         "end_to_end_s": total,
@@ -197,6 +201,7 @@ def measure(row: str, args: dict[str, Any]) -> dict[str, Any]:
         "yields": sum(r.yields for r in recorders),
         "final_losses": [float(v) for v in losses],
         "base_rss_kib": base_rss,
+        "built_rss_kib": built_rss,  # the peak once the (last) trainer was built
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
 
@@ -226,7 +231,8 @@ def _verdict(value: float, target: float, smoke: bool) -> str:
 def time_table(pop: dict, seq: dict, smoke: bool = False) -> list[str]:
     """Markdown lines: the population row, the sequential row, the ratios."""
     lines = [
-        f"### {pop['members']} members x {pop['epochs']} epochs: time",
+        f"### {pop['members']} members x {pop['epochs']} epochs: time "
+        f"({pop['devices']} {pop['platform']} device(s))",
         "",
         "| row | end to end s (compile included) | building trainers s "
         "| first epochs s | steady epochs s | yields | final loss (members' mean) |",
@@ -258,22 +264,25 @@ def memory_table(rows: list[dict]) -> list[str]:
     lines = [
         "### memory: peak RSS by members (a fresh process each)",
         "",
-        "| members | peak RSS MiB | before the trainer MiB | added MiB "
-        "| added per member MiB | growth per member since the previous row MiB |",
-        "|" + "---|" * 6,
+        "| members | peak RSS MiB | before the trainer MiB | after building it MiB "
+        "| added MiB | added per member MiB "
+        "| growth per member since the previous row MiB |",
+        "|" + "---|" * 7,
     ]
     previous = None
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['row']} | {r['error']} |" + " |" * 4)
+            lines.append(f"| {r['row']} | {r['error']} |" + " |" * 5)
             continue
         peak, base = r["peak_rss_kib"] / 1024, r["base_rss_kib"] / 1024
+        built = r["built_rss_kib"] / 1024
         growth = "n/a"
         if previous is not None:
             step = (peak - previous[1]) / (r["members"] - previous[0])
             growth = f"{step:.2f}"
         lines.append(
-            f"| {r['members']} | {peak:.1f} | {base:.1f} | {peak - base:.1f} | "
+            f"| {r['members']} | {peak:.1f} | {base:.1f} | {built:.1f} | "
+            f"{peak - base:.1f} | "
             f"{(peak - base) / r['members']:.2f} | {growth} |"
         )
         previous = (r["members"], peak)
@@ -289,6 +298,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="epochs (default: by size)")
     parser.add_argument("--samples", type=int, help="samples (default: by size)")
     parser.add_argument("--memory-members", help="N,... (default: by size)")
+    parser.add_argument(
+        "--tables", default="time,memory", help="time, memory or both (default)"
+    )
     parser.add_argument("--json", help="write one JSON line per row here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--args", help=argparse.SUPPRESS)
@@ -308,20 +320,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "memory_sizes": size.get("memory_sizes", WIDE),
     }
     memory = [int(n) for n in (ns.memory_members or size["memory"]).split(",")]
+    tables = ns.tables.split(",")
+    names = ["population", "sequential"] if "time" in tables else []
+    names += [f"memory-{n}" for n in memory] if "memory" in tables else []
     rows = []
-    for row in ["population", "sequential", *(f"memory-{n}" for n in memory)]:
+    for row in names:
         rows.append(run_row(row, args))
         print(f"# {row}: " + json.dumps(rows[-1])[:160], flush=True)
     if ns.json:
         with open(ns.json, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
-    pop, seq = rows[0], rows[1]
-    if "error" in pop or "error" in seq:
-        print(f"time rows failed: {pop.get('error')} / {seq.get('error')}")
-    else:
-        print("\n".join(time_table(pop, seq, smoke=ns.smoke)))
-    print("\n".join(memory_table(rows[2:])))
+    _print_tables(rows, ns.smoke)
     return rows
+
+
+def _print_tables(rows: list[dict], smoke: bool) -> None:
+    by_row = {r["row"]: r for r in rows}
+    pop, seq = by_row.get("population"), by_row.get("sequential")
+    if pop is not None and seq is not None:
+        if "error" in pop or "error" in seq:
+            print(f"time rows failed: {pop.get('error')} / {seq.get('error')}")
+        else:
+            print("\n".join(time_table(pop, seq, smoke=smoke)))
+    memory = [r for r in rows if r["row"].startswith("memory-")]
+    if memory:
+        print("\n".join(memory_table(memory)))
 
 
 if __name__ == "__main__":
