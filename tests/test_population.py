@@ -390,3 +390,19 @@ def test_what_a_population_refuses_before_anything_runs():
     jax.tree.map(np.testing.assert_array_equal, before, population.state)
     with pytest.raises(ValueError, match="optimizer"):
         population.compile(optimizer=optax.sgd(0.1))
+
+
+def test_save_and_restore_a_population_and_load_refuses_its_checkpoint(tmp_path):
+    x, y = _data()
+    population = _population(RATES[:2])
+    population.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    path = population.save(tmp_path / "ckpt")
+    again = _population(RATES[:2])
+    again.restore(path)
+    _close(population.state.params, again.state.params)
+    _close(population.state.opt_state, again.state.opt_state)
+    with pytest.raises(ValueError, match="population of 2 members"):
+        jaxfit.Trainer.load(path, apply, optimizer=_adam(), loss="mse")
+    single = population.member(1)
+    loaded = jaxfit.Trainer.load(single.save(tmp_path / "one"), apply)
+    np.testing.assert_allclose(loaded.predict(x), population.predict(x)[1], 1e-6)

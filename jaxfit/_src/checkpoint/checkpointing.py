@@ -133,9 +133,13 @@ class Checkpointing:
         Raises:
           FileNotFoundError, ValueError: as ``restore`` (a damaged checkpoint
             included); ``ValueError`` too for a ``Model`` whose params or state
-            do not match the checkpoint, naming the first differing path.
+            do not match the checkpoint, naming the first differing path, and
+            for a population's checkpoint or ``population`` given (build the
+            population with ``Trainer(..., population=N)`` and ``restore``
+            it; one member is ``trainer.member(i)``, saved on its own).
         """
         stored, info = run_state.load_arrays(path)
+        _one_model(path, info, kwargs)
         build: Any = cls  # the Trainer this mixin is part of, with its constructor
         if kwargs.get("optimizer") is not None:
             if isinstance(apply_fn, Model):  # its params: the restore template
@@ -157,6 +161,28 @@ class Checkpointing:
             )
             trainer.seed = int(info["seed"])
         return trainer
+
+
+def _one_model(path: Any, info: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Refuses a population's checkpoint, or ``population``, in ``load``."""
+    members = info.get("member_steps")
+    if members is None and kwargs.get("population") is None:
+        return
+    got = (
+        f"the checkpoint of a population of {len(members)} members"
+        if members is not None
+        else f"population={kwargs['population']!r}"
+    )
+    raise ValueError(
+        errors.expected(
+            "path",
+            "a checkpoint of one model (load builds one Trainer)",
+            errors.Description(f"{got} at {os.fspath(path)!r}"),
+            "Build the population as it was, Trainer(..., population=N, "
+            "hyperparams=...), and call trainer.restore(path); for one member, "
+            "save trainer.member(i).",
+        )
+    )
 
 
 def _like(template: Any, stored: Any, argname: str, path: Any) -> Any:
