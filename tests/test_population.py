@@ -396,6 +396,9 @@ def test_save_and_restore_a_population_and_load_refuses_its_checkpoint(tmp_path)
     x, y = _data()
     population = _population(RATES[:2])
     population.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    text = population.summary(x[:2], print_fn=None)
+    assert "a population of 2 members" in text and "(2, 5, 8)" in text
+    assert "Total params: 112 " in text and "Output shape: (None, 1)" in text
     path = population.save(tmp_path / "ckpt")
     again = _population(RATES[:2])
     again.restore(path)

@@ -73,6 +73,16 @@ def _table(rows: list[tuple[str, str, str, int, int]]) -> list[str]:
     return lines
 
 
+def _heading(population: int | None) -> str:
+    if population is None:
+        return "Trainer summary"
+    return (
+        f"Trainer summary: a population of {population} members (the shapes lead "
+        "with the member axis, the totals count every member; the output shape "
+        "is each member's)"
+    )
+
+
 class Summary(TrainerBase):
     """``summary``."""
 
@@ -104,7 +114,8 @@ class Summary(TrainerBase):
         p_count, p_bytes = _totals(params)
         s_count, s_bytes = _totals(model_state)
         o_count, o_bytes = _totals(_rows(state.opt_state, "opt_state"))
-        lines = ["Trainer summary", ""] + _table(params + model_state) + [""]
+        lines = [_heading(getattr(self, "population", None)), ""]
+        lines += _table(params + model_state) + [""]
         lines += [
             f"Total params: {p_count + s_count:,} "
             f"({readable_bytes(p_bytes + s_bytes)})",
@@ -140,6 +151,8 @@ class Summary(TrainerBase):
         spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), x)
         apply = precision_lib.make_compute_apply(self.policy, self._spec.apply)
         state = self.state
+        if getattr(self, "population", None) is not None:  # one member's shapes
+            state = jax.tree.map(lambda a: a[0], state)
         rows = jax.tree.leaves(spec)[0].shape[0]
         try:
             return jax.eval_shape(
