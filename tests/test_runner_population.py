@@ -282,7 +282,11 @@ def test_a_schedule_and_a_loss_weight_key_path(tmp_path, capsys):
     ), err
 
 
-RESUMED = BASE.replace("  epochs: 3\n", "  epochs: 4\n") + POPULATION
+RESUMED = (
+    BASE.replace("  epochs: 3\n", "  epochs: 4\n")
+    + POPULATION
+    + "callbacks:\n  - name: CSVLogger\n    args: {filename: log.csv}\n"
+)
 
 
 def test_an_interrupted_population_run_resumes_to_the_same_files(tmp_path, cache):
@@ -293,7 +297,7 @@ def test_an_interrupted_population_run_resumes_to_the_same_files(tmp_path, cache
     )
     marker = tmp_path / "fired"
     text = RESUMED + (
-        "callbacks:\n  - name: runner_helpers:InterruptOnce\n"
+        "  - name: runner_helpers:InterruptOnce\n"
         f"    args: {{epoch: 1, marker: {marker}}}\n"
     )
     with pytest.raises(KeyboardInterrupt):
@@ -309,6 +313,17 @@ def test_an_interrupted_population_run_resumes_to_the_same_files(tmp_path, cache
     )
     resumed = jaxfit.run(None, resume=str(run_dir), compilation_cache=cache)
     assert _json(run_dir / "history.json") == _json(f"{reference.run_dir}/history.json")
+    for i in range(4):  # each member's CSVLogger file: no epoch written twice
+        name = f"log-member-{i}.csv"
+        rows = (run_dir / name).read_text(encoding="utf-8").splitlines()
+        assert [row.split(",")[0] for row in rows[1:]] == ["0", "1", "2", "3"]
+        assert (
+            rows
+            == (tmp_path / "reference")
+            .joinpath(run_dirs(tmp_path / "reference")[0].name, name)
+            .read_text(encoding="utf-8")
+            .splitlines()
+        )
     ours, theirs = resumed.metrics, reference.metrics
     assert ours["per_member"] == theirs["per_member"]
     assert ours["settings"] == theirs["settings"]

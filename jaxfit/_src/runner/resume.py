@@ -19,16 +19,15 @@ from collections.abc import Callable, Iterable
 from jaxfit._src import paths
 from jaxfit._src.runner import rundir
 from jaxfit._src.runner.checks import _load
+from jaxfit._src.runner.resume_trim import _appending_csv, _trim_for_resume
 from jaxfit._src.runner.rundir import (
     COMPLETE,
-    _appending_csv,
     _config_change,
     _locked,
     _marker,
     _position_words,
     _resume_point,
     _training_ended,
-    _trim_for_resume,
 )
 from jaxfit._src.runner.schema import ConfigError, RunConfig
 

@@ -16,13 +16,9 @@ Every file of the ending is written atomically (a ``.<name>.tmp`` sibling, then
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
 import datetime
-import functools
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +32,6 @@ from jaxfit._src import paths
 from jaxfit._src.checkpoint import orbax_io
 from jaxfit._src.driver import callback as callback_lib
 from jaxfit._src.runner import schema
-from jaxfit._src.runner.run_callbacks import _in_run_dir
 from jaxfit._src.runner.schema import ConfigError, RunConfig
 
 _MAX_PATH = 4096  # bytes of a run directory path broadcast to the other processes
@@ -387,63 +382,6 @@ def _training_ended(epoch: int, batch: int, stopped: bool, epochs: int) -> bool:
     """Whether a backup at ``(epoch, batch, stopped)`` is of a finished training
     (only the run's ending is left to do)."""
     return batch == 0 and (stopped or epoch >= epochs)
-
-
-_EPOCH_LINE = re.compile(r"^Epoch (\d+)[/:]")
-
-
-def _trim_for_resume(config: RunConfig, run_dir: str, epoch: int) -> None:
-    """Drops what the epochs from ``epoch`` (0-based) on left in run.log (``Epoch
-    N/..`` and ``Epoch N: ..`` lines) and in CSVLogger files: the resumed run
-    writes them again."""
-    path = os.path.join(run_dir, "run.log")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-        kept = [
-            line
-            for line in lines
-            if not ((match := _EPOCH_LINE.match(line)) and int(match.group(1)) > epoch)
-        ]
-        text = "".join(line + "\n" for line in kept)
-        _atomic(path, lambda tmp: _write_text(tmp, text))
-    for callback in config.callbacks:
-        if callback.name != "CSVLogger":
-            continue
-        args = _in_run_dir(callback.args, run_dir)
-        csv_path, separator = args.get("filename"), args.get("separator", ",")
-        if not isinstance(csv_path, str) or not os.path.isfile(csv_path):
-            continue
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f, delimiter=separator))
-        kept_rows = rows[:1] + [
-            row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) < epoch
-        ]
-
-        _atomic(csv_path, functools.partial(_write_rows, rows=kept_rows, sep=separator))
-
-
-def _write_rows(path: str, rows: list[list[str]], sep: str) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f, delimiter=sep).writerows(rows)
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _appending_csv(config: RunConfig) -> RunConfig:
-    """A resumed run's CSVLoggers append to what the first part wrote."""
-    return dataclasses.replace(
-        config,
-        callbacks=[
-            dataclasses.replace(c, args={**c.args, "append": True})
-            if c.name == "CSVLogger"
-            else c
-            for c in config.callbacks
-        ],
-    )
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
