@@ -332,3 +332,11 @@ def test_an_interrupted_population_run_resumes_to_the_same_files(tmp_path, cache
         jax_leaves(resumed.trainer.state), jax_leaves(reference.trainer.state)
     ):
         assert np.array_equal(ours, theirs)
+
+
+def test_the_shipped_population_config_is_listed_and_valid(capsys):
+    code, out, err = run_cli(capsys, "configs")
+    assert code == 0 and "  digits_population  digits_mlp as a population" in out
+    code, out, err = run_cli(capsys, "validate", "digits_population")
+    assert code == 0, err
+    assert out.startswith("digits_population: valid (digits_population: model mlp")
