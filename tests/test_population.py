@@ -166,14 +166,17 @@ def test_early_stopping_freezes_a_member_and_the_others_go_on():
 
     fit = dict(epochs=8, batch_size=16, validation_split=0.2, verbose=0)
     population = _population(rates)
-    history = population.fit(x, y, callbacks=callbacks(), **fit)
+    (stopping,) = given = callbacks()
+    history = population.fit(x, y, callbacks=given, **fit)
     lengths = [len(m.epoch) for m in history.members]
     assert len(set(lengths)) > 1 and max(lengths) == len(history.epoch) == 8
     for i in range(4):
         single = _single(i, rates)
-        _same_history(
-            single.fit(x, y, callbacks=callbacks(), **fit), history.members[i]
-        )
+        (alone,) = own = callbacks()
+        _same_history(single.fit(x, y, callbacks=own, **fit), history.members[i])
+        # the copy that acted for member i, as the user reads it after the fit
+        assert stopping.member_copies[i].stopped_epoch == alone.stopped_epoch
+        assert stopping.member_copies[i].best == pytest.approx(alone.best, 1e-5)
         _close(single.params, population.member(i).params)  # best weights restored
         # after a member stopped, its population logs read NaN
         stopped = history.history["val_loss"][lengths[i] :]

@@ -109,7 +109,9 @@ class Callback:
     ``NaN`` for a member that has stopped, and ``self.trainer`` is the
     population (``self.trainer.status`` says which members still train). Give
     your callback a ``for_member(self, member)`` method returning a fresh copy
-    (``copy.deepcopy(self)``) to have it act per member instead.
+    (``copy.deepcopy(self)``) to have it act per member instead. After such a
+    fit, ``callback.member_copies[i]`` is the copy that acted for member ``i``
+    (EarlyStopping's ``stopped_epoch`` of that member, say).
 
     **Resuming.** A callback whose counters matter for resuming a run
     (EarlyStopping's wait and best, say) overrides ``get_state`` and
@@ -460,6 +462,9 @@ def member_copy(callback: Callback) -> Any:
     files its own); the trainer of an earlier fit is not copied (it is set
     again when the copy is installed)."""
     memo: dict[int, Any] = {id(callback.trainer): None}
+    earlier = getattr(callback, "member_copies", None)  # of an earlier fit
+    if earlier is not None:
+        memo[id(earlier)] = None
     return copy.deepcopy(callback, memo)
 
 

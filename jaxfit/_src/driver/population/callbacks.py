@@ -68,9 +68,13 @@ class Members(Callback):
         self.histories: list[History] = []
         self.lists: list[CallbackList] = []
         self.last: list[dict[str, Any]] = []
+        for template in templates:  # what the user reads after the fit
+            template.member_copies = []  # type: ignore[attr-defined]
         for i in range(owner.population):
             history = History()
             copies = [template.for_member(i) for template in templates]  # type: ignore[attr-defined]
+            for template, made in zip(templates, copies):
+                template.member_copies.append(made)  # type: ignore[attr-defined]
             view = MemberView(owner, i)
             listed = CallbackList([history, *copies], view, dict(params))
             view.session.callbacks = listed.callbacks
