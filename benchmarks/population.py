@@ -34,7 +34,8 @@ a steady figure in the last column). These rows train a wider MLP,
 the tiny MLP's member (~400 params) is far below the RSS's noise of a few MiB
 from run to run, so its rows could show no growth at all.
 
-Full sizes (16 members x 10 epochs of 8,192 samples, batch 32): about a
+Full sizes (16 members x 10 epochs of 20,000 samples, batch 32, as the tiny
+workload of ``run.py``): about a
 minute or two on 2 CPU cores. ``--quick``: 8 members x 4 epochs of 2,048
 samples; ``--smoke``: 2 members x 2 epochs of 256 samples, memory at 1 and 2
 (the test runs it; it proves the script works and measures nothing).
@@ -58,7 +59,7 @@ import workloads
 
 WIDE = [10, 1024, 1024, 2]  # the memory rows' MLP: ~1.06M params a member
 SIZES = {
-    "full": {"members": 16, "epochs": 10, "samples": 8192, "memory": "1,4,16"},
+    "full": {"members": 16, "epochs": 10, "samples": 20_000, "memory": "1,4,16"},
     "quick": {"members": 8, "epochs": 4, "samples": 2048, "memory": "1,4,8"},
     "smoke": {
         "members": 2,
