@@ -99,19 +99,13 @@ class Callback:
     ``precision="mixed_float16"``. ``on_test_end`` gets the evaluation's means
     without the ``val_`` prefix; ``on_train_end`` the last epoch's logs.
 
-    **In a population** (``Trainer(..., population=N)``), the built-in
-    callbacks that act per member (EarlyStopping, ReduceLROnPlateau,
-    LearningRateScheduler, TerminateOnNaN, ModelCheckpoint, CSVLogger,
-    TensorBoard: those with a ``for_member`` method) are copied per member, and
-    each copy sees its member as a plain trainer with that member's floats.
-    Any other callback, yours included, sees the population: each value of
-    ``logs`` is a numpy array of one value per member (member axis first),
-    ``NaN`` for a member that has stopped, and ``self.trainer`` is the
-    population (``self.trainer.status`` says which members still train). Give
-    your callback a ``for_member(self, member)`` method returning a fresh copy
-    (``copy.deepcopy(self)``) to have it act per member instead. After such a
-    fit, ``callback.member_copies[i]`` is the copy that acted for member ``i``
-    (EarlyStopping's ``stopped_epoch`` of that member, say).
+    **In a population** (``Trainer(..., population=N)``), a callback with a
+    ``for_member(self, member)`` method (the built-ins that concern one model)
+    is copied per member; each copy sees its member as a plain trainer, and
+    ``callback.member_copies[i]`` is member ``i``'s after the fit. Any other
+    callback sees the population: each value of ``logs`` is a numpy array of
+    one value per member (member axis first), ``NaN`` for a member that has
+    stopped, and ``self.trainer`` is the population (``.status`` per member).
 
     **Resuming.** A callback whose counters matter for resuming a run
     (EarlyStopping's wait and best, say) overrides ``get_state`` and
