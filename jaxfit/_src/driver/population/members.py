@@ -151,9 +151,40 @@ def with_values(opt_state: Any, values: dict[str, Any], where: str) -> Any:
     return jax.tree.map(swap, opt_state, is_leaf=hyperparams_lib.is_injected)
 
 
-def stack(states: list[Any]) -> Any:
-    """The members' pytrees stacked along a new leading axis."""
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+class Stack:
+    """The members' pytrees stacked along a new leading axis, filled member by
+    member into host buffers: a member's own state is freed once copied, so
+    building ``N`` members holds about one stacked state, not two."""
+
+    def __init__(self, members: int):
+        self.members = members
+        self.treedef: Any = None
+        self.buffers: list[np.ndarray] = []
+
+    def add(self, i: int, tree: Any) -> None:
+        leaves, treedef = jax.tree.flatten(tree)
+        if self.treedef is None:
+            self.treedef = treedef
+            self.buffers = [
+                np.empty((self.members, *np.shape(a)), np.asarray(a).dtype)
+                for a in leaves
+            ]
+        layout = [(np.shape(a), np.asarray(a).dtype) for a in leaves]
+        wanted = [(b.shape[1:], b.dtype) for b in self.buffers]
+        if treedef != self.treedef or layout != wanted:
+            raise ValueError(
+                errors.expected(
+                    "params",
+                    "members of one structure, shapes and dtypes (an init "
+                    "function whose shapes do not depend on the key)",
+                    errors.Description(f"member {i}'s state unlike member 0's"),
+                )
+            )
+        for buffer, leaf in zip(self.buffers, leaves):
+            buffer[i] = np.asarray(leaf)
+
+    def tree(self) -> Any:
+        return jax.tree.unflatten(self.treedef, self.buffers)
 
 
 def member(tree: Any, i: int) -> Any:
@@ -172,7 +203,7 @@ def build_states(
     hyperparameter values set; ``check`` sees the first member's state before
     any other is made."""
     optimizer_values = {k: v for k, v in values.items() if k != LOSS_WEIGHTS}
-    apply, states = None, []
+    apply, stacked = None, Stack(members)
     for i in range(members):
         apply_i, state = make(seed + i)
         if apply is None:
@@ -183,5 +214,5 @@ def build_states(
             state = state.replace(
                 opt_state=with_values(state.opt_state, mine, f"[{i}]")
             )
-        states.append(state)
-    return apply, stack(states)
+        stacked.add(i, state)
+    return apply, stacked.tree()
