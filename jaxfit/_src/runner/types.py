@@ -156,7 +156,8 @@ def _expected(tp: Any, minimum: int | None = None) -> str:
                 return "a non-empty " + _expected(base, minimum).removeprefix("a ")
         return _expected(base, minimum)
     if origin in (list, collections.abc.Sequence):
-        return f"a list (each {_expected(typing.get_args(tp)[0], minimum)})"
+        (item,) = typing.get_args(tp)
+        return "a list" if item is Any else f"a list (each {_expected(item, minimum)})"
     if origin is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
