@@ -117,9 +117,10 @@ def test_a_member_equals_the_plain_run_of_its_seed_and_values(
     for part in ("final_epoch", "test"):
         for key, value in plain.metrics[part].items():
             np.testing.assert_allclose(row[part][key], value, rtol=2e-5, atol=1e-6)
-    evaluated = jaxfit.evaluate_run(population_run.run_dir, member=member)
-    for key, value in plain.metrics["test"].items():
-        np.testing.assert_allclose(evaluated[key], value, rtol=2e-5, atol=1e-6)
+    if member == 2:  # evaluate_run rebuilds and restores the population again
+        evaluated = jaxfit.evaluate_run(population_run.run_dir, member=member)
+        for key, value in plain.metrics["test"].items():
+            np.testing.assert_allclose(evaluated[key], value, rtol=2e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"^member: expected None for a run"):
         jaxfit.load_run(plain.run_dir, member=0)
 
@@ -337,6 +338,9 @@ def test_an_interrupted_population_run_resumes_to_the_same_files(tmp_path, cache
 def test_the_shipped_population_config_is_listed_and_valid(capsys):
     code, out, err = run_cli(capsys, "configs")
     assert code == 0 and "  digits_population  digits_mlp as a population" in out
-    code, out, err = run_cli(capsys, "validate", "digits_population")
+    # its checks, on 2 members rather than 6 (the same section, fewer models)
+    code, out, err = run_cli(
+        capsys, "validate", "digits_population", "--set", "population.seeds=1"
+    )
     assert code == 0, err
     assert out.startswith("digits_population: valid (digits_population: model mlp")
