@@ -344,3 +344,56 @@ def test_the_shipped_population_config_is_listed_and_valid(capsys):
     )
     assert code == 0, err
     assert out.startswith("digits_population: valid (digits_population: model mlp")
+
+
+def two_outputs(num_samples=48):
+    """``fixed_data`` with two named outputs (per-output losses and weights)."""
+    data = fixed_data(num_samples, 0)
+    y = data["y_train"]
+    return {
+        "x_train": data["x_train"],
+        "y_train": {"a": y[:, :1], "b": y[:, 1:]},
+        "task": "regression",
+    }
+
+
+def two_heads(sample_x, seed=0):
+    """A linear model with outputs ``a`` and ``b``, its init drawn from ``seed``."""
+    import jax
+
+    w = jax.random.normal(jax.random.PRNGKey(seed), (sample_x.shape[1], 2))
+    return jaxfit.Model(
+        lambda p, x: {"a": x @ p["w"][:, :1], "b": x @ p["w"][:, 1:]}, {"w": w}
+    )
+
+
+WEIGHTED = """\
+name: weighted
+seed: 1
+model: {name: test_runner_population:two_heads}
+data: {name: test_runner_population:two_outputs}
+optimizer: {name: sgd, learning_rate: 0.05}
+loss: {a: mse, b: mse}
+loss_weights: {a: 1.0, b: 1.0}
+fit: {epochs: 2, batch_size: 16, verbose: 0}
+"""
+
+
+def test_a_loss_weight_varies_per_member(tmp_path, cache):
+    text = WEIGHTED + "population:\n  hyperparams:\n    loss_weights.b: [0.0, 4]\n"
+    run = jaxfit.run(
+        write_config(tmp_path, text), str(tmp_path / "runs"), compilation_cache=cache
+    )
+    plain_text = WEIGHTED.replace("seed: 1", "seed: 2").replace("b: 1.0}", "b: 4.0}")
+    plain = jaxfit.run(
+        write_config(tmp_path, plain_text, "plain.yaml"),
+        str(tmp_path / "plain"),
+        compilation_cache=cache,
+    )
+    assert run.metrics["per_member"][1]["hyperparams"] == {"loss_weights.b": 4.0}
+    for key, values in plain.history.history.items():  # loss = a_loss + 4 b_loss
+        np.testing.assert_allclose(
+            run.history.members[1].history[key], values, rtol=2e-5, atol=1e-6
+        )
+    zero = run.history.members[0].history
+    np.testing.assert_allclose(zero["loss"], zero["a_loss"], rtol=1e-6)  # b weighs 0
