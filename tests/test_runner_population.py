@@ -220,6 +220,11 @@ REFUSALS = [
         "population:\n  hyperparams:\n    fit.batch_size: [8, 16]\n",
         "population.hyperparams.fit.batch_size: expected a key path that can vary",
     ),
+    (  # what cannot vary is said first, whatever the lengths
+        "population:\n  hyperparams:\n    optimizer.learning_rate: [0.1, 0.2]\n"
+        "    model.args.dropout: [0.1]\n",
+        "population.hyperparams.model.args.dropout: expected a key path",
+    ),
     (
         "population:\n  hyperparams:\n    optimizer.args.nesterov: [true, false]\n",
         "population.hyperparams.optimizer.args.nesterov: expected a key path",

@@ -72,8 +72,10 @@ def check(config: RunConfig) -> RunConfig:
                 "Remove tracking, or the population section.",
             )
         )
-    _check_lengths(population.hyperparams)
     optimizer_names = _injected(config)
+    for path in population.hyperparams:  # what cannot vary, before the lengths
+        _name(config, path, optimizer_names)
+    _check_lengths(population.hyperparams)
     converted = {
         path: _converted(config, path, values, optimizer_names)
         for path, values in population.hyperparams.items()
@@ -84,23 +86,24 @@ def check(config: RunConfig) -> RunConfig:
 
 
 def _check_lengths(hyperparams: dict[str, list[Any]]) -> None:
-    """Every list holds the same number (>= 1) of values."""
-    lengths = {path: len(values) for path, values in hyperparams.items()}
-    for path, length in lengths.items():
-        first, count = next(iter(lengths.items()))
-        if length == 0:
+    """Every list holds the same number (>= 1) of values: the first list's."""
+    if not hyperparams:
+        return
+    first, values = next(iter(hyperparams.items()))
+    for path, given in hyperparams.items():
+        if not given:
             raise ConfigError(
                 errors.expected(
                     f"{SECTION}.{path}", "a non-empty list (one value per setting)", []
                 )
             )
-        if length != count:
+        if len(given) != len(values):
             raise ConfigError(
                 errors.expected(
                     f"{SECTION}.{path}",
-                    f"a list of {count} values, as {SECTION}.{first} (the k-th "
-                    "value of every list makes setting k)",
-                    hyperparams[path],
+                    f"a list of {len(values)} values, as {SECTION}.{first} (the "
+                    "k-th value of every list makes setting k)",
+                    given,
                 )
             )
 
@@ -124,21 +127,7 @@ def _converted(
 ) -> list[Any]:
     """``values`` of ``path`` checked and converted (a number each)."""
     key = f"{SECTION}.{path}"
-    name = hyperparameter_name(path)
-    if name is None or name not in (LOSS_WEIGHTS, "learning_rate", *injected):
-        raise ConfigError(_cannot_vary(config, path, injected))
-    if path == "optimizer.learning_rate" and isinstance(
-        config.optimizer.learning_rate, ScheduleConfig
-    ):
-        raise ConfigError(
-            errors.expected(
-                key,
-                "optimizer.learning_rate to be a number to vary it (a schedule is "
-                "shared by every member)",
-                errors.Description(f"a schedule ({config.optimizer.learning_rate})"),
-                "Give optimizer.learning_rate a number, or vary another key.",
-            )
-        )
+    name = _name(config, path, injected)
     out = []
     for j, value in enumerate(values):
         try:
@@ -151,6 +140,29 @@ def _converted(
             )
         out.append(number)
     return out
+
+
+def _name(config: RunConfig, path: str, injected: dict[str, Any]) -> str:
+    """The hyperparameter ``path`` varies, once it is one that can vary.
+
+    Raises:
+      ConfigError: a path none of ``VARYING``, or a scheduled learning rate.
+    """
+    name = hyperparameter_name(path)
+    if name is None or name not in (LOSS_WEIGHTS, "learning_rate", *injected):
+        raise ConfigError(_cannot_vary(config, path, injected))
+    rate = config.optimizer.learning_rate
+    if path == "optimizer.learning_rate" and isinstance(rate, ScheduleConfig):
+        raise ConfigError(
+            errors.expected(
+                f"{SECTION}.{path}",
+                "optimizer.learning_rate to be a number to vary it (a schedule is "
+                "shared by every member)",
+                errors.Description(f"a {rate.schedule!r} schedule"),
+                "Give optimizer.learning_rate a number, or vary another key.",
+            )
+        )
+    return name
 
 
 def hyperparameter_name(path: str) -> str | None:
