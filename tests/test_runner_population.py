@@ -402,3 +402,33 @@ def test_a_loss_weight_varies_per_member(tmp_path, cache):
         )
     zero = run.history.members[0].history
     np.testing.assert_allclose(zero["loss"], zero["a_loss"], rtol=1e-6)  # b weighs 0
+
+
+STOPPING = """\
+name: stopping
+model: {name: runner_helpers:linear_model}
+data: {name: runner_helpers:tiny_split}
+optimizer: {name: sgd, learning_rate: 0.1}
+fit: {epochs: 4, batch_size: 16, validation_split: 0.25, verbose: 0}
+callbacks:
+  - name: EarlyStopping
+    args: {monitor: val_loss, min_delta: 10, patience: 1, restore_best_weights: true}
+population: {seeds: 3}
+"""
+
+
+def test_each_member_reports_its_early_stop_and_weights_epoch(tmp_path, cache):
+    # min_delta 10: no epoch after the first is better, so every member stops
+    # after epoch 2 with epoch 1's weights
+    run = jaxfit.run(
+        write_config(tmp_path, STOPPING),
+        str(tmp_path / "runs"),
+        compilation_cache=cache,
+    )
+    for m in run.metrics["per_member"]:
+        assert (m["last_epoch"], m["weights_epoch"]) == (2, 1)
+        assert m["stopped_early"] and m["stopped_by"] == "callbacks[0] EarlyStopping"
+    assert run.metrics["stop_reason"] == (
+        "3 members: 0 ran all 4 epochs, 3 stopped early"
+    )
+    assert run.metrics["monitor"]["by"] == "callbacks[0] EarlyStopping"

@@ -7,8 +7,11 @@ A population run's metrics.json holds, besides the keys every run's has:
     per_member   member ``i``'s ``member``, ``setting``, ``seed`` (``seed + i``),
                  ``hyperparams`` (its setting's ``{key path: value}``),
                  ``final_epoch`` (its last epoch's logs), ``last_epoch``,
-                 ``stopped_early`` (it ended before ``fit.epochs``), ``best``
-                 and ``best_epoch`` of the monitored metric, and ``test`` (its
+                 ``stopped_early`` (it ended before ``fit.epochs``, or a
+                 callback stopped it), ``stopped_by`` (the EarlyStopping that
+                 stopped it, or ``None``), ``weights_epoch`` (the epoch of the
+                 weights it ends with: restore_best_weights' best, else its
+                 last), ``best`` and ``best_epoch`` of the monitored metric, and ``test`` (its
                  test evaluation, or ``None``)
     settings     setting ``k``'s ``hyperparams``, ``members`` and ``mean`` /
                  ``std`` over its seeds of each final-epoch log and each test
@@ -75,6 +78,27 @@ def _best(member: Any, monitor: dict[str, Any]) -> tuple[int | None, float | Non
     return int(epoch) + 1, float(value)
 
 
+def _stops(
+    config: RunConfig, callbacks: list[Any], i: int, last: int
+) -> dict[str, Any]:
+    """Member ``i``'s ``weights_epoch`` and ``stopped_by``: from the copies of
+    the config's EarlyStopping callbacks that acted for it (``member_copies``),
+    as a plain run's ``weights_epoch`` and ``stopped_early`` are read."""
+    out: dict[str, Any] = {"weights_epoch": last, "stopped_by": None}
+    names = [c.name for c in config.callbacks]
+    built = [c for c in callbacks if not isinstance(c, _Tracker)][: len(names)]
+    for j, template in enumerate(built):
+        copies = getattr(template, "member_copies", None)
+        if not isinstance(template, callbacks_lib.EarlyStopping) or not copies:
+            continue
+        copy = copies[i]
+        if copy.stopped_epoch > 0:
+            out["stopped_by"] = f"callbacks[{j}] {names[j]}"
+        if copy.restore_best_weights and copy.best_weights is not None:
+            out["weights_epoch"] = copy.best_epoch + 1
+    return out
+
+
 def _per_member_test(test: dict[str, Any] | None, i: int) -> dict[str, float] | None:
     if test is None:
         return None
@@ -94,12 +118,14 @@ def metrics(
         final = {k: float(v[-1]) for k, v in member.history.items() if v}
         last = member.epoch[-1] + 1 if member.epoch else config.fit.initial_epoch
         best_epoch, best = _best(member, monitor)
+        stops = _stops(config, callbacks, row["member"], last)
         per_member.append(
             {
                 **row,
                 "final_epoch": final,
                 "last_epoch": last,
-                "stopped_early": last < config.fit.epochs,
+                **stops,
+                "stopped_early": last < config.fit.epochs or bool(stops["stopped_by"]),
                 "best": best,
                 "best_epoch": best_epoch,
                 "test": _per_member_test(test, row["member"]),
