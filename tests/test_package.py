@@ -43,7 +43,12 @@ VERSION = re.search(
 def test_configs_lists_the_shipped_ones(capsys):
     code, out, err = run_cli(capsys, "configs")
     assert code == 0 and not err
-    assert SHIPPED == ["digits_cnn.yaml", "digits_mlp.yaml", "regression.yaml"]
+    assert SHIPPED == [
+        "digits_cnn.yaml",
+        "digits_mlp.yaml",
+        "digits_population.yaml",
+        "regression.yaml",
+    ]
     # a checkout (or an editable install) reads the top-level configs/, the one copy
     assert out.startswith(f"shipped configs ({CONFIGS}):\n"), out
     assert not (ROOT / "jaxfit" / "configs").exists()
