@@ -412,3 +412,32 @@ def test_save_and_restore_a_population_and_load_refuses_its_checkpoint(tmp_path)
     single = population.member(1)
     loaded = jaxfit.Trainer.load(single.save(tmp_path / "one"), apply)
     _close(loaded.predict(x), population.predict(x)[1])
+
+
+def test_members_may_share_a_seed_given_in_hyperparams():
+    x, y = _data()
+    rates = RATES[:2]
+    population = jaxfit.Trainer(
+        apply,
+        init,
+        optimizer=_adam(),
+        loss="mse",
+        seed=1,
+        population=2,
+        hyperparams={"learning_rate": rates, "seed": [4, 4]},
+    )
+    fit = dict(epochs=2, batch_size=16, validation_split=0.2, verbose=0)
+    history = population.fit(x, y, **fit)
+    predicted = population.predict(x[:5])
+    for i in range(2):  # each as Trainer(seed=4) with its rate: dropout, order
+        single = jaxfit.Trainer(
+            apply, init, optimizer=_adam(rates[i]), loss="mse", seed=4
+        )
+        _same_history(single.fit(x, y, **fit), history.members[i])
+        _close(single.params, population.member(i).params)
+        _close(single.predict(x[:5]), predicted[i])
+        assert population.member_seed(i) == population.member(i).seed == 4
+    with pytest.raises(ValueError, match=r"hyperparams\['seed'\]\[1\]"):
+        jaxfit.Trainer(
+            apply, init, loss="mse", population=2, hyperparams={"seed": [0, -1]}
+        )

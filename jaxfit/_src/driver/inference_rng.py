@@ -43,11 +43,12 @@ class InferenceKeys:
     def __init__(self) -> None:
         self.calls = 0
 
-    def next(self, seed: int, like: Any, members: int = 0) -> Any:
+    def next(self, seed: int, like: Any, offsets: Any = None) -> Any:
         """The key of the next call, placed like ``like`` (the state's rng);
-        ``members`` > 0: a population's, member ``i``'s as the key of seed
-        ``seed + i``'s trainer."""
-        seeds = [int(seed) + i for i in range(members)] if members else [int(seed)]
+        ``offsets`` (a population's): member ``i``'s as the key of seed
+        ``seed + offsets[i]``'s trainer."""
+        members = len(offsets) if offsets else 0
+        seeds = [int(seed) + o for o in offsets] if offsets else [int(seed)]
         words = np.array(
             [
                 [s & 0xFFFFFFFF, (s >> 32) & 0xFFFFFFFF, self.calls & 0xFFFFFFFF]
@@ -68,5 +69,5 @@ def with_call_key(trainer: Any) -> Any:
     if keys is None:
         keys = trainer.__dict__["_inference_keys"] = InferenceKeys()
     state = trainer.state
-    members = getattr(trainer, "population", None) or 0
-    return state.replace(rng=keys.next(trainer.seed, state.rng, members))
+    offsets = getattr(trainer, "_member_offsets", None)
+    return state.replace(rng=keys.next(trainer.seed, state.rng, offsets))

@@ -36,6 +36,7 @@ def array_source(
             batch_size,
             members=members,
             put_members=where.put_member_block,  # type: ignore[attr-defined]
+            offsets=where.offsets,  # type: ignore[attr-defined]
             put=where.put_block,
             rows=where.local_rows,
             pad_to=where.padded,

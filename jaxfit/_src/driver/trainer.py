@@ -114,8 +114,10 @@ class Trainer(Inference, OnBatch, Summary, Checkpointing):
         start of every member. See the Populations guide. Defaults to `None`
         (one model).
       hyperparams: with ``population``, ``{name: one value per member}`` for
-        any hyperparameter the optimizer injects (``optax.inject_hyperparams``)
-        and ``"loss_weights"``. Defaults to `None`.
+        any hyperparameter the optimizer injects (``optax.inject_hyperparams``),
+        ``"loss_weights"``, and ``"seed"`` (each member's own seed in place of
+        ``seed + i``: members of one seed that differ only in their values).
+        Defaults to `None`.
 
     Raises:
       TypeError, ValueError: for a bad ``apply_fn``, ``optimizer``, unknown loss

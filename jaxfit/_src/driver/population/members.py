@@ -24,6 +24,7 @@ from jaxfit._src.core import model as model_lib
 from jaxfit._src.core.state import TrainState
 
 LOSS_WEIGHTS = "loss_weights"
+SEED = "seed"  # hyperparams["seed"]: each member's own seed (default seed + i)
 
 
 def check_population(population: Any) -> int:
@@ -67,7 +68,16 @@ def check_hyperparams(hyperparams: Any, members: int) -> dict[str, list[Any]]:
                 )
             )
         checked[name] = seq
+    if SEED in checked:
+        for i, value in enumerate(checked[SEED]):
+            errors.seed(f"hyperparams['seed'][{i}]", value)
+        checked[SEED] = [int(v) for v in checked[SEED]]
     return checked
+
+
+def member_seeds(seed: int, members: int, values: dict[str, list[Any]]) -> list[int]:
+    """Each member's seed: ``hyperparams["seed"]`` when given, else ``seed + i``."""
+    return list(values.get(SEED, [seed + i for i in range(members)]))
 
 
 def member_model(
@@ -98,7 +108,7 @@ def check_names(names: list[str], opt_state: Any, optimizer: Any) -> None:
         for name in getattr(node, "hyperparams_states", {})
     }
     for name in names:
-        if name == LOSS_WEIGHTS:
+        if name in (LOSS_WEIGHTS, SEED):
             continue
         if name not in injected:
             hint = (
@@ -199,13 +209,16 @@ def build_states(
     values: dict[str, list[Any]],
     check: Callable[[TrainState], None],
 ) -> tuple[Any, TrainState]:
-    """``(apply, stacked state)``: ``make(seed + i)`` for each member, with its
-    hyperparameter values set; ``check`` sees the first member's state before
-    any other is made."""
-    optimizer_values = {k: v for k, v in values.items() if k != LOSS_WEIGHTS}
+    """``(apply, stacked state)``: ``make(member i's seed)`` for each member
+    (``member_seeds``), with its hyperparameter values set; ``check`` sees the
+    first member's state before any other is made."""
+    optimizer_values = {
+        k: v for k, v in values.items() if k not in (LOSS_WEIGHTS, SEED)
+    }
+    seeds = member_seeds(seed, members, values)
     apply, stacked = None, Stack(members)
     for i in range(members):
-        apply_i, state = make(seed + i)
+        apply_i, state = make(seeds[i])
         if apply is None:
             apply = apply_i
             check(state)

@@ -25,9 +25,17 @@ class PopulationPlacement(Placement):
     member* ``[members, slots, batch, ...]`` (each member's own order).
     """
 
-    def __init__(self, members: int, mesh: Any = "auto", data_axis: str = "data"):
+    def __init__(
+        self,
+        members: int,
+        mesh: Any = "auto",
+        data_axis: str = "data",
+        offsets: tuple[int, ...] | None = None,
+    ):
         super().__init__(mesh, data_axis, None)
         self.members = members
+        # member i's seed is the trainer's seed + offsets[i] (its shuffling)
+        self.offsets = offsets if offsets is not None else tuple(range(members))
         self.split = self.num_shards > 1 and members % self.num_shards == 0
         self._members = NamedSharding(self.mesh, PartitionSpec(data_axis))
 

@@ -1,6 +1,7 @@
 """Per-member shuffled blocks: each member's own order over the same arrays.
 
-Member ``i`` shuffles with the data-order seed ``seed + i``, as the plain
+Member ``i`` shuffles with its data-order seed (``seed + i``, or its own
+``hyperparams["seed"]``), as the plain
 trainer of that seed would (``arrays.Batches``), so its batches are the ones
 that trainer sees. A block stacks the members' gathered batches:
 ``[members, slots, batch, ...]``. The padding pattern (which rows of which
@@ -31,10 +32,12 @@ class MemberArraySource(sources.ArraySource):
         *,
         members: int,
         put_members: Callable[[Any], Any],
+        offsets: tuple[int, ...] | None = None,
         **kwargs: Any,
     ):
         super().__init__(data, n, batch_size, **kwargs)
         self.members = members
+        self.offsets = offsets if offsets is not None else tuple(range(members))
         self._put_members = put_members
 
     def capacity(self, fuse: bool, limit: int | None = None) -> int:
@@ -60,7 +63,7 @@ class MemberArraySource(sources.ArraySource):
         seed = self._seed()
         plans = []
         for i in range(self.members):
-            self.batches.seed = seed + i
+            self.batches.seed = seed + self.offsets[i]
             plans.append(self.batches.epoch_indices(epoch))
         self.batches.seed = seed
         index = np.stack([p[0][start:] for p in plans])

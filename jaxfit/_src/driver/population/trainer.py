@@ -74,7 +74,8 @@ def _build_states(
 
     def check(first: Any) -> None:
         names = list(values)
-        if optimizer is None and any(k != members.LOSS_WEIGHTS for k in names):
+        shared = (members.LOSS_WEIGHTS, members.SEED)
+        if optimizer is None and any(k not in shared for k in names):
             _refuse("hyperparams", values, "an optimizer to set them on")
         members.check_names(names, first.opt_state, optimizer)
 
@@ -85,7 +86,8 @@ class PopulationTrainer(trainer_lib.Trainer):
     """``Trainer(..., population=N, hyperparams=...)``: N members in one program.
 
     Member ``i`` trains exactly as ``Trainer(..., seed=seed + i)`` with its
-    ``hyperparams`` values would. ``trainer.state`` (and ``params``) hold a
+    ``hyperparams`` values would (``seed=hyperparams["seed"][i]`` when given:
+    ``member_seed(i)``). ``trainer.state`` (and ``params``) hold a
     leading member axis; ``evaluate`` returns one value per member per key and
     ``predict`` outputs with a leading member axis; ``fit`` returns a
     ``PopulationHistory`` (``history.members[i]``). See the Populations guide.
@@ -145,7 +147,9 @@ class PopulationTrainer(trainer_lib.Trainer):
         apply, stacked = _build_states(
             apply_fn, params, state, optimizer, self.policy, int(seed), n, values
         )
-        where = PopulationPlacement(n, mesh, data_axis)
+        seeds = members.member_seeds(int(seed), n, values)
+        self._member_offsets = tuple(s - int(seed) for s in seeds)
+        where = PopulationPlacement(n, mesh, data_axis, self._member_offsets)
         self._spec = compiler.Spec(
             apply,
             self.policy,
@@ -306,6 +310,11 @@ class PopulationTrainer(trainer_lib.Trainer):
             installed.append(progress.ProgressBar(verbose))
         return history, PopulationCallbackList(installed, self, params)
 
+    def member_seed(self, i: int) -> int:
+        """Member ``i``'s seed: ``seed + i``, or ``hyperparams["seed"][i]``
+        (kept at the same offset from ``seed`` when a restore changes it)."""
+        return self.seed + self._member_offsets[i]
+
     def member(self, i: int) -> trainer_lib.Trainer:
         """A plain ``Trainer`` holding member ``i``.
 
@@ -331,7 +340,7 @@ class PopulationTrainer(trainer_lib.Trainer):
                 errors.expected("i", f"a member index in 0..{self.population - 1}", i)
             )
         i, args = int(i), dict(self._member_args)
-        seed = self.seed + i
+        seed = self.member_seed(i)
         fn, params, state = members.member_model(
             args.pop("apply_fn"), args.pop("params"), args.pop("state"), seed
         )

@@ -103,7 +103,7 @@ class MemberView:
 
     @property
     def seed(self) -> int:
-        return self.owner.seed + self.member
+        return self.owner.member_seed(self.member)
 
     @property
     def stop_training(self) -> bool:
