@@ -5,7 +5,16 @@ the trainer's own fit checks unstarted), each error located in the YAML file.
 ``check`` goes section by section: model, data, optimizer, loss, metrics,
 callbacks (built by ``run_callbacks``, whose docstring says where their paths
 may point), the compilation cache, the population (``population.check``),
-tracking (``tracking.check``: no store is made), then the fit values.
+tracking (``tracking.check``: no store is made), then the fit values, and last
+the sections that the layers above the runner read (``SECTION_CHECKS``).
+
+``SECTION_CHECKS`` is how a section the runner only carries is checked by
+``jaxfit validate`` without an upward import: the package that reads it
+registers its checks (``register_section``) when it is imported (the
+``sweep:`` section: ``jaxfit._src.sweep.spec``, imported with ``jaxfit``). A
+section whose package is not imported gets the schema's structural check only.
+``jaxfit run`` refuses a ``sweep:`` section before anything is written
+(``check(config, run=True)``).
 """
 
 from __future__ import annotations
@@ -62,6 +71,36 @@ _COUNTERPARTS = {
 }
 
 
+# {section: (check(config), check(config, data, trainer) or None)}, filled by
+# ``register_section``; run for a config whose section is not None.
+SECTION_CHECKS: dict[
+    str,
+    tuple[Callable[[RunConfig], None], Callable[[RunConfig, Any, Any], None] | None],
+] = {}
+
+
+def register_section(
+    name: str,
+    check: Callable[[RunConfig], None],
+    with_data: Callable[[RunConfig, Any, Any], None] | None = None,
+) -> None:
+    """Registers the checks of the top-level section ``name`` (a ``RunConfig``
+    field the runner does not read itself), run by ``check`` (``check(config)``)
+    and, once the data and the trainer are built (``jaxfit validate``, ``jaxfit
+    run``), by the test split's checks (``with_data(config, data, trainer)``).
+    Each raises ``ConfigError`` naming its key path."""
+    SECTION_CHECKS[name] = (check, with_data)
+
+
+def _refuse_sweep(config: RunConfig) -> None:
+    """``jaxfit run`` of a config with a ``sweep:`` section: a one-line error."""
+    if getattr(config, "sweep", None) is not None:
+        raise ConfigError(
+            f"sweep: config {config.name!r} has a sweep: section (many runs): run "
+            "it with `jaxfit sweep CONFIG`, or remove the section."
+        )
+
+
 def _leaves(spec: Any) -> list[tuple[str, Any]]:
     if spec is None:
         return []
@@ -72,8 +111,13 @@ def _leaves(spec: Any) -> list[tuple[str, Any]]:
     return [("", spec)]
 
 
-def check(config: RunConfig) -> RunConfig:
+def check(config: RunConfig, *, run: bool = False) -> RunConfig:
     """Every check that needs no data: names, imports, arguments and their values.
+
+    Args:
+      config: the config, as the schema made it.
+      run: for ``jaxfit run``: a ``sweep:`` section is refused first. Defaults to
+        `False`.
 
     Returns:
       The config with the arguments of the callables it names converted by their
@@ -82,7 +126,8 @@ def check(config: RunConfig) -> RunConfig:
     Raises:
       ConfigError: naming the config key.
     """
-
+    if run:
+        _refuse_sweep(config)
     model_args, data_args = _model_and_data_args(config)
     optimizer = optim.check(config.optimizer)
     _check_losses(config)
@@ -94,13 +139,17 @@ def check(config: RunConfig) -> RunConfig:
     tracking.check(config)
     _check_fit_values(config)
     _trains_something(config)
-    return dataclasses.replace(
+    config = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, args=model_args),
         data=dataclasses.replace(config.data, args=data_args),
         optimizer=optimizer,
         callbacks=callbacks,
     )
+    for name, (check_section, _) in SECTION_CHECKS.items():
+        if getattr(config, name, None) is not None:
+            check_section(config)
+    return config
 
 
 def _model_and_data_args(config: RunConfig) -> tuple[Any, Any]:
@@ -215,11 +264,14 @@ def load(
 
 
 def _load(
-    path: str | os.PathLike[str], overrides: tuple[str, ...] | list[str] = ()
+    path: str | os.PathLike[str],
+    overrides: tuple[str, ...] | list[str] = (),
+    *,
+    run: bool = False,
 ) -> tuple[RunConfig, Callable[[str], str]]:
     config, _, locate = config_lib.load_located(path, overrides)
     with _located(locate):
-        config = check(config)
+        config = check(config, run=run)
     return config, locate
 
 
@@ -391,6 +443,9 @@ def _check_test_split(config: RunConfig, data: Any, trainer: Any) -> None:
     """The final evaluation's checks on the test arrays (a stream's batches are
     checked as they are read)."""
     monitor_checks.check(config, data, trainer)  # every callback monitor: logged
+    for name, (_, with_data) in SECTION_CHECKS.items():
+        if with_data is not None and getattr(config, name, None) is not None:
+            with_data(config, data, trainer)
     if _streaming(data) or data.x_test is None:
         return
     try:

@@ -399,8 +399,8 @@ def _resolve(
     directory being resumed (``None`` for a new run), locked by ``stack``."""
     if resume is None:
         if isinstance(config, RunConfig):
-            return check(config), _unlocated, None
-        config, locate = _load(config, overrides)
+            return check(config, run=True), _unlocated, None
+        config, locate = _load(config, overrides, run=True)
         return config, locate, None
     return resume_lib.resumed_config(resume, overrides, stack)
 

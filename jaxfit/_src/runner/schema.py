@@ -174,6 +174,36 @@ class PopulationConfig:
     hyperparams: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """``sweep.objective``: the epoch-log key a sweep optimises and its direction
+    (``auto``: as the callbacks' ``mode="auto"``, Keras 3's rule)."""
+
+    monitor: str = "val_loss"
+    mode: Literal["min", "max", "auto"] = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """``sweep``: many runs of this config (``jaxfit sweep CONFIG``), on Optuna.
+
+    The runner checks only this shape; the full check (every key path of
+    ``space`` against the config, the distributions, the sampler's and pruner's
+    arguments, the objective against the run's logs) is ``jaxfit._src.sweep.spec``,
+    registered into ``checks``. ``space``: ``{config key path: distribution}``;
+    ``trials``: how many (a grid's default: its size); ``sampler`` and
+    ``pruner``: a name or ``{name, args}`` (a sampler also ``seed``); ``lanes``:
+    up to this many trials train together as one population.
+    """
+
+    space: dict[str, dict[str, Any]]
+    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    trials: int | None = _positive(None)
+    sampler: str | dict[str, Any] = "tpe"
+    pruner: str | dict[str, Any] = "none"
+    lanes: int = _positive(1)
+
+
 # Keyword arguments of ``Trainer.fit`` / ``Trainer.fit_dataset`` that a YAML file
 # does not give, and why. Every other keyword argument is a key of the ``fit``
 # section, typed by its annotation, defaulting to its default.
@@ -285,6 +315,8 @@ class RunConfig:
     tracking: TrackingConfig | None = None
     # Members trained as one program: see runner.population.
     population: PopulationConfig | None = None
+    # Many runs of this config (`jaxfit sweep`; `jaxfit run` refuses it).
+    sweep: SweepConfig | None = None
     # Written by `jaxfit run` into the run directory's config.yaml (versions,
     # devices); ignored when read back.
     environment: dict[str, Any] | None = None
