@@ -432,3 +432,39 @@ def test_each_member_reports_its_early_stop_and_weights_epoch(tmp_path, cache):
         "3 members: 0 ran all 4 epochs, 3 stopped early"
     )
     assert run.metrics["monitor"]["by"] == "callbacks[0] EarlyStopping"
+
+
+def test_settings_of_one_seed_equal_plain_runs_of_that_seed(tmp_path, cache):
+    # population.hyperparams.seed: each setting's own seed (what a sweep packs)
+    section = """\
+population:
+  hyperparams:
+    optimizer.learning_rate: [0.05, 0.2]
+    seed: [11, 11]
+"""
+    config = write_config(tmp_path, BASE.replace("epochs: 3", "epochs: 2") + section)
+    result = jaxfit.run(config, str(tmp_path / "runs"), compilation_cache=cache)
+    assert [m["seed"] for m in result.metrics["per_member"]] == [11, 11]
+    history = _json(f"{result.run_dir}/history.json")
+    for member, rate in enumerate([0.05, 0.2]):
+        text = (
+            BASE.replace("epochs: 3", "epochs: 2")
+            .replace("seed: 3", "seed: 11")
+            .replace("learning_rate: 0.05", f"learning_rate: {rate}")
+        )
+        plain = jaxfit.run(
+            write_config(tmp_path, text, f"plain{member}.yaml"),
+            str(tmp_path / f"plain{member}"),
+            compilation_cache=cache,
+        )
+        reference = _json(f"{plain.run_dir}/history.json")
+        for key, values in reference.items():
+            if key != "epoch":
+                ours = [epoch[member] for epoch in history[key]]
+                np.testing.assert_allclose(ours, values, rtol=2e-5, atol=1e-6)
+        loaded = jaxfit.load_run(result.run_dir, member=member)
+        assert loaded.seed == 11
+        for ours, theirs in zip(
+            jax_leaves(loaded.params), jax_leaves(plain.trainer.params)
+        ):
+            np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=2e-6)

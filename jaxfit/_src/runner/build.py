@@ -134,7 +134,7 @@ def _trainer(config: RunConfig, data: Any) -> Trainer:
         model = population.seeded_model(
             lambda seed: _model(dataclasses.replace(config, seed=seed), data),
             config.seed,
-            members["population"],
+            members["hyperparams"][population.SEED],
         )
     else:
         model = _model(config, data)

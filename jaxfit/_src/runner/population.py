@@ -15,10 +15,12 @@ A key path that can vary per member (``VARYING``):
 - ``optimizer.args.<name>``, an argument that the optimizer injects as a
   number (``optax.inject_hyperparams``: ``weight_decay``, ``b1``, ``momentum``);
 - ``loss_weights.<output>``, one output's loss weight (the others as
-  ``loss_weights`` gives them).
+  ``loss_weights`` gives them);
+- ``seed``: setting ``k``'s seed in place of the config's (its member ``s``
+  trains with seed ``seed_k + s``): settings of one seed that differ only in
+  their values, as a sweep packs its trials.
 
-Any other key path (the model, the data, ``fit``, a schedule, ``seed``: use
-``seeds``) and ``tracking`` (MLflowLogger logs one model per run) are refused
+Any other key path (the model, the data, ``fit``, a schedule) and ``tracking`` (MLflowLogger logs one model per run) are refused
 by ``check``, before anything is built, with one line naming the key path.
 """
 
@@ -39,14 +41,16 @@ from jaxfit._src.runner.schema import ConfigError, RunConfig, ScheduleConfig
 
 SECTION = "population.hyperparams"
 LOSS_WEIGHTS = "loss_weights"  # the Trainer(hyperparams=...) name of loss weights
+SEED = "seed"  # the key path (and Trainer(hyperparams=...) name) of members' seeds
 VARYING = (
     "optimizer.learning_rate (a number)",
     "optimizer.args.<a hyperparameter the optimizer injects>",
     "loss_weights.<output>",
+    "seed (each setting's own seed)",
 )
 _SHARED = (
-    "the model (its shapes), the data, the fit section, a learning-rate schedule "
-    "and the seed (use population.seeds) are shared by every member"
+    "the model (its shapes), the data (built from the config's seed), the fit "
+    "section and a learning-rate schedule are shared by every member"
 )
 
 
@@ -128,6 +132,8 @@ def _converted(
     """``values`` of ``path`` checked and converted (a number each)."""
     key = f"{SECTION}.{path}"
     name = _name(config, path, injected)
+    if name == SEED:
+        return [_seed(value, f"{key}[{j}]") for j, value in enumerate(values)]
     out = []
     for j, value in enumerate(values):
         try:
@@ -149,7 +155,7 @@ def _name(config: RunConfig, path: str, injected: dict[str, Any]) -> str:
       ConfigError: a path none of ``VARYING``, or a scheduled learning rate.
     """
     name = hyperparameter_name(path)
-    if name is None or name not in (LOSS_WEIGHTS, "learning_rate", *injected):
+    if name is None or name not in (LOSS_WEIGHTS, SEED, "learning_rate", *injected):
         raise ConfigError(_cannot_vary(config, path, injected))
     rate = config.optimizer.learning_rate
     if path == "optimizer.learning_rate" and isinstance(rate, ScheduleConfig):
@@ -171,6 +177,8 @@ def hyperparameter_name(path: str) -> str | None:
     parts = path.split(".")
     if path == "optimizer.learning_rate":
         return "learning_rate"
+    if path == SEED:
+        return SEED
     if len(parts) == 3 and parts[:2] == ["optimizer", "args"] and parts[2]:
         return None if parts[2] == "learning_rate" else parts[2]
     if len(parts) == 2 and parts[0] == "loss_weights" and parts[1]:
@@ -212,14 +220,8 @@ def members(config: RunConfig) -> list[dict[str, Any]]:
     for k, values in enumerate(settings(config)):
         for s in range(seeds):
             i = k * seeds + s
-            out.append(
-                {
-                    "member": i,
-                    "setting": k,
-                    "seed": config.seed + i,
-                    "hyperparams": values,
-                }
-            )
+            seed = int(values[SEED]) + s if SEED in values else config.seed + i
+            out.append({"member": i, "setting": k, "seed": seed, "hyperparams": values})
     return out
 
 
@@ -238,19 +240,19 @@ def trainer_arguments(config: RunConfig) -> dict[str, Any]:
             for row, weight in zip(table, weights):
                 weight[output] = row["hyperparams"][path]
             values[LOSS_WEIGHTS] = weights
-        elif name is not None:
+        elif name is not None and name != SEED:
             values[name] = [row["hyperparams"][path] for row in table]
+    values[SEED] = [row["seed"] for row in table]
     return {"population": len(table), "hyperparams": values}
 
 
-def seeded_model(build: Callable[[int], Any], seed: int, count: int) -> Any:
-    """The model for a population of ``count`` members from ``seed``:
-    ``build(seed)``, with an ``init`` that gives member ``i`` the variables of
-    ``build(seed + i)`` (what a run of seed ``seed + i`` starts from). The
-    population calls ``init`` with ``init_key(seed + i)``; the key names the
-    member."""
+def seeded_model(build: Callable[[int], Any], seed: int, seeds: list[int]) -> Any:
+    """The model for a population whose members have ``seeds``: ``build(seed)``,
+    with an ``init`` that gives member ``i`` the variables of ``build(seeds[i])``
+    (what a run of that seed starts from). The population calls ``init`` with
+    ``init_key(seeds[i])``; the key names the member's seed."""
     first = build(seed)
-    keys = {_key_bytes(model_lib.init_key(seed + i)): seed + i for i in range(count)}
+    keys = {_key_bytes(model_lib.init_key(s)): s for s in seeds}
 
     def init(key: Any) -> tuple[Any, Any]:
         member_seed = keys.get(_key_bytes(key))
@@ -258,7 +260,7 @@ def seeded_model(build: Callable[[int], Any], seed: int, count: int) -> Any:
             raise ValueError(
                 errors.expected(
                     "key",
-                    f"the init key of a member's seed ({seed}..{seed + count - 1})",
+                    f"the init key of a member's seed (one of {sorted(set(seeds))})",
                     key,
                 )
             )
@@ -274,3 +276,14 @@ def _key_bytes(key: Any) -> bytes:
 
 def _typed(key: Any) -> bool:
     return jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key)
+
+
+def _seed(value: Any, key: str) -> int:
+    """A member seed as ``Trainer`` takes it (an int in ``[0, 2**63)``)."""
+    try:
+        number = schema._convert(value, int, key)
+    except schema._Mismatch as mismatch:
+        raise ConfigError(f"{mismatch.path}: {mismatch}") from None
+    if not 0 <= number < 2**63:
+        raise ConfigError(errors.expected(key, "a seed: an int in [0, 2**63)", value))
+    return number
