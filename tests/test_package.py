@@ -47,6 +47,7 @@ def test_configs_lists_the_shipped_ones(capsys):
         "digits_cnn.yaml",
         "digits_mlp.yaml",
         "digits_population.yaml",
+        "digits_sweep.yaml",
         "regression.yaml",
     ]
     # a checkout (or an editable install) reads the top-level configs/, the one copy

@@ -256,13 +256,10 @@ def _range(
         )
     log = name == "loguniform" or bool(entry.get("log", False))
     step = _step(entry, kind, low, high, log, f"{key}.step")
-    if log and low <= 0:
+    if log and (low < 1 if kind == "int" else low <= 0):
+        least = "low >= 1" if kind == "int" else "low > 0"
         raise ConfigError(
-            errors.expected(f"{key}.{name}[0]", "low > 0 (a log scale)", bounds[0])
-        )
-    if log and kind == "int" and low < 1:
-        raise ConfigError(
-            errors.expected(f"{key}.{name}[0]", "low >= 1 (a log scale)", bounds[0])
+            errors.expected(f"{key}.{name}[0]", f"{least} (a log scale)", bounds[0])
         )
     checked = [
         _candidate(base, path, value, f"{key}.{name}[{i}]", end)

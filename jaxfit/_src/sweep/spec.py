@@ -50,7 +50,15 @@ from jaxfit._src.runner.types import ConfigError
 from jaxfit._src.sweep import space
 from jaxfit._src.sweep.space import Param, optuna_module, overrides, trial_config
 
-__all__ = ["Param", "SweepSpec", "overrides", "packable", "parse", "trial_config"]
+__all__ = [
+    "Param",
+    "SweepSpec",
+    "overrides",
+    "packable",
+    "parse",
+    "tell",
+    "trial_config",
+]
 
 SECTION = "sweep"
 # name -> the Optuna class (optuna.samplers / optuna.pruners)
@@ -136,6 +144,21 @@ class SweepSpec:
         """``{key path: config value}`` of a trial's ``params`` as Optuna holds
         them (a ``FrozenTrial``'s), by ``Param.value``."""
         return {p.path: p.value(params[p.path]) for p in self.params}
+
+
+def tell(study: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
+    """``study.tell(trial, ...)`` for the ask-and-tell loop of a sweep.
+
+    Optuna's ``GridSampler`` calls ``study.stop()`` after the grid's last trial,
+    which outside ``study.optimize`` raises ``RuntimeError`` (the trial is
+    stored all the same, in ``tell``'s ``finally``); a sweep counts its trials
+    itself (``SweepSpec.trials``), so that one error is not one here.
+    """
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
 
 
 def packable(path: str, config: RunConfig | None = None) -> bool:
