@@ -213,7 +213,8 @@ REFUSALS = [
         "population.hyperparams.model.args.hidden: expected a key path that can "
         "vary per member: one of ['optimizer.learning_rate (a number)', "
         "'optimizer.args.<a hyperparameter the optimizer injects>', "
-        "'loss_weights.<output>'] (optax.adamw injects ['b1', 'b2', 'eps', "
+        "'loss_weights.<output>', \"seed (each setting's own seed)\"] (optax.adamw "
+        "injects ['b1', 'b2', 'eps', "
         "'eps_root', 'weight_decay']), got 'model.args.hidden'.",
     ),
     (
