@@ -204,28 +204,28 @@ REFUSALS = [
     (
         _space("fit.batchsize", {"int": [16, 64]}),
         "sweep.space.fit.batchsize.int[0]: expected a value that fit.batchsize takes, "
-        "got low 16 (int): fit.batchsize: unknown key",
+        "got 16 (int): fit.batchsize: unknown key",
     ),
     (
         _space("fit.batch_size", {"uniform": [16, 64]}),
         "sweep.space.fit.batch_size.uniform[0]: expected a value that fit.batch_size "
-        "takes, got low 16.0 (float): fit.batch_size: expected a positive integer",
+        "takes, got 16.0 (float): fit.batch_size: expected a positive integer",
     ),
     (
         _space("model.args.dropout", {"uniform": [0.0, 1.5]}),
         "sweep.space.model.args.dropout.uniform[1]: expected a value that "
-        "model.args.dropout takes, got high 1.5 (float): model.args.dropout: expected "
+        "model.args.dropout takes, got 1.5 (float): model.args.dropout: expected "
         "a number in [0, 1)",
     ),
     (
         _space("model.args.hidden", {"choice": [[8], [0]]}),
         "sweep.space.model.args.hidden.choice[1]: expected a value that "
-        "model.args.hidden takes, got choice 1 [0] (list): model.args.hidden[0]",
+        "model.args.hidden takes, got [0] (list): model.args.hidden[0]",
     ),
     (
         _space("optimizer.args.momentum", {"uniform": [0.0, 0.9]}),
         "sweep.space.optimizer.args.momentum.uniform[0]: expected a value that "
-        "optimizer.args.momentum takes, got low 0.0 (float): "
+        "optimizer.args.momentum takes, got 0.0 (float): "
         "optimizer.args.momentum: unknown argument",
     ),
     (
@@ -281,6 +281,10 @@ REFUSALS = [
     (
         {"sampler": {"name": "grid", "args": {"search_space": {}}}},
         "sweep.sampler.args.search_space: unknown argument; the grid is",
+    ),
+    (
+        {"sampler": {"name": "random", "seed": 2**32}},
+        "sweep.sampler.seed: expected an integer in [0, 2**32)",
     ),
     ({"pruner": "percentile"}, "sweep.pruner: expected one of 'none', 'median'"),
     (
@@ -398,7 +402,7 @@ def test_validate_refuses_a_bad_range_naming_its_key_and_line(tmp_path, capsys):
     line = _sweep_yaml(section).splitlines().index("    model.args.dropout:") + 1
     assert err.startswith(
         "jaxfit validate: sweep.space.model.args.dropout.uniform[1]: expected a "
-        "value that model.args.dropout takes, got high 1.5 (float)"
+        "value that model.args.dropout takes, got 1.5 (float)"
     ), err
     assert err.rstrip().endswith(f"({path}, line {line + 3})"), err  # its [1] line
     assert err.count("\n") == 1

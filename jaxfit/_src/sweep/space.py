@@ -216,7 +216,7 @@ def _choice(path: str, values: Any, base: Mapping[str, Any], key: str) -> Param:
             errors.expected(f"{key}.choice", "a non-empty list of values", values)
         )
     choices = tuple(
-        _candidate(base, path, value, f"{key}.choice[{i}]", f"choice {i}")
+        _candidate(base, path, value, f"{key}.choice[{i}]")
         for i, value in enumerate(values)
     )
     param = Param(path, "choice", choices=choices)
@@ -262,8 +262,8 @@ def _range(
             errors.expected(f"{key}.{name}[0]", f"{least} (a log scale)", bounds[0])
         )
     checked = [
-        _candidate(base, path, value, f"{key}.{name}[{i}]", end)
-        for i, (value, end) in enumerate(((low, "low"), (high, "high")))
+        _candidate(base, path, value, f"{key}.{name}[{i}]")
+        for i, value in enumerate((low, high))
     ]
     as_float = kind == "int" and isinstance(checked[0], float)
     return Param(path, kind, low, high, log, step, as_float=as_float)  # type: ignore[arg-type]
@@ -296,9 +296,7 @@ def _step(
     return step
 
 
-def _candidate(
-    base: Mapping[str, Any], path: str, value: Any, key: str, role: str
-) -> Any:
+def _candidate(base: Mapping[str, Any], path: str, value: Any, key: str) -> Any:
     """``value`` once the config with it at ``path`` passed the schema and the
     runner's checks (as they converted it).
 
@@ -310,7 +308,7 @@ def _candidate(
         config = checks.check(schema.parse(raw))
     except ConfigError as error:
         raise ConfigError(
-            f"{key}: expected a value that {path} takes, got {role} "
+            f"{key}: expected a value that {path} takes, got "
             f"{errors.describe(value)}: {error}"
         ) from None
     node: Any = schema.to_dict(config)

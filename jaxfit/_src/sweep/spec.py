@@ -299,7 +299,10 @@ def _named(value: Any, table: dict[str, str], key: str) -> tuple[str, dict[str, 
 def _seed(value: Any, key: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(errors.expected(key, "an integer >= 0 (a seed)", value))
-    schema._seed(value, key)
+    try:
+        schema._seed(value, key)
+    except schema._Mismatch as mismatch:
+        raise ConfigError(f"{mismatch.path}: {mismatch}") from None
 
 
 def _checked_args(
