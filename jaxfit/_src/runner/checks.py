@@ -11,8 +11,8 @@ the sections that the layers above the runner read (``SECTION_CHECKS``).
 ``SECTION_CHECKS`` is how a section the runner only carries is checked by
 ``jaxfit validate`` without an upward import: the package that reads it
 registers its checks (``register_section``) when it is imported (the
-``sweep:`` section: ``jaxfit._src.sweep.spec``, imported with ``jaxfit``). A
-section whose package is not imported gets the schema's structural check only.
+``sweep:`` section: ``jaxfit._src.sweep.spec``). A section of ``CHECKED_ABOVE``
+whose package was not imported is a ``ConfigError``, never left unchecked.
 ``jaxfit run`` refuses a ``sweep:`` section before anything is written
 (``check(config, run=True)``).
 """
@@ -77,6 +77,10 @@ SECTION_CHECKS: dict[
     str,
     tuple[Callable[[RunConfig], None], Callable[[RunConfig, Any, Any], None] | None],
 ] = {}
+
+
+# The sections a package above the runner reads and checks (``register_section``).
+CHECKED_ABOVE = {"sweep": "jaxfit._src.sweep"}
 
 
 def register_section(
@@ -146,9 +150,15 @@ def check(config: RunConfig, *, run: bool = False) -> RunConfig:
         optimizer=optimizer,
         callbacks=callbacks,
     )
-    for name, (check_section, _) in SECTION_CHECKS.items():
-        if getattr(config, name, None) is not None:
-            check_section(config)
+    for name, package in CHECKED_ABOVE.items():
+        if getattr(config, name, None) is None:
+            continue
+        if name not in SECTION_CHECKS:  # never unchecked: a wiring bug, said
+            raise ConfigError(
+                f"{name}: this section is checked by {package}, which was not "
+                f"imported (import {package} first)."
+            )
+        SECTION_CHECKS[name][0](config)
     return config
 
 
