@@ -1,5 +1,5 @@
-"""The ``jaxfit`` command: ``run``, ``validate``, ``show``, ``evaluate`` and
-``configs`` (also ``python -m jaxfit``).
+"""The ``jaxfit`` command: ``run``, ``validate``, ``show``, ``evaluate``,
+``compare`` and ``configs`` (also ``python -m jaxfit``).
 
     jaxfit run CONFIG [--set key.path=value ...] [--workdir DIR]
                [--compilation-cache DIR|off]
@@ -8,6 +8,7 @@
     jaxfit show RUN_DIR
     jaxfit evaluate RUN_DIR [--data NAME] [--set data.KEY=VALUE ...]
                     [--split test|train] [--checkpoint DIR] [--member I]
+    jaxfit compare RUN_DIR... [--metric M] [--mode auto|min|max] [--out PNG]
     jaxfit configs [DIR]
 
 CONFIG is a YAML file or the name of a shipped config (``digits_mlp``);
@@ -18,7 +19,9 @@ train part with ``--split train``, or another dataset: ``--data NAME`` replaces
 ``data.name`` and empties ``data.args``, which ``--set data.args.K=V`` fills),
 one ``name: value`` line each (4 decimals, as the run's test line) and nothing
 else on stdout (``jaxfit.evaluate_run``); of a population run, the best
-member's, or member I's with ``--member I``.
+member's, or member I's with ``--member I``. ``jaxfit compare`` prints a
+table of the runs' final metrics (a sweep directory stands for its trials;
+``runner.compare``) and with ``--out`` draws their learning curves.
 
 Imports: ``module:callable`` names in a config are imported as ``python -m``
 would find them, with the ``jaxfit`` console script too: while the command
@@ -96,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="summarise a run directory")
     show.add_argument("run_dir")
     _evaluate_parser(commands)
+    _compare_parser(commands)
     configs = commands.add_parser(
         "configs", help="list the shipped configs, or copy them into DIR to edit"
     )
@@ -164,6 +168,49 @@ def _evaluate(args: argparse.Namespace) -> str:
             raise
         raise ConfigError(" ".join(str(error).split())) from None
     return "\n".join(f"{name}: {value:.4f}" for name, value in metrics.items())
+
+
+def _compare_parser(commands: Any) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="a table of runs' final metrics, and their learning curves",
+        description="Compare run directories (or a sweep directory's trials): "
+        "the best and final value of a metric per run, sorted, with the config "
+        "values that differ; --out draws the learning curves.",
+    )
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument(
+        "--metric",
+        metavar="M",
+        help="the log key to compare (default: the monitored one, else "
+        "val_loss, else loss)",
+    )
+    compare.add_argument(
+        "--mode",
+        default="auto",
+        choices=("auto", "min", "max"),
+        help="the direction of best (default: auto, as the monitor's)",
+    )
+    compare.add_argument(
+        "--out", metavar="PNG", help="draw the learning curves into this PNG"
+    )
+
+
+def _compare(args: argparse.Namespace) -> str:
+    """``jaxfit compare``: the table; each run without the metric named on
+    stderr."""
+    from jaxfit._src.runner import compare as compare_lib
+
+    comparison = compare_lib.compare(
+        args.run_dirs, metric=args.metric, mode=args.mode, out=args.out
+    )
+    for label in comparison.missing:
+        print(
+            f"jaxfit compare: {label} has no {comparison.metric} "
+            "(never logged, or never finite)",
+            file=sys.stderr,
+        )
+    return comparison.table()
 
 
 def _import_dirs(args: argparse.Namespace) -> list[str]:
@@ -308,6 +355,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(_configs(args.dir))
         elif args.command == "evaluate":
             print(_evaluate(args))
+        elif args.command == "compare":
+            print(_compare(args))
         else:
             print(runner.show(args.run_dir))
     except ConfigError as error:
