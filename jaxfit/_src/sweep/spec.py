@@ -29,7 +29,9 @@ as the callbacks' (``monitor.monitor_direction``), and, with the data built
 refuses ``choice`` entries: Optuna's ``CmaEsSampler`` does not model categorical
 parameters and would draw them at random (with a warning) instead, a control that
 could not act. A sampler's ``seed`` defaults to Optuna's (none: a fresh draw per
-process, which is what several workers on one study want).
+process, which is what several workers on one study want). Defaults:
+``objective: {monitor: val_loss, mode: auto}``, ``sampler: tpe``, ``pruner:
+none``, ``lanes: 1``; ``trials`` is required but for a grid; ``space`` always.
 """
 
 from __future__ import annotations
