@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("run_dir")
     _evaluate_parser(commands)
     _compare_parser(commands)
+    _configs_parser(commands)
+    return parser
+
+
+def _configs_parser(commands: Any) -> None:
     configs = commands.add_parser(
         "configs", help="list the shipped configs, or copy them into DIR to edit"
     )
@@ -109,7 +114,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="copy the shipped configs here (made if missing)",
     )
-    return parser
 
 
 def _evaluate_parser(commands: Any) -> None:

@@ -27,9 +27,8 @@ import math
 import os
 from typing import Any, Literal
 
-from jaxfit._src import callbacks as callbacks_lib
 from jaxfit._src import paths
-from jaxfit._src.runner import rundir, show
+from jaxfit._src.runner import compare_data, rundir
 from jaxfit._src.runner.schema import ConfigError
 
 _SOFTWARE = "jaxfit compare"  # the PNG's Software text: a file compare wrote
@@ -153,12 +152,14 @@ class Comparison:
           The matplotlib Figure.
         """
         import matplotlib.pyplot as plt  # optional extra: jaxfit[plot]
+        from matplotlib.ticker import MaxNLocator
 
         figure, ax = plt.subplots() if ax is None else (ax.figure, ax)
         for row, label in zip(self.rows, self.labels()):
             if row.values:
                 ax.plot(row.epochs, row.values, marker=".", label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(self.metric)
         ax.set_title(f"{self.metric} ({self.mode}) of {len(self.rows)} runs")
         if any(row.values for row in self.rows):
@@ -167,9 +168,6 @@ class Comparison:
 
 
 _ABSENT = object()  # a key path one run's config lacks
-# Config sections not compared: the machine's, and a population's (its
-# members' rows carry their own seed and values instead).
-_LEFT_OUT = ("environment", "population")
 
 
 def compare(
@@ -211,15 +209,15 @@ def compare(
             f"mode: expected 'auto', 'min' or 'max', got {mode!r} "
             f"({type(mode).__name__})."
         )
-    runs = [_read_run(d) for d in _expanded(run_dirs)]
+    runs = [compare_data.read_run(d) for d in compare_data.expanded(run_dirs)]
     target = _checked_out(out) if out is not None else None
-    metric = metric if metric is not None else _default_metric(runs)
+    metric = metric if metric is not None else compare_data.default_metric(runs)
     keys = sorted({k for run in runs for k in run["history"] if k != "epoch"})
     if metric not in keys:
         raise ConfigError(
             f"metric: expected a key some run logged, one of {keys}, got {metric!r}."
         )
-    direction = _direction(metric, mode, runs)
+    direction = compare_data.direction(metric, mode, runs)
     rows = [row for run in runs for row in _rows(run, metric, direction)]
     order = sorted(range(len(rows)), key=lambda i: _sort_key(rows[i], direction, i))
     rows = [rows[i] for i in order]
@@ -236,156 +234,14 @@ def compare(
     return comparison
 
 
-def _expanded(run_dirs: Any) -> list[str]:
-    """The run directories: each given path, a sweep's ``trials/*`` in its
-    place (sorted).
-
-    Raises:
-      ConfigError: no path, a path that is not a string or os.PathLike, or a
-        sweep without trials.
-    """
-    if isinstance(run_dirs, (str, os.PathLike)):
-        run_dirs = [run_dirs]
-    given = list(run_dirs)
-    if not given:
-        raise ConfigError("run_dirs: expected at least one run directory, got none.")
-    found = []
-    for path in given:
-        if not isinstance(path, (str, os.PathLike)) or isinstance(
-            os.fspath(path), bytes
-        ):
-            raise ConfigError(
-                f"run_dirs: expected run directories (str or os.PathLike), got "
-                f"{path!r} ({type(path).__name__})."
-            )
-        text = os.path.normpath(os.fspath(path))
-        trials = os.path.join(text, "trials")
-        if not os.path.isdir(trials):
-            found.append(text)
-            continue
-        inside = sorted(
-            os.path.join(trials, n)
-            for n in os.listdir(trials)
-            if not n.startswith(".") and os.path.isdir(os.path.join(trials, n))
-        )
-        if not inside:
-            raise ConfigError(
-                f"run_dirs: expected a sweep directory with trials, got {text!r}, "
-                "whose trials/ holds no run directory yet."
-            )
-        found += inside
-    return found
-
-
-def _read_run(run_dir: str) -> dict[str, Any]:
-    """``{"dir", "config", "history", "metrics", "unfinished"}`` of a run
-    directory (history: history.json's form, ``{}`` when none is readable).
-
-    Raises:
-      ConfigError: not a run directory (neither metrics.json, history.json nor
-        jaxfit's run marker), naming it.
-    """
-    metrics, _ = show._read_json(os.path.join(run_dir, rundir.COMPLETE))
-    history, _ = show._read_json(os.path.join(run_dir, "history.json"))
-    marked = rundir._marker(run_dir) is not None
-    if not os.path.isdir(run_dir) or not (
-        isinstance(metrics, dict) or isinstance(history, dict) or marked
-    ):
-        raise ConfigError(
-            f"run_dirs: expected a jaxfit run directory (with metrics.json or "
-            f"history.json), got {run_dir!r}, which "
-            + ("is not a directory." if not os.path.isdir(run_dir) else "is not one.")
-        )
-    if not isinstance(history, dict):
-        history = _backup_history(run_dir)
-    try:
-        config = show._shown_config(run_dir)
-    except ConfigError:
-        config = {}
-    return {
-        "dir": run_dir,
-        "config": config,
-        "history": history,
-        "metrics": metrics if isinstance(metrics, dict) else None,
-        "unfinished": not isinstance(metrics, dict),
-    }
-
-
-def _backup_history(run_dir: str) -> dict[str, Any]:
-    """The History of the newest intact backup (an unfinished run's epochs so
-    far) in history.json's form, or ``{}``."""
-    backup = os.path.join(run_dir, rundir.BACKUP)
-    if os.path.islink(backup) or not os.path.isdir(backup):
-        return {}
-    try:
-        newest = callbacks_lib.BackupAndRestore(backup).newest_intact()
-    except (OSError, ValueError, TypeError):
-        return {}
-    states = newest[1].get("callbacks") if newest is not None else None
-    if not isinstance(states, dict):
-        return {}
-    state = states.get("History") or states.get("PopulationHistory")
-    if not isinstance(state, dict) or not isinstance(state.get("history"), dict):
-        return {}
-    return {"epoch": list(state.get("epoch") or []), **state["history"]}
-
-
-def _default_metric(runs: list[dict[str, Any]]) -> str:
-    for run in runs:
-        monitor = (run["metrics"] or {}).get("monitor")
-        if isinstance(monitor, dict) and isinstance(monitor.get("name"), str):
-            return monitor["name"]
-    logged = any("val_loss" in run["history"] for run in runs)
-    return "val_loss" if logged else "loss"
-
-
-def _direction(metric: str, mode: str, runs: list[dict[str, Any]]) -> str:
-    """``mode``, or for ``"auto"`` the direction a run monitored ``metric``
-    in, else max for accuracy-like keys and min otherwise."""
-    if mode != "auto":
-        return mode
-    for run in runs:
-        monitor = (run["metrics"] or {}).get("monitor")
-        if (
-            isinstance(monitor, dict)
-            and monitor.get("name") == metric
-            and monitor.get("mode") in ("min", "max")
-        ):
-            return str(monitor["mode"])
-    accuracy = metric.removeprefix("val_").endswith(("acc", "accuracy"))
-    return "max" if accuracy else "min"
-
-
-def _series(history: dict[str, Any], metric: str) -> list[tuple[int, Any]]:
-    """``(epoch from 1, value per epoch)`` of ``metric``; a key logged at fewer
-    epochs (``validation_freq``) is matched to the last ones, as
-    ``History.epochs_of`` does without its record."""
-    values = history.get(metric)
-    epochs = history.get("epoch")
-    if not isinstance(values, list) or not isinstance(epochs, list):
-        return []
-    epochs = epochs[len(epochs) - len(values) :] if len(values) <= len(epochs) else []
-    return [(int(e) + 1, v) for e, v in zip(epochs, values)]
-
-
-def _members(run: dict[str, Any], series: list[tuple[int, Any]]) -> int | None:
-    """The number of members of a population run, or ``None``."""
-    for values in run["history"].values():
-        if values and isinstance(values[0], list) and run["history"].get("epoch"):
-            return len(values[0])
-    population = run["config"].get("population")
-    if isinstance(population, dict) and not series:
-        per_member = (run["metrics"] or {}).get("per_member")
-        return len(per_member) if isinstance(per_member, list) else None
-    return None
-
-
 def _rows(run: dict[str, Any], metric: str, mode: str) -> list[Row]:
     """The run's row, or a population run's row per member."""
-    series = _series(run["history"], metric)
-    config = _flat({k: v for k, v in run["config"].items() if k not in _LEFT_OUT})
+    series = compare_data.series(run["history"], metric)
+    config = compare_data.flat(
+        {k: v for k, v in run["config"].items() if k not in compare_data.LEFT_OUT}
+    )
     metrics = run["metrics"] or {}
-    count = _members(run, series)
+    count = compare_data.members(run, series)
     if count is None:
         test = metrics.get("test")
         points = [(e, float(v)) for e, v in series if isinstance(v, (int, float))]
@@ -402,7 +258,7 @@ def _rows(run: dict[str, Any], metric: str, mode: str) -> list[Row]:
         test = None
         if isinstance(per_member, list) and i < len(per_member):
             test = per_member[i].get("test")
-        mine = _member_config(run["config"], config, i)
+        mine = compare_data.member_config(run["config"], config, i)
         rows.append(_row(run, f"{run['dir']}[member {i}]", i, points, mode, test, mine))
     return rows
 
@@ -437,37 +293,6 @@ def _row(
         },
         config=config,
     )
-
-
-def _member_config(
-    raw: dict[str, Any], flat: dict[str, Any], member: int
-) -> dict[str, Any]:
-    """Member ``member``'s flattened config: its seed (``seed + i``) and its
-    setting's values (``i = setting * seeds + s``, as
-    ``runner.population.members``)."""
-    population = raw.get("population")
-    population = population if isinstance(population, dict) else {}
-    seeds = population.get("seeds", 1)
-    lists = population.get("hyperparams") or {}
-    out = dict(flat)
-    if isinstance(raw.get("seed"), int):
-        out["seed"] = raw["seed"] + member
-    if isinstance(seeds, int) and seeds > 0 and isinstance(lists, dict):
-        setting = member // seeds
-        for path, values in lists.items():
-            if isinstance(values, list) and setting < len(values):
-                out[str(path)] = values[setting]
-    return out
-
-
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{dotted key path: leaf}`` of a nested mapping (lists are leaves)."""
-    if not isinstance(value, dict) or (prefix and not value):
-        return {prefix: value}
-    out: dict[str, Any] = {}
-    for key, sub in value.items():
-        out.update(_flat(sub, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def _differing(rows: list[Row]) -> list[str]:
