@@ -258,7 +258,7 @@ def _bad(tmp_path):
     [
         (
             "metric",
-            "metric: expected a key some run logged, one of ['learning_rate', 'loss', 'mae', 'val_loss', 'val_mae'], got 'accuracy'.",
+            "metric: expected a key some run logged, one of ['learning_rate', 'loss', 'mae', 'val_loss', 'val_mae'], got 'accuracy' (str).",
         ),
         ("not_a_run", "which is not one."),
         ("missing", "which is not a directory."),
@@ -305,3 +305,40 @@ def test_no_run_directory_is_a_usage_error(capsys):
     assert "RUN_DIR" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least one run directory"):
         compare_lib.compare([])
+
+
+def test_a_stopped_members_nan_epochs_are_not_its_own(runs, tmp_path):
+    """A member that stopped before the population's last epoch has NaN there
+    (PopulationHistory): its row ends at its own last epoch."""
+    copy = tmp_path / "p"
+    shutil.copytree(runs["p"], copy)
+    history = _json(copy, "history.json")
+    for key in ("loss", "mae", "val_loss", "val_mae", "learning_rate"):
+        history[key][-1][1] = float("nan")
+    (copy / "history.json").write_text(json.dumps(history), encoding="utf-8")
+    comparison = compare_lib.compare([str(copy)], metric="val_loss")
+    row = next(r for r in comparison.rows if r.member == 1)
+    values = [v[1] for v in history["val_loss"][:3]]
+    assert row.epochs == (1, 2, 3) and row.values == tuple(values)
+    assert (row.final, row.final_epoch) == (values[2], 3)
+    assert row.best == min(values)
+    other = next(r for r in comparison.rows if r.member == 0)
+    assert other.final_epoch == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"run_dirs": [3]},
+            "run_dirs: expected run directories (str or os.PathLike), got 3 (int).",
+        ),
+        ({"mode": "best"}, "mode: expected 'auto', 'min' or 'max', got 'best' (str)."),
+        ({"out": 3}, "out: expected a path (str or os.PathLike), got 3 (int)."),
+    ],
+)
+def test_the_python_api_refuses_bad_arguments_in_one_line(runs, kwargs, message):
+    arguments = {"run_dirs": [runs["a"]], **kwargs}
+    with pytest.raises(ValueError) as error:
+        compare_lib.compare(arguments.pop("run_dirs"), **arguments)
+    assert str(error.value) == message

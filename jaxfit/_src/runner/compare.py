@@ -27,7 +27,7 @@ import math
 import os
 from typing import Any, Literal
 
-from jaxfit._src import paths
+from jaxfit._src import errors, paths
 from jaxfit._src.runner import compare_data, rundir
 from jaxfit._src.runner.schema import ConfigError
 
@@ -205,17 +205,14 @@ def compare(
       >>> print(comparison.table())  # doctest: +SKIP
     """
     if mode not in ("auto", "min", "max"):
-        raise ConfigError(
-            f"mode: expected 'auto', 'min' or 'max', got {mode!r} "
-            f"({type(mode).__name__})."
-        )
+        raise ConfigError(errors.expected("mode", "'auto', 'min' or 'max'", mode))
     runs = [compare_data.read_run(d) for d in compare_data.expanded(run_dirs)]
     target = _checked_out(out) if out is not None else None
     metric = metric if metric is not None else compare_data.default_metric(runs)
     keys = sorted({k for run in runs for k in run["history"] if k != "epoch"})
     if metric not in keys:
         raise ConfigError(
-            f"metric: expected a key some run logged, one of {keys}, got {metric!r}."
+            errors.expected("metric", f"a key some run logged, one of {keys}", metric)
         )
     direction = compare_data.direction(metric, mode, runs)
     rows = [row for run in runs for row in _rows(run, metric, direction)]

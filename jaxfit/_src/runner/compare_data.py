@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from jaxfit._src import callbacks as callbacks_lib
+from jaxfit._src import errors
 from jaxfit._src.runner import rundir, show
 from jaxfit._src.runner.schema import ConfigError
 
@@ -36,8 +37,9 @@ def expanded(run_dirs: Any) -> list[str]:
             os.fspath(path), bytes
         ):
             raise ConfigError(
-                f"run_dirs: expected run directories (str or os.PathLike), got "
-                f"{path!r} ({type(path).__name__})."
+                errors.expected(
+                    "run_dirs", "run directories (str or os.PathLike)", path
+                )
             )
         text = os.path.normpath(os.fspath(path))
         trials = os.path.join(text, "trials")
