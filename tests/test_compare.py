@@ -258,7 +258,8 @@ def _bad(tmp_path):
     [
         (
             "metric",
-            "metric: expected a key some run logged, one of ['learning_rate', 'loss', 'mae', 'val_loss', 'val_mae'], got 'accuracy' (str).",
+            "metric: expected a key some run logged, one of ['learning_rate', "
+            "'loss', 'mae', 'val_loss', 'val_mae'], got 'accuracy' (str).",
         ),
         ("not_a_run", "which is not one."),
         ("missing", "which is not a directory."),

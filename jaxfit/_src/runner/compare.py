@@ -6,9 +6,10 @@ Each run directory gives one row, a population run one row per member
 epoch's value and that epoch, the test metrics metrics.json holds, and the
 config values that differ between the rows (flattened key paths; the
 ``environment`` and ``population`` sections left out: a member's row has its
-own seed and hyperparams instead). Rows are sorted by the best value, in the metric's direction.
-Epochs count from 1, as ``jaxfit show`` and metrics.json print them
-(history.json's ``epoch`` list counts from 0, as Keras').
+own seed and hyperparams instead). Rows are sorted by the best value, in
+the metric's direction. Epochs count from 1, as ``jaxfit show`` and
+metrics.json print them (history.json's ``epoch`` list counts from 0, as
+Keras').
 
 Where the numbers come from: history.json (a complete run), else the newest
 intact backup's History (a run that did not finish: marked ``(unfinished)``,
@@ -201,7 +202,7 @@ def compare(
         keys listed), a bad ``mode``, or an ``out`` jaxfit may not write.
 
     Example:
-      >>> comparison = compare(["runs/a", "runs/b"], metric="val_loss")  # doctest: +SKIP
+      >>> comparison = compare(["runs/a", "runs/b"])  # doctest: +SKIP
       >>> print(comparison.table())  # doctest: +SKIP
     """
     if mode not in ("auto", "min", "max"):
