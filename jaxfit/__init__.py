@@ -47,6 +47,7 @@ from jaxfit._src.driver.trainer import Trainer as Trainer
 from jaxfit._src.runner.load import evaluate_run as _evaluate_run
 from jaxfit._src.runner.load import load_run as _load_run
 from jaxfit._src.runner.run import run as _run
+from jaxfit._src.sweep import spec as _sweep_spec  # noqa: F401 - registers sweep:'s check
 
 # Public calls whose user errors come back without jaxfit's frames (the Trainer's
 # methods and the callbacks' constructors are decorated where they are defined).

@@ -20,6 +20,7 @@ LAYERS = [
     "callbacks",
     "adapters",
     "runner",
+    "sweep",
     "app",
 ]
 ONLY = {"adapters": {"errors", "core", "adapters"}}  # stricter than the order
