@@ -48,6 +48,7 @@ from jaxfit._src.runner.load import evaluate_run as _evaluate_run
 from jaxfit._src.runner.load import load_run as _load_run
 from jaxfit._src.runner.run import run as _run
 from jaxfit._src.sweep import spec as _sweep_spec  # noqa: F401 - registers sweep:'s check
+from jaxfit._src.sweep.driver import sweep as _sweep
 
 # Public calls whose user errors come back without jaxfit's frames (the Trainer's
 # methods and the callbacks' constructors are decorated where they are defined).
@@ -57,6 +58,7 @@ from_nnx = _errors.filter_traceback(_from_nnx)
 run = _errors.filter_traceback(_run)
 load_run = _errors.filter_traceback(_load_run)
 evaluate_run = _errors.filter_traceback(_evaluate_run)
+sweep = _errors.filter_traceback(_sweep)
 
 __version__ = "0.1.0"
 
@@ -83,4 +85,5 @@ __all__ = [
     "losses",
     "metrics",
     "run",
+    "sweep",
 ]

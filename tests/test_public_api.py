@@ -29,6 +29,7 @@ PUBLIC = {
         "losses",
         "metrics",
         "run",
+        "sweep",
     ],
     "jaxfit.data": ["ArrayDataset", "from_arrays"],
     "jaxfit.metrics": [

@@ -96,12 +96,70 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY.PATH=VALUE",
         help="override a config value",
     )
-    show = commands.add_parser("show", help="summarise a run directory")
+    show = commands.add_parser(
+        "show", help="summarise a run directory, or a sweep directory's trials"
+    )
     show.add_argument("run_dir")
     _evaluate_parser(commands)
     _compare_parser(commands)
+    _sweep_parser(commands)
     _configs_parser(commands)
     return parser
+
+
+def _sweep_parser(commands: Any) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a config's sweep: section on Optuna (trials packed into populations)",
+        description="Run, join or resume the sweep of a config's sweep: section: "
+        "its trials as run directories in WORKDIR/<name>/trials, sweep.json, "
+        "best.yaml, sweep.png.",
+    )
+    sweep.add_argument("config", nargs="?", help=_CONFIG_HELP)
+    sweep.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value",
+    )
+    sweep.add_argument("--workdir", default="sweeps", help="where the sweep goes")
+    sweep.add_argument("--trials", type=int, help="the number of trials in all")
+    sweep.add_argument(
+        "--storage",
+        metavar="URL",
+        help="an Optuna storage URL shared by every worker (default: "
+        "sqlite:///SWEEP_DIR/study.db)",
+    )
+    sweep.add_argument(
+        "--resume", metavar="SWEEP_DIR", help="take up a killed worker's trials"
+    )
+
+
+def _sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``jaxfit sweep``."""
+    from jaxfit._src.sweep import driver
+
+    if (args.config is None) == (args.resume is None):
+        parser.error("sweep: give a CONFIG or --resume SWEEP_DIR (not both)")
+    driver.sweep(
+        args.config,
+        args.workdir,
+        overrides=args.overrides,
+        trials=args.trials,
+        storage=args.storage,
+        resume=args.resume,
+    )
+
+
+def _show(path: str) -> str:
+    """``jaxfit show``: a sweep directory's trials, or a run directory's summary."""
+    from jaxfit._src.sweep import report
+
+    if report.is_sweep_dir(path):
+        return report.show(path)
+    return runner.show(path)
 
 
 def _configs_parser(commands: Any) -> None:
@@ -222,7 +280,11 @@ def _import_dirs(args: argparse.Namespace) -> list[str]:
     the config file's (see the module docstring), then the working directory."""
     source = None
     config = getattr(args, "config", None)
-    if args.command in ("run", "validate") and config and os.path.isfile(config):
+    if (
+        args.command in ("run", "validate", "sweep")
+        and config
+        and os.path.isfile(config)
+    ):
         source = config
     elif args.command == "run" and args.resume:
         source = _recorded_source(args.resume)
@@ -361,8 +423,10 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(_evaluate(args))
         elif args.command == "compare":
             print(_compare(args))
+        elif args.command == "sweep":
+            _sweep(parser, args)
         else:
-            print(runner.show(args.run_dir))
+            print(_show(args.run_dir))
     except ConfigError as error:
         print(f"jaxfit {args.command}: {error}", file=sys.stderr)
         return 2

@@ -205,3 +205,66 @@ def _numeric(value: Any) -> Any:
     if isinstance(value, (int, float)) and math.isfinite(value):
         return value
     return str(value)
+
+
+def is_sweep_dir(path: Any) -> bool:
+    """Whether ``path`` is a sweep directory (its marker's kind)."""
+    import json
+
+    from jaxfit._src import paths
+
+    try:
+        with open(os.path.join(os.fspath(path), paths.MARKER), encoding="utf-8") as f:
+            return json.load(f).get("kind") == "sweep"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def show(sweep_dir: str) -> str:
+    """``jaxfit show SWEEP_DIR``: the trials sorted by their objective, and how
+    the best trial's config differs from the sweep's."""
+    import json
+
+    from jaxfit._src.runner import yaml_reader
+    from jaxfit._src.runner.types import ConfigError
+
+    try:
+        with open(os.path.join(sweep_dir, SWEEP_JSON), encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"run_dir: the sweep directory {sweep_dir!r} has no readable "
+            f"{SWEEP_JSON} yet ({type(error).__name__}): no trial has ended."
+        ) from None
+    counts: dict[str, int] = {}
+    for e in value["trials_run"]:
+        counts[e["state"]] = counts.get(e["state"], 0) + 1
+    lines = [
+        f"sweep: {value['study']}  ({sweep_dir})",
+        f"trials: {value['trials']} ("
+        + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+        + f"), lanes {value['lanes']}",
+        *table(value),
+    ]
+    best = value["best"]
+    if best is not None:
+        base, _ = yaml_reader.read(os.path.join(sweep_dir, "sweep.yaml"))
+        lines.append("best.yaml differs from the sweep's config in:")
+        flat_base = _flat({k: v for k, v in base.items() if k != "sweep"})
+        for path, new in best["params"].items():
+            lines.append(f"  {path}: {_short(flat_base.get(path))} -> {_short(new)}")
+    if value.get("importances"):
+        lines.append(
+            "importances: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in value["importances"].items())
+        )
+    return "\n".join(lines)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
