@@ -15,15 +15,28 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxfit._src.runner import run as runner_run
-from jaxfit._src.runner.rundir import _atomic, _write_json
+from jaxfit._src.runner.rundir import _dump_json
 from jaxfit._src.sweep import space
 from jaxfit._src.sweep import spec as spec_lib
 
 SWEEP_JSON = "sweep.json"
+
+
+def _atomic(path: str, write: Callable[[str], None]) -> None:
+    """``write`` into a temporary file of this process's, renamed onto ``path``:
+    several workers of one sweep directory write these files."""
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 @dataclasses.dataclass
@@ -84,7 +97,9 @@ def _importances(study: Any) -> dict[str, float] | None:
     if len(done) < 2:
         return None
     try:
-        found = space.optuna_module().importance.get_param_importances(study)
+        with warnings.catch_warnings():  # few trials: equal importances, said
+            warnings.simplefilter("ignore")
+            found = space.optuna_module().importance.get_param_importances(study)
     except (ValueError, RuntimeError):  # e.g. one value of every parameter
         return None
     return {k: float(v) for k, v in found.items()}
@@ -105,7 +120,7 @@ def write(
         "importances": _importances(study),
         "trials_run": rows(study, spec),
     }
-    _write_json(os.path.join(sweep_dir, SWEEP_JSON), value)
+    _atomic(os.path.join(sweep_dir, SWEEP_JSON), lambda p: _dump_json(p, value))
     if best is not None:
         config = spec_lib.trial_config(base, best["params"])
         _atomic(

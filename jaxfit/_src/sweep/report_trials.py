@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import os
+import warnings
 from typing import Any
 
 from jaxfit._src import callbacks as callbacks_lib
@@ -83,7 +84,9 @@ class TrialReporter(callbacks_lib.Callback):
         value = logs.get(self.monitor)
         if value is not None and math.isfinite(float(value)):
             trial = self._trial()
-            trial.report(float(value), int(epoch))
+            with warnings.catch_warnings():  # a resumed epoch, reported before
+                warnings.filterwarnings("ignore", message=".*already reported")
+                trial.report(float(value), int(epoch))
             if self.pruned_at is None and trial.should_prune():
                 self.pruned_at = int(epoch)
                 self.trainer.stop_training = True

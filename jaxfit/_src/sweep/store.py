@@ -40,11 +40,24 @@ def default_url(sweep_dir: str) -> str:
 
 
 def storage(url: str) -> Any:
-    """The Optuna storage of ``url`` (an RDB URL, or ``journal:PATH``).
+    """The Optuna storage of ``url`` (an RDB URL, or ``journal:PATH``); workers
+    that make a new database's tables at once retry (one of them wins).
 
     Raises:
       ConfigError: a URL Optuna cannot open (naming ``--storage``).
     """
+    for attempt in range(5):
+        try:
+            return _storage(url)
+        except ConfigError as error:
+            racing = ("already exists", "IntegrityError", "UniqueViolation")
+            if not any(word in str(error) for word in racing) or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _storage(url: str) -> Any:
     optuna = space.optuna_module()
     try:
         if url.startswith("journal:"):
