@@ -291,7 +291,7 @@ def test_two_workers_on_one_storage_finish_exactly_n_trials(tmp_path, backend):
 
 
 def test_a_sigkilled_sweep_resumes_without_running_a_trial_twice(tmp_path):
-    config = _config(tmp_path, TWO.replace("trials: 5", "trials: 3"), epochs=400)
+    config = _config(tmp_path, TWO.replace("trials: 5", "trials: 2"), epochs=30)
     worker = _worker(config, tmp_path / "w")
     groups = tmp_path / "w" / "sw" / "groups"
     deadline = time.monotonic() + 120
@@ -299,12 +299,12 @@ def test_a_sigkilled_sweep_resumes_without_running_a_trial_twice(tmp_path):
         assert time.monotonic() < deadline and worker.poll() is None
         time.sleep(0.05)
     worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    worker.communicate()  # closes its pipe
     result = jaxfit.sweep(resume=str(tmp_path / "w" / "sw"), say=lambda *a: None)
     entries = _json(os.path.join(result.sweep_dir, "sweep.json"))["trials_run"]
     assert [(e["number"], e["state"], e["error"]) for e in entries] == [
-        (n, "COMPLETE", None) for n in range(3)
+        (n, "COMPLETE", None) for n in range(2)
     ]
-    assert len(list(groups.glob("group-*-*"))) == 3  # the killed group resumed
+    assert len(list(groups.glob("group-*-*"))) == 2  # the killed group resumed
     first = _json(groups.parent / "trials" / "000" / "history.json")
-    assert first["epoch"] == list(range(400))  # resumed, not started over
+    assert first["epoch"] == list(range(30))  # every epoch once
