@@ -147,6 +147,16 @@ def _open(
 def _load(path: str, overrides: Any) -> tuple[Any, dict[str, Any]]:
     """The checked config (its sweep section with it) and its plain data."""
     loaded, _ = checks._load(path, overrides)
+    if loaded.tracking is not None:  # its groups are populations (no tracking)
+        raise ConfigError(
+            errors.expected(
+                "tracking",
+                "no tracking section in a sweep yet (one MLflow run per trial is "
+                "not built; a sweep's trials train as populations)",
+                errors.Description("a tracking section"),
+                "Remove it; jaxfit compare and sweep.json report the trials.",
+            )
+        )
     if loaded.sweep is None:
         raise ConfigError(
             f"{os.fspath(path)}: expected a config with a sweep: section (see the "
