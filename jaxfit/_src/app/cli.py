@@ -66,14 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train from a YAML config")
     run.add_argument("config", nargs="?", help=_CONFIG_HELP)
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a config value",
-    )
+    _add_set(run)
     run.add_argument("--workdir", default="runs", help="where run directories go")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
     run.add_argument(
@@ -88,14 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         "validate", help="check a config and its data against it, train nothing"
     )
     validate.add_argument("config", help=_CONFIG_HELP)
-    validate.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a config value",
-    )
+    _add_set(validate)
     show = commands.add_parser(
         "show", help="summarise a run directory, or a sweep directory's trials"
     )
@@ -107,6 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_set(
+    parser: Any, metavar: str = "KEY.PATH=VALUE", text: str = "override a config value"
+) -> None:
+    """A command's repeatable ``--set`` (into ``args.overrides``)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar=metavar,
+        help=text,
+    )
+
+
 def _sweep_parser(commands: Any) -> None:
     sweep = commands.add_parser(
         "sweep",
@@ -116,14 +116,7 @@ def _sweep_parser(commands: Any) -> None:
         "best.yaml, sweep.png.",
     )
     sweep.add_argument("config", nargs="?", help=_CONFIG_HELP)
-    sweep.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a config value",
-    )
+    _add_set(sweep)
     sweep.add_argument("--workdir", default="sweeps", help="where the sweep goes")
     sweep.add_argument("--trials", type=int, help="the number of trials in all")
     sweep.add_argument(
@@ -187,13 +180,10 @@ def _evaluate_parser(commands: Any) -> None:
         metavar="NAME",
         help="evaluate on this dataset (a data.name; its data.args start empty)",
     )
-    evaluate.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="data.KEY=VALUE",
-        help="override a data key (data.args.K=V); other keys are refused",
+    _add_set(
+        evaluate,
+        "data.KEY=VALUE",
+        "override a data key (data.args.K=V); other keys are refused",
     )
     evaluate.add_argument(
         "--split",
