@@ -1,6 +1,7 @@
 """A packed sweep (``lanes: 8``) vs the same trials one at a time (issue 27).
 
-    python benchmarks/sweep.py [--smoke] [--trials N] [--epochs E] [--json F]
+    python benchmarks/sweep.py [--smoke] [--trials N] [--epochs E] [--set K=V]
+                               [--json F]
 
 The sweep is ``configs/digits_sweep.yaml`` (``digits_mlp`` swept) with its
 ``sweep:`` section made a fixed set of trials: ``sampler: grid`` over ``N``
@@ -27,8 +28,9 @@ trial's directory, ``sweep.json`` / ``best.yaml`` / ``sweep.png``). The ratio
 is lanes-1 / lanes-8 (target >= 4x at 16 trials). The rows' objectives are
 matched by learning rate; the largest absolute difference is printed.
 
-``--smoke``: 2 trials of 1 epoch, lanes 2 vs 1 (the test runs it; it proves
-the script works and measures nothing).
+``--set K=V`` (repeatable) is given to both rows (e.g. ``backup=false``, to see
+what the per-epoch backups cost). ``--smoke``: 2 trials of 1 epoch, lanes 2 vs 1, both rows at the same time
+(the test runs it; it proves the script works and measures nothing).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     result = jaxfit.sweep(
         spec["config"],
         spec["workdir"],
-        overrides=[f"sweep.lanes={spec['lanes']}"],
+        overrides=[f"sweep.lanes={spec['lanes']}", *spec["overrides"]],
         say=say,
     )
     wall = time.perf_counter() - start
@@ -123,34 +125,62 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the parent: one fresh subprocess per row -------------------------------------
-def run_row(config: str, lanes: int, folder: str) -> dict[str, Any]:
-    """Row ``lanes-L`` in a fresh subprocess and a fresh workdir."""
+def start_row(
+    config: str, lanes: int, folder: str, overrides: list[str]
+) -> dict[str, Any]:
+    """Starts row ``lanes-L`` in a fresh subprocess and a fresh workdir."""
     workdir = tempfile.mkdtemp(prefix=f"lanes{lanes}-", dir=folder)
     spec = {"config": config, "workdir": workdir, "lanes": lanes}
+    spec["overrides"] = overrides
     out = os.path.join(workdir, "row.json")
+    log = open(os.path.join(workdir, "output.txt"), "w", encoding="utf-8")  # noqa: SIM115
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    with open(os.path.join(workdir, "output.txt"), "w", encoding="utf-8") as log:
-        done = subprocess.run(
-            [sys.executable, __file__, "--child", json.dumps(spec), "--json", out],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    process = time.perf_counter() - start
-    if done.returncode != 0:
-        with open(log.name, encoding="utf-8") as f:
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--child", json.dumps(spec), "--json", out],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return {
+        "lanes": lanes,
+        "out": out,
+        "log": log,
+        "load": load,
+        "start": start,
+        "child": child,
+    }
+
+
+def finish_row(started: dict[str, Any]) -> dict[str, Any]:
+    """Waits for a started row; returns its measurements."""
+    code = started["child"].wait()
+    process = time.perf_counter() - started["start"]
+    started["log"].close()
+    lanes = started["lanes"]
+    if code != 0:
+        with open(started["log"].name, encoding="utf-8") as f:
             raise SystemExit(f"row lanes-{lanes} failed:\n{f.read()[-3000:]}")
-    with open(out, encoding="utf-8") as f:
+    with open(started["out"], encoding="utf-8") as f:
         row = json.load(f)
     row.update(
         row=f"lanes-{lanes}",
         lanes=lanes,
         process_s=process,
-        load_before=load,
+        load_before=started["load"],
         load_after=os.getloadavg()[0],
     )
     return row
+
+
+def run_rows(
+    config: str, lanes: int, folder: str, overrides: list[str], together: bool
+) -> list[Any]:
+    """The two rows, one after the other (``together``: at the same time, the
+    smoke's shortcut: its figures then mean nothing)."""
+    if together:
+        started = [start_row(config, n, folder, overrides) for n in (lanes, 1)]
+        return [finish_row(s) for s in started]
+    return [finish_row(start_row(config, n, folder, overrides)) for n in (lanes, 1)]
 
 
 def max_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -203,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--trials", type=int)
     parser.add_argument("--epochs", type=int)
+    parser.add_argument(
+        "--set", action="append", default=[], help="a --set for both rows"
+    )
     parser.add_argument("--json", help="write the rows here (one JSON a line)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -217,10 +250,10 @@ def main(argv: list[str] | None = None) -> None:
         config = write_config(folder, size["trials"], size["epochs"])
         print(
             f"sweep benchmark: {size['trials']} trials x {size['epochs']} epochs, "
-            f"lanes {size['lanes']} vs 1, {os.cpu_count()} CPUs",
+            f"lanes {size['lanes']} vs 1, {os.cpu_count()} CPUs, --set {args.set}",
             flush=True,
         )
-        rows = [run_row(config, lanes, folder) for lanes in (size["lanes"], 1)]
+        rows = run_rows(config, size["lanes"], folder, args.set, together=args.smoke)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             for row in rows:
