@@ -315,3 +315,16 @@ def test_a_sweep_with_tracking_is_refused_before_anything(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sweep", config, "--workdir", str(tmp_path / "w"))
     assert code == 2 and err.startswith("jaxfit sweep: tracking: expected no tracking")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_sweep_never_writes_into_a_directory_it_did_not_make(tmp_path, capsys):
+    config = _config(tmp_path, GRID, epochs=1)
+    theirs = tmp_path / "w" / "sw"  # the sweep directory's path, someone's already
+    theirs.mkdir(parents=True)
+    (theirs / "canary.txt").write_text("mine", encoding="utf-8")
+    code, _, err = run_cli(capsys, "sweep", config, "--workdir", str(tmp_path / "w"))
+    assert code == 2 and "made by jaxfit" in err
+    code, _, err = run_cli(capsys, "sweep", "--resume", str(theirs))
+    assert code == 2 and err.startswith("jaxfit sweep: --resume: expected a sweep")
+    assert sorted(p.name for p in theirs.iterdir()) == ["canary.txt"]
+    assert (theirs / "canary.txt").read_text(encoding="utf-8") == "mine"

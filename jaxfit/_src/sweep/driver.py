@@ -206,7 +206,10 @@ def _made(workdir: Any, name: str, base: dict[str, Any], url: str | None) -> str
                 f"`jaxfit sweep --resume {root}`."
             )
         return os.path.abspath(root)
-    paths.checked_dir(root, "workdir", what="a sweep directory")
+    try:
+        paths.checked_dir(root, "workdir", what="a sweep directory")
+    except paths.PathError as error:
+        raise ConfigError(str(error)) from None
     made = paths.make_dir(root, KIND)
     _write_json(
         os.path.join(made, paths.MARKER),
