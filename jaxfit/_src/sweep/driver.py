@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -198,6 +199,11 @@ def _made(workdir: Any, name: str, base: dict[str, Any], url: str | None) -> str
     """``WORKDIR/<name>``: made and marked, or joined when it is this config's."""
     root = os.path.join(_checked_workdir(workdir), name)
     marker = _marker(root)
+    for _ in range(100):  # another worker made it: its config comes next
+        if marker is None or "config" in marker:
+            break
+        time.sleep(0.1)
+        marker = _marker(root)
     if marker is not None:
         if marker.get("config") != base:
             raise ConfigError(
