@@ -1,0 +1,269 @@
+"""Ctrl-C and SIGTERM of a whole ``jaxfit sweep`` process, then ``--resume``.
+
+Four grid trials, lanes 2: group-000 (trials 0 and 1) runs and is reported, then
+group-002 (trials 2 and 3) trains. The signal comes from outside, as a
+terminal's Ctrl-C or a scheduler's SIGTERM would, once group-002 has written a
+few backups (a sign on disk, not a fixed sleep). The process exits at once with
+the CLI's status for it (130, 143), nothing half-written is left but jaxfit's
+own ``.NNN.partial``, and ``jaxfit sweep --resume SWEEP_DIR`` finishes exactly 4
+trials, each COMPLETE once, the finished ones untouched byte for byte, the
+interrupted group resumed from its backup (not from epoch 1) with the objectives
+of a sweep that was never interrupted. A Ctrl-C while group-000's trials are
+being written and told (Optuna) resumes the same way.
+"""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from runner_helpers import run_cli, write_config
+
+import jaxfit
+
+pytest.importorskip("optuna", reason="sweeps run on Optuna (the sweep extra)")
+
+HERE = pathlib.Path(__file__).resolve().parent
+EPOCHS = 30
+CONFIG = f"""\
+name: sw
+seed: 2
+model:
+  name: runner_helpers:linear_model
+data:
+  name: test_sweep:flaky_data
+optimizer:
+  name: adam
+  learning_rate: 0.05
+fit:
+  epochs: {EPOCHS}
+  batch_size: 16
+  validation_split: 0.25
+  verbose: 0
+sweep:
+  objective: {{monitor: val_loss, mode: min}}
+  sampler: grid
+  lanes: 2
+  space:
+    optimizer.learning_rate: {{choice: [0.01, 0.03, 0.1, 0.3]}}
+"""
+TRIALS = 4
+
+
+def _json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _objectives(sweep_dir):
+    entries = _json(pathlib.Path(sweep_dir) / "sweep.json")["trials_run"]
+    return {e["number"]: e["objective"] for e in entries}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The objectives of the same sweep, never interrupted (once per module)."""
+    root = tmp_path_factory.mktemp("reference")
+    result = jaxfit.sweep(
+        write_config(root, CONFIG), str(root / "w"), say=lambda *a: None
+    )
+    objectives = _objectives(result.sweep_dir)
+    assert sorted(objectives) == list(range(TRIALS))
+    return objectives
+
+
+# ``python -m jaxfit`` with Python's own Ctrl-C handler: a shell without job
+# control starts background jobs (this test, say) with SIGINT ignored, which
+# Python would keep; the sweep then gets Ctrl-C as from a terminal.
+MAIN = (
+    "import runpy, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'jaxfit'; runpy.run_module('jaxfit', run_name='__main__')"
+)
+
+
+def _start(tmp_path):
+    """``python -m jaxfit sweep CONFIG`` in the background, its output in files."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), *sys.path]))
+    out = open(tmp_path / "out.txt", "w", encoding="utf-8")  # noqa: SIM115
+    err = open(tmp_path / "err.txt", "w", encoding="utf-8")  # noqa: SIM115
+    config = write_config(tmp_path, CONFIG)
+    with out, err:
+        return subprocess.Popen(
+            [sys.executable, "-c", MAIN, "sweep", config]
+            + ["--workdir", str(tmp_path / "w")],
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+
+
+def _wait_for(proc, condition, timeout=120.0):
+    """Polls ``condition()`` every 2 ms until it holds; fails if ``proc`` ends."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail("the sweep ended (or hung) before the awaited point")
+        time.sleep(0.002)
+
+
+def _backups(sweep_dir, group):
+    """The epochs of ``group``'s backups on disk now."""
+    found = sweep_dir.glob(f"groups/{group}-*/backup/backup-*")
+    return sorted(int(p.name.split("-")[1]) for p in found if p.name[7:].isdigit())
+
+
+def _signalled(proc, signum):
+    """Sends ``signum`` to the sweep; returns its exit status and how long it took
+    to exit."""
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("the sweep did not exit within 60 s of the signal")
+    return code, time.monotonic() - sent
+
+
+def _half_written(sweep_dir):
+    """What a stop left half-written, except jaxfit's own ``trials/.NNN.partial``
+    (marked; the next attempt removes it): temporary files and directories."""
+    left = []
+    for path in sweep_dir.rglob("*"):
+        name = path.name
+        if ".jax_cache" in path.parts:
+            continue  # JAX's compilation cache (its own atomic writes)
+        if re.fullmatch(r"\.\d{3}\.partial", name) and path.parent.name == "trials":
+            assert (path / ".jaxfit").is_file(), f"{path}: a partial not jaxfit's"
+            continue
+        if (
+            name.endswith((".partial", ".tmp"))
+            or "orbax-checkpoint-tmp" in name
+            or ".partial" in path.relative_to(sweep_dir).parts[0]
+        ):
+            left.append(str(path.relative_to(sweep_dir)))
+    return left
+
+
+def _snapshot(*dirs):
+    """Every file under ``dirs``: its path and bytes."""
+    return {
+        str(p): p.read_bytes()
+        for d in dirs
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _study_states(sweep_dir):
+    """Each trial's Optuna state, by number, as the study's storage has it."""
+    import optuna
+
+    storage = "sqlite:///" + str(sweep_dir / "study.db")
+    study = optuna.load_study(study_name="sw", storage=storage)
+    return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+
+
+def _interrupted(tmp_path, signum, ready):
+    """The sweep, sent ``signum`` once ``ready(sweep_dir)`` holds: ``(exit
+    status, seconds to exit, stderr)``."""
+    proc = _start(tmp_path)
+    sweep_dir = tmp_path / "w" / "sw"
+    _wait_for(proc, lambda: ready(sweep_dir))
+    code, took = _signalled(proc, signum)
+    return code, took, (tmp_path / "err.txt").read_text(encoding="utf-8")
+
+
+def _group_002_training(sweep_dir):
+    # group-000's trials are in place; group-002 has backed up epoch 3 or later
+    return (sweep_dir / "trials" / "001").is_dir() and max(
+        _backups(sweep_dir, "group-002"), default=0
+    ) >= 3
+
+
+def _resumed(capsys, sweep_dir):
+    """``jaxfit sweep --resume SWEEP_DIR`` (in this process): its stdout."""
+    capsys.readouterr()
+    code, out, err = run_cli(capsys, "sweep", "--resume", str(sweep_dir))
+    assert code == 0, err
+    return out
+
+
+def _assert_finished(sweep_dir, reference):
+    """Exactly the 4 trials, each COMPLETE once with the objective of the
+    uninterrupted sweep, each trained in one group run, every epoch once."""
+    entries = _json(sweep_dir / "sweep.json")["trials_run"]
+    assert [(e["number"], e["state"], e["error"]) for e in entries] == [
+        (n, "COMPLETE", None) for n in range(TRIALS)
+    ]
+    assert _study_states(sweep_dir) == dict.fromkeys(range(TRIALS), "COMPLETE")
+    got = _objectives(sweep_dir)
+    for n in range(TRIALS):
+        np.testing.assert_allclose(got[n], reference[n], rtol=1e-5, atol=1e-7)
+    trials = sorted(p.name for p in (sweep_dir / "trials").iterdir())
+    assert trials == [".jaxfit", "000", "001", "002", "003"]  # no partial left
+    groups = sorted(p.name[:9] for p in (sweep_dir / "groups").glob("group-*-*"))
+    assert groups == ["group-000", "group-002"]  # no trial trained twice
+    for n in range(TRIALS):
+        history = _json(sweep_dir / "trials" / f"{n:03d}" / "history.json")
+        assert history["epoch"] == list(range(EPOCHS))
+    assert _half_written(sweep_dir) == []
+
+
+STOP = {
+    signal.SIGINT: (130, "interrupted"),
+    signal.SIGTERM: (143, "preempted (SIGTERM)"),
+}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_a_signal_in_training_resumes_the_group_from_its_backup(
+    tmp_path, capsys, reference, signum
+):
+    code, took, err = _interrupted(tmp_path, signum, _group_002_training)
+    sweep_dir = tmp_path / "w" / "sw"
+    status, kind = STOP[signum]
+    assert code == status, err
+    assert took < 20  # it stops at the next step boundary, not at the group's end
+    (group_dir,) = sweep_dir.glob("groups/group-002-*")
+    stop = re.search(
+        rf"^jaxfit run: {re.escape(kind)} (?:in epoch (\d+)/{EPOCHS} after batch "
+        rf"\d/3|after epoch (\d+)/{EPOCHS}); resume with: ",
+        err,
+        flags=re.M,
+    )
+    assert stop is not None, err
+    assert "Traceback" not in err
+    assert _half_written(sweep_dir) == []
+    assert not (group_dir / "metrics.json").exists() and _backups(
+        sweep_dir, "group-002"
+    )
+    assert _study_states(sweep_dir) == {
+        0: "COMPLETE",
+        1: "COMPLETE",
+        2: "RUNNING",
+        3: "RUNNING",
+    }
+    finished = [sweep_dir / "trials" / "000", sweep_dir / "trials" / "001"]
+    finished += list(sweep_dir.glob("groups/group-000-*"))
+    before = _snapshot(*finished)
+    assert (sweep_dir / "trials" / "000" / "metrics.json").is_file()
+
+    out = _resumed(capsys, sweep_dir)
+    at = re.search(r"jaxfit run: resuming group-002 in \S+ at epoch (\d+)/", out)
+    assert at is not None, out
+    stopped = int(stop.group(1) or stop.group(2))
+    assert 3 <= int(at.group(1)) <= stopped + 1  # from its backup, not epoch 1
+    assert "jaxfit run: group-" not in out  # no group run began afresh
+    assert _snapshot(*finished) == before
+    _assert_finished(sweep_dir, reference)
