@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -226,28 +227,36 @@ STOP = {
 }
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+@pytest.fixture(
+    scope="module", params=[signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name
+)
+def stopped(request, tmp_path_factory):
+    """A sweep sent Ctrl-C or SIGTERM while group-002 trains (once per signal)."""
+    root = tmp_path_factory.mktemp("stopped")
+    code, took, err = _interrupted(root, request.param, _group_002_training)
+    return types.SimpleNamespace(
+        signum=request.param, code=code, took=took, err=err, dir=root / "w" / "sw"
+    )
+
+
 def test_a_signal_in_training_resumes_the_group_from_its_backup(
-    tmp_path, capsys, reference, signum
+    capsys, reference, stopped
 ):
-    code, took, err = _interrupted(tmp_path, signum, _group_002_training)
-    sweep_dir = tmp_path / "w" / "sw"
-    status, kind = STOP[signum]
-    assert code == status, err
-    assert took < 20  # it stops at the next step boundary, not at the group's end
-    (group_dir,) = sweep_dir.glob("groups/group-002-*")
+    sweep_dir = stopped.dir
+    status, kind = STOP[stopped.signum]
+    assert stopped.code == status, stopped.err
+    assert stopped.took < 20  # at the next step boundary, not the group's end
     stop = re.search(
         rf"^jaxfit run: {re.escape(kind)} (?:in epoch (\d+)/{EPOCHS} after batch "
         rf"\d/3|after epoch (\d+)/{EPOCHS}); resume with: ",
-        err,
+        stopped.err,
         flags=re.M,
     )
-    assert stop is not None, err
-    assert "Traceback" not in err
+    assert stop is not None and "Traceback" not in stopped.err, stopped.err
     assert _half_written(sweep_dir) == []
-    assert not (group_dir / "metrics.json").exists() and _backups(
-        sweep_dir, "group-002"
-    )
+    (group_dir,) = sweep_dir.glob("groups/group-002-*")
+    assert not (group_dir / "metrics.json").exists()
+    assert _backups(sweep_dir, "group-002")
     assert _study_states(sweep_dir) == {
         0: "COMPLETE",
         1: "COMPLETE",
@@ -257,13 +266,32 @@ def test_a_signal_in_training_resumes_the_group_from_its_backup(
     finished = [sweep_dir / "trials" / "000", sweep_dir / "trials" / "001"]
     finished += list(sweep_dir.glob("groups/group-000-*"))
     before = _snapshot(*finished)
-    assert (sweep_dir / "trials" / "000" / "metrics.json").is_file()
+    assert (sweep_dir / "trials" / "001" / "metrics.json").is_file()
+    # the runner's stop line says `jaxfit run --resume GROUP_DIR`: it is refused
+    # in one line naming the sweep's command, and leaves the backups as they are
+    backups = _snapshot(group_dir / "backup")
+    code, _, err = run_cli(capsys, "run", "--resume", str(group_dir))
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.rstrip().endswith(f"Resume it with: jaxfit sweep --resume {sweep_dir}")
+    assert _snapshot(group_dir / "backup") == backups
 
     out = _resumed(capsys, sweep_dir)
     at = re.search(r"jaxfit run: resuming group-002 in \S+ at epoch (\d+)/", out)
     assert at is not None, out
-    stopped = int(stop.group(1) or stop.group(2))
-    assert 3 <= int(at.group(1)) <= stopped + 1  # from its backup, not epoch 1
+    stopped_at = int(stop.group(1) or stop.group(2))
+    assert 3 <= int(at.group(1)) <= stopped_at + 1  # from its backup, not epoch 1
     assert "jaxfit run: group-" not in out  # no group run began afresh
     assert _snapshot(*finished) == before
     _assert_finished(sweep_dir, reference)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="sweep driver bug: a group's Ctrl-C/SIGTERM propagates with only the "
+    "runner's line, `resume with: jaxfit run --resume GROUP_DIR` (refused: the "
+    "group belongs to its sweep); nothing names `jaxfit sweep --resume SWEEP_DIR`",
+)
+def test_the_stop_says_how_to_resume_the_sweep(stopped):
+    last = stopped.err.strip().splitlines()[-1]
+    assert last.endswith(f"resume with: jaxfit sweep --resume {stopped.dir}")

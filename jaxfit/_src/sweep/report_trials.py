@@ -9,12 +9,15 @@ stopped one; the others go on). Its state (the logs, the epoch it was pruned at)
 is in the run's backups, so a resumed group continues exactly.
 
 The Optuna trials are the sweep process's own (``ACTIVE``, set by the driver
-before it runs or resumes the group): a group run outside its sweep is refused
-when it starts.
+before it runs or resumes the group): a group run outside its sweep (``jaxfit
+run --resume GROUP_DIR``, which an interrupted group's stop line suggests) is
+refused when it starts, in one line (a ``ConfigError``: the CLI exits 2) naming
+``jaxfit sweep --resume SWEEP_DIR``, before any step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -23,6 +26,8 @@ import warnings
 from typing import Any
 
 from jaxfit._src import callbacks as callbacks_lib
+from jaxfit._src import errors
+from jaxfit._src.runner.types import ConfigError
 
 # group name -> the Optuna trials of its members, in member order
 ACTIVE: dict[str, list[Any]] = {}
@@ -67,11 +72,25 @@ class TrialReporter(callbacks_lib.Callback):
     def _trial(self) -> Any:
         trials = ACTIVE.get(self.group)
         if trials is None or self.member is None:
-            raise RuntimeError(
-                f"this run is group {self.group!r} of a sweep: run or resume it "
-                "with `jaxfit sweep` (`jaxfit sweep --resume SWEEP_DIR`)"
+            raise ConfigError(
+                errors.expected(
+                    f"group {self.group!r}",
+                    "to be run by its sweep (`jaxfit sweep`: its trials report to "
+                    "the sweep's Optuna study)",
+                    errors.Description("a run outside it"),
+                    f"Resume it with: jaxfit sweep --resume {self._sweep_dir()}",
+                )
             )
         return trials[self.member]
+
+    def _sweep_dir(self) -> str:
+        """The sweep directory (``SWEEP_DIR/groups/<run>/<log_dir>``), if this
+        group run is in one."""
+        run_dir = os.path.dirname(os.path.abspath(self.log_dir))
+        groups = os.path.dirname(run_dir)
+        if os.path.basename(groups) != "groups":
+            return "SWEEP_DIR"
+        return os.path.dirname(groups)
 
     def on_train_begin(self, logs=None):
         self._trial()  # refused outside its sweep, before any step
@@ -96,9 +115,14 @@ class TrialReporter(callbacks_lib.Callback):
         os.makedirs(self.log_dir, exist_ok=True)
         path = os.path.join(self.log_dir, f"member-{self.member}.json")
         partial = f"{path}.partial"
-        with open(partial, "w", encoding="utf-8") as f:
-            json.dump({"history": self.logs, "pruned_at": self.pruned_at}, f)
-        os.replace(partial, path)
+        try:
+            with open(partial, "w", encoding="utf-8") as f:
+                json.dump({"history": self.logs, "pruned_at": self.pruned_at}, f)
+            os.replace(partial, path)
+        except BaseException:  # Ctrl-C: no half-written file left
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            raise
 
     def get_state(self):
         return {"logs": self.logs, "pruned_at": self.pruned_at}
