@@ -32,7 +32,7 @@ import jaxfit
 pytest.importorskip("optuna", reason="sweeps run on Optuna (the sweep extra)")
 
 HERE = pathlib.Path(__file__).resolve().parent
-EPOCHS = 30
+EPOCHS = 20
 CONFIG = f"""\
 name: sw
 seed: 2
@@ -69,11 +69,24 @@ def _objectives(sweep_dir):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def cache(tmp_path_factory):
+    """One compilation cache for every sweep here (the same programs)."""
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def _config(root, cache):
+    return write_config(root, CONFIG + f"compilation_cache: {cache}\n")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache):
     """The objectives of the same sweep, never interrupted (once per module)."""
     root = tmp_path_factory.mktemp("reference")
-    result = jaxfit.sweep(
-        write_config(root, CONFIG), str(root / "w"), say=lambda *a: None
+    result = jaxfit.sweep(  # without backups (faster; the same numbers)
+        _config(root, cache),
+        str(root / "w"),
+        overrides=["backup=false"],
+        say=lambda *a: None,
     )
     objectives = _objectives(result.sweep_dir)
     assert sorted(objectives) == list(range(TRIALS))
@@ -90,16 +103,16 @@ MAIN = (
 )
 
 
-def _start(tmp_path):
+def _start(tmp_path, cache, *extra):
     """``python -m jaxfit sweep CONFIG`` in the background, its output in files."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), *sys.path]))
     out = open(tmp_path / "out.txt", "w", encoding="utf-8")  # noqa: SIM115
     err = open(tmp_path / "err.txt", "w", encoding="utf-8")  # noqa: SIM115
-    config = write_config(tmp_path, CONFIG)
+    config = _config(tmp_path, cache)
     with out, err:
         return subprocess.Popen(
             [sys.executable, "-c", MAIN, "sweep", config]
-            + ["--workdir", str(tmp_path / "w")],
+            + ["--workdir", str(tmp_path / "w"), *extra],
             env=env,
             stdout=out,
             stderr=err,
@@ -176,10 +189,10 @@ def _study_states(sweep_dir):
     return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
 
 
-def _interrupted(tmp_path, signum, ready):
+def _interrupted(tmp_path, cache, signum, ready, *extra):
     """The sweep, sent ``signum`` once ``ready(sweep_dir)`` holds: ``(exit
     status, seconds to exit, stderr)``."""
-    proc = _start(tmp_path)
+    proc = _start(tmp_path, cache, *extra)
     sweep_dir = tmp_path / "w" / "sw"
     _wait_for(proc, lambda: ready(sweep_dir))
     code, took = _signalled(proc, signum)
@@ -193,30 +206,32 @@ def _group_002_training(sweep_dir):
     ) >= 3
 
 
-def _resumed(capsys, sweep_dir):
-    """``jaxfit sweep --resume SWEEP_DIR`` (in this process): its stdout."""
+def _resumed(capsys, sweep_dir, *extra):
+    """``jaxfit sweep --resume SWEEP_DIR [EXTRA...]`` (in this process): its
+    stdout."""
     capsys.readouterr()
-    code, out, err = run_cli(capsys, "sweep", "--resume", str(sweep_dir))
+    code, out, err = run_cli(capsys, "sweep", "--resume", str(sweep_dir), *extra)
     assert code == 0, err
     return out
 
 
-def _assert_finished(sweep_dir, reference):
-    """Exactly the 4 trials, each COMPLETE once with the objective of the
+def _assert_finished(sweep_dir, reference, count=TRIALS):
+    """Exactly ``count`` trials, each COMPLETE once with the objective of the
     uninterrupted sweep, each trained in one group run, every epoch once."""
+    numbers = range(count)
     entries = _json(sweep_dir / "sweep.json")["trials_run"]
     assert [(e["number"], e["state"], e["error"]) for e in entries] == [
-        (n, "COMPLETE", None) for n in range(TRIALS)
+        (n, "COMPLETE", None) for n in numbers
     ]
-    assert _study_states(sweep_dir) == dict.fromkeys(range(TRIALS), "COMPLETE")
+    assert _study_states(sweep_dir) == dict.fromkeys(numbers, "COMPLETE")
     got = _objectives(sweep_dir)
-    for n in range(TRIALS):
+    for n in numbers:
         np.testing.assert_allclose(got[n], reference[n], rtol=1e-5, atol=1e-7)
     trials = sorted(p.name for p in (sweep_dir / "trials").iterdir())
-    assert trials == [".jaxfit", "000", "001", "002", "003"]  # no partial left
+    assert trials == [".jaxfit", *(f"{n:03d}" for n in numbers)]  # no partial
     groups = sorted(p.name[:9] for p in (sweep_dir / "groups").glob("group-*-*"))
-    assert groups == ["group-000", "group-002"]  # no trial trained twice
-    for n in range(TRIALS):
+    assert groups == [f"group-{n:03d}" for n in numbers[::2]]  # none trained twice
+    for n in numbers:
         history = _json(sweep_dir / "trials" / f"{n:03d}" / "history.json")
         assert history["epoch"] == list(range(EPOCHS))
     assert _half_written(sweep_dir) == []
@@ -231,10 +246,10 @@ STOP = {
 @pytest.fixture(
     scope="module", params=[signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name
 )
-def stopped(request, tmp_path_factory):
+def stopped(request, tmp_path_factory, cache):
     """A sweep sent Ctrl-C or SIGTERM while group-002 trains (once per signal)."""
     root = tmp_path_factory.mktemp("stopped")
-    code, took, err = _interrupted(root, request.param, _group_002_training)
+    code, took, err = _interrupted(root, cache, request.param, _group_002_training)
     return types.SimpleNamespace(
         signum=request.param, code=code, took=took, err=err, dir=root / "w" / "sw"
     )
@@ -280,7 +295,7 @@ def test_a_signal_in_training_resumes_the_group_from_its_backup(
     at = re.search(r"jaxfit run: resuming group-002 in \S+ at epoch (\d+)/", out)
     assert at is not None, out
     stopped_at = int(stop.group(1) or stop.group(2))
-    assert 3 <= int(at.group(1)) <= stopped_at + 1  # from its backup, not epoch 1
+    assert 5 <= int(at.group(1)) <= stopped_at + 1  # from its backup, not epoch 1
     assert "jaxfit run: group-" not in out  # no group run began afresh
     assert _snapshot(*finished) == before
     _assert_finished(sweep_dir, reference)
@@ -305,20 +320,23 @@ def _trial_1_being_written(sweep_dir):
 
 
 @pytest.fixture(scope="module")
-def told(tmp_path_factory):
-    """A sweep sent Ctrl-C while trial 1's directory is being written (group-000
-    ran; trial 0 is told), and a copy of its sweep directory (its own study.db)
-    with ``.001.partial`` as a kill just after its ``mkdir`` leaves it: empty."""
+def told(tmp_path_factory, cache):
+    """``jaxfit sweep --trials 2`` (group-000 only) sent Ctrl-C while trial 1's
+    directory is being written (trial 0 is told), and two copies of its sweep
+    directory (each with its own study.db): ``plain`` as it is, ``empty`` with
+    ``.001.partial`` as a kill just after its ``mkdir`` leaves it."""
     root = tmp_path_factory.mktemp("told")
-    code, took, err = _interrupted(root, signal.SIGINT, _trial_1_being_written)
-    sweep_dir = root / "w" / "sw"
-    copy = root / "copy" / "sw"
-    shutil.copytree(sweep_dir, copy)
-    shutil.rmtree(copy / "trials" / ".001.partial")
-    (copy / "trials" / ".001.partial").mkdir()
-    return types.SimpleNamespace(
-        code=code, took=took, err=err, dir=sweep_dir, copy=copy
+    code, took, err = _interrupted(
+        root, cache, signal.SIGINT, _trial_1_being_written, "--trials", "2"
     )
+    sweep_dir = root / "w" / "sw"
+    copies = {}
+    for name in ("plain", "empty"):
+        copies[name] = root / name / "sw"
+        shutil.copytree(sweep_dir, copies[name])
+    shutil.rmtree(copies["empty"] / "trials" / ".001.partial")
+    (copies["empty"] / "trials" / ".001.partial").mkdir()
+    return types.SimpleNamespace(code=code, took=took, err=err, dir=sweep_dir, **copies)
 
 
 @pytest.mark.xfail(
@@ -334,20 +352,15 @@ def test_ctrl_c_while_the_trials_are_written_and_told_resumes_them(
     sweep_dir = told.dir
     assert told.code == 130 and told.took < 20, told.err
     assert "jaxfit sweep: interrupted" in told.err.splitlines(), told.err
+    assert "Traceback" not in told.err
     assert _half_written(sweep_dir) == []  # .001.partial is jaxfit's (marked)
     assert (sweep_dir / "trials" / ".001.partial").is_dir()
-    assert not list(sweep_dir.glob("groups/group-002*"))
-    assert _study_states(sweep_dir) == {
-        0: "COMPLETE",
-        1: "RUNNING",
-        2: "WAITING",
-        3: "WAITING",
-    }
+    assert _study_states(sweep_dir) == {0: "COMPLETE", 1: "RUNNING"}
     finished = [sweep_dir / "trials" / "000", *sweep_dir.glob("groups/group-000-*")]
     before = _snapshot(*finished)
-    _resumed(capsys, sweep_dir)
+    _resumed(capsys, sweep_dir, "--trials", "2")
     assert _snapshot(*finished) == before
-    _assert_finished(sweep_dir, reference)
+    _assert_finished(sweep_dir, reference, count=2)
 
 
 @pytest.mark.xfail(
@@ -358,10 +371,26 @@ def test_ctrl_c_while_the_trials_are_written_and_told_resumes_them(
     "remove_marked_tree keeps, and every --resume then dies in os.makedirs",
 )
 def test_a_kill_before_the_partial_is_marked_still_resumes(capsys, told):
-    _resumed(capsys, told.copy)
-    entries = _json(told.copy / "sweep.json")["trials_run"]
-    assert [(e["number"], e["state"]) for e in entries] == [
-        (n, "COMPLETE") for n in range(TRIALS)
+    _resumed(capsys, told.empty, "--trials", "2")
+    states = _json(told.empty / "sweep.json")["trials_run"]
+    assert [(e["number"], e["state"]) for e in states] == [(0, "COMPLETE")] + [
+        (1, "COMPLETE")
     ]
-    trials = sorted(p.name for p in (told.copy / "trials").iterdir())
-    assert trials == [".jaxfit", "000", "001", "002", "003"]
+    trials = sorted(p.name for p in (told.empty / "trials").iterdir())
+    assert trials == [".jaxfit", "000", "001"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="sweep driver bug: --resume takes the number of trials from sweep.yaml, "
+    "not the --trials the sweep was made with: the study's 2 trials are refused "
+    "(sweep.trials: expected the study's number of trials (2 ...), got 4)",
+)
+def test_a_sweep_of_trials_n_resumes_without_being_told_n_again(capsys, told):
+    _resumed(capsys, told.plain)
+    states = _json(told.plain / "sweep.json")["trials_run"]
+    assert [(e["number"], e["state"]) for e in states] == [
+        (0, "COMPLETE"),
+        (1, "COMPLETE"),
+    ]
