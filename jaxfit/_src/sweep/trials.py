@@ -159,7 +159,7 @@ def materialize(
         return final
     paths.make_dir(os.path.join(sweep_dir, "trials"), "sweep trials")
     partial = os.path.join(sweep_dir, "trials", f".{number:03d}.partial")
-    paths.remove_marked_tree(partial)  # jaxfit's own, from a killed attempt
+    _clear_partial(partial)
     os.makedirs(partial)
     _write_json(
         os.path.join(partial, paths.MARKER),
@@ -182,6 +182,27 @@ def materialize(
     _write_json(os.path.join(partial, COMPLETE), metrics)
     os.replace(partial, final)
     return final
+
+
+def _clear_partial(partial: str) -> None:
+    """Removes what a killed attempt left at ``partial``: a marked directory, or
+    one a kill left before its marker was in place (empty, or holding only the
+    marker's own temporary file). Anything else there is refused, untouched."""
+    if not os.path.lexists(partial):
+        return
+    if paths.remove_marked_tree(partial):  # jaxfit's own, from a killed attempt
+        return
+    left = [] if os.path.islink(partial) else os.listdir(partial)
+    if os.path.isdir(partial) and set(left) <= {f".{paths.MARKER}.tmp"}:
+        for name in left:
+            os.remove(os.path.join(partial, name))
+        os.rmdir(partial)
+        return
+    raise FileExistsError(
+        f"{partial}: expected jaxfit's half-written trial directory (its marker "
+        f"{paths.MARKER} in it) or nothing, got other files ({sorted(left)[:5]}); "
+        "jaxfit does not remove files it did not write: move them away and resume."
+    )
 
 
 def _write_history(run_dir: str, history: Mapping[str, Any]) -> None:
