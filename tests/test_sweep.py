@@ -310,13 +310,6 @@ def test_a_sigkilled_sweep_resumes_without_running_a_trial_twice(tmp_path):
     assert first["epoch"] == list(range(30))  # every epoch once
 
 
-def test_a_sweep_with_tracking_is_refused_before_anything(tmp_path, capsys):
-    config = _config(tmp_path, GRID + "tracking:\n  mlflow: {}\n", epochs=1)
-    code, _, err = run_cli(capsys, "sweep", config, "--workdir", str(tmp_path / "w"))
-    assert code == 2 and err.startswith("jaxfit sweep: tracking: expected no tracking")
-    assert not (tmp_path / "w").exists()
-
-
 def test_a_sweep_never_writes_into_a_directory_it_did_not_make(tmp_path, capsys):
     config = _config(tmp_path, GRID, epochs=1)
     theirs = tmp_path / "w" / "sw"  # the sweep directory's path, someone's already

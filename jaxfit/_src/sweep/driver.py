@@ -41,6 +41,7 @@ from jaxfit._src.runner.rundir import (
 from jaxfit._src.runner.types import ConfigError
 from jaxfit._src.sweep import report, space, store, trials
 from jaxfit._src.sweep import spec as spec_lib
+from jaxfit._src.sweep import tracking as sweep_tracking
 from jaxfit._src.sweep.report import SweepResult
 
 KIND = "sweep"  # the sweep directory's marker kind
@@ -59,6 +60,7 @@ class _Sweep:
     storage: Any
     cache: Any
     say: Callable[..., None]
+    tracker: Any = None  # a sweep_tracking.SweepTracker with tracking: mlflow
 
     @property
     def groups_dir(self) -> str:
@@ -103,14 +105,25 @@ def sweep(
     """
     state = _open(config, workdir, overrides, trials, storage, resume, say)
     state.cache = compilation_cache
-    if resume is not None:
-        _take_over(state)
-    while True:
-        claimed = store.claim(state.study, state.storage, state.spec.lanes)
-        if not claimed:
-            break
-        _run_claimed(state, claimed)
-    return report.finish(state.sweep_dir, state.study, state.spec, state.base, say)
+    try:
+        if resume is not None:
+            _take_over(state)
+        while True:
+            claimed = store.claim(state.study, state.storage, state.spec.lanes)
+            if not claimed:
+                break
+            _run_claimed(state, claimed)
+        result = report.finish(
+            state.sweep_dir, state.study, state.spec, state.base, say
+        )
+    except BaseException as error:
+        if state.tracker is not None:
+            state.tracker.stopped(error)  # the parent KILLED or FAILED
+        raise
+    if state.tracker is not None:
+        value = report.write(state.sweep_dir, state.study, state.spec, state.base)
+        state.tracker.ended(state.study, state.spec, value)
+    return result
 
 
 def _open(
@@ -137,27 +150,26 @@ def _open(
         sweep_dir = _made(workdir, loaded.name, base, url)
     url = url or store.default_url(sweep_dir)
     optuna_store = store.storage(url)
-    study = store.open_study(spec, optuna_store, loaded.name, _sampler(spec))
+    tracker = sweep_tracking.tracker(loaded, sweep_dir)
+    made = None
+    if tracker is not None:
+        section = dict(base.get("sweep") or {})
+        made = lambda s: tracker.made(s, spec, section)  # noqa: E731
+    study = store.open_study(spec, optuna_store, loaded.name, _sampler(spec), made)
+    if tracker is not None:
+        tracker.joined(study)
     say(
         f"jaxfit sweep: {loaded.name} -> {sweep_dir} ({spec.trials} trials, "
         f"lanes {spec.lanes}, study {loaded.name!r} on {_shown(url)})"
     )
-    return _Sweep(sweep_dir, loaded, base, spec, study, optuna_store, None, say)
+    return _Sweep(
+        sweep_dir, loaded, base, spec, study, optuna_store, None, say, tracker
+    )
 
 
 def _load(path: str, overrides: Any) -> tuple[Any, dict[str, Any]]:
     """The checked config (its sweep section with it) and its plain data."""
-    loaded, _ = checks._load(path, overrides)
-    if loaded.tracking is not None:  # its groups are populations (no tracking)
-        raise ConfigError(
-            errors.expected(
-                "tracking",
-                "no tracking section in a sweep yet (one MLflow run per trial is "
-                "not built; a sweep's trials train as populations)",
-                errors.Description("a tracking section"),
-                "Remove it; jaxfit compare and sweep.json report the trials.",
-            )
-        )
+    loaded, _ = checks._load(path, overrides)  # tracking: mlflow importable
     if loaded.sweep is None:
         raise ConfigError(
             f"{os.fspath(path)}: expected a config with a sweep: section (see the "
@@ -270,7 +282,8 @@ def _run_group(
     raw = None
     if not resume:
         numbered = [(t.number, values) for t, values in members]
-        raw = trials.group_config(state.spec, state.config, state.base, name, numbered)
+        base = sweep_tracking.untracked(state.base)  # populations log no MLflow run
+        raw = trials.group_config(state.spec, state.config, base, name, numbered)
     state.say(f"jaxfit sweep: trials {[t.number for t, _ in members]} as {name}")
     try:
         group_dir, trainer = trials.run_group(
@@ -311,15 +324,19 @@ def _report_group(
             state.sweep_dir, trial.number, raw, group_dir, i, trainer, entry
         )
         trial.set_user_attr("jaxfit_run_dir", os.path.relpath(run_dir, state.sweep_dir))
-        if pruned_at is not None:
-            spec_lib.tell(state.study, trial, state=states.PRUNED)
-        elif value is None:
-            trial.set_user_attr(
-                "jaxfit_error", f"{state.spec.monitor} was never finite"
+        error = None
+        if pruned_at is None and value is None:
+            error = f"{state.spec.monitor} was never finite"
+            trial.set_user_attr("jaxfit_error", error)
+        told = "PRUNED" if pruned_at is not None else "FAIL" if error else "COMPLETE"
+        if state.tracker is not None:  # the child before the tell: --resume logs it
+            state.tracker.trial(
+                trial.number, raw, run_dir, told, pruned_at=pruned_at, error=error
             )
-            spec_lib.tell(state.study, trial, state=states.FAIL)
-        else:
+        if told == "COMPLETE":
             spec_lib.tell(state.study, trial, value)
+        else:
+            spec_lib.tell(state.study, trial, state=getattr(states, told))
     report.write(state.sweep_dir, state.study, state.spec, state.base)
 
 
@@ -330,8 +347,11 @@ def _fail(
     line = " ".join(str(error).split()) or type(error).__name__
     line = f"{type(error).__name__}: {line}"[:500]
     state.say(f"jaxfit sweep: trials {[t.number for t, _ in members]} failed: {line}")
-    for trial, _ in members:
+    for trial, values in members:
         trial.set_user_attr("jaxfit_error", line)
+        if state.tracker is not None:
+            raw = spec_lib.trial_config(state.base, values)
+            state.tracker.trial(trial.number, raw, None, "FAIL", error=line)
         spec_lib.tell(state.study, trial, state=states.FAIL)
     report.write(state.sweep_dir, state.study, state.spec, state.base)
 

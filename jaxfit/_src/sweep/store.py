@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from jaxfit._src import errors
@@ -80,9 +81,17 @@ def _storage(url: str) -> Any:
         ) from None
 
 
-def open_study(spec: SweepSpec, store: Any, name: str, sampler: Any) -> Any:
+def open_study(
+    spec: SweepSpec,
+    store: Any,
+    name: str,
+    sampler: Any,
+    made: Callable[[Any], None] | None = None,
+) -> Any:
     """The sweep's study: made with its trials enqueued when it does not exist,
-    else loaded once its creator has enqueued them."""
+    else loaded once its creator has enqueued them. ``made(study)`` runs in the
+    creator only, before the study is marked with its trials (the sweep's
+    MLflow parent run: ``tracking``)."""
     optuna = space.optuna_module()
     pruner = spec.make_pruner()
     try:
@@ -101,6 +110,8 @@ def open_study(spec: SweepSpec, store: Any, name: str, sampler: Any) -> Any:
         return study
     for params in _enqueued(spec):
         study.enqueue_trial(params, skip_if_exists=False)
+    if made is not None:
+        made(study)
     study.set_user_attr(COUNT, spec.trials)
     return study
 
