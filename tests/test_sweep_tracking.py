@@ -206,6 +206,13 @@ def test_a_sigkilled_sweep_resumed_has_one_finished_child_per_trial(tmp_path):
     _, parents, children = _runs(tmp_path / "w")
     assert len(parents) == 1 and parents[0].info.status == "RUNNING"
     assert children == []  # killed before its trial directory was complete
+    # what a kill while trial 0's child was being logged leaves: a RUNNING one
+    client, parent = _runs(tmp_path / "w")[0], parents[0]
+    left = client.create_run(
+        parent.info.experiment_id,
+        run_name="trial-000",
+        tags={"mlflow.parentRunId": parent.info.run_id, "jaxfit.trial": "0"},
+    )
     result = jaxfit.sweep(resume=str(tmp_path / "w" / "sw"), say=lambda *a: None)
     assert result.best_value is not None
     again = jaxfit.sweep(resume=str(tmp_path / "w" / "sw"), say=lambda *a: None)
@@ -214,3 +221,4 @@ def test_a_sigkilled_sweep_resumed_has_one_finished_child_per_trial(tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(int(r.data.tags["jaxfit.trial"]) for r in children) == [0, 1]
     assert all(r.info.status == "FINISHED" for r in children)
+    assert left.info.run_id not in {r.info.run_id for r in children}  # replaced
