@@ -222,3 +222,20 @@ def test_a_sigkilled_sweep_resumed_has_one_finished_child_per_trial(tmp_path):
     assert sorted(int(r.data.tags["jaxfit.trial"]) for r in children) == [0, 1]
     assert all(r.info.status == "FINISHED" for r in children)
     assert left.info.run_id not in {r.info.run_id for r in children}  # replaced
+
+
+def test_without_mlflow_a_tracked_sweep_is_refused_before_anything(tmp_path):
+    config = _config(tmp_path, FAILING, epochs=1)
+    script = (  # mlflow absent: its import raises ImportError
+        "import sys; sys.modules['mlflow'] = None\n"
+        "from jaxfit._src.app import cli\n"
+        f"sys.exit(cli.main(['sweep', {str(config)!r}, '--workdir', "
+        f"{str(tmp_path / 'w')!r}]))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), *sys.path]))
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "tracking.mlflow: needs mlflow: pip install mlflow" in done.stderr
+    assert not (tmp_path / "w").exists()
