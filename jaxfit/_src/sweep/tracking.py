@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from jaxfit._src.callbacks import mlflow_logger
@@ -48,7 +47,6 @@ from jaxfit._src.runner import tracking as runner_tracking
 from jaxfit._src.runner.types import ConfigError
 
 PARENT = "jaxfit_mlflow_parent"  # the study's user attribute: the parent's id
-WAIT_S = 120.0  # how long a joining worker waits for the parent's id
 _PARENT_FILES = ("sweep.json", "best.yaml", "sweep.png")
 _TRIAL_FILES = ("config.yaml", "metrics.json", "history.json", "curves.png")
 
@@ -116,22 +114,23 @@ class SweepTracker:
         study.set_user_attr(PARENT, self.parent_id)
 
     def joined(self, study: Any) -> None:
-        """The parent's id from the study (waiting for its creator's mark); the
-        parent set ``RUNNING`` when a worker had ended it."""
-        deadline = time.monotonic() + WAIT_S
-        while self.parent_id is None:
+        """The parent's id from the study (its creator marks it before the
+        study's trials, which ``store.open_study`` waited for); the parent set
+        ``RUNNING`` again when a worker had ended it.
+
+        Raises:
+          ConfigError: the study has no parent (made by a sweep without
+            tracking).
+        """
+        if self.parent_id is None:
             found = study.user_attrs.get(PARENT)
-            if isinstance(found, str) and found:
-                self.parent_id = found
-                break
-            if time.monotonic() > deadline:
+            if not isinstance(found, str) or not found:
                 raise ConfigError(
                     f"tracking: the study {study.study_name!r} has no MLflow parent "
-                    f"run after {WAIT_S:.0f} s (it was made by a sweep without a "
-                    "tracking section?); remove the tracking section, or use "
-                    "another study."
+                    "run (a sweep without a tracking section made it); remove the "
+                    "tracking section, or use another study (--storage)."
                 )
-            time.sleep(0.5)  # study.user_attrs reads the storage each time
+            self.parent_id = found
         if self.client.get_run(self.parent_id).info.status != "RUNNING":
             self.client.update_run(self.parent_id, status="RUNNING")
 
