@@ -8,8 +8,9 @@ the CLI's status for it (130, 143), nothing half-written is left but jaxfit's
 own ``.NNN.partial``, and ``jaxfit sweep --resume SWEEP_DIR`` finishes exactly 4
 trials, each COMPLETE once, the finished ones untouched byte for byte, the
 interrupted group resumed from its backup (not from epoch 1) with the objectives
-of a sweep that was never interrupted. A Ctrl-C while group-000's trials are
-being written and told (Optuna) resumes the same way.
+of a sweep that was never interrupted. A Ctrl-C while a trial's directory is
+being written waits for it and its tell (Optuna); a SIGKILL there leaves its
+``.NNN.partial``, which ``--resume`` redoes as that trial's own member.
 """
 
 import json
@@ -301,13 +302,6 @@ def test_a_signal_in_training_resumes_the_group_from_its_backup(
     _assert_finished(sweep_dir, reference)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="sweep driver bug: a group's Ctrl-C/SIGTERM propagates with only the "
-    "runner's line, `resume with: jaxfit run --resume GROUP_DIR` (refused: the "
-    "group belongs to its sweep); nothing names `jaxfit sweep --resume SWEEP_DIR`",
-)
 def test_the_stop_says_how_to_resume_the_sweep(stopped):
     hint = f"resume with: jaxfit sweep --resume {stopped.dir}"
     assert any(line.endswith(hint) for line in stopped.err.splitlines())
@@ -322,13 +316,46 @@ def _trial_1_being_written(sweep_dir):
 @pytest.fixture(scope="module")
 def told(tmp_path_factory, cache):
     """``jaxfit sweep --trials 2`` (group-000 only) sent Ctrl-C while trial 1's
-    directory is being written (trial 0 is told), and two copies of its sweep
-    directory (each with its own study.db): ``plain`` as it is, ``empty`` with
-    ``.001.partial`` as a kill just after its ``mkdir`` leaves it."""
+    directory is being written (trial 0 is told)."""
     root = tmp_path_factory.mktemp("told")
     code, took, err = _interrupted(
         root, cache, signal.SIGINT, _trial_1_being_written, "--trials", "2"
     )
+    return types.SimpleNamespace(code=code, took=took, err=err, dir=root / "w" / "sw")
+
+
+def test_ctrl_c_while_a_trial_is_written_and_told_lets_it_finish(
+    capsys, reference, told
+):
+    # the trial's directory and its tell are one step: Ctrl-C acts after them
+    sweep_dir = told.dir
+    assert told.code == 130 and told.took < 20, told.err
+    hint = f"; resume with: jaxfit sweep --resume {sweep_dir}"
+    assert f"jaxfit sweep: interrupted; 2 of 2 trials finished{hint}" in (
+        told.err.splitlines()
+    ), told.err
+    assert "Traceback" not in told.err
+    assert _half_written(sweep_dir) == []
+    assert not (sweep_dir / "trials" / ".001.partial").exists()
+    assert _study_states(sweep_dir) == {0: "COMPLETE", 1: "COMPLETE"}
+    finished = [sweep_dir / "trials", *sweep_dir.glob("groups/group-000-*")]
+    before = _snapshot(*finished)
+    out = _resumed(capsys, sweep_dir)  # no --trials: the 2 it was made with
+    assert " as group-" not in out  # nothing trains again
+    assert _snapshot(*finished) == before
+    _assert_finished(sweep_dir, reference, count=2)
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, cache):
+    """The same sweep SIGKILLed while trial 1's directory is being written (trial
+    0 is told), as two copies (each with its own study.db): ``plain`` as it is,
+    ``empty`` with ``.001.partial`` as a kill just after its ``mkdir`` leaves it."""
+    root = tmp_path_factory.mktemp("killed")
+    code, _, err = _interrupted(
+        root, cache, signal.SIGKILL, _trial_1_being_written, "--trials", "2"
+    )
+    assert code == -signal.SIGKILL, err
     sweep_dir = root / "w" / "sw"
     copies = {}
     for name in ("plain", "empty"):
@@ -336,61 +363,22 @@ def told(tmp_path_factory, cache):
         shutil.copytree(sweep_dir, copies[name])
     shutil.rmtree(copies["empty"] / "trials" / ".001.partial")
     (copies["empty"] / "trials" / ".001.partial").mkdir()
-    return types.SimpleNamespace(code=code, took=took, err=err, dir=sweep_dir, **copies)
+    return types.SimpleNamespace(dir=sweep_dir, **copies)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="sweep driver bug: --resume reports a complete group's RUNNING trials "
-    "with their positions among the RUNNING ones (_report_group's enumerate), not "
-    "their jaxfit_member: trial 1 gets member 0's (trial 0's) objective and weights",
-)
-def test_ctrl_c_while_the_trials_are_written_and_told_resumes_them(
-    capsys, reference, told
+def test_a_kill_while_a_trial_is_written_resumes_it_as_its_own_member(
+    capsys, reference, killed
 ):
-    sweep_dir = told.dir
-    assert told.code == 130 and told.took < 20, told.err
-    assert "jaxfit sweep: interrupted" in told.err.splitlines(), told.err
-    assert "Traceback" not in told.err
-    assert _half_written(sweep_dir) == []  # .001.partial is jaxfit's (marked)
-    assert (sweep_dir / "trials" / ".001.partial").is_dir()
+    sweep_dir = killed.plain
+    assert (sweep_dir / "trials" / ".001.partial" / ".jaxfit").is_file()
     assert _study_states(sweep_dir) == {0: "COMPLETE", 1: "RUNNING"}
     finished = [sweep_dir / "trials" / "000", *sweep_dir.glob("groups/group-000-*")]
     before = _snapshot(*finished)
-    _resumed(capsys, sweep_dir, "--trials", "2")
+    _resumed(capsys, sweep_dir)  # no --trials: the 2 it was made with
     assert _snapshot(*finished) == before
-    _assert_finished(sweep_dir, reference, count=2)
+    _assert_finished(sweep_dir, reference, count=2)  # trial 1: member 1's
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileExistsError,
-    reason="sweep trials bug: a kill between materialize's os.makedirs(partial) "
-    "and its marker leaves an unmarked, empty trials/.NNN.partial that "
-    "remove_marked_tree keeps, and every --resume then dies in os.makedirs",
-)
-def test_a_kill_before_the_partial_is_marked_still_resumes(capsys, told):
-    _resumed(capsys, told.empty, "--trials", "2")
-    states = _json(told.empty / "sweep.json")["trials_run"]
-    assert [(e["number"], e["state"]) for e in states] == [(0, "COMPLETE")] + [
-        (1, "COMPLETE")
-    ]
-    trials = sorted(p.name for p in (told.empty / "trials").iterdir())
-    assert trials == [".jaxfit", "000", "001"]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="sweep driver bug: --resume takes the number of trials from sweep.yaml, "
-    "not the --trials the sweep was made with: the study's 2 trials are refused "
-    "(sweep.trials: expected the study's number of trials (2 ...), got 4)",
-)
-def test_a_sweep_of_trials_n_resumes_without_being_told_n_again(capsys, told):
-    _resumed(capsys, told.plain)
-    states = _json(told.plain / "sweep.json")["trials_run"]
-    assert [(e["number"], e["state"]) for e in states] == [
-        (0, "COMPLETE"),
-        (1, "COMPLETE"),
-    ]
+def test_a_kill_before_the_partial_is_marked_still_resumes(capsys, reference, killed):
+    _resumed(capsys, killed.empty, "--trials", "2")
+    _assert_finished(killed.empty, reference, count=2)

@@ -23,7 +23,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import sys
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +35,7 @@ from jaxfit._src.driver import preemption
 from jaxfit._src.runner import checks
 from jaxfit._src.runner import config as config_lib
 from jaxfit._src.runner import run as runner_run
+from jaxfit._src.runner.ending import _sigint_deferred
 from jaxfit._src.runner.rundir import (
     COMPLETE,
     _checked_workdir,
@@ -106,24 +110,64 @@ def sweep(
     state = _open(config, workdir, overrides, trials, storage, resume, say)
     state.cache = compilation_cache
     try:
-        if resume is not None:
-            _take_over(state)
-        while True:
-            claimed = store.claim(state.study, state.storage, state.spec.lanes)
-            if not claimed:
-                break
-            _run_claimed(state, claimed)
+        with preemption.handling():  # SIGTERM: a stop between trials (or steps)
+            if resume is not None:
+                _take_over(state)
+            while True:
+                _check_stop()
+                claimed = store.claim(state.study, state.storage, state.spec.lanes)
+                if not claimed:
+                    break
+                _run_claimed(state, claimed)
         result = report.finish(
             state.sweep_dir, state.study, state.spec, state.base, say
         )
     except BaseException as error:
         if state.tracker is not None:
             state.tracker.stopped(error)  # the parent KILLED or FAILED
+        if isinstance(error, KeyboardInterrupt | preemption.Preempted):
+            raise _stopped(state, error) from None
         raise
     if state.tracker is not None:
         value = report.write(state.sweep_dir, state.study, state.spec, state.base)
         state.tracker.ended(state.study, state.spec, value)
     return result
+
+
+def _check_stop(deferred: Any = None) -> None:
+    """Acts on a stop that came while it could not: a Ctrl-C ``deferred``
+    recorded (raised as KeyboardInterrupt), a SIGTERM (``Preempted``)."""
+    if deferred is not None and deferred.interrupts:
+        raise KeyboardInterrupt
+    signum = preemption.requested()
+    if signum is not None:
+        raise preemption.Preempted("", signum)
+
+
+def _stopped(state: _Sweep, error: BaseException) -> BaseException:
+    """Says (stderr, one line) how the sweep stopped and how to go on; returns
+    what to raise: a ``RunInterrupted`` for Ctrl-C (exit 130, the line said),
+    the ``Preempted`` itself for SIGTERM (exit 143)."""
+    states = space.optuna_module().trial.TrialState
+    done = len(state.study.get_trials(deepcopy=False, states=_finished(states)))
+    how = (
+        "interrupted"
+        if isinstance(error, KeyboardInterrupt)
+        else f"preempted ({signal.Signals(getattr(error, 'signum', 15)).name})"
+    )
+    print(
+        f"jaxfit sweep: {how}; {done} of {state.spec.trials} trials finished; "
+        f"resume with: jaxfit sweep --resume {state.sweep_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if isinstance(error, KeyboardInterrupt):
+        return runner_run.RunInterrupted("", state.sweep_dir)
+    return error
+
+
+def _finished(states: Any) -> tuple[Any, ...]:
+    return (states.COMPLETE, states.PRUNED, states.FAIL)
 
 
 def _open(
@@ -144,10 +188,12 @@ def _open(
         path = config_lib.resolve(config)
     loaded, base = _load(path, overrides)
     spec = spec_lib.parse(loaded.sweep, loaded)
+    if count is None and resume is not None:
+        count = info.get("trials")  # the --trials it was made with, if any
     if count is not None:
         spec = _with_trials(spec, count)
     if resume is None:
-        sweep_dir = _made(workdir, loaded.name, base, url)
+        sweep_dir = _made(workdir, loaded.name, base, url, spec.trials)
     url = url or store.default_url(sweep_dir)
     optuna_store = store.storage(url)
     tracker = sweep_tracking.tracker(loaded, sweep_dir)
@@ -207,7 +253,9 @@ def _shown(url: str) -> str:
     return url
 
 
-def _made(workdir: Any, name: str, base: dict[str, Any], url: str | None) -> str:
+def _made(
+    workdir: Any, name: str, base: dict[str, Any], url: str | None, count: int
+) -> str:
     """``WORKDIR/<name>``: made and marked, or joined when it is this config's."""
     root = os.path.join(_checked_workdir(workdir), name)
     marker = _marker(root)
@@ -234,7 +282,8 @@ def _made(workdir: Any, name: str, base: dict[str, Any], url: str | None) -> str
         {"created_by": "jaxfit", "kind": KIND, "config": base},
     )
     runner_run._dump_yaml(os.path.join(made, "sweep.yaml"), base)
-    _write_json(os.path.join(made, INFO), {"storage": url, "study": name})
+    info = {"storage": url, "study": name, "trials": count}
+    _write_json(os.path.join(made, INFO), info)
     return made
 
 
@@ -306,38 +355,54 @@ def _report_group(
     trainer: Any,
 ) -> None:
     """Each member's trial directory, then its outcome told to Optuna."""
-    states = space.optuna_module().trial.TrialState
-    for i, (trial, values) in enumerate(members):
-        _, pruned_at, value = trials.member_outcome(group_dir, i, state.spec)
-        entry = {
-            "trial": trial.number,
-            "params": values,
-            "objective": value,
-            "monitor": state.spec.monitor,
-            "mode": state.spec.mode,
-            "pruned_at": pruned_at,
-            "group": os.path.relpath(group_dir, state.sweep_dir),
-            "member": i,
-        }
-        raw = spec_lib.trial_config(state.base, values)
-        run_dir = trials.materialize(
-            state.sweep_dir, trial.number, raw, group_dir, i, trainer, entry
-        )
-        trial.set_user_attr("jaxfit_run_dir", os.path.relpath(run_dir, state.sweep_dir))
-        error = None
-        if pruned_at is None and value is None:
-            error = f"{state.spec.monitor} was never finite"
-            trial.set_user_attr("jaxfit_error", error)
-        told = "PRUNED" if pruned_at is not None else "FAIL" if error else "COMPLETE"
-        if state.tracker is not None:  # the child before the tell: --resume logs it
-            state.tracker.trial(
-                trial.number, raw, run_dir, told, pruned_at=pruned_at, error=error
-            )
-        if told == "COMPLETE":
-            spec_lib.tell(state.study, trial, value)
-        else:
-            spec_lib.tell(state.study, trial, state=getattr(states, told))
+    for j, (trial, values) in enumerate(members):
+        member = int(trial.user_attrs.get("jaxfit_member", j))  # --resume: a subset
+        deferred: Any = types.SimpleNamespace(interrupts=[])  # as the ending's
+        with _sigint_deferred(deferred):  # a trial's directory and tell: whole
+            _report_trial(state, trial, values, group_dir, member, trainer)
+        _check_stop(deferred)
     report.write(state.sweep_dir, state.study, state.spec, state.base)
+
+
+def _report_trial(
+    state: _Sweep,
+    trial: Any,
+    values: dict[str, Any],
+    group_dir: str,
+    i: int,
+    trainer: Any,
+) -> None:
+    """Member ``i``'s trial directory, its MLflow child, its outcome told."""
+    states = space.optuna_module().trial.TrialState
+    _, pruned_at, value = trials.member_outcome(group_dir, i, state.spec)
+    entry = {
+        "trial": trial.number,
+        "params": values,
+        "objective": value,
+        "monitor": state.spec.monitor,
+        "mode": state.spec.mode,
+        "pruned_at": pruned_at,
+        "group": os.path.relpath(group_dir, state.sweep_dir),
+        "member": i,
+    }
+    raw = spec_lib.trial_config(state.base, values)
+    run_dir = trials.materialize(
+        state.sweep_dir, trial.number, raw, group_dir, i, trainer, entry
+    )
+    trial.set_user_attr("jaxfit_run_dir", os.path.relpath(run_dir, state.sweep_dir))
+    error = None
+    if pruned_at is None and value is None:
+        error = f"{state.spec.monitor} was never finite"
+        trial.set_user_attr("jaxfit_error", error)
+    told = "PRUNED" if pruned_at is not None else "FAIL" if error else "COMPLETE"
+    if state.tracker is not None:  # the child before the tell: --resume logs it
+        state.tracker.trial(
+            trial.number, raw, run_dir, told, pruned_at=pruned_at, error=error
+        )
+    if told == "COMPLETE":
+        spec_lib.tell(state.study, trial, value)
+    else:
+        spec_lib.tell(state.study, trial, state=getattr(states, told))
 
 
 def _fail(
