@@ -313,25 +313,29 @@ def _trial_1_being_written(sweep_dir):
     return (sweep_dir / "trials" / ".001.partial" / "config.yaml").is_file()
 
 
-@pytest.fixture(scope="module")
-def told(tmp_path_factory, cache):
-    """``jaxfit sweep --trials 2`` (group-000 only) sent Ctrl-C while trial 1's
-    directory is being written (trial 0 is told)."""
+@pytest.fixture(scope="module", params=[signal.SIGINT, signal.SIGTERM], ids=str)
+def told(tmp_path_factory, cache, request):
+    """``jaxfit sweep --trials 2`` (group-000 only) sent Ctrl-C (SIGTERM) while
+    trial 1's directory is being written (trial 0 is told)."""
     root = tmp_path_factory.mktemp("told")
     code, took, err = _interrupted(
-        root, cache, signal.SIGINT, _trial_1_being_written, "--trials", "2"
+        root, cache, request.param, _trial_1_being_written, "--trials", "2"
     )
-    return types.SimpleNamespace(code=code, took=took, err=err, dir=root / "w" / "sw")
+    return types.SimpleNamespace(
+        signum=request.param, code=code, took=took, err=err, dir=root / "w" / "sw"
+    )
 
 
-def test_ctrl_c_while_a_trial_is_written_and_told_lets_it_finish(
+def test_a_stop_while_a_trial_is_written_and_told_lets_it_finish(
     capsys, reference, told
 ):
-    # the trial's directory and its tell are one step: Ctrl-C acts after them
+    # the trial's directory and its tell are one step: the stop acts after them
     sweep_dir = told.dir
-    assert told.code == 130 and told.took < 20, told.err
+    ctrl_c = told.signum == signal.SIGINT
+    assert told.code == (130 if ctrl_c else 143) and told.took < 20, told.err
+    how = "interrupted" if ctrl_c else "preempted (SIGTERM)"
     hint = f"; resume with: jaxfit sweep --resume {sweep_dir}"
-    assert f"jaxfit sweep: interrupted; 2 of 2 trials finished{hint}" in (
+    assert f"jaxfit sweep: {how}; 2 of 2 trials finished{hint}" in (
         told.err.splitlines()
     ), told.err
     assert "Traceback" not in told.err
