@@ -106,6 +106,10 @@ def sweep(
     Raises:
       ConfigError: an invalid config, sweep section, workdir, storage, or a
         sweep directory of another config; before anything is written.
+      RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``) stopped it, after one
+        line on stderr saying how to resume (``resume=SWEEP_DIR``).
+      Preempted: SIGTERM stopped it (a ``SystemExit``, status 143), after the
+        same line.
     """
     state = _open(config, workdir, overrides, trials, storage, resume, say)
     state.cache = compilation_cache
