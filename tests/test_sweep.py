@@ -9,61 +9,31 @@ Debian's package is there) finish exactly N trials between them; a SIGKILLed
 sweep resumes without running a trial twice.
 """
 
-import json
 import os
 import pathlib
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 import pytest
 from runner_helpers import run_cli, write_config
+from sweep_helpers import base, read_json
+from sweep_helpers import worker as _worker
 
 import jaxfit
 
 pytest.importorskip("optuna", reason="sweeps run on Optuna (the sweep extra)")
 
-HERE = pathlib.Path(__file__).parent
-BASE = """\
-name: sw
-seed: 2
-model:
-  name: runner_helpers:linear_model
-data:
-  name: test_sweep:flaky_data
-optimizer:
-  name: adam
-  learning_rate: 0.05
-fit:
-  epochs: {epochs}
-  batch_size: 16
-  validation_split: 0.25
-  verbose: 0
-"""
-
-
-def flaky_data(num_samples=64, fail=False):
-    """Tiny data that takes no seed; ``fail=True`` raises (a failing trial)."""
-    if fail:
-        raise RuntimeError("this dataset is broken on purpose")
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=(num_samples, 3)).astype(np.float32)
-    y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32)
-    return {"x_train": x, "y_train": y, "task": "regression"}
-
 
 def _config(tmp_path, sweep, epochs=3, name="config.yaml"):
-    return write_config(tmp_path, BASE.format(epochs=epochs) + sweep, name)
+    return write_config(tmp_path, base(epochs) + sweep, name)
 
 
-def _json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+_json = read_json
 
 
 def _sweep(config, workdir, **kwargs):
@@ -194,16 +164,6 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
 
 
 # -- several processes -------------------------------------------------------------
-def _worker(config, workdir, *extra):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), *sys.path]))
-    return subprocess.Popen(
-        [sys.executable, "-m", "jaxfit", "sweep", config, "--workdir", str(workdir)]
-        + list(extra),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _postgres(tmp_path):

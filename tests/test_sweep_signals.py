@@ -13,7 +13,6 @@ being written waits for it and its tell (Optuna); a SIGKILL there leaves its
 ``.NNN.partial``, which ``--resume`` redoes as that trial's own member.
 """
 
-import json
 import os
 import pathlib
 import re
@@ -27,6 +26,7 @@ import types
 import numpy as np
 import pytest
 from runner_helpers import run_cli, write_config
+from sweep_helpers import base, read_json
 
 import jaxfit
 
@@ -34,34 +34,21 @@ pytest.importorskip("optuna", reason="sweeps run on Optuna (the sweep extra)")
 
 HERE = pathlib.Path(__file__).resolve().parent
 EPOCHS = 20
-CONFIG = f"""\
-name: sw
-seed: 2
-model:
-  name: runner_helpers:linear_model
-data:
-  name: test_sweep:flaky_data
-optimizer:
-  name: adam
-  learning_rate: 0.05
-fit:
-  epochs: {EPOCHS}
-  batch_size: 16
-  validation_split: 0.25
-  verbose: 0
+CONFIG = (
+    base(EPOCHS)
+    + """\
 sweep:
-  objective: {{monitor: val_loss, mode: min}}
+  objective: {monitor: val_loss, mode: min}
   sampler: grid
   lanes: 2
   space:
-    optimizer.learning_rate: {{choice: [0.01, 0.03, 0.1, 0.3]}}
+    optimizer.learning_rate: {choice: [0.01, 0.03, 0.1, 0.3]}
 """
+)
 TRIALS = 4
 
 
-def _json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+_json = read_json
 
 
 def _objectives(sweep_dir):

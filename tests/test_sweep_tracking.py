@@ -5,7 +5,6 @@ FAILED with its error, a pruned one FINISHED with the epoch it stopped after;
 two workers share one parent; a SIGKILLed sweep resumed leaves one FINISHED
 child per trial."""
 
-import json
 import os
 import pathlib
 import signal
@@ -15,6 +14,8 @@ import time
 
 import pytest
 from runner_helpers import run_cli, write_config
+from sweep_helpers import base, read_json
+from sweep_helpers import worker as _worker
 
 import jaxfit
 
@@ -22,24 +23,6 @@ pytest.importorskip("optuna", reason="sweeps run on Optuna (the sweep extra)")
 mlflow = pytest.importorskip("mlflow", reason="tracking needs the mlflow extra")
 
 HERE = pathlib.Path(__file__).parent
-BASE = """\
-name: sw
-seed: 2
-model:
-  name: runner_helpers:linear_model
-data:
-  name: test_sweep:flaky_data
-optimizer:
-  name: adam
-  learning_rate: 0.05
-fit:
-  epochs: {epochs}
-  batch_size: 16
-  validation_split: 0.25
-  verbose: 0
-tracking:
-  mlflow: {{}}
-"""
 FAILING = """\
 sweep:
   objective: {monitor: val_loss, mode: min}
@@ -69,12 +52,10 @@ sweep:
 
 
 def _config(tmp_path, sweep, epochs):
-    return write_config(tmp_path, BASE.format(epochs=epochs) + sweep, "config.yaml")
+    return write_config(tmp_path, base(epochs, tracking=True) + sweep, "config.yaml")
 
 
-def _json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+_json = read_json
 
 
 def _runs(workdir):
@@ -163,18 +144,6 @@ def test_a_pruned_trial_s_child_is_finished_with_its_epoch(tmp_path):
             assert len(_history(client, run)["val_loss"]) == at + 1
         else:
             assert "jaxfit.pruned_at" not in run.data.tags and at is None
-
-
-def _worker(config, workdir, *extra):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), *sys.path]))
-    return subprocess.Popen(
-        [sys.executable, "-m", "jaxfit", "sweep", config, "--workdir", str(workdir)]
-        + list(extra),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_two_workers_share_one_parent(tmp_path):
