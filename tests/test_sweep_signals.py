@@ -349,11 +349,14 @@ def killed(tmp_path_factory, cache):
     assert code == -signal.SIGKILL, err
     sweep_dir = root / "w" / "sw"
     copies = {}
-    for name in ("plain", "empty"):
+    for name in ("plain", "empty", "foreign"):
         copies[name] = root / name / "sw"
         shutil.copytree(sweep_dir, copies[name])
     shutil.rmtree(copies["empty"] / "trials" / ".001.partial")
     (copies["empty"] / "trials" / ".001.partial").mkdir()
+    shutil.rmtree(copies["foreign"] / "trials" / ".001.partial")
+    (copies["foreign"] / "trials" / ".001.partial").mkdir()
+    (copies["foreign"] / "trials" / ".001.partial" / "notes.txt").write_text("mine")
     return types.SimpleNamespace(dir=sweep_dir, **copies)
 
 
@@ -373,3 +376,16 @@ def test_a_kill_while_a_trial_is_written_resumes_it_as_its_own_member(
 def test_a_kill_before_the_partial_is_marked_still_resumes(capsys, reference, killed):
     _resumed(capsys, killed.empty, "--trials", "2")
     _assert_finished(killed.empty, reference, count=2)
+
+
+def test_a_partial_holding_someone_elses_file_is_refused_untouched(capsys, killed):
+    # the canary: an unmarked .001.partial with a file jaxfit did not write
+    partial = killed.foreign / "trials" / ".001.partial"
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "sweep", "--resume", str(killed.foreign))
+    assert code == 2, err
+    (line,) = err.strip().splitlines()
+    assert f"{partial}: expected jaxfit's half-written trial directory" in line
+    assert "move them away and resume" in line
+    assert (partial / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in partial.iterdir()) == ["notes.txt"]

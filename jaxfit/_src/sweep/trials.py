@@ -40,6 +40,7 @@ from jaxfit._src.runner.rundir import (
     _plot,
     _write_json,
 )
+from jaxfit._src.runner.types import ConfigError
 from jaxfit._src.sweep import report_trials
 from jaxfit._src.sweep import spec as spec_lib
 from jaxfit._src.sweep.spec import SweepSpec
@@ -198,7 +199,7 @@ def _clear_partial(partial: str) -> None:
             os.remove(os.path.join(partial, name))
         os.rmdir(partial)
         return
-    raise FileExistsError(
+    raise ConfigError(
         f"{partial}: expected jaxfit's half-written trial directory (its marker "
         f"{paths.MARKER} in it) or nothing, got other files ({sorted(left)[:5]}); "
         "jaxfit does not remove files it did not write: move them away and resume."
