@@ -14,10 +14,21 @@ import os
 # Keras is a test-only cross-check, and only on the JAX backend.
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import signal
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+# Ctrl-C deliverable, as from a terminal: a shell without job control starts a
+# background job (CI launched with `&`, some pytest-xdist workers) with SIGINT
+# ignored, which Python and every child process it starts would keep; the tests
+# that send Ctrl-C to a child (test_runner_interrupt, test_stream_hang, ...)
+# need it. Children reset a handler to the default on exec, then install
+# Python's own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # optax's own transforms (adam's bias correction) are not clean under strict dtype
 # promotion, so it is not switched on globally; test_fit runs jaxfit's own code
