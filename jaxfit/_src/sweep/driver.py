@@ -65,6 +65,7 @@ class _Sweep:
     cache: Any
     say: Callable[..., None]
     tracker: Any = None  # a sweep_tracking.SweepTracker with tracking: mlflow
+    lock: str | None = None  # store.claim_lock: an SQLite storage's claim lock
 
     @property
     def groups_dir(self) -> str:
@@ -119,7 +120,9 @@ def sweep(
                 _take_over(state)
             while True:
                 _check_stop()
-                claimed = store.claim(state.study, state.storage, state.spec.lanes)
+                claimed = store.claim(
+                    state.study, state.storage, state.spec.lanes, state.lock
+                )
                 if not claimed:
                     break
                 _run_claimed(state, claimed)
@@ -213,7 +216,16 @@ def _open(
         f"lanes {spec.lanes}, study {loaded.name!r} on {_shown(url)})"
     )
     return _Sweep(
-        sweep_dir, loaded, base, spec, study, optuna_store, None, say, tracker
+        sweep_dir,
+        loaded,
+        base,
+        spec,
+        study,
+        optuna_store,
+        None,
+        say,
+        tracker,
+        store.claim_lock(url),
     )
 
 

@@ -13,16 +13,21 @@ marks the study with their number (``jaxfit_trials``); the others wait for that
 mark. Every worker claims WAITING trials one at a time with the storage's
 compare-and-set from WAITING to RUNNING (what ``Study.ask`` does with the queue),
 and never creates a trial: N trials run in all, however many workers, and none
-twice. A trial left RUNNING by a killed worker is taken up again by ``jaxfit
+twice. On SQLite, which has no row lock (Optuna's ``SELECT ... FOR UPDATE`` is
+not one there), two workers could both see a trial WAITING and both set it
+RUNNING; their claims are serialized by an exclusive ``flock`` on
+``<database>.claim.lock`` beside the database file (jaxfit's, made when missing,
+never removed: ``claim_lock``). A trial left RUNNING by a killed worker is taken up again by ``jaxfit
 sweep --resume`` (``driver``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jaxfit._src import errors
@@ -151,25 +156,60 @@ def _wait_for_trials(study: Any, spec: SweepSpec) -> None:
         )
 
 
-def claim(study: Any, store: Any, count: int) -> list[Any]:
+def claim_lock(url: str) -> str | None:
+    """The lock file serializing claims on an SQLite database file (module
+    docstring); ``None`` for other storages (their compare-and-set holds) and
+    an in-memory database (one process)."""
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url  # Optuna's RDB storage depends on it
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(database) + ".claim.lock"
+
+
+@contextlib.contextmanager
+def _claiming(lock: str | None) -> Iterator[None]:
+    """Holds ``lock`` exclusively (``flock``, waiting for it) while the block
+    runs; no lock, or no ``fcntl`` (not POSIX), holds nothing."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None  # type: ignore[assignment]
+    if lock is None or fcntl is None:
+        yield
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)  # never truncated
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def claim(study: Any, store: Any, count: int, lock: str | None = None) -> list[Any]:
     """Up to ``count`` WAITING trials, each set RUNNING here (compare-and-set:
-    a trial another worker took is skipped), as ``optuna.Trial`` objects."""
+    a trial another worker took is skipped), as ``optuna.Trial`` objects;
+    ``lock`` (``claim_lock``) held meanwhile."""
     optuna = space.optuna_module()
     state = optuna.trial.TrialState
     study_id = store.get_study_id_from_name(study.study_name)
     claimed: list[Any] = []
-    for frozen in study.get_trials(deepcopy=False, states=(state.WAITING,)):
-        if len(claimed) == count:
-            break
-        trial_id = store.get_trial_id_from_study_id_trial_number(
-            study_id, frozen.number
-        )
-        try:
-            if not store.set_trial_state_values(trial_id, state=state.RUNNING):
+    with _claiming(lock):
+        for frozen in study.get_trials(deepcopy=False, states=(state.WAITING,)):
+            if len(claimed) == count:
+                break
+            trial_id = store.get_trial_id_from_study_id_trial_number(
+                study_id, frozen.number
+            )
+            try:
+                if not store.set_trial_state_values(trial_id, state=state.RUNNING):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        claimed.append(optuna.Trial(study, trial_id))
+            claimed.append(optuna.Trial(study, trial_id))
     return claimed
 
 
