@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 
 # Ctrl-C deliverable, as from a terminal: a shell without job control starts a
-# background job (CI launched with `&`, some pytest-xdist workers) with SIGINT
-# ignored, which Python and every child process it starts would keep; the tests
-# that send Ctrl-C to a child (test_runner_interrupt, test_stream_hang, ...)
-# need it. Children reset a handler to the default on exec, then install
+# background job (a CI launched with `&`) with SIGINT ignored, which Python, its
+# pytest-xdist workers and every child process they start keep; the tests that
+# send Ctrl-C to a child (test_runner_interrupt, test_startup, test_stream_hang)
+# need it. (Serially, test_errors happened to reset it before them; on two
+# workers a worker without test_errors failed them.) Children reset a handler to the default on exec, then install
 # Python's own.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)

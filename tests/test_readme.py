@@ -21,11 +21,12 @@ def test_readme_set_up_commands_match_ci():
     text = README.read_text(encoding="utf-8")
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert '-e ".[test]"' in text and '-e ".[test]"' in ci
-    assert "python -m pytest -q" in text and "python -m pytest -q" in ci
+    suite = "python -m pytest -q -n 2 --dist loadfile"  # two worker processes
+    assert f".venv/bin/{suite} && " in text
     # the device matrix: both runs, in the README and in CI
     eight = "XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu"
-    assert f"{eight} .venv/bin/python -m pytest -q" in text
-    assert eight in ci and ci.count("python -m pytest -q") == 2
+    assert f"{eight} .venv/bin/{suite}\n" in text
+    assert eight in ci and ci.count(f"{suite}\n") == 2
     assert 'pip install -e ".[run]" && .venv/bin/jaxfit run digits_mlp' in text
 
 
