@@ -349,7 +349,7 @@ def killed(tmp_path_factory, cache):
     assert code == -signal.SIGKILL, err
     sweep_dir = root / "w" / "sw"
     copies = {}
-    for name in ("plain", "empty", "foreign"):
+    for name in ("plain", "empty", "foreign", "locked", "watched"):
         copies[name] = root / name / "sw"
         shutil.copytree(sweep_dir, copies[name])
     shutil.rmtree(copies["empty"] / "trials" / ".001.partial")
@@ -389,3 +389,45 @@ def test_a_partial_holding_someone_elses_file_is_refused_untouched(capsys, kille
     assert "move them away and resume" in line
     assert (partial / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in partial.iterdir()) == ["notes.txt"]
+
+
+def _group_lock(sweep_dir, group="group-000"):
+    """An open descriptor of ``group``'s run marker, for ``fcntl.flock``."""
+    (run_dir,) = sweep_dir.glob(f"groups/{group}-*")
+    return os.open(run_dir / ".jaxfit", os.O_RDONLY)
+
+
+def test_a_group_another_process_reports_is_left_to_it(capsys, reference, killed):
+    # a live worker writing group-000's trials holds its lock: --resume leaves
+    # trial 1 (RUNNING, its .001.partial) to it, then takes it up once it is gone
+    fcntl = pytest.importorskip("fcntl")
+    sweep_dir = killed.locked
+    partial = sweep_dir / "trials" / ".001.partial"
+    before = _snapshot(partial)
+    fd = _group_lock(sweep_dir)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _resumed(capsys, sweep_dir)
+        assert _study_states(sweep_dir) == {0: "COMPLETE", 1: "RUNNING"}
+        assert _snapshot(partial) == before
+        assert not (sweep_dir / "trials" / "001").exists()
+    finally:
+        os.close(fd)
+    _resumed(capsys, sweep_dir)
+    _assert_finished(sweep_dir, reference, count=2)
+
+
+def test_writing_a_groups_trials_holds_its_lock(capsys, monkeypatch, killed):
+    from jaxfit._src.runner import rundir
+    from jaxfit._src.sweep import trials
+
+    seen = []
+    materialize = trials.materialize
+
+    def watched(sweep_dir, number, raw, group_dir, *args):
+        seen.append((number, rundir._is_locked(group_dir)))  # another descriptor
+        return materialize(sweep_dir, number, raw, group_dir, *args)
+
+    monkeypatch.setattr(trials, "materialize", watched)
+    _resumed(capsys, killed.watched)
+    assert seen == [(1, True)]

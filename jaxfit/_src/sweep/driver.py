@@ -10,7 +10,8 @@ study and claims its remaining trials (``store``); ``--resume SWEEP_DIR`` also
 takes up the trials a killed worker left RUNNING: a group whose run is complete
 is reported, one that was interrupted is resumed from its backups (the runner's
 ``--resume``), one whose run never began is run. A group's run that another
-live process holds (its lock) is left to it.
+live process holds (its lock: held while it trains, and while its trials'
+directories are written and told) is left to it.
 
 The loop: claim up to ``lanes`` trials, draw their values (the sampler), train
 each group (``trials``), then give every trial its directory and tell Optuna its
@@ -20,6 +21,7 @@ with a one-line error (the sweep goes on).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,6 +42,7 @@ from jaxfit._src.runner.rundir import (
     COMPLETE,
     _checked_workdir,
     _is_locked,
+    _locked,
     _write_json,
 )
 from jaxfit._src.runner.types import ConfigError
@@ -370,13 +373,22 @@ def _report_group(
     group_dir: str,
     trainer: Any,
 ) -> None:
-    """Each member's trial directory, then its outcome told to Optuna."""
-    for j, (trial, values) in enumerate(members):
-        member = int(trial.user_attrs.get("jaxfit_member", j))  # --resume: a subset
-        deferred: Any = types.SimpleNamespace(interrupts=[])  # as the ending's
-        with _sigint_deferred(deferred):  # a trial's directory and tell: whole
-            _report_trial(state, trial, values, group_dir, member, trainer)
-        _check_stop(deferred)
+    """Each member's trial directory, then its outcome told to Optuna, under
+    the group run's lock (one process reports a group: another worker's
+    ``--resume`` leaves it, and this one leaves a group a resumer took)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_locked(group_dir))
+        except ConfigError as error:
+            if "is in use" in str(error):
+                return  # another live process reports it
+            raise
+        for j, (trial, values) in enumerate(members):
+            member = int(trial.user_attrs.get("jaxfit_member", j))  # --resume
+            deferred: Any = types.SimpleNamespace(interrupts=[])  # as the ending's
+            with _sigint_deferred(deferred):  # a trial's directory and tell: whole
+                _report_trial(state, trial, values, group_dir, member, trainer)
+            _check_stop(deferred)
     report.write(state.sweep_dir, state.study, state.spec, state.base)
 
 
