@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import one_device_pass
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -101,6 +102,7 @@ def _text(page: pathlib.Path) -> str:
     return html.unescape(" ".join(re.sub(r"<[^>]+>", " ", raw).split()))
 
 
+@one_device_pass
 def test_site_builds_strict_and_every_nav_page_is_there(site):
     import yaml
 
@@ -121,6 +123,7 @@ def test_site_builds_strict_and_every_nav_page_is_there(site):
     )
 
 
+@one_device_pass
 def test_the_api_reference_renders_every_public_name_from_its_docstring(site):
     for module_name in PUBLIC_MODULES:
         module = importlib.import_module(module_name)
@@ -198,6 +201,7 @@ def _page(site: pathlib.Path, module_name: str) -> str:
     return (site / "api" / page / "index.html").read_text("utf-8")
 
 
+@one_device_pass
 def test_every_public_member_of_trainer_and_the_callbacks_has_an_anchor(site):
     # read from the classes now, so members added later are checked too; the
     # inherited ones (save, restore, load, compile, params, state, the callback
@@ -222,6 +226,7 @@ def test_every_public_member_of_trainer_and_the_callbacks_has_an_anchor(site):
     assert not missing, "members without a reference entry:\n" + "\n".join(missing)
 
 
+@one_device_pass
 def test_the_reference_shows_only_public_bases(site):
     # "Bases:" names a class's public bases, in order, and no implementation base
     # (Trainer's, in jaxfit._src, are left out; its members are still there)
@@ -242,6 +247,7 @@ def test_the_reference_shows_only_public_bases(site):
     assert "doc-class-bases" not in trainer
 
 
+@one_device_pass
 def test_signatures_are_formatted_one_parameter_a_line(site):
     import jaxfit
 
@@ -274,6 +280,7 @@ def test_signatures_are_formatted_one_parameter_a_line(site):
     assert 'href="#jaxfit.History"' in _section(trainer, "jaxfit.Trainer.fit")
 
 
+@one_device_pass
 def test_the_notebook_page_renders_its_cells(site):
     text = _text(site / "notebooks" / "quickstart" / "index.html")
     assert "jaxfit.Trainer" in text and "history" in text
@@ -282,6 +289,7 @@ def test_the_notebook_page_renders_its_cells(site):
     assert "batches seen" in text  # the stored numbers
 
 
+@one_device_pass
 def test_the_performance_page_quotes_the_measured_results(site):
     text = _text(site / "guides" / "performance" / "index.html")
     results = (ROOT / "benchmarks" / "RESULTS.md").read_text("utf-8")

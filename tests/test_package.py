@@ -24,6 +24,7 @@ import tarfile
 import zipfile
 
 import pytest
+from conftest import one_device_pass
 from runner_helpers import run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -125,6 +126,7 @@ def dists(tmp_path_factory):
     return wheel, sdist
 
 
+@one_device_pass
 def test_wheel_holds_what_an_installed_user_needs(dists):
     wheel, _ = dists
     assert wheel.name == f"{DIST}-{VERSION}-py3-none-any.whl"
@@ -155,6 +157,7 @@ def test_wheel_holds_what_an_installed_user_needs(dists):
     assert "jaxfit = jaxfit.cli:main" in entry_points
 
 
+@one_device_pass
 def test_sdist_holds_license_changelog_and_readme(dists):
     _, sdist = dists
     top = f"{DIST}-{VERSION}"
@@ -206,6 +209,7 @@ def installed(dists, tmp_path_factory):
     return bin_dir, work, env
 
 
+@one_device_pass
 def test_installed_wheel_runs_the_quickstart_and_the_command(installed):
     bin_dir, work, env = installed
     python, jaxfit = bin_dir / "python", bin_dir / "jaxfit"
