@@ -17,8 +17,8 @@ twice. On SQLite, which has no row lock (Optuna's ``SELECT ... FOR UPDATE`` is
 not one there), two workers could both see a trial WAITING and both set it
 RUNNING; their claims are serialized by an exclusive ``flock`` on
 ``<database>.claim.lock`` beside the database file (jaxfit's, made when missing,
-never removed: ``claim_lock``). A trial left RUNNING by a killed worker is taken up again by ``jaxfit
-sweep --resume`` (``driver``).
+never removed: ``claim_lock``). A trial left RUNNING by a killed worker is taken
+up again by ``jaxfit sweep --resume`` (``driver``).
 """
 
 from __future__ import annotations
